@@ -1,0 +1,26 @@
+"""Where things live. Every location a user may change comes from an environment variable."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PATTERNS_DIR = ROOT / "patterns"
+HELMFILES_DIR = ROOT / "helmfiles"
+KUSTOMIZE_DIR = ROOT / "kustomize"
+TOOLS_BIN = ROOT / ".tools" / "bin"
+
+
+def charts_dir(override: str | None = None) -> Path | None:
+    """LIGHTRAIL_CHARTS: a directory holding <chart-name>/ or <chart-name>.tgz for every upstream chart."""
+    value = override or os.environ.get("LIGHTRAIL_CHARTS")
+    return Path(value).expanduser().resolve() if value else None
+
+
+def schemas_dir(override: str | None = None) -> Path | None:
+    """LIGHTRAIL_SCHEMAS: upstream CRDs and chart values schemas (default ../shared/upstream)."""
+    value = override or os.environ.get("LIGHTRAIL_SCHEMAS")
+    if value:
+        return Path(value).expanduser().resolve()
+    default = ROOT.parent / "shared" / "upstream"
+    return default if default.is_dir() else None

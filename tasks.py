@@ -1,0 +1,7 @@
+"""Lightrail's command line: `invoke --list`. Tasks live in lightrail/cli/; this file wires them."""
+from invoke import Collection
+
+from lightrail.cli import dev
+
+ns = Collection()
+ns.add_task(dev.test)

@@ -1,7 +1,9 @@
 """Lightrail's command line: `invoke --list`. Tasks live in lightrail/cli/; this file wires them."""
 from invoke import Collection
 
-from lightrail.cli import dev
+from lightrail.cli import catalog, dev
 
 ns = Collection()
 ns.add_task(dev.test)
+ns.add_task(catalog.patterns)
+ns.add_task(catalog.plan)

@@ -1,0 +1,89 @@
+"""`invoke patterns` and `invoke plan`: the catalog and what a deployment would create."""
+from __future__ import annotations
+
+import json
+
+from invoke import task
+from rich.console import Console
+from rich.table import Table
+
+from lightrail.catalog import STACKS, load_catalog
+from lightrail.cli import user_errors
+from lightrail.cli.common import PLAN_HELP, PLAN_ITERABLE, make_request
+from lightrail.plan import Plan, build_plan
+
+
+@task
+@user_errors
+def patterns(c, json_=False):
+    """The catalog: patterns x accelerators x stacks, with the reason for every unsupported one."""
+    cat = load_catalog()
+    rows = []
+    for p in cat.patterns.values():
+        for a in cat.accelerators:
+            for s in STACKS:
+                rows.append({"pattern": p.name, "accel": a, "stack": s,
+                             "supported": not p.unsupported_reason(a, s), "reason": p.unsupported_reason(a, s) or ""})
+    if json_:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="Lightrail patterns (pattern x accel x stack)")
+    table.add_column("pattern")
+    table.add_column("summary", max_width=48)
+    for a in cat.accelerators:
+        table.add_column(a)
+    for p in cat.patterns.values():
+        cells = []
+        for a in cat.accelerators:
+            reasons = {s: p.unsupported_reason(a, s) for s in STACKS}
+            cells.append(" ".join(s for s in STACKS if not reasons[s]) or "no")
+        table.add_row(p.name, p.summary, *cells)
+    console = Console()
+    console.print(table)
+    for r in rows:
+        if not r["supported"]:
+            console.print(f"  [yellow]{r['pattern']} on {r['accel']}/{r['stack']}[/]: {r['reason']}")
+
+
+def plan_table(plan: Plan) -> None:
+    """Print a plan for humans: units in order, servers, resources, cost."""
+    console = Console()
+    d = plan.to_dict()
+    console.print(f"[bold]{plan.pattern.name}[/] on [bold]{plan.accel}[/] ({plan.accel_type}) with "
+                  f"[bold]{plan.stack}[/] in namespace [bold]{plan.namespace}[/]")
+    units = Table(title="Apply order")
+    for col in ("#", "unit", "tool", "source", "version", "objects"):
+        units.add_column(col)
+    for i, u in enumerate(plan.units, 1):
+        units.add_row(str(i), u.name, u.tool, u.source, u.version,
+                      ", ".join(f"{k} x{n}" for k, n in u.objects.items()))
+    console.print(units)
+    servers = Table(title="Model servers")
+    for col in ("name", "model", "replicas", "pods", "per pod", "node selector", "args"):
+        servers.add_column(col)
+    for s in d["servers"]:
+        servers.add_row(s["name"], s["model"], str(s["replicas"]), str(s["pods"]),
+                        ", ".join(f"{k}={v}" for k, v in s["resources"].items()),
+                        "\n".join(f"{k}={v}" for k, v in s["node_selector"].items()) or "-",
+                        " ".join(s["args"]))
+    console.print(servers)
+    console.print("objects: " + ", ".join(f"{k} x{n}" for k, n in d["objects"].items()))
+    console.print("images: " + ", ".join(d["images"]))
+    totals = ", ".join(f"{k}: {v}" for k, v in d["accelerators_total"].items()) or "none"
+    console.print(f"accelerators in total: {totals}; replicas {d['replicas_total']}, pods {d['pods_total']}")
+    cost = d["cost"]
+    console.print(f"estimated cost: {cost['per_hour']:.2f} {cost['currency']}/hour, "
+                  f"{cost['per_day']:.2f} {cost['currency']}/day ({cost['basis']})")
+
+
+@task(help={**PLAN_HELP, "json_": "print the plan as one JSON object"}, iterable=PLAN_ITERABLE)
+@user_errors
+def plan(c, pattern="", accel="", stack="llmd", model=None, replicas=None, namespace="lightrail",
+         gpu_type="", topology="", provider="gke", kserve_api="v1alpha2", vllm_arg=None, json_=False):
+    """What a deployment would create: units in apply order, objects, images, resources, cost."""
+    p = build_plan(make_request(pattern, accel, stack, model, replicas, namespace, gpu_type, topology,
+                                provider, kserve_api, vllm_arg))
+    if json_:
+        print(json.dumps(p.to_dict(), indent=2))
+    else:
+        plan_table(p)

@@ -1,0 +1,1 @@
+"""The kserve stack: Istio + KServe LLMInferenceService, composed with kustomize."""

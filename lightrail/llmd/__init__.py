@@ -1,0 +1,1 @@
+"""The llmd stack: Gateway API + llm-d charts, composed with helmfile."""

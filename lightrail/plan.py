@@ -1,0 +1,430 @@
+"""Plan: what a deployment of pattern P on accelerator A with stack S will create.
+
+Pure values computed from the catalog and the user's overrides. Every later step (render,
+deploy, smoke, bench, teardown) reads the plan instead of re-deriving names or sizes.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Mapping
+
+from lightrail import __version__
+from lightrail.catalog import STACKS, Catalog, Pattern, load_catalog
+from lightrail.errors import LightrailError, choose
+
+LABEL_PREFIX = "lightrail.dev"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "lightrail"}
+RESERVED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+HF_TOKEN_SECRET = "lightrail-hf-token"
+VLLM_PORT = 8000
+_HF_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the user asked for: a pattern on an accelerator with a stack, plus overrides."""
+
+    pattern: str
+    accel: str
+    stack: str = "llmd"
+    models: tuple[str, ...] = ()
+    replicas: int | None = None
+    namespace: str = "lightrail"
+    gpu_type: str | None = None
+    topology: str | None = None
+    provider: str = "gke"
+    kserve_api: str = "v1alpha2"
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Multinode:
+    """One LeaderWorkerSet group: `size` pods running data-parallel (and expert-parallel) ranks."""
+
+    size: int
+    data_parallel: int
+    data_parallel_local: int
+    tensor_parallel: int
+    expert_parallel: bool
+
+
+@dataclass(frozen=True)
+class ModelServer:
+    """The pods serving one model, and the InferencePool / endpoint picker in front of them."""
+
+    name: str                 # Kubernetes name shared by every object of this model
+    model: str                # served model name: what clients send in the body's `model`
+    source: str               # weights: hf://org/name, a path in the container, or "" (sim)
+    image: str
+    replicas: int
+    args: tuple[str, ...]     # container args besides model, served name and port
+    env: Mapping[str, str]
+    resources: Mapping[str, str]   # per pod; requests == limits
+    node_selector: Mapping[str, str]
+    tolerations: tuple[Mapping[str, str], ...]
+    tensor_parallel: int
+    multinode: Multinode | None = None
+
+    @property
+    def pods(self) -> int:
+        return self.replicas * (self.multinode.size if self.multinode else 1)
+
+    @property
+    def pool(self) -> str:
+        return self.name
+
+    @property
+    def epp(self) -> str:
+        return f"{self.name}-epp"
+
+
+@dataclass(frozen=True)
+class Gateway:
+    name: str
+    provider: str
+    class_name: str
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One step of the apply order: a helm release or a kustomize unit, and what it creates."""
+
+    name: str
+    tool: str                 # "helm" (via helmfile) or "kustomize"
+    source: str               # chart name or kustomize directory
+    version: str
+    objects: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class Cost:
+    per_hour: float
+    currency: str
+    basis: str                # how it was computed, for the user to check
+
+    @property
+    def per_day(self) -> float:
+        return self.per_hour * 24
+
+
+@dataclass(frozen=True)
+class Plan:
+    request: Request
+    pattern: Pattern
+    accel_type: str           # "l4", "v6e-2x2", "cpu", "sim"
+    labels: Mapping[str, str]
+    gateway: Gateway
+    servers: tuple[ModelServer, ...]
+    scorers: Mapping[str, int]
+    body_based_routing: bool
+    epp_image: str
+    cost: Cost
+    versions: Mapping[str, Any]
+    units: tuple[Unit, ...] = ()
+
+    @property
+    def namespace(self) -> str:
+        return self.request.namespace
+
+    @property
+    def stack(self) -> str:
+        return self.request.stack
+
+    @property
+    def accel(self) -> str:
+        return self.request.accel
+
+    @property
+    def served_models(self) -> tuple[str, ...]:
+        return tuple(s.model for s in self.servers)
+
+    @property
+    def replicas_total(self) -> int:
+        return sum(s.replicas for s in self.servers)
+
+    @property
+    def pods_total(self) -> int:
+        return sum(s.pods for s in self.servers)
+
+    @property
+    def accelerator_totals(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for s in self.servers:
+            for res, qty in s.resources.items():
+                if res not in ("cpu", "memory"):
+                    totals[res] = totals.get(res, 0) + int(qty) * s.pods
+        return totals
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        return tuple(sorted({s.image for s in self.servers} | {self.epp_image}))
+
+    @property
+    def objects(self) -> dict[str, int]:
+        """Expected objects by kind over all units."""
+        totals: dict[str, int] = {}
+        for unit in self.units:
+            for kind, n in unit.objects.items():
+                totals[kind] = totals.get(kind, 0) + n
+        return dict(sorted(totals.items()))
+
+    def selector(self) -> str:
+        """Label selector matching every object of this deployment (for status/teardown)."""
+        keys = ("pattern", "stack")
+        return ",".join(f"{LABEL_PREFIX}/{k}={self.labels[f'{LABEL_PREFIX}/{k}']}" for k in keys)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as plain JSON-able data (what `invoke plan --json` prints)."""
+        req = asdict(self.request)
+        return {
+            "pattern": self.pattern.name,
+            "accel": self.accel,
+            "accel_type": self.accel_type,
+            "stack": self.stack,
+            "namespace": self.namespace,
+            "request": req,
+            "labels": dict(self.labels),
+            "gateway": asdict(self.gateway),
+            "servers": [_server_dict(s) for s in self.servers],
+            "router": {"scorers": dict(self.scorers), "body_based_routing": self.body_based_routing,
+                       "epp_image": self.epp_image},
+            "units": [{**asdict(u), "objects": dict(u.objects)} for u in self.units],
+            "objects": self.objects,
+            "images": list(self.images),
+            "replicas_total": self.replicas_total,
+            "pods_total": self.pods_total,
+            "accelerators_total": self.accelerator_totals,
+            "cost": {"per_hour": round(self.cost.per_hour, 2), "per_day": round(self.cost.per_day, 2),
+                     "currency": self.cost.currency, "basis": self.cost.basis},
+        }
+
+
+def _server_dict(s: ModelServer) -> dict[str, Any]:
+    d = asdict(s)
+    d.update(env=dict(s.env), resources=dict(s.resources), node_selector=dict(s.node_selector),
+             tolerations=[dict(t) for t in s.tolerations], args=list(s.args), pods=s.pods)
+    return d
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a plan
+
+
+def build_plan(request: Request, catalog: Catalog | None = None) -> Plan:
+    """Check the request against the catalog and compute the plan, or raise LightrailError."""
+    catalog = catalog or load_catalog()
+    pattern = catalog.pattern(request.pattern)
+    accel = catalog.accelerator(request.accel)
+    choose("stack", request.stack, STACKS)
+    reason = pattern.unsupported_reason(request.accel, request.stack)
+    if reason:
+        raise LightrailError(
+            f"pattern {pattern.name!r} is not supported on accel={request.accel} stack={request.stack}: {reason}",
+            fix=f"supported: {', '.join(supported_combinations(pattern.name, catalog))}",
+        )
+    _check_namespace(request.namespace)
+    if request.stack == "llmd":
+        choose("gateway provider", request.provider, catalog.gateways)
+    choose("KServe API version", request.kserve_api, ("v1alpha2", "v1alpha1"))
+    if request.replicas is not None and (not isinstance(request.replicas, int) or request.replicas < 1):
+        raise LightrailError(f"replicas must be a whole number of at least 1, got {request.replicas!r}")
+
+    settings = dict(pattern.accelerators.get(request.accel, {}))
+    models = _models(request, pattern, accel)
+    replicas = request.replicas or pattern.replicas
+    shape = _shape(request, pattern, accel, settings)
+    image = catalog.image(accel["image"])
+    args = _args(pattern, accel, shape, request.extra_args)
+    env = dict(accel.get("env", {}))
+    names = _server_names(pattern.name, models)
+    servers = tuple(
+        ModelServer(
+            name=name, model=model, source=_source(model, accel), image=image, replicas=replicas,
+            args=args, env=env, resources=shape["resources"], node_selector=shape["node_selector"],
+            tolerations=tuple(accel.get("tolerations", ())), tensor_parallel=shape["tp"],
+            multinode=shape["multinode"],
+        )
+        for name, model in zip(names, models)
+    )
+    labels = {
+        **MANAGED_BY,
+        f"{LABEL_PREFIX}/pattern": pattern.name,
+        f"{LABEL_PREFIX}/stack": request.stack,
+        f"{LABEL_PREFIX}/accel": request.accel,
+        f"{LABEL_PREFIX}/version": __version__,
+    }
+    provider = request.provider if request.stack == "llmd" else "istio"
+    gateway = Gateway(name=f"{pattern.name}-gateway", provider=provider,
+                      class_name=catalog.gateways[provider]["class"])
+    plan = Plan(
+        request=request, pattern=pattern, accel_type=shape["type"], labels=labels, gateway=gateway,
+        servers=servers, scorers=pattern.scorers, body_based_routing=pattern.body_based_routing,
+        epp_image=catalog.image("epp"), cost=_cost(servers, shape, catalog), versions=catalog.versions,
+    )
+    return replace(plan, units=tuple(stack_units(plan)))
+
+
+def stack_units(plan: Plan) -> list[Unit]:
+    """The stack decides how the plan becomes releases or kustomize units, in apply order."""
+    if plan.stack == "llmd":
+        from lightrail.llmd.units import units
+    else:
+        from lightrail.kserve.units import units
+    return units(plan)
+
+
+def supported_combinations(pattern: str, catalog: Catalog | None = None) -> list[str]:
+    catalog = catalog or load_catalog()
+    p = catalog.pattern(pattern)
+    return [f"{a}/{s}" for a in catalog.accelerators for s in STACKS if not p.unsupported_reason(a, s)]
+
+
+def _check_namespace(namespace: str) -> None:
+    if not _DNS_LABEL.match(namespace or ""):
+        raise LightrailError(f"namespace {namespace!r} is not a valid Kubernetes name (lowercase letters, digits, '-')")
+    if namespace in RESERVED_NAMESPACES:
+        raise LightrailError(f"refusing to deploy into {namespace!r}; choose your own namespace, e.g. --namespace=lightrail")
+
+
+def _models(request: Request, pattern: Pattern, accel: Mapping[str, Any]) -> tuple[str, ...]:
+    if request.models:
+        models = tuple(request.models)
+    else:
+        swap = accel.get("models", {})
+        models = tuple(swap.get(m, m) for m in pattern.models)
+    for m in models:
+        if not (_HF_MODEL.match(m) or m.startswith(("/", "./", "../"))):
+            raise LightrailError(f"model {m!r} is not a Hugging Face id (org/name) or a local path (/path or ./path)")
+    if len(set(models)) != len(models):
+        raise LightrailError(f"model names must be distinct, got {', '.join(models)}")
+    if len(models) < pattern.min_models:
+        raise LightrailError(f"pattern {pattern.name!r} needs at least {pattern.min_models} models, got {len(models)}")
+    if pattern.max_models is not None and len(models) > pattern.max_models:
+        raise LightrailError(
+            f"pattern {pattern.name!r} serves {pattern.max_models} model, got {len(models)}",
+            fix="use --pattern=multimodel for several models behind one gateway",
+        )
+    return models
+
+
+def _source(model: str, accel: Mapping[str, Any]) -> str:
+    if accel.get("simulator"):
+        return ""
+    return model if model.startswith(("/", "./", "../")) else f"hf://{model}"
+
+
+def _slug(model: str) -> str:
+    base = model.rstrip("/").split("/")[-1].lower()
+    return re.sub(r"[^a-z0-9]+", "-", base).strip("-")[:40].strip("-") or "model"
+
+
+def _server_names(pattern: str, models: tuple[str, ...]) -> list[str]:
+    names: list[str] = []
+    for model in models:
+        name = f"{pattern}-{_slug(model)}"
+        n = 2
+        while name in names:
+            name = f"{pattern}-{_slug(model)}-{n}"
+            n += 1
+        names.append(name)
+    return names
+
+
+def _shape(request: Request, pattern: Pattern, accel: Mapping[str, Any], settings: dict) -> dict:
+    """Per-pod resources, node selectors, tensor parallelism and multinode layout."""
+    pod = dict(accel.get("pod", {}))
+    resources = {"cpu": str(pod.get("cpu", "1")), "memory": str(pod.get("memory", "1Gi"))}
+    selector: dict[str, str] = {}
+    tp, hosts, per_pod, accel_type = 1, 1, 0, request.accel
+    if request.gpu_type and request.accel != "gpu":
+        raise LightrailError(f"--gpu-type applies to --accel=gpu only (got accel={request.accel})")
+    if request.topology and request.accel != "tpu":
+        raise LightrailError(f"--topology applies to --accel=tpu only (got accel={request.accel})")
+    if request.accel == "gpu":
+        accel_type = choose("GPU type", request.gpu_type or settings.get("type") or accel["default_type"], accel["types"])
+        per_pod = int(settings.get("count", 1))
+        hosts = int(settings.get("nodes", 1))
+        selector[accel["node_selector_key"]] = accel["types"][accel_type]["node_label"]
+        tp = per_pod if not pattern.multinode else 1
+    elif request.accel == "tpu":
+        topology = choose("TPU v6e topology", request.topology or settings.get("topology") or accel["default_topology"],
+                          accel["topologies"])
+        topo = accel["topologies"][topology]
+        hosts = int(topo["hosts"])
+        if hosts > 1 and not pattern.multinode:
+            single = [t for t, v in accel["topologies"].items() if v["hosts"] == 1]
+            raise LightrailError(
+                f"TPU topology {topology} spans {hosts} hosts; pattern {pattern.name!r} runs on one host",
+                fix=f"use one of {', '.join(single)}, or --pattern=moe for multi-host",
+            )
+        if hosts == 1 and pattern.multinode:
+            multi = [t for t, v in accel["topologies"].items() if v["hosts"] > 1]
+            raise LightrailError(f"pattern {pattern.name!r} needs a multi-host TPU topology; valid: {', '.join(multi)}")
+        per_pod = int(topo["chips"]) // hosts
+        tp = per_pod
+        accel_type = f"v6e-{topology}"
+        selector.update(accel["node_selector"])
+        selector[accel["topology_key"]] = topology
+    if per_pod:
+        resources[accel["resource"]] = str(per_pod)
+    multinode = None
+    if pattern.multinode:
+        local = per_pod if request.accel == "gpu" else 1
+        multinode = Multinode(size=hosts, data_parallel=local * hosts, data_parallel_local=local,
+                              tensor_parallel=tp, expert_parallel=True)
+    return {"resources": resources, "node_selector": selector, "tp": tp, "type": accel_type,
+            "multinode": multinode, "per_pod": per_pod}
+
+
+def _args(pattern: Pattern, accel: Mapping[str, Any], shape: dict, extra: tuple[str, ...]) -> tuple[str, ...]:
+    """Container args: the pattern's vLLM flags plus the parallelism the accelerator dictates."""
+    if accel.get("simulator"):
+        args = list(accel.get("args", ())) + [a for a in pattern.vllm_args if a.startswith("--max-model-len")]
+    else:
+        args = list(pattern.vllm_args)
+        if shape["tp"] > 1:
+            args.append(f"--tensor-parallel-size={shape['tp']}")
+        mn = shape["multinode"]
+        if mn:
+            args += [f"--data-parallel-size={mn.data_parallel}", f"--data-parallel-size-local={mn.data_parallel_local}"]
+            if mn.expert_parallel and "--enable-expert-parallel" not in args:
+                args.append("--enable-expert-parallel")
+    for arg in extra:
+        flag = arg.split("=", 1)[0]
+        if flag == "--tensor-parallel-size" and arg != f"--tensor-parallel-size={shape['tp']}":
+            raise LightrailError(
+                f"{arg} conflicts with the accelerator: tensor-parallel size must be {shape['tp']} "
+                f"(the {shape['type']} chips per pod)"
+            )
+        args = [a for a in args if a.split("=", 1)[0] != flag] + [arg]
+    return tuple(args)
+
+
+def _quantity(q: str) -> float:
+    """CPU cores or GiB from a Kubernetes quantity ("100m", "8", "128Mi", "32Gi")."""
+    units = {"m": 1e-3, "Ki": 1 / 2**20, "Mi": 1 / 2**10, "Gi": 1.0, "Ti": 2**10}
+    for suffix, factor in units.items():
+        if q.endswith(suffix):
+            return float(q[: -len(suffix)]) * factor
+    return float(q)
+
+
+def _cost(servers: tuple[ModelServer, ...], shape: dict, catalog: Catalog) -> Cost:
+    prices = catalog.prices
+    total, parts = 0.0, []
+    for s in servers:
+        cpu = _quantity(s.resources["cpu"]) * s.pods
+        mem = _quantity(s.resources["memory"]) * s.pods
+        total += cpu * prices["cpu"]["per_vcpu_hour"] + mem * prices["cpu"]["per_gib_hour"]
+        for res, qty in s.resources.items():
+            if res in ("cpu", "memory"):
+                continue
+            table = prices["accelerators"][res]
+            key = shape["type"] if res == "nvidia.com/gpu" else "v6e"
+            n = int(qty) * s.pods
+            total += n * table[key]
+            parts.append(f"{n} x {res} {key} @ {table[key]}/h")
+    parts.append("pod CPU and memory at patterns/prices.yaml rates; model servers only")
+    return Cost(per_hour=total, currency=prices["currency"], basis="; ".join(parts))

@@ -5,16 +5,24 @@ the stack, validates every object and writes the result only when everything is 
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
 from lightrail.errors import LightrailError
 from lightrail.plan import Plan
+from lightrail.settings import HELMFILES_DIR, KUSTOMIZE_DIR, PATTERNS_DIR, ROOT, TOOLS_BIN
+
+MARKER = ".lightrail-render"
+# Everything a render depends on besides the plan: when none of it changes, the result is reused.
+_INPUTS = (HELMFILES_DIR, KUSTOMIZE_DIR, PATTERNS_DIR, ROOT / "lightrail", TOOLS_BIN)
 
 
 @dataclass
@@ -37,6 +45,87 @@ def render(plan: Plan, *, charts: Path | None = None) -> Rendered:
         return stack_render(plan, Path(tmp), charts=charts)
 
 
+def render_validated(plan: Plan, *, charts: Path | None = None, schemas: Path | None = None) -> Rendered:
+    """Render and validate every object; raise LightrailError listing all problems.
+
+    A valid result is cached under ~/.cache/lightrail/render keyed by the plan and the
+    fingerprint of every input file (set LIGHTRAIL_NO_CACHE=1 to bypass).
+    """
+    from lightrail.validate import validate_objects
+
+    key = _cache_key(plan, charts, schemas)
+    cached = _cache_get(key)
+    if cached:
+        return cached
+    result = render(plan, charts=charts)
+    problems = validate_objects(result.objects, schemas_dir=schemas)
+    if problems:
+        listing = "\n  ".join(str(p) for p in problems)
+        raise LightrailError(f"{len(problems)} invalid object(s) in the {plan.stack} render:\n  {listing}")
+    _cache_put(key, result)
+    return result
+
+
+def render_many(plans: list[Plan], *, charts: Path | None = None, schemas: Path | None = None,
+                workers: int | None = None) -> list[Rendered | LightrailError]:
+    """Render several plans at once; the tools are separate processes, so threads overlap them."""
+    def one(plan: Plan):
+        try:
+            return render_validated(plan, charts=charts, schemas=schemas)
+        except LightrailError as err:
+            return err
+
+    with ThreadPoolExecutor(max_workers=workers or max(2, os.cpu_count() or 2)) as pool:
+        return list(pool.map(one, plans))
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lightrail" / "render"
+
+
+def _tree_fingerprint(paths) -> str:
+    h = hashlib.sha256()
+    for root in paths:
+        if root is None or not Path(root).exists():
+            h.update(f"{root}:absent".encode())
+            continue
+        files = [Path(root)] if Path(root).is_file() else sorted(p for p in Path(root).rglob("*") if p.is_file())
+        for f in files:
+            if "__pycache__" in f.parts:
+                continue
+            st = f.stat()
+            h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def _cache_key(plan: Plan, charts: Path | None, schemas: Path | None) -> str | None:
+    if os.environ.get("LIGHTRAIL_NO_CACHE"):
+        return None
+    h = hashlib.sha256(json.dumps(plan.to_dict(), sort_keys=True).encode())
+    h.update(_tree_fingerprint([*_INPUTS, charts, schemas]).encode())
+    return h.hexdigest()
+
+
+def _cache_get(key: str | None) -> Rendered | None:
+    path = _cache_dir() / f"{key}.json" if key else None
+    if not path or not path.exists():
+        return None
+    try:
+        return Rendered(**json.loads(path.read_text()))
+    except (ValueError, TypeError):
+        return None
+
+
+def _cache_put(key: str | None, result: Rendered) -> None:
+    if not key:
+        return
+    directory = _cache_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{key}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(asdict(result)))
+    os.replace(tmp, directory / f"{key}.json")
+
+
 def to_yaml(objects: list[dict]) -> str:
     return yaml.safe_dump_all(objects, sort_keys=False, default_flow_style=False)
 
@@ -46,10 +135,14 @@ def write(rendered: Rendered, out: Path) -> list[Path]:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise LightrailError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise LightrailError(f"--out {out} is not empty and was not written by `invoke render`",
+                             fix="choose a new or empty directory")
     parent = out.parent if out.parent.exists() else Path.cwd()
     stage = Path(tempfile.mkdtemp(prefix=".lightrail-out-", dir=parent))
     try:
-        files = {"manifests.yaml": to_yaml(rendered.objects), **rendered.artifacts}
+        files = {"manifests.yaml": to_yaml(rendered.objects), **rendered.artifacts,
+                 MARKER: "written by `invoke render`; the whole directory is replaced on the next render\n"}
         for rel, text in files.items():
             path = stage / rel
             path.parent.mkdir(parents=True, exist_ok=True)

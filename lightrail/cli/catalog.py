@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from invoke import task
 from rich.console import Console
@@ -9,13 +10,24 @@ from rich.table import Table
 
 from lightrail.catalog import STACKS, load_catalog
 from lightrail.cli import user_errors
+from lightrail.errors import LightrailError
 from lightrail.cli.common import PLAN_HELP, PLAN_ITERABLE, make_request
 from lightrail.plan import Plan, build_plan
 
 
-@task
+def matrix_markdown() -> str:
+    """The support matrix as a Markdown table (README.md embeds it; a test keeps them equal)."""
+    cat = load_catalog()
+    lines = ["| pattern | " + " | ".join(cat.accelerators) + " |", "|---" * (len(cat.accelerators) + 1) + "|"]
+    for p in cat.patterns.values():
+        cells = [", ".join(s for s in STACKS if not p.unsupported_reason(a, s)) or "—" for a in cat.accelerators]
+        lines.append(f"| {p.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+@task(help={"json_": "print every combination as JSON", "markdown": "print the support matrix as Markdown"})
 @user_errors
-def patterns(c, json_=False):
+def patterns(c, json_=False, markdown=False):
     """The catalog: patterns x accelerators x stacks, with the reason for every unsupported one."""
     cat = load_catalog()
     rows = []
@@ -27,9 +39,11 @@ def patterns(c, json_=False):
     if json_:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title="Lightrail patterns (pattern x accel x stack)")
+    if markdown:
+        print(matrix_markdown())
+        return
+    table = Table(title="Lightrail patterns: stacks supported per accelerator")
     table.add_column("pattern")
-    table.add_column("summary", max_width=48)
     for a in cat.accelerators:
         table.add_column(a)
     for p in cat.patterns.values():
@@ -37,9 +51,11 @@ def patterns(c, json_=False):
         for a in cat.accelerators:
             reasons = {s: p.unsupported_reason(a, s) for s in STACKS}
             cells.append(" ".join(s for s in STACKS if not reasons[s]) or "no")
-        table.add_row(p.name, p.summary, *cells)
+        table.add_row(p.name, *cells)
     console = Console()
     console.print(table)
+    for p in cat.patterns.values():
+        console.print(f"[bold]{p.name}[/]: {p.summary}")
     for r in rows:
         if not r["supported"]:
             console.print(f"  [yellow]{r['pattern']} on {r['accel']}/{r['stack']}[/]: {r['reason']}")
@@ -87,3 +103,33 @@ def plan(c, pattern="", accel="", stack="llmd", model=None, replicas=None, names
         print(json.dumps(p.to_dict(), indent=2))
     else:
         plan_table(p)
+
+
+@task(help={**PLAN_HELP, "out": "directory to write manifests.yaml and the tool inputs into (required)",
+            "charts": "directory of upstream charts, DIR/<chart-name> (default: $LIGHTRAIL_CHARTS)",
+            "schemas": "directory of CRDs and values schemas for validation (default: $LIGHTRAIL_SCHEMAS)"},
+      iterable=PLAN_ITERABLE)
+@user_errors
+def render(c, pattern="", accel="", stack="llmd", model=None, replicas=None, namespace="lightrail",
+           gpu_type="", topology="", provider="gke", kserve_api="v1alpha2", vllm_arg=None, out="",
+           charts="", schemas=""):
+    """Render the manifests with the real tools, validate every object, write them to --out."""
+    from lightrail import render as rendering
+    from lightrail.settings import charts_dir, schemas_dir
+
+    if not out:
+        raise LightrailError("--out=DIR is required (where manifests.yaml is written)")
+    p = build_plan(make_request(pattern, accel, stack, model, replicas, namespace, gpu_type, topology,
+                                provider, kserve_api, vllm_arg))
+    result = rendering.render_validated(p, charts=charts_dir(charts or None), schemas=schemas_dir(schemas or None))
+    files = rendering.write(result, Path(out))
+    console = Console()
+    kinds: dict[str, int] = {}
+    for obj in result.objects:
+        kinds[obj["kind"]] = kinds.get(obj["kind"], 0) + 1
+    console.print(f"rendered {len(result.objects)} objects, all valid: "
+                  + ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())))
+    for f in files:
+        console.print(f"  wrote {f}")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")

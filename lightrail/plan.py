@@ -66,6 +66,7 @@ class ModelServer:
     tolerations: tuple[Mapping[str, str], ...]
     tensor_parallel: int
     multinode: Multinode | None = None
+    command: tuple[str, ...] = ()   # entrypoint when the image's default is not the server (sim)
 
     @property
     def pods(self) -> int:
@@ -204,7 +205,8 @@ class Plan:
 def _server_dict(s: ModelServer) -> dict[str, Any]:
     d = asdict(s)
     d.update(env=dict(s.env), resources=dict(s.resources), node_selector=dict(s.node_selector),
-             tolerations=[dict(t) for t in s.tolerations], args=list(s.args), pods=s.pods)
+             tolerations=[dict(t) for t in s.tolerations], args=list(s.args), command=list(s.command),
+             pods=s.pods)
     return d
 
 
@@ -244,7 +246,7 @@ def build_plan(request: Request, catalog: Catalog | None = None) -> Plan:
             name=name, model=model, source=_source(model, accel), image=image, replicas=replicas,
             args=args, env=env, resources=shape["resources"], node_selector=shape["node_selector"],
             tolerations=tuple(accel.get("tolerations", ())), tensor_parallel=shape["tp"],
-            multinode=shape["multinode"],
+            multinode=shape["multinode"], command=tuple(accel.get("command", ())),
         )
         for name, model in zip(names, models)
     )

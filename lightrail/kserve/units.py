@@ -1,13 +1,19 @@
-"""Apply order for the kserve stack: kustomize units and what each one creates."""
+"""Apply order for the kserve stack: one kustomize unit per model server and what it creates."""
 from __future__ import annotations
 
 from lightrail.plan import Plan, Unit
 
 
 def units(plan: Plan) -> list[Unit]:
-    api = plan.request.kserve_api
-    return [
-        Unit("network-policies", "kustomize", "kustomize/components/network-policies", api,
-             {"NetworkPolicy": 1 + len(plan.servers)}),
-        *(Unit(s.name, "kustomize", "kustomize/base", api, {"LLMInferenceService": 1}) for s in plan.servers),
-    ]
+    from lightrail.kserve.compose import components, network_policies
+
+    out = []
+    for s in plan.servers:
+        comps = components(plan, s)
+        objects = {"NetworkPolicy": len(network_policies(plan, s))}
+        if "model-routes" in comps:
+            objects["HTTPRoute"] = 1
+        objects["LLMInferenceService"] = 1
+        source = "kustomize/base" + "".join(f" + components/{c}" for c in comps)
+        out.append(Unit(s.name, "kustomize", source, f"serving.kserve.io/{plan.request.kserve_api}", objects))
+    return out

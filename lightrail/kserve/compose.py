@@ -1,0 +1,124 @@
+"""Compose the kustomize overlay for a plan: one small overlay per model server.
+
+Each overlay points at the repo's kustomize/base (+ components), renames `model` to the
+server's name and patches in the plan's values; kustomize/replacements.yaml carries the name
+into object names and selectors. The top overlay sets the namespace and Lightrail's labels.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from lightrail.plan import VLLM_PORT, ModelServer, Plan
+from lightrail.router import epp_config
+from lightrail.settings import KUSTOMIZE_DIR
+
+# Flags KServe sets itself from spec.parallelism (its presets build the vLLM command line).
+_PARALLELISM_FLAGS = ("--tensor-parallel-size", "--data-parallel-size", "--data-parallel-size-local",
+                      "--enable-expert-parallel")
+BASE_POLICIES = ("default-deny", "allow-gateway", "allow-scheduler", "allow-dns", "allow-metrics")
+
+
+def components(plan: Plan, server: ModelServer) -> list[str]:
+    """Which kustomize/components/* this server needs."""
+    out = []
+    if server.source:
+        out.append("weights-download")
+    if server.multinode:
+        out.append("multinode")
+    if not server.source:
+        out.append("simulator")
+    if plan.body_based_routing:
+        out.append("model-routes")
+    return out
+
+
+def network_policies(plan: Plan, server: ModelServer) -> list[str]:
+    """Names of the NetworkPolicies rendered for one server."""
+    extra = {"weights-download": "allow-weights-download", "multinode": "allow-peers"}
+    names = list(BASE_POLICIES) + [extra[c] for c in components(plan, server) if c in extra]
+    return [f"{server.name}-{n}" for n in names]
+
+
+def _container(server: ModelServer) -> dict:
+    if server.source:
+        args = [a for a in server.args if a.split("=", 1)[0] not in _PARALLELISM_FLAGS]
+    else:  # simulator: its own flags, model name and port
+        args = [f"--model={server.model}", f"--served-model-name={server.model}", f"--port={VLLM_PORT}",
+                *server.args]
+    quantities = dict(server.resources)
+    container = {"name": "main", "image": server.image, "args": args,
+                 "resources": {"requests": quantities, "limits": quantities}}
+    if server.command:
+        container["command"] = list(server.command)
+    if server.env:
+        container["env"] = [{"name": k, "value": str(v)} for k, v in server.env.items()]
+    return container
+
+
+def _pod(server: ModelServer) -> dict:
+    pod: dict = {"containers": [_container(server)]}
+    if server.node_selector:
+        pod["nodeSelector"] = dict(server.node_selector)
+    if server.tolerations:
+        pod["tolerations"] = [dict(t) for t in server.tolerations]
+    return pod
+
+
+def llmisvc_patch(plan: Plan, server: ModelServer) -> list[dict]:
+    """JSON-patch operations that turn the base LLMInferenceService into this server."""
+    ops = [
+        {"op": "replace", "path": "/metadata/name", "value": server.name},
+        {"op": "replace", "path": "/spec/model", "value": {"uri": server.source or f"hf://{server.model}",
+                                                          "name": server.model}},
+        {"op": "replace", "path": "/spec/replicas", "value": server.replicas},
+        {"op": "replace", "path": "/spec/router/scheduler/config/inline", "value": epp_config(plan)},
+        {"op": "replace", "path": "/spec/template", "value": _pod(server)},
+    ]
+    mn = server.multinode
+    if mn:
+        ops.append({"op": "add", "path": "/spec/parallelism",
+                    "value": {"tensor": mn.tensor_parallel, "data": mn.data_parallel,
+                              "dataLocal": mn.data_parallel_local, "expert": mn.expert_parallel}})
+        ops.append({"op": "add", "path": "/spec/worker", "value": _pod(server)})
+    elif server.tensor_parallel > 1:
+        ops.append({"op": "add", "path": "/spec/parallelism", "value": {"tensor": server.tensor_parallel}})
+    return ops
+
+
+def write_overlay(plan: Plan, workdir: Path) -> dict[str, str]:
+    """Write the overlays into workdir; return them as {relative path: text} (render artifacts)."""
+    files: dict[str, str] = {}
+    for server in plan.servers:
+        here = workdir / server.name
+        rel = lambda p: os.path.relpath(KUSTOMIZE_DIR / p, here)  # noqa: E731
+        kustomization = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [rel("base")],
+            "components": [rel(f"components/{c}") for c in components(plan, server)],
+            "patches": [{"target": {"kind": "LLMInferenceService", "name": "model"},
+                         "patch": yaml.safe_dump(llmisvc_patch(plan, server), sort_keys=False)}],
+            "replacements": [{"path": rel("replacements.yaml")}],
+        }
+        if plan.request.kserve_api != "v1alpha2":
+            kustomization["patches"].append({
+                "target": {"kind": "LLMInferenceService"},
+                "patch": yaml.safe_dump([{"op": "replace", "path": "/apiVersion",
+                                          "value": f"serving.kserve.io/{plan.request.kserve_api}"}]),
+            })
+        files[f"{server.name}/kustomization.yaml"] = yaml.safe_dump(kustomization, sort_keys=False)
+    files["kustomization.yaml"] = yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": plan.namespace,
+        "resources": [s.name for s in plan.servers],
+        "labels": [{"pairs": dict(plan.labels), "includeSelectors": False}],
+    }, sort_keys=False)
+    for rel_path, text in files.items():
+        path = workdir / rel_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return files

@@ -1,0 +1,21 @@
+"""Render the kserve stack: write the overlay, run one real `kubectl kustomize`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from lightrail import tools
+from lightrail.kserve.compose import write_overlay
+from lightrail.plan import Plan
+from lightrail.render import Rendered
+
+
+def render(plan: Plan, workdir: Path, charts: Path | None = None) -> Rendered:
+    files = write_overlay(plan, workdir)
+    # The overlay lives in workdir and reads kustomize/replacements.yaml from the repo.
+    out = tools.run("kubectl", "kustomize", "--load-restrictor=LoadRestrictionsNone", str(workdir)).stdout
+    objects = [o for o in yaml.safe_load_all(out) if o]
+    artifacts = {f"kustomize/{k}": v for k, v in files.items()}
+    notes = [f"apply with: kubectl apply --server-side -f manifests.yaml (namespace {plan.namespace})"]
+    return Rendered(objects=objects, artifacts=artifacts, notes=notes)

@@ -34,9 +34,10 @@ class Request:
     namespace: str = "lightrail"
     gpu_type: str | None = None
     topology: str | None = None
-    provider: str = "gke"
+    provider: str = "istio"
     kserve_api: str = "v1alpha2"
     extra_args: tuple[str, ...] = ()
+    hf_token: bool = False     # a token will be provided: mount secret HF_TOKEN_SECRET (never the value)
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,12 @@ class Plan:
     @property
     def accel(self) -> str:
         return self.request.accel
+
+    @property
+    def hf_secret(self) -> str | None:
+        """The Secret holding HF_TOKEN that model servers read, when the user provides a token."""
+        needs = any(s.source.startswith("hf://") for s in self.servers)
+        return HF_TOKEN_SECRET if self.request.hf_token and needs else None
 
     @property
     def served_models(self) -> tuple[str, ...]:

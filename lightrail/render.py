@@ -35,17 +35,22 @@ class Rendered:
     complete: bool = True   # False when upstream charts were not available (llmd without LIGHTRAIL_CHARTS)
 
 
-def render(plan: Plan, *, charts: Path | None = None) -> Rendered:
-    """Render the plan with its stack's real tools in a scratch directory."""
-    if plan.stack == "llmd":
-        from lightrail.llmd.render import render as stack_render
-    else:
-        from lightrail.kserve.render import render as stack_render
+def render(plan: Plan, *, charts: Path | None = None, offline: bool = False) -> Rendered:
+    """Render the plan with its stack's real tools in a scratch directory.
+
+    `offline` matters to llmd only: without charts it checks the composed state and values
+    instead of fetching charts (kustomize needs nothing from the network).
+    """
     with tempfile.TemporaryDirectory(prefix="lightrail-render-") as tmp:
-        return stack_render(plan, Path(tmp), charts=charts)
+        if plan.stack == "llmd":
+            from lightrail.llmd.render import render as llmd_render
+            return llmd_render(plan, Path(tmp), charts=charts, offline=offline)
+        from lightrail.kserve.render import render as kserve_render
+        return kserve_render(plan, Path(tmp))
 
 
-def render_validated(plan: Plan, *, charts: Path | None = None, schemas: Path | None = None) -> Rendered:
+def render_validated(plan: Plan, *, charts: Path | None = None, schemas: Path | None = None,
+                     offline: bool = False) -> Rendered:
     """Render and validate every object; raise LightrailError listing all problems.
 
     A valid result is cached under ~/.cache/lightrail/render keyed by the plan and the
@@ -53,11 +58,11 @@ def render_validated(plan: Plan, *, charts: Path | None = None, schemas: Path | 
     """
     from lightrail.validate import validate_objects
 
-    key = _cache_key(plan, charts, schemas)
+    key = _cache_key(plan, charts, schemas, offline)
     cached = _cache_get(key)
     if cached:
         return cached
-    result = render(plan, charts=charts)
+    result = render(plan, charts=charts, offline=offline)
     problems = validate_objects(result.objects, schemas_dir=schemas)
     if problems:
         listing = "\n  ".join(str(p) for p in problems)
@@ -67,11 +72,11 @@ def render_validated(plan: Plan, *, charts: Path | None = None, schemas: Path | 
 
 
 def render_many(plans: list[Plan], *, charts: Path | None = None, schemas: Path | None = None,
-                workers: int | None = None) -> list[Rendered | LightrailError]:
+                offline: bool = False, workers: int | None = None) -> list[Rendered | LightrailError]:
     """Render several plans at once; the tools are separate processes, so threads overlap them."""
     def one(plan: Plan):
         try:
-            return render_validated(plan, charts=charts, schemas=schemas)
+            return render_validated(plan, charts=charts, schemas=schemas, offline=offline)
         except LightrailError as err:
             return err
 
@@ -98,10 +103,10 @@ def _tree_fingerprint(paths) -> str:
     return h.hexdigest()
 
 
-def _cache_key(plan: Plan, charts: Path | None, schemas: Path | None) -> str | None:
+def _cache_key(plan: Plan, charts: Path | None, schemas: Path | None, offline: bool) -> str | None:
     if os.environ.get("LIGHTRAIL_NO_CACHE"):
         return None
-    h = hashlib.sha256(json.dumps(plan.to_dict(), sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps([plan.to_dict(), offline], sort_keys=True).encode())
     h.update(_tree_fingerprint([*_INPUTS, charts, schemas]).encode())
     return h.hexdigest()
 
@@ -124,6 +129,26 @@ def _cache_put(key: str | None, result: Rendered) -> None:
     tmp = directory / f".{key}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(asdict(result)))
     os.replace(tmp, directory / f"{key}.json")
+
+
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """YAML loader that refuses duplicate keys (two documents run together must not merge)."""
+
+
+def _strict_mapping(loader, node, deep=False):
+    keys = [loader.construct_object(k, deep=deep) for k, _ in node.value]
+    dupes = sorted({str(k) for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise LightrailError(f"rendered YAML has duplicate keys {', '.join(dupes)} near line {node.start_mark.line + 1}")
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
+
+
+def load_manifests(text: str) -> list[dict]:
+    """The objects in a multi-document YAML stream, skipping empty documents."""
+    return [doc for doc in yaml.load_all(text, Loader=_StrictLoader) if doc]
 
 
 def to_yaml(objects: list[dict]) -> str:

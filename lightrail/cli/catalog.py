@@ -95,7 +95,7 @@ def plan_table(plan: Plan) -> None:
 @task(help={**PLAN_HELP, "json_": "print the plan as one JSON object"}, iterable=PLAN_ITERABLE)
 @user_errors
 def plan(c, pattern="", accel="", stack="llmd", model=None, replicas=None, namespace="lightrail",
-         gpu_type="", topology="", provider="gke", kserve_api="v1alpha2", vllm_arg=None, json_=False):
+         gpu_type="", topology="", provider="istio", kserve_api="v1alpha2", vllm_arg=None, json_=False):
     """What a deployment would create: units in apply order, objects, images, resources, cost."""
     p = build_plan(make_request(pattern, accel, stack, model, replicas, namespace, gpu_type, topology,
                                 provider, kserve_api, vllm_arg))
@@ -111,7 +111,7 @@ def plan(c, pattern="", accel="", stack="llmd", model=None, replicas=None, names
       iterable=PLAN_ITERABLE)
 @user_errors
 def render(c, pattern="", accel="", stack="llmd", model=None, replicas=None, namespace="lightrail",
-           gpu_type="", topology="", provider="gke", kserve_api="v1alpha2", vllm_arg=None, out="",
+           gpu_type="", topology="", provider="istio", kserve_api="v1alpha2", vllm_arg=None, out="",
            charts="", schemas=""):
     """Render the manifests with the real tools, validate every object, write them to --out."""
     from lightrail import render as rendering

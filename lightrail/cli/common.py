@@ -13,7 +13,7 @@ PLAN_HELP = {
     "namespace": "Kubernetes namespace (default: lightrail)",
     "gpu_type": "NVIDIA GPU type for --accel=gpu: t4 | l4 | a100 | a100-80gb | h100",
     "topology": "TPU v6e topology for --accel=tpu: 1x1 | 2x2 | 2x4 (one host) | 4x4 | 4x8 (multi-host, moe)",
-    "provider": "llmd gateway provider: gke | istio | kgateway | agentgateway",
+    "provider": "llmd gateway provider: istio | gke | agentgateway (default istio)",
     "kserve_api": "LLMInferenceService API version for --stack=kserve: v1alpha2 | v1alpha1",
     "vllm_arg": "extra vLLM flag, e.g. --vllm-arg=--max-model-len=8192 (repeatable)",
 }
@@ -21,7 +21,7 @@ PLAN_ITERABLE = ["model", "vllm_arg"]
 
 
 def make_request(pattern, accel, stack="llmd", model=(), replicas=None, namespace="lightrail",
-                 gpu_type=None, topology=None, provider="gke", kserve_api="v1alpha2", vllm_arg=()) -> Request:
+                 gpu_type=None, topology=None, provider="istio", kserve_api="v1alpha2", vllm_arg=()) -> Request:
     """Turn raw flag values into a Request; the plan does the real checking."""
     if not pattern or not accel:
         raise LightrailError("--pattern and --accel are required (e.g. --pattern=baseline --accel=gpu)")

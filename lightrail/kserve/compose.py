@@ -42,7 +42,7 @@ def network_policies(plan: Plan, server: ModelServer) -> list[str]:
     return [f"{server.name}-{n}" for n in names]
 
 
-def _container(server: ModelServer) -> dict:
+def _container(plan: Plan, server: ModelServer) -> dict:
     if server.source:
         args = [a for a in server.args if a.split("=", 1)[0] not in _PARALLELISM_FLAGS]
     else:  # simulator: its own flags, model name and port
@@ -53,13 +53,16 @@ def _container(server: ModelServer) -> dict:
                  "resources": {"requests": quantities, "limits": quantities}}
     if server.command:
         container["command"] = list(server.command)
-    if server.env:
-        container["env"] = [{"name": k, "value": str(v)} for k, v in server.env.items()]
+    env = [{"name": k, "value": str(v)} for k, v in server.env.items()]
+    if plan.hf_secret and server.source.startswith("hf://"):
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": plan.hf_secret, "key": "HF_TOKEN"}}})
+    if env:
+        container["env"] = env
     return container
 
 
-def _pod(server: ModelServer) -> dict:
-    pod: dict = {"containers": [_container(server)]}
+def _pod(plan: Plan, server: ModelServer) -> dict:
+    pod: dict = {"containers": [_container(plan, server)]}
     if server.node_selector:
         pod["nodeSelector"] = dict(server.node_selector)
     if server.tolerations:
@@ -75,14 +78,14 @@ def llmisvc_patch(plan: Plan, server: ModelServer) -> list[dict]:
                                                           "name": server.model}},
         {"op": "replace", "path": "/spec/replicas", "value": server.replicas},
         {"op": "replace", "path": "/spec/router/scheduler/config/inline", "value": epp_config(plan)},
-        {"op": "replace", "path": "/spec/template", "value": _pod(server)},
+        {"op": "replace", "path": "/spec/template", "value": _pod(plan, server)},
     ]
     mn = server.multinode
     if mn:
         ops.append({"op": "add", "path": "/spec/parallelism",
                     "value": {"tensor": mn.tensor_parallel, "data": mn.data_parallel,
                               "dataLocal": mn.data_parallel_local, "expert": mn.expert_parallel}})
-        ops.append({"op": "add", "path": "/spec/worker", "value": _pod(server)})
+        ops.append({"op": "add", "path": "/spec/worker", "value": _pod(plan, server)})
     elif server.tensor_parallel > 1:
         ops.append({"op": "add", "path": "/spec/parallelism", "value": {"tensor": server.tensor_parallel}})
     return ops

@@ -3,19 +3,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from lightrail import tools
 from lightrail.kserve.compose import write_overlay
 from lightrail.plan import Plan
-from lightrail.render import Rendered
+from lightrail.render import Rendered, load_manifests
 
-
-def render(plan: Plan, workdir: Path, charts: Path | None = None) -> Rendered:
+def render(plan: Plan, workdir: Path) -> Rendered:
     files = write_overlay(plan, workdir)
     # The overlay lives in workdir and reads kustomize/replacements.yaml from the repo.
     out = tools.run("kubectl", "kustomize", "--load-restrictor=LoadRestrictionsNone", str(workdir)).stdout
-    objects = [o for o in yaml.safe_load_all(out) if o]
+    objects = load_manifests(out)
     artifacts = {f"kustomize/{k}": v for k, v in files.items()}
     notes = [f"apply with: kubectl apply --server-side -f manifests.yaml (namespace {plan.namespace})"]
     return Rendered(objects=objects, artifacts=artifacts, notes=notes)

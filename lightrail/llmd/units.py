@@ -1,18 +1,37 @@
-"""Apply order for the llmd stack: one helm release per step, what each one creates."""
+"""Apply order for the llmd stack: one helm release per step, and what each one renders.
+
+The object counts are those of the pinned upstream charts with Lightrail's values (tests
+render the real charts and compare); provider-specific objects depend on the gateway.
+"""
 from __future__ import annotations
 
 from lightrail.plan import Plan, Unit
 
+INFRA = {"Gateway": 1}
+BBR = {"ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1}
+ROUTER = {"ServiceAccount": 1, "Role": 2, "RoleBinding": 2, "ConfigMap": 1, "Service": 1, "Deployment": 1,
+          "HTTPRoute": 1, "InferencePool": 1}
+PROVIDER_EXTRAS = {
+    "istio": {"infra": {"ConfigMap": 1, "Telemetry": 1}, "bbr": {"DestinationRule": 1, "EnvoyFilter": 1},
+              "router": {"DestinationRule": 1}},
+    "gke": {"bbr": {"GCPRoutingExtension": 1, "HealthCheckPolicy": 1},
+            "router": {"GCPBackendPolicy": 1, "HealthCheckPolicy": 1}},
+    "agentgateway": {"infra": {"AgentgatewayParameters": 1}},
+}
+
 
 def units(plan: Plan) -> list[Unit]:
     charts = plan.versions["charts"]
-    out = [Unit(f"{plan.pattern.name}-infra", "helm", "llm-d-infra", charts["llm-d-infra"]["version"],
-                {"Gateway": 1})]
+    extras = PROVIDER_EXTRAS.get(plan.gateway.provider, {})
+
+    def unit(name, chart, base, role):
+        return Unit(name, "helm", chart, charts[chart]["version"], {**base, **extras.get(role, {})})
+
+    out = [unit(f"{plan.pattern.name}-infra", "llm-d-infra", INFRA, "infra")]
+    if plan.body_based_routing:
+        out.append(unit(f"{plan.pattern.name}-bbr", "body-based-routing", BBR, "bbr"))
     for s in plan.servers:
-        out.append(Unit(f"{s.name}-router", "helm", "llm-d-router-gateway",
-                        charts["llm-d-router-gateway"]["version"],
-                        {"InferencePool": 1, "Deployment": 1, "Service": 1, "HTTPRoute": 1}))
+        out.append(unit(s.name, "llm-d-router-gateway", ROUTER, "router"))
         workload = "LeaderWorkerSet" if s.multinode else "Deployment"
-        out.append(Unit(f"{s.name}-ms", "helm", "llm-d-modelservice", charts["llm-d-modelservice"]["version"],
-                        {workload: 1}))
+        out.append(unit(f"{s.name}-ms", "llm-d-modelservice", {"ServiceAccount": 1, workload: 1}, "ms"))
     return out

@@ -1,0 +1,117 @@
+"""Render the llmd stack with the real helmfile + helm.
+
+The plan's values go into a scratch directory (state.yaml + one values file per release);
+helmfiles/helmfile.yaml.gotmpl turns them into releases, and `helmfile template` renders every
+object from the upstream charts: from their pinned repositories, or from LIGHTRAIL_CHARTS.
+`offline=True` renders nothing: it checks the composed state with `helmfile build` (chart
+sources stubbed, since helmfile resolves OCI charts even to list releases) and validates the
+values against the charts' values schemas — all that can be known without the charts.
+"""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import yaml
+
+from lightrail import tools
+from lightrail.catalog import load_catalog
+from lightrail.errors import LightrailError
+from lightrail.llmd.values import release_values
+from lightrail.plan import Plan
+from lightrail.render import Rendered, load_manifests
+from lightrail.settings import HELMFILES_DIR, TOOLS_BIN
+
+HELMFILE = HELMFILES_DIR / "helmfile.yaml.gotmpl"
+POST_RENDERER = HELMFILES_DIR / "post-render-labels"
+# helmfile.yaml.gotmpl's name for each chart -> the chart's name in versions.yaml
+CHART_KEYS = {"infra": "llm-d-infra", "router": "llm-d-router-gateway",
+              "modelservice": "llm-d-modelservice", "bbr": "body-based-routing"}
+
+
+def chart_refs(plan: Plan, charts: Path | None, stub: Path | None = None) -> tuple[dict, list[dict]]:
+    """Chart reference per helmfile key, and the repositories to declare.
+
+    With `charts`, every chart is DIR/<name> (a directory or <name>.tgz) and no repository is
+    needed; with `stub`, every chart is a path under it that is never read (offline checks);
+    otherwise each comes from its pinned repository and version.
+    """
+    pins = load_catalog().versions["charts"]
+    needed = {"infra", "router", "modelservice"} | ({"bbr"} if plan.body_based_routing else set())
+    refs, repos = {}, {}
+    for key in sorted(needed):
+        name = CHART_KEYS[key]
+        if stub:
+            refs[key] = {"chart": str(stub / name), "version": pins[name]["version"]}
+        elif charts:
+            local = next((p for p in (charts / name, charts / f"{name}.tgz") if p.exists()), None)
+            if local is None:
+                raise LightrailError(f"chart {name} not found in {charts} (looked for {name}/ and {name}.tgz)",
+                                     fix="put the upstream chart there or unset LIGHTRAIL_CHARTS")
+            refs[key] = {"chart": str(local), "version": ""}
+        else:
+            pin = pins[name]
+            repos[name] = {"name": name, "url": pin["repo"].removeprefix("oci://"),
+                           "oci": pin["repo"].startswith("oci://")}
+            refs[key] = {"chart": f"{name}/{name}", "version": pin["version"]}
+    return refs, list(repos.values())
+
+
+def write_state(plan: Plan, workdir: Path, charts: Path | None, stub: Path | None = None) -> dict[str, str]:
+    """Write state.yaml and the per-release values files; return them as artifacts."""
+    refs, repos = chart_refs(plan, charts, stub)
+    values_dir = workdir / "values"
+    values_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    for release, (_, values) in release_values(plan).items():
+        files[f"values/{release}.yaml"] = yaml.safe_dump(values, sort_keys=False)
+    state = {
+        "pattern": plan.pattern.name,
+        "namespace": plan.namespace,
+        "labels": dict(plan.labels),
+        "charts": refs,
+        "repositories": repos,
+        "bodyBasedRouting": plan.body_based_routing,
+        "servers": [{"name": s.name, "model": s.model} for s in plan.servers],
+        "valuesDir": str(values_dir),
+        "postRenderer": str(POST_RENDERER),
+    }
+    files["state.yaml"] = yaml.safe_dump(state, sort_keys=False)
+    for rel, text in files.items():
+        (workdir / rel).write_text(text)
+    return files
+
+
+def helmfile_args(plan: Plan, workdir: Path, *verb: str) -> list[str]:
+    """helmfile's arguments for a verb on this plan's state (also used by deploy/teardown)."""
+    return ["--file", str(HELMFILE), "--environment", plan.gateway.provider,
+            "--state-values-file", str(workdir / "state.yaml"), *verb]
+
+
+def render(plan: Plan, workdir: Path, charts: Path | None = None, offline: bool = False) -> Rendered:
+    from lightrail.validate import validate_values
+
+    problems = [p for release, (chart, values) in release_values(plan).items()
+                for p in validate_values(chart, values)]
+    if problems:
+        raise LightrailError("composed chart values are invalid:\n  " + "\n  ".join(str(p) for p in problems))
+    if offline and not charts:
+        write_state(plan, workdir, None, stub=workdir / "charts-not-fetched")
+        built = yaml.safe_load(tools.run("helmfile", *helmfile_args(plan, workdir, "build")).stdout.split("\n", 2)[2])
+        want = list(release_values(plan))
+        got = [r["name"] for r in built["releases"]]
+        if got != want:
+            raise LightrailError(f"helmfile state has releases {got}, the plan expects {want}")
+        files = write_state(plan, workdir, None)   # what the user runs: the real chart sources
+        return Rendered(objects=[], artifacts={f"helmfile/{k}": v for k, v in files.items()}, complete=False, notes=[
+            f"offline: checked the helmfile state ({len(got)} releases) and the values against the charts' values "
+            "schemas; no objects rendered (set LIGHTRAIL_CHARTS=DIR, or drop --offline where the chart "
+            "repositories are reachable)",
+        ])
+    files = write_state(plan, workdir, charts)
+    artifacts = {f"helmfile/{k}": v for k, v in files.items()}
+    command = "helmfile " + " ".join(shlex.quote(a) for a in helmfile_args(plan, workdir, "apply"))
+    out = tools.run("helmfile", *helmfile_args(plan, workdir, "template", "--skip-deps"),
+                    env={"KUBECTL": str(TOOLS_BIN / "kubectl")}).stdout
+    objects = load_manifests(out)
+    return Rendered(objects=objects, artifacts=artifacts, notes=[f"deploy with: {command}"])

@@ -1,0 +1,123 @@
+"""Values for every llmd release, composed from the plan (no per-pattern values files).
+
+Releases (see helmfiles/helmfile.yaml.gotmpl): `<pattern>-infra` (llm-d-infra: the Gateway),
+`<pattern>-bbr` (body-based routing, multimodel only), and per model server `<name>`
+(llm-d-router gateway chart: endpoint picker, InferencePool and HTTPRoute) and `<name>-ms`
+(llm-d-modelservice: the vLLM or simulator pods).
+"""
+from __future__ import annotations
+
+import yaml
+
+from lightrail.catalog import load_catalog
+from lightrail.plan import VLLM_PORT, ModelServer, Plan
+from lightrail.router import MODEL_HEADER, epp_config
+
+EPP_CONFIG_FILE = "lightrail.yaml"
+# The EPP's chart default asks for 8 CPUs; one picker per model needs far less.
+EPP_RESOURCES = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}}
+# Flags the modelservice chart writes itself from decode.parallelism.
+_PARALLELISM_FLAGS = ("--tensor-parallel-size", "--data-parallel-size", "--data-parallel-size-local")
+# llm-d-modelservice `accelerator.type` per Lightrail accelerator.
+_MS_ACCELERATOR = {"gpu": "nvidia", "tpu": "google", "cpu": "cpu", "sim": "cpu"}
+
+
+def server_labels(server: ModelServer) -> dict[str, str]:
+    """Pod labels that the model's InferencePool selects on."""
+    return {"llm-d.ai/inference-serving": "true", "llm-d.ai/model": server.name}
+
+
+def _image(ref: str) -> dict[str, str]:
+    name, _, tag = ref.rpartition(":")
+    registry, _, repository = name.partition("/")
+    return {"registry": registry, "repository": repository, "tag": tag}
+
+
+def infra_values(plan: Plan) -> dict:
+    provider = load_catalog().gateways[plan.gateway.provider]
+    return {"gateway": {"provider": provider["infra"], "fullnameOverride": plan.gateway.name}}
+
+
+def bbr_values(plan: Plan) -> dict:
+    image = _image(load_catalog().image("bbr"))
+    return {
+        "bbr": {"name": f"{plan.pattern.name}-bbr", "image": {**image, "pullPolicy": "IfNotPresent"}},
+        "provider": {"name": load_catalog().gateways[plan.gateway.provider]["router"]},
+        "inferenceGateway": {"name": plan.gateway.name},
+    }
+
+
+def router_values(plan: Plan, server: ModelServer) -> dict:
+    route = {"create": True, "inferenceGatewayName": plan.gateway.name}
+    if plan.body_based_routing:
+        route["headerMatches"] = {MODEL_HEADER: server.model}
+    return {
+        "router": {
+            "modelServers": {"matchLabels": server_labels(server)},
+            "epp": {
+                "image": {**_image(plan.epp_image), "pullPolicy": "IfNotPresent"},
+                "pluginsConfigFile": EPP_CONFIG_FILE,
+                "pluginsCustomConfig": {EPP_CONFIG_FILE: yaml.safe_dump(epp_config(plan), sort_keys=False)},
+                "resources": EPP_RESOURCES,
+            },
+        },
+        "provider": {"name": load_catalog().gateways[plan.gateway.provider]["router"]},
+        "httpRoute": route,
+    }
+
+
+def modelservice_values(plan: Plan, server: ModelServer) -> dict:
+    quantities = dict(server.resources)
+    container = {
+        "name": "vllm",
+        "image": server.image,
+        # vLLM images: `vllm serve <model>`; the simulator's own entrypoint takes --model.
+        "modelCommand": "vllmServe" if server.source else "imageDefault",
+        "args": [a for a in server.args if a.split("=", 1)[0] not in _PARALLELISM_FLAGS],
+        "env": [{"name": k, "value": str(v)} for k, v in server.env.items()],
+        "ports": [{"containerPort": VLLM_PORT, "name": "metrics", "protocol": "TCP"}],
+        "resources": {"limits": quantities, "requests": quantities},
+        "mountModelVolume": bool(server.source),
+    }
+    parallelism = {"tensor": server.tensor_parallel}
+    if server.multinode:
+        mn = server.multinode
+        parallelism.update(data=mn.data_parallel, dataLocal=mn.data_parallel_local, workers=mn.size)
+    decode = {
+        "create": True,
+        "replicas": server.replicas,
+        "parallelism": parallelism,
+        "containers": [container],
+    }
+    if server.node_selector:
+        decode["nodeSelector"] = dict(server.node_selector)
+    if server.tolerations:
+        decode["tolerations"] = [dict(t) for t in server.tolerations]
+    artifacts = {
+        "name": server.model,
+        "uri": server.source or f"hf://{server.model}",
+        "labels": server_labels(server),
+    }
+    if plan.hf_secret and server.source.startswith("hf://"):
+        artifacts["authSecretName"] = plan.hf_secret
+    return {
+        "fullnameOverride": server.name,
+        "multinode": bool(server.multinode),
+        "modelArtifacts": artifacts,
+        "accelerator": {"type": _MS_ACCELERATOR[plan.accel]},
+        # One role (decode) and no P/D disaggregation: vLLM listens on the service port itself.
+        "routing": {"servicePort": VLLM_PORT, "proxy": {"enabled": False}},
+        "decode": decode,
+        "prefill": {"create": False},
+    }
+
+
+def release_values(plan: Plan) -> dict[str, tuple[str, dict]]:
+    """Every release: name -> (chart key in versions.yaml, values)."""
+    out = {f"{plan.pattern.name}-infra": ("llm-d-infra", infra_values(plan))}
+    if plan.body_based_routing:
+        out[f"{plan.pattern.name}-bbr"] = ("body-based-routing", bbr_values(plan))
+    for s in plan.servers:
+        out[s.name] = ("llm-d-router-gateway", router_values(plan, s))
+        out[f"{s.name}-ms"] = ("llm-d-modelservice", modelservice_values(plan, s))
+    return out

@@ -1,0 +1,217 @@
+"""The llmd stack: values composed from the plan, the real helmfile, and — when LIGHTRAIL_CHARTS
+points at the upstream charts — the real charts rendered and validated object by object."""
+import functools
+import json
+
+import pytest
+import yaml
+
+from lightrail.catalog import load_catalog
+from lightrail.errors import LightrailError
+from lightrail.llmd.values import release_values, server_labels
+from lightrail.plan import Request, build_plan
+from lightrail.render import render, render_validated
+from lightrail.router import MODEL_HEADER
+from lightrail.settings import charts_dir, schemas_dir
+from lightrail.validate import validate_values
+
+CATALOG = load_catalog()
+PROVIDERS = list(CATALOG.gateways)
+COMBOS = [(p, a) for p in CATALOG.patterns for a in CATALOG.accelerators
+          if not CATALOG.patterns[p].unsupported_reason(a, "llmd")]
+CHARTS = charts_dir()
+needs_charts = pytest.mark.skipif(
+    CHARTS is None, reason="needs the upstream charts: set LIGHTRAIL_CHARTS=DIR with DIR/llm-d-infra, "
+    "DIR/llm-d-router-gateway, DIR/llm-d-modelservice, DIR/body-based-routing (directories or .tgz)")
+needs_schemas = pytest.mark.skipif(schemas_dir() is None, reason="no upstream schemas: set LIGHTRAIL_SCHEMAS=DIR")
+
+
+def plan_of(pattern, accel, provider="istio", **kw):
+    return build_plan(Request(pattern, accel, "llmd", provider=provider, **kw))
+
+
+@needs_schemas
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("pattern,accel", COMBOS)
+def test_offline_check_of_state_and_values(pattern, accel, provider, monkeypatch):
+    monkeypatch.setenv("LIGHTRAIL_NO_CACHE", "1")
+    plan = plan_of(pattern, accel, provider)
+    result = render_validated(plan, offline=True)
+    assert not result.complete and result.objects == [] and "LIGHTRAIL_CHARTS" in result.notes[0]
+    state = yaml.safe_load(result.artifacts["helmfile/state.yaml"])
+    assert [s["name"] for s in state["servers"]] == [s.name for s in plan.servers]
+    assert state["labels"] == plan.labels and state["namespace"] == plan.namespace
+    for release, (chart, values) in release_values(plan).items():
+        assert yaml.safe_load(result.artifacts[f"helmfile/values/{release}.yaml"]) == values
+        assert validate_values(chart, values) == []
+    # The user re-runs what we ran, from the pinned repositories.
+    assert state["charts"]["modelservice"] == {"chart": "llm-d-modelservice/llm-d-modelservice",
+                                               "version": CATALOG.versions["charts"]["llm-d-modelservice"]["version"]}
+
+
+def test_values_carry_the_pattern():
+    plan = plan_of("caching", "tpu")
+    values = release_values(plan)
+    (server,) = plan.servers
+    ms = values[f"{server.name}-ms"][1]
+    decode = ms["decode"]
+    assert decode["replicas"] == 3 and "--enable-prefix-caching" in decode["containers"][0]["args"]
+    assert decode["parallelism"] == {"tensor": 4}
+    assert decode["containers"][0]["resources"]["limits"]["google.com/tpu"] == "4"
+    assert decode["nodeSelector"]["cloud.google.com/gke-tpu-topology"] == "2x2"
+    assert ms["accelerator"] == {"type": "google"} and ms["modelArtifacts"]["labels"] == server_labels(server)
+    router = values[server.name][1]
+    assert router["router"]["modelServers"]["matchLabels"] == server_labels(server)
+    config = yaml.safe_load(router["router"]["epp"]["pluginsCustomConfig"]["lightrail.yaml"])
+    weights = {p["pluginRef"]: p["weight"] for p in config["schedulingProfiles"][0]["plugins"] if "weight" in p}
+    assert weights == {"prefix-cache-scorer": 3, "queue-scorer": 2, "kv-cache-utilization-scorer": 2}
+
+
+def test_multimodel_has_bbr_and_a_route_per_model_name():
+    plan = plan_of("multimodel", "gpu")
+    values = release_values(plan)
+    assert values["multimodel-bbr"][0] == "body-based-routing"
+    for s in plan.servers:
+        assert values[s.name][1]["httpRoute"]["headerMatches"] == {MODEL_HEADER: s.model}
+
+
+def test_hf_token_secret_only_when_a_token_is_provided():
+    ms = lambda plan: release_values(plan)[f"{plan.servers[0].name}-ms"][1]["modelArtifacts"]  # noqa: E731
+    assert "authSecretName" not in ms(plan_of("baseline", "gpu"))
+    assert ms(plan_of("baseline", "gpu", hf_token=True))["authSecretName"] == "lightrail-hf-token"
+    assert "authSecretName" not in ms(plan_of("baseline", "sim", hf_token=True))
+
+
+def test_missing_chart_in_charts_dir_is_named(tmp_path):
+    (tmp_path / "llm-d-infra").mkdir()
+    with pytest.raises(LightrailError) as err:
+        render(plan_of("baseline", "sim"), charts=tmp_path)
+    assert f"chart llm-d-modelservice not found in {tmp_path}" in str(err.value)
+
+
+# --- with the real upstream charts ------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def rendered(pattern, accel, provider="istio", **kw):
+    return render(plan_of(pattern, accel, provider, **dict(kw)), charts=CHARTS).objects
+
+
+def kinds_of(objects):
+    out = {}
+    for o in objects:
+        out[o["kind"]] = out.get(o["kind"], 0) + 1
+    return dict(sorted(out.items()))
+
+
+def find(objects, kind, name=None):
+    return [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+
+
+def container(deployment):
+    return deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+@needs_charts
+@needs_schemas
+@pytest.mark.parametrize("pattern,accel", COMBOS)
+def test_real_charts_render_valid_labelled_objects(pattern, accel, monkeypatch):
+    monkeypatch.setenv("LIGHTRAIL_NO_CACHE", "1")
+    plan = plan_of(pattern, accel)
+    result = render_validated(plan, charts=CHARTS)
+    assert result.complete
+    for obj in result.objects:
+        for key, value in plan.labels.items():
+            assert obj["metadata"]["labels"][key] == value, f"{obj['kind']}/{obj['metadata']['name']} lacks {key}"
+    assert kinds_of(result.objects) == plan.objects, "the plan's units must predict what the charts render"
+
+
+@needs_charts
+@pytest.mark.parametrize("provider", ["gke", "agentgateway"])
+def test_other_providers_render_their_objects_and_units_predict_them(provider):
+    plan = plan_of("multimodel", "sim", provider)
+    assert kinds_of(rendered("multimodel", "sim", provider)) == plan.objects
+
+
+@needs_charts
+def test_caching_real_render():
+    plan = plan_of("caching", "gpu")
+    (server,) = plan.servers
+    objects = rendered("caching", "gpu")
+    (decode,) = find(objects, "Deployment", f"{server.name}-decode")
+    assert decode["spec"]["replicas"] == 3
+    args = container(decode)["args"]
+    assert "--enable-prefix-caching" in args and "--served-model-name" in args
+    assert decode["spec"]["template"]["metadata"]["labels"]["llm-d.ai/model"] == server.name
+    (pool,) = find(objects, "InferencePool", server.name)
+    assert pool["spec"]["selector"]["matchLabels"] == server_labels(server)
+    (config,) = find(objects, "ConfigMap", f"{server.name}-epp")
+    epp = yaml.safe_load(config["data"]["lightrail.yaml"])
+    assert {p["type"] for p in epp["plugins"]} >= {"prefix-cache-scorer", "queue-scorer", "kv-cache-utilization-scorer"}
+    (epp_deploy,) = find(objects, "Deployment", f"{server.name}-epp")
+    assert "/config/lightrail.yaml" in json.dumps(container(epp_deploy))
+    assert container(epp_deploy)["image"] == plan.epp_image
+
+
+@needs_charts
+@pytest.mark.parametrize("topology,chips", [("1x1", 1), ("2x2", 4), ("2x4", 8)])
+def test_tpu_real_render_requests_chips_and_tp(topology, chips):
+    (server,) = plan_of("baseline", "tpu", topology=topology).servers
+    (decode,) = find(rendered("baseline", "tpu", topology=topology), "Deployment", f"{server.name}-decode")
+    main = container(decode)
+    assert main["resources"]["limits"]["google.com/tpu"] == str(chips)
+    args = main["args"]
+    if chips > 1:
+        assert args[args.index("--tensor-parallel-size") + 1] == str(chips)
+    else:
+        assert "--tensor-parallel-size" not in args
+    pod = decode["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == dict(server.node_selector)
+    assert pod["tolerations"][0]["key"] == "google.com/tpu"
+    assert {"name": "PJRT_DEVICE", "value": "TPU"} in main["env"]
+
+
+@needs_charts
+def test_multimodel_real_render_routes_by_model_header():
+    plan = plan_of("multimodel", "gpu")
+    objects = rendered("multimodel", "gpu")
+    routes = {}
+    for route in find(objects, "HTTPRoute"):
+        rule = route["spec"]["rules"][0]
+        headers = {h["name"]: h["value"] for h in rule["matches"][0]["headers"]}
+        routes[headers[MODEL_HEADER]] = rule["backendRefs"][0]["name"]
+        assert route["spec"]["parentRefs"][0]["name"] == plan.gateway.name
+    assert routes == {s.model: s.pool for s in plan.servers}
+    assert len(find(objects, "InferencePool")) == 2 and find(objects, "EnvoyFilter")
+
+
+@needs_charts
+@pytest.mark.parametrize("accel", ["gpu", "tpu"])
+def test_moe_real_render_is_a_leaderworkerset_with_dp_ep(accel):
+    (server,) = plan_of("moe", accel).servers
+    (lws,) = find(rendered("moe", accel), "LeaderWorkerSet")
+    template = lws["spec"]["leaderWorkerTemplate"]
+    assert template["size"] == server.multinode.size
+    text = json.dumps(template)
+    assert "--enable-expert-parallel" in text
+    assert f'"--data-parallel-size", "{server.multinode.data_parallel}"' in text or \
+        f"--data-parallel-size={server.multinode.data_parallel}" in text
+
+
+@needs_charts
+def test_sim_real_render_uses_the_simulator_without_weights():
+    (server,) = plan_of("baseline", "sim").servers
+    (decode,) = find(rendered("baseline", "sim"), "Deployment", f"{server.name}-decode")
+    main = container(decode)
+    assert "llm-d-inference-sim" in main["image"] and "command" not in main
+    assert main["args"][:2] == ["--model", server.model]
+    assert not any(k not in ("cpu", "memory") for k in main["resources"].get("limits", {}))
+
+
+@needs_charts
+@needs_schemas
+def test_gke_kinds_without_a_schema_fail_validation_by_name(monkeypatch):
+    monkeypatch.setenv("LIGHTRAIL_NO_CACHE", "1")
+    with pytest.raises(LightrailError) as err:
+        render_validated(plan_of("baseline", "sim", "gke"), charts=CHARTS)
+    assert "no schema for networking.gke.io/v1 GCPBackendPolicy" in str(err.value)

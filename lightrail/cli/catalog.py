@@ -107,12 +107,13 @@ def plan(c, pattern="", accel="", stack="llmd", model=None, replicas=None, names
 
 @task(help={**PLAN_HELP, "out": "directory to write manifests.yaml and the tool inputs into (required)",
             "charts": "directory of upstream charts, DIR/<chart-name> (default: $LIGHTRAIL_CHARTS)",
-            "schemas": "directory of CRDs and values schemas for validation (default: $LIGHTRAIL_SCHEMAS)"},
+            "schemas": "directory of CRDs and values schemas for validation (default: $LIGHTRAIL_SCHEMAS)",
+            "offline": "llmd without charts: check the composed helmfile state and values, render no objects"},
       iterable=PLAN_ITERABLE)
 @user_errors
 def render(c, pattern="", accel="", stack="llmd", model=None, replicas=None, namespace="lightrail",
            gpu_type="", topology="", provider="istio", kserve_api="v1alpha2", vllm_arg=None, out="",
-           charts="", schemas=""):
+           charts="", schemas="", offline=False):
     """Render the manifests with the real tools, validate every object, write them to --out."""
     from lightrail import render as rendering
     from lightrail.settings import charts_dir, schemas_dir
@@ -121,14 +122,16 @@ def render(c, pattern="", accel="", stack="llmd", model=None, replicas=None, nam
         raise LightrailError("--out=DIR is required (where manifests.yaml is written)")
     p = build_plan(make_request(pattern, accel, stack, model, replicas, namespace, gpu_type, topology,
                                 provider, kserve_api, vllm_arg))
-    result = rendering.render_validated(p, charts=charts_dir(charts or None), schemas=schemas_dir(schemas or None))
+    result = rendering.render_validated(p, charts=charts_dir(charts or None), schemas=schemas_dir(schemas or None),
+                                        offline=offline)
     files = rendering.write(result, Path(out))
     console = Console()
     kinds: dict[str, int] = {}
     for obj in result.objects:
         kinds[obj["kind"]] = kinds.get(obj["kind"], 0) + 1
-    console.print(f"rendered {len(result.objects)} objects, all valid: "
-                  + ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())))
+    if result.objects:
+        console.print(f"rendered {len(result.objects)} objects, all valid: "
+                      + ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())))
     for f in files:
         console.print(f"  wrote {f}")
     for note in result.notes:

@@ -9,7 +9,6 @@ values against the charts' values schemas — all that can be known without the 
 """
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 import yaml
@@ -23,6 +22,9 @@ from lightrail.render import Rendered, load_manifests
 from lightrail.settings import HELMFILES_DIR, TOOLS_BIN
 
 HELMFILE = HELMFILES_DIR / "helmfile.yaml.gotmpl"
+# How a user re-runs a written render (`invoke render --out=OUT`) by hand, from OUT/helmfile.
+RERUN = (f"cd OUT/helmfile && helmfile --file {HELMFILE} --environment {{provider}} --state-values-file $PWD/state.yaml "
+         "--state-values-set valuesDir=$PWD/values {verb}")
 POST_RENDERER = HELMFILES_DIR / "post-render-labels"
 # helmfile.yaml.gotmpl's name for each chart -> the chart's name in versions.yaml
 CHART_KEYS = {"infra": "llm-d-infra", "router": "llm-d-router-gateway",
@@ -58,7 +60,11 @@ def chart_refs(plan: Plan, charts: Path | None, stub: Path | None = None) -> tup
 
 
 def write_state(plan: Plan, workdir: Path, charts: Path | None, stub: Path | None = None) -> dict[str, str]:
-    """Write state.yaml and the per-release values files; return them as artifacts."""
+    """Write state.yaml and the per-release values files into workdir.
+
+    Returns the artifacts for the user, where the scratch paths are replaced by paths relative
+    to the written helmfile/ directory (see RERUN).
+    """
     refs, repos = chart_refs(plan, charts, stub)
     values_dir = workdir / "values"
     values_dir.mkdir(parents=True, exist_ok=True)
@@ -76,9 +82,9 @@ def write_state(plan: Plan, workdir: Path, charts: Path | None, stub: Path | Non
         "valuesDir": str(values_dir),
         "postRenderer": str(POST_RENDERER),
     }
-    files["state.yaml"] = yaml.safe_dump(state, sort_keys=False)
-    for rel, text in files.items():
+    for rel, text in {**files, "state.yaml": yaml.safe_dump(state, sort_keys=False)}.items():
         (workdir / rel).write_text(text)
+    files["state.yaml"] = yaml.safe_dump({**state, "valuesDir": "values"}, sort_keys=False)
     return files
 
 
@@ -110,8 +116,12 @@ def render(plan: Plan, workdir: Path, charts: Path | None = None, offline: bool 
         ])
     files = write_state(plan, workdir, charts)
     artifacts = {f"helmfile/{k}": v for k, v in files.items()}
-    command = "helmfile " + " ".join(shlex.quote(a) for a in helmfile_args(plan, workdir, "apply"))
-    out = tools.run("helmfile", *helmfile_args(plan, workdir, "template", "--skip-deps"),
-                    env={"KUBECTL": str(TOOLS_BIN / "kubectl")}).stdout
-    objects = load_manifests(out)
-    return Rendered(objects=objects, artifacts=artifacts, notes=[f"deploy with: {command}"])
+    try:
+        out = tools.run("helmfile", *helmfile_args(plan, workdir, "template", "--skip-deps"),
+                        env={"KUBECTL": str(TOOLS_BIN / "kubectl")}).stdout
+    except LightrailError as err:
+        if charts is None:
+            err.fix = "the chart repositories must be reachable; otherwise set LIGHTRAIL_CHARTS=DIR or use --offline"
+        raise
+    notes = ["deploy with `invoke deploy`, or by hand: " + RERUN.format(provider=plan.gateway.provider, verb="apply")]
+    return Rendered(objects=load_manifests(out), artifacts=artifacts, notes=notes)

@@ -1,0 +1,68 @@
+"""`invoke render`: validated output written all-or-nothing; bad input writes nothing."""
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from lightrail.settings import ROOT, schemas_dir
+
+needs_schemas = pytest.mark.skipif(schemas_dir() is None, reason="no upstream schemas: set LIGHTRAIL_SCHEMAS=DIR")
+
+
+def invoke(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True, text=True, env=env)
+
+
+@needs_schemas
+def test_render_kserve_writes_valid_manifests_and_inputs(tmp_path):
+    out = tmp_path / "caching"
+    proc = invoke("render", "--pattern=caching", "--accel=tpu", "--stack=kserve", f"--out={out}")
+    assert proc.returncode == 0, proc.stderr
+    objects = list(yaml.safe_load_all((out / "manifests.yaml").read_text()))
+    assert [o["kind"] for o in objects].count("LLMInferenceService") == 1
+    assert (out / "kustomize" / "kustomization.yaml").exists()
+    assert "rendered 7 objects, all valid" in proc.stdout
+    # Rendering again into the same directory replaces it.
+    again = invoke("render", "--pattern=baseline", "--accel=sim", "--stack=kserve", f"--out={out}")
+    assert again.returncode == 0, again.stderr
+    assert not (out / "kustomize" / "caching-qwen2-5-3b-instruct").exists()
+
+
+@needs_schemas
+def test_render_llmd_offline_writes_the_helmfile_inputs(tmp_path):
+    out = tmp_path / "mm"
+    proc = invoke("render", "--pattern=multimodel", "--accel=gpu", f"--out={out}", "--offline")
+    assert proc.returncode == 0, proc.stderr
+    state = yaml.safe_load((out / "helmfile" / "state.yaml").read_text())
+    assert state["valuesDir"] == "values" and state["bodyBasedRouting"] is True
+    assert (out / "helmfile" / "values" / "multimodel-bbr.yaml").exists()
+    assert "offline: checked the helmfile state (6 releases)" in proc.stdout.replace("\n", " ")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--pattern=caching", "--accel=tpu", "--topology=9x9"], "unknown TPU v6e topology '9x9'; valid: 1x1, 2x2, 2x4, 4x4, 4x8"),
+    (["--pattern=moe", "--accel=sim"], "pattern 'moe' is not supported on accel=sim"),
+    (["--pattern=baseline", "--accel=gpu", "--replicas=-1"], "replicas must be a whole number of at least 1"),
+    (["--pattern=baseline", "--accel=gpu", "--model=nope"], "is not a Hugging Face id"),
+    (["--pattern=baseline", "--accel=gpu", "--stack=helm"], "unknown stack 'helm'; valid: llmd, kserve"),
+])
+def test_bad_input_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "never"
+    proc = invoke("render", *args, f"--out={out}")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: ") and message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, "one line, no traceback"
+    assert not out.exists()
+
+
+def test_refuses_a_foreign_non_empty_directory(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    proc = invoke("render", "--pattern=baseline", "--accel=sim", "--stack=kserve", f"--out={tmp_path}")
+    assert proc.returncode == 1 and "is not empty and was not written by `invoke render`" in proc.stderr
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_out_is_required():
+    proc = invoke("render", "--pattern=baseline", "--accel=sim")
+    assert proc.returncode == 1 and "--out=DIR is required" in proc.stderr

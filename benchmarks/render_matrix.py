@@ -37,7 +37,8 @@ def matrix():
 def timed(plans, workers, charts, schemas):
     before = len(tools.calls())
     start = time.perf_counter()
-    results = render_many(plans, charts=charts, schemas=schemas, workers=workers)
+    # Without charts the llmd renders are offline checks (helmfile build + values schemas).
+    results = render_many(plans, charts=charts, schemas=schemas, offline=charts is None, workers=workers)
     wall = time.perf_counter() - start
     failed = [str(r) for r in results if not isinstance(r, Rendered)]
     calls = tools.calls()[before:]
@@ -46,7 +47,7 @@ def timed(plans, workers, charts, schemas):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--workers", type=int, default=None, help="threads (default: two per core)")
     ap.add_argument("--charts", default=None, help="LIGHTRAIL_CHARTS (default: the environment)")
     args = ap.parse_args()
     charts, schemas = charts_dir(args.charts), schemas_dir()
@@ -63,12 +64,12 @@ def main() -> int:
     report = {
         "renders": len(plans),
         "objects": sum(len(r.objects) for r in results if isinstance(r, Rendered)),
-        "charts": str(charts) if charts else None,
+        "charts": str(charts) if charts else "none: llmd renders are offline checks",
         "tool_calls": len(seq_calls),
         "raw_tool_seconds_sequential": round(raw, 2),
         "lightrail_sequential_seconds": round(seq_wall, 2),
         "lightrail_parallel_seconds": round(par_wall, 2),
-        "workers": args.workers,
+        "workers": args.workers or 2 * (os.cpu_count() or 1),
         "ratio_parallel_vs_raw": round(par_wall / raw, 2) if raw else None,
         "repeat_with_cache_seconds": round(warm_wall, 3),
         "tool_calls_on_repeat": len(warm_calls),

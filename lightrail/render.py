@@ -73,14 +73,18 @@ def render_validated(plan: Plan, *, charts: Path | None = None, schemas: Path | 
 
 def render_many(plans: list[Plan], *, charts: Path | None = None, schemas: Path | None = None,
                 offline: bool = False, workers: int | None = None) -> list[Rendered | LightrailError]:
-    """Render several plans at once; the tools are separate processes, so threads overlap them."""
+    """Render several plans at once.
+
+    The tools are separate processes that spend much of their time starting helm and waiting
+    on pipes, so threads overlap them well: two per core by default.
+    """
     def one(plan: Plan):
         try:
             return render_validated(plan, charts=charts, schemas=schemas, offline=offline)
         except LightrailError as err:
             return err
 
-    with ThreadPoolExecutor(max_workers=workers or max(2, os.cpu_count() or 2)) as pool:
+    with ThreadPoolExecutor(max_workers=workers or 2 * (os.cpu_count() or 1)) as pool:
         return list(pool.map(one, plans))
 
 
@@ -131,6 +135,9 @@ def _cache_put(key: str | None, result: Rendered) -> None:
     os.replace(tmp, directory / f"{key}.json")
 
 
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
     """YAML loader that refuses duplicate keys (two documents run together must not merge)."""
 
@@ -152,7 +159,12 @@ def load_manifests(text: str) -> list[dict]:
 
 
 def to_yaml(objects: list[dict]) -> str:
-    return yaml.safe_dump_all(objects, sort_keys=False, default_flow_style=False)
+    return yaml.dump_all(objects, Dumper=_DUMPER, sort_keys=False, default_flow_style=False)
+
+
+def dump_yaml(data) -> str:
+    """YAML for tool inputs (values, kustomizations), with the fast C dumper when present."""
+    return yaml.dump(data, Dumper=_DUMPER, sort_keys=False)
 
 
 def write(rendered: Rendered, out: Path) -> list[Path]:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
-
 from lightrail.plan import VLLM_PORT, ModelServer, Plan
+from lightrail.render import dump_yaml
 from lightrail.router import epp_config
 from lightrail.settings import KUSTOMIZE_DIR
 
@@ -103,23 +102,23 @@ def write_overlay(plan: Plan, workdir: Path) -> dict[str, str]:
             "resources": [rel("base")],
             "components": [rel(f"components/{c}") for c in components(plan, server)],
             "patches": [{"target": {"kind": "LLMInferenceService", "name": "model"},
-                         "patch": yaml.safe_dump(llmisvc_patch(plan, server), sort_keys=False)}],
+                         "patch": dump_yaml(llmisvc_patch(plan, server))}],
             "replacements": [{"path": rel("replacements.yaml")}],
         }
         if plan.request.kserve_api != "v1alpha2":
             kustomization["patches"].append({
                 "target": {"kind": "LLMInferenceService"},
-                "patch": yaml.safe_dump([{"op": "replace", "path": "/apiVersion",
+                "patch": dump_yaml([{"op": "replace", "path": "/apiVersion",
                                           "value": f"serving.kserve.io/{plan.request.kserve_api}"}]),
             })
-        files[f"{server.name}/kustomization.yaml"] = yaml.safe_dump(kustomization, sort_keys=False)
-    files["kustomization.yaml"] = yaml.safe_dump({
+        files[f"{server.name}/kustomization.yaml"] = dump_yaml(kustomization)
+    files["kustomization.yaml"] = dump_yaml({
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "namespace": plan.namespace,
         "resources": [s.name for s in plan.servers],
         "labels": [{"pairs": dict(plan.labels), "includeSelectors": False}],
-    }, sort_keys=False)
+    })
     for rel_path, text in files.items():
         path = workdir / rel_path
         path.parent.mkdir(parents=True, exist_ok=True)

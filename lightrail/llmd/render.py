@@ -18,7 +18,7 @@ from lightrail.catalog import load_catalog
 from lightrail.errors import LightrailError
 from lightrail.llmd.values import release_values
 from lightrail.plan import Plan
-from lightrail.render import Rendered, load_manifests
+from lightrail.render import Rendered, dump_yaml, load_manifests
 from lightrail.settings import HELMFILES_DIR, TOOLS_BIN
 
 HELMFILE = HELMFILES_DIR / "helmfile.yaml.gotmpl"
@@ -70,7 +70,7 @@ def write_state(plan: Plan, workdir: Path, charts: Path | None, stub: Path | Non
     values_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     for release, (_, values) in release_values(plan).items():
-        files[f"values/{release}.yaml"] = yaml.safe_dump(values, sort_keys=False)
+        files[f"values/{release}.yaml"] = dump_yaml(values)
     state = {
         "pattern": plan.pattern.name,
         "namespace": plan.namespace,
@@ -82,9 +82,9 @@ def write_state(plan: Plan, workdir: Path, charts: Path | None, stub: Path | Non
         "valuesDir": str(values_dir),
         "postRenderer": str(POST_RENDERER),
     }
-    for rel, text in {**files, "state.yaml": yaml.safe_dump(state, sort_keys=False)}.items():
+    for rel, text in {**files, "state.yaml": dump_yaml(state)}.items():
         (workdir / rel).write_text(text)
-    files["state.yaml"] = yaml.safe_dump({**state, "valuesDir": "values"}, sort_keys=False)
+    files["state.yaml"] = dump_yaml({**state, "valuesDir": "values"})
     return files
 
 

@@ -1,10 +1,11 @@
 """Lightrail's command line: `invoke --list`. Tasks live in lightrail/cli/; this file wires them."""
 from invoke import Collection
 
-from lightrail.cli import catalog, dev
+from lightrail.cli import catalog, dev, smoke
 
 ns = Collection()
 ns.add_task(dev.test)
 ns.add_task(catalog.patterns)
 ns.add_task(catalog.plan)
 ns.add_task(catalog.render)
+ns.add_task(smoke.smoke)

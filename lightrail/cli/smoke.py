@@ -1,0 +1,65 @@
+"""`invoke smoke`: real requests through the endpoint a pattern is served on."""
+from __future__ import annotations
+
+import contextlib
+import json
+
+from invoke import Exit, task
+from rich.console import Console
+from rich.table import Table
+
+from lightrail.cli import user_errors
+from lightrail.plan import Request, build_plan
+from lightrail.smoke import checks
+from lightrail.smoke.discovery import discover
+
+
+def print_report(report: checks.Report) -> None:
+    console = Console()
+    table = Table(title=f"smoke: {report.pattern} at {report.url}")
+    for col in ("check", "result", "latency", "detail"):
+        table.add_column(col)
+    for c in report.checks:
+        result = "[green]pass[/]" if c.ok else "[red]FAIL[/]"
+        detail = c.detail if c.ok else f"expected {c.expected}; got {c.got}" + (f" ({c.detail})" if c.detail else "")
+        table.add_row(c.name, result, f"{c.latency_ms:.0f} ms", detail)
+    console.print(table)
+    failed = [c.name for c in report.checks if not c.ok]
+    console.print("[green]all checks passed[/]" if not failed else f"[red]{len(failed)} failed:[/] {', '.join(failed)}")
+
+
+@task(
+    help={
+        "pattern": "the pattern the deployment runs: baseline | multimodel | caching | moe",
+        "stack": "llmd | kserve (for discovery and the pattern's models)",
+        "accel": "gpu | tpu | cpu | sim (the accelerator decides the default models; default gpu)",
+        "model": "a served model name to expect instead of the pattern's (repeatable)",
+        "namespace": "namespace of the deployment (discovery)",
+        "kube_context": "kube context for discovery (default: the current one)",
+        "url": "OpenAI-compatible base URL; skips discovery (a gateway, a local vLLM, a tunnel)",
+        "metrics_url": "a model server's /metrics URL for the prefix-cache check (repeatable; "
+                       "default with --url: URL/metrics)",
+        "json_": "print one JSON document instead of a table",
+        "timeout": "seconds to wait for the first answer, and for each request (default 60)",
+    },
+    iterable=["model", "metrics_url"],
+)
+@user_errors
+def smoke(c, pattern="", stack="llmd", accel="gpu", model=None, namespace="lightrail", kube_context="",
+          url="", metrics_url=None, json_=False, timeout=60):
+    """Send real completions through the endpoint and check the pattern is really served."""
+    plan = build_plan(Request(pattern=pattern, accel=accel, stack=stack, namespace=namespace,
+                              models=tuple(model or ())))
+    models = list(plan.served_models)
+    metrics_urls = list(metrics_url or ([f"{url.rstrip('/')}/metrics"] if url else []))
+    prefix = "required" if "--enable-prefix-caching" in plan.servers[0].args else "auto"
+    endpoint = contextlib.nullcontext(url) if url else discover(plan, kube_context or None)
+    with endpoint as base:
+        report = checks.run(base, plan.pattern.name, models, metrics_urls=metrics_urls, timeout=float(timeout),
+                            prefix_check=prefix)
+    if json_:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_report(report)
+    if not report.ok:
+        raise Exit(code=1)

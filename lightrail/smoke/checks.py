@@ -1,0 +1,247 @@
+"""The smoke checks: real OpenAI requests through the endpoint users hit.
+
+Each check returns a Check (pass/fail, latency, what was expected and what came back). The
+warm-up retries until the endpoint first answers or the timeout runs out; after it, every
+request is made once.
+"""
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from urllib.parse import urlparse
+
+import httpx
+from tenacity import RetryError, retry, retry_if_exception, stop_after_delay, wait_exponential
+
+from lightrail.errors import LightrailError
+from lightrail.smoke import metrics
+
+MAX_TOKENS = 8
+UNKNOWN_MODEL = "lightrail/no-such-model"
+# ~900 tokens of shared prefix: several full KV-cache blocks (vLLM's CPU block size is 128).
+SHARED_PREFIX = ("You are a meticulous assistant for platform engineers. " * 60).strip()
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    latency_ms: float
+    detail: str = ""
+    expected: str = ""
+    got: str = ""
+    data: dict = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    url: str
+    pattern: str
+    models: list[str]
+    checks: list[Check]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def to_dict(self) -> dict:
+        return {"url": self.url, "pattern": self.pattern, "models": self.models, "ok": self.ok,
+                "checks": [asdict(c) for c in self.checks]}
+
+
+def check_url(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise LightrailError(f"--url {url!r} is not an HTTP URL", fix="use http://HOST:PORT or https://HOST")
+    return url.rstrip("/")
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return result, (time.perf_counter() - start) * 1000
+
+
+def warm_up(client: httpx.Client, timeout: float) -> float:
+    """Wait (with backoff) until GET /v1/models answers 200; return how long it took in ms."""
+    start = time.perf_counter()
+
+    @retry(stop=stop_after_delay(timeout), wait=wait_exponential(multiplier=0.25, max=5),
+           retry=retry_if_exception(lambda e: isinstance(e, (httpx.HTTPError, _NotReady))), reraise=False)
+    def ping():
+        resp = client.get("/v1/models")
+        if resp.status_code != 200:
+            raise _NotReady(f"GET /v1/models answered {resp.status_code}: {resp.text[:200]}")
+
+    try:
+        ping()
+    except RetryError as err:
+        cause = err.last_attempt.exception()
+        reason = _describe(cause)
+        raise LightrailError(f"{client.base_url} did not answer within {timeout:.0f} s: {reason}") from None
+    return (time.perf_counter() - start) * 1000
+
+
+class _NotReady(Exception):
+    pass
+
+
+def _describe(err: BaseException | None) -> str:
+    if isinstance(err, httpx.ConnectError):
+        return "connection refused or host unreachable"
+    if isinstance(err, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(err, httpx.RemoteProtocolError):
+        return f"not an HTTP server ({err})"
+    return str(err) or type(err).__name__
+
+
+def models_listed(client: httpx.Client, models: list[str]) -> Check:
+    resp, ms = _timed(lambda: client.get("/v1/models"))
+    listed = sorted(m.get("id", "") for m in resp.json().get("data", [])) if resp.status_code == 200 else []
+    missing = [m for m in models if m not in listed]
+    return Check("models listed", resp.status_code == 200 and not missing, ms,
+                 detail=f"missing: {', '.join(missing)}" if missing else f"{len(listed)} model(s)",
+                 expected=", ".join(models), got=", ".join(listed) or f"HTTP {resp.status_code}")
+
+
+def completion(client: httpx.Client, model: str) -> Check:
+    body = {"model": model, "prompt": "The quick brown fox", "max_tokens": MAX_TOKENS}
+    return _generation_check(client, f"completion {model}", "/v1/completions", body, model,
+                             lambda choice: choice.get("text"))
+
+
+def chat(client: httpx.Client, model: str) -> Check:
+    body = {"model": model, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": MAX_TOKENS}
+    return _generation_check(client, f"chat {model}", "/v1/chat/completions", body, model,
+                             lambda choice: (choice.get("message") or {}).get("content"))
+
+
+def _generation_check(client, name, path, body, model, text_of) -> Check:
+    try:
+        resp, ms = _timed(lambda: client.post(path, json=body))
+    except httpx.HTTPError as err:
+        return Check(name, False, 0, detail=_describe(err), expected="HTTP 200 with text", got="no response")
+    if resp.status_code != 200:
+        return Check(name, False, ms, expected="HTTP 200 with text", got=f"HTTP {resp.status_code}: {resp.text[:200]}")
+    data = resp.json()
+    text = text_of((data.get("choices") or [{}])[0]) or ""
+    tokens = (data.get("usage") or {}).get("completion_tokens", 0)
+    ok = bool(text) and data.get("model") == model
+    return Check(name, ok, ms, detail=f"{tokens} tokens", expected=f"text from {model}",
+                 got=f"{len(text)} chars from {data.get('model')}")
+
+
+def streaming(client: httpx.Client, model: str) -> Check:
+    """Streaming chat over SSE: chunks arrive, time to first token, ends with [DONE]."""
+    body = {"model": model, "messages": [{"role": "user", "content": "Count to five."}],
+            "max_tokens": MAX_TOKENS, "stream": True}
+    start = time.perf_counter()
+    ttft, chunks, done = None, 0, False
+    try:
+        with client.stream("POST", "/v1/chat/completions", json=body) as resp:
+            if resp.status_code != 200:
+                return Check(f"stream {model}", False, 0, expected="HTTP 200 event stream",
+                             got=f"HTTP {resp.status_code}: {resp.read().decode(errors='replace')[:200]}")
+            for line in resp.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    done = True
+                    break
+                delta = (json.loads(payload).get("choices") or [{}])[0].get("delta") or {}
+                if delta.get("content"):
+                    chunks += 1
+                    ttft = ttft if ttft is not None else (time.perf_counter() - start) * 1000
+    except httpx.HTTPError as err:
+        return Check(f"stream {model}", False, 0, detail=_describe(err), expected="chunks then [DONE]",
+                     got=f"{chunks} chunks, stream broke")
+    total = (time.perf_counter() - start) * 1000
+    return Check(f"stream {model}", chunks > 0 and done, total,
+                 detail=f"{chunks} chunks, TTFT {ttft:.0f} ms" if ttft is not None else f"{chunks} chunks",
+                 expected="content chunks then [DONE]", got=f"{chunks} chunks, {'[DONE]' if done else 'no [DONE]'}",
+                 data={"ttft_ms": ttft, "chunks": chunks})
+
+
+def routing(client: httpx.Client, models: list[str], rounds: int = 6) -> Check:
+    """An interleaved burst: every response must come from the model its request named."""
+    order = [m for _ in range(rounds) for m in models]
+
+    def one(model):
+        try:
+            resp = client.post("/v1/completions", json={"model": model, "prompt": "Route me.", "max_tokens": 2})
+            return model, resp.json().get("model") if resp.status_code == 200 else f"HTTP {resp.status_code}"
+        except httpx.HTTPError as err:
+            return model, _describe(err)
+
+    (results, ms) = _timed(lambda: list(ThreadPoolExecutor(max_workers=len(models) * 2).map(one, order)))
+    wrong = [(asked, got) for asked, got in results if asked != got]
+    accuracy = 100.0 * (len(results) - len(wrong)) / len(results)
+    return Check("routing by model name", not wrong, ms, detail=f"{accuracy:.0f} % of {len(results)} requests",
+                 expected="100 %", got=f"{accuracy:.0f} %" + (f"; e.g. asked {wrong[0][0]}, got {wrong[0][1]}" if wrong else ""),
+                 data={"accuracy_pct": accuracy, "requests": len(results)})
+
+
+def prefix_cache(client: httpx.Client, model: str, metrics_urls: list[str], requests: int = 8) -> Check:
+    """A burst sharing a long prefix must make the servers' prefix-cache hit counter rise."""
+    try:
+        before = metrics.scrape(metrics_urls)
+    except httpx.HTTPError as err:
+        return Check("prefix cache hits", False, 0, detail=f"cannot read metrics: {_describe(err)}",
+                     expected=f"counters from {', '.join(metrics_urls)}", got="no metrics")
+
+    def one(i):
+        return client.post("/v1/completions", json={"model": model, "max_tokens": 2,
+                                                    "prompt": f"{SHARED_PREFIX}\nQuestion {i}: what is {i} + {i}?"})
+
+    _, ms = _timed(lambda: [one(0)] + list(ThreadPoolExecutor(max_workers=4).map(one, range(1, requests))))
+    after = metrics.scrape(metrics_urls)
+    d = metrics.delta(before, after)
+    hits, queries = d.get(metrics.PREFIX_HITS, 0.0), d.get(metrics.PREFIX_QUERIES, 0.0)
+    rate = 100.0 * hits / queries if queries else 0.0
+    return Check("prefix cache hits", hits > 0, ms, detail=f"hit rate {rate:.0f} % ({hits:.0f}/{queries:.0f} tokens)",
+                 expected=f"{metrics.PREFIX_HITS}_total rises", got=f"+{hits:.0f}",
+                 data={"hits": hits, "queries": queries, "hit_rate_pct": rate})
+
+
+def unknown_model(client: httpx.Client) -> Check:
+    """A model the deployment does not serve gets an error response quickly, not a hang."""
+    try:
+        resp, ms = _timed(lambda: client.post("/v1/completions", json={"model": UNKNOWN_MODEL, "prompt": "x",
+                                                                       "max_tokens": 2}))
+    except httpx.TimeoutException:
+        return Check("unknown model is refused", False, 0, expected="HTTP 4xx", got="timed out (a hang)")
+    return Check("unknown model is refused", 400 <= resp.status_code < 500, ms, expected="HTTP 4xx",
+                 got=f"HTTP {resp.status_code}")
+
+
+def run(url: str, pattern: str, models: list[str], *, metrics_urls: list[str], timeout: float,
+        prefix_check: str = "auto") -> Report:
+    """All checks for a pattern. prefix_check: "required" (caching), "auto" (report if readable)."""
+    url = check_url(url)
+    with httpx.Client(base_url=url, timeout=httpx.Timeout(timeout, connect=min(timeout, 10))) as client:
+        warm_ms = warm_up(client, timeout)
+        checks = [Check("warm-up", True, warm_ms, detail="first answer")]
+        checks.append(models_listed(client, models))
+        for model in models:
+            checks += [completion(client, model), chat(client, model), streaming(client, model)]
+        if len(models) > 1:
+            checks.append(routing(client, models))
+        if prefix_check == "required" or (prefix_check == "auto" and metrics_urls and _readable(metrics_urls)):
+            checks.append(prefix_cache(client, models[0], metrics_urls))
+            if prefix_check == "auto":
+                checks[-1].ok = True   # informational outside the caching pattern
+                checks[-1].detail += " (informational)"
+        checks.append(unknown_model(client))
+    return Report(url=url, pattern=pattern, models=models, checks=checks)
+
+
+def _readable(urls: list[str]) -> bool:
+    try:
+        metrics.scrape(urls, timeout=3)
+        return True
+    except httpx.HTTPError:
+        return False

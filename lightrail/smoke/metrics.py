@@ -1,0 +1,38 @@
+"""Read vLLM's Prometheus counters from model servers (summed over every server and label set)."""
+from __future__ import annotations
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+PREFIX_HITS = "vllm:prefix_cache_hits"
+PREFIX_QUERIES = "vllm:prefix_cache_queries"
+REQUESTS_OK = "vllm:request_success"
+PROMPT_TOKENS = "vllm:prompt_tokens"
+GENERATION_TOKENS = "vllm:generation_tokens"
+
+
+def counters(text: str) -> dict[str, float]:
+    """Counter totals by family name (Prometheus drops the _total suffix from family names)."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.type != "counter":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                out[family.name] = out.get(family.name, 0.0) + sample.value
+    return out
+
+
+def scrape(urls: list[str], timeout: float = 10) -> dict[str, float]:
+    """Sum the counters of every metrics URL; raises httpx.HTTPError when one cannot be read."""
+    total: dict[str, float] = {}
+    for url in urls:
+        resp = httpx.get(url, timeout=timeout)
+        resp.raise_for_status()
+        for name, value in counters(resp.text).items():
+            total[name] = total.get(name, 0.0) + value
+    return total
+
+
+def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in set(before) | set(after)}

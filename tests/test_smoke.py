@@ -126,6 +126,11 @@ def test_a_server_that_does_not_speak_http_is_named():
             except OSError:
                 return
             conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+            conn.settimeout(1)
+            try:
+                conn.recv(4096)          # let the client finish sending, like a real SSH server
+            except OSError:
+                pass
             conn.close()
 
     threading.Thread(target=garbage, daemon=True).start()

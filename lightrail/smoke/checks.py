@@ -95,6 +95,8 @@ def _describe(err: BaseException | None) -> str:
         return "timed out"
     if isinstance(err, httpx.RemoteProtocolError):
         return f"not an HTTP server ({err})"
+    if isinstance(err, httpx.ReadError):
+        return f"not an HTTP server (it closed the connection without an HTTP answer: {err})"
     return str(err) or type(err).__name__
 
 

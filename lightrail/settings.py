@@ -24,3 +24,15 @@ def schemas_dir(override: str | None = None) -> Path | None:
         return Path(value).expanduser().resolve()
     default = ROOT.parent / "shared" / "upstream"
     return default if default.is_dir() else None
+
+
+def results_dir(override: str | None = None) -> Path:
+    """LIGHTRAIL_RESULTS: where benchmark runs are stored (default benchmarks/results)."""
+    value = override or os.environ.get("LIGHTRAIL_RESULTS")
+    return Path(value).expanduser().resolve() if value else ROOT / "benchmarks" / "results"
+
+
+def harnesses_dir() -> Path:
+    """LIGHTRAIL_HARNESSES: venvs of the optional benchmark harnesses (default ~/.cache/lightrail/harnesses)."""
+    value = os.environ.get("LIGHTRAIL_HARNESSES")
+    return Path(value).expanduser().resolve() if value else Path.home() / ".cache" / "lightrail" / "harnesses"

@@ -1,0 +1,1 @@
+"""Benchmarks: drive a real harness against a deployed pattern, keep every run, compare runs."""

@@ -1,0 +1,137 @@
+"""Run a scenario with a harness against a target and store the run with its full context.
+
+For each load point: scrape the model servers' counters, run the harness (a subprocess), read
+its result, scrape again. The summary joins what the harness measured with what the servers
+counted; the metadata records everything needed to reproduce or compare the run.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from lightrail import __version__
+from lightrail.bench import store, summary
+from lightrail.bench.harnesses import Target, adapter, ensure_installed, execute
+from lightrail.bench.scenarios import Scenario
+from lightrail.errors import LightrailError
+from lightrail.plan import Plan
+from lightrail.settings import ROOT
+from lightrail.smoke import metrics
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a run will do, computed without side effects (what --dry-run prints)."""
+
+    name: str
+    root: Path
+    commands: tuple[tuple[list[str], dict[str, str]], ...]   # per load point: argv and input files
+    started: datetime
+
+
+def prepare(plan: Plan, scenario: Scenario, harness: str, target: Target, root: Path) -> Prepared:
+    started = datetime.now(timezone.utc)
+    name = store.run_name(plan.pattern.name, plan.stack, plan.accel, scenario.name, started)
+    raw = root / f".staging-{name}" / "raw"
+    mod = adapter(harness)
+    commands = tuple(mod.command(scenario, load, target, raw / f"point-{i:02d}") for i, load in enumerate(scenario.points))
+    return Prepared(name=name, root=root, commands=commands, started=started)
+
+
+def run(plan: Plan, scenario: Scenario, harness: str, target: Target, root: Path, *,
+        timeout: float = 3600, log=print) -> Path:
+    """Run every load point and store the run; on any failure nothing complete-looking remains."""
+    check_reachable(target.url)
+    mod = adapter(harness)
+    if harness != "vllm":
+        ensure_installed(harness)
+    prepared = prepare(plan, scenario, harness, target, root)
+    staged = store.stage(root, prepared.name)
+    try:
+        points = []
+        for i, (load, (argv, files)) in enumerate(zip(scenario.points, prepared.commands)):
+            out = staged / "raw" / f"point-{i:02d}"
+            out.mkdir(parents=True, exist_ok=True)
+            for fname, text in files.items():
+                (out / fname).write_text(text)
+            log(f"[{i + 1}/{len(scenario.points)}] {harness} {load.label}: {scenario.requests} requests to {target.url}")
+            before = scrape(target.metrics_urls)
+            execute(argv, out / "harness.log", timeout=timeout, offline=Path(target.tokenizer).is_dir())
+            p = mod.parse(out)
+            after = scrape(target.metrics_urls)
+            if p["requests"]["ok"] == 0:
+                raise LightrailError(f"no request succeeded at {load.label}: {p['first_error'] or 'no error reported'}",
+                                     fix=f"check the endpoint; harness log: {out / 'harness.log'}")
+            p = {"load": load.to_dict(), **p, **summary.server_side(before, after)}
+            p["cost_per_million_output_tokens"] = summary.cost_per_million(
+                plan.cost.per_hour, p["throughput"]["output_tokens_per_s"])
+            points.append(p)
+        ended = datetime.now(timezone.utc)
+        doc = {"schema": summary.SCHEMA, "scenario": scenario.name, "harness": harness,
+               "currency": plan.cost.currency, "points": points, "totals": summary.totals(points)}
+        meta = metadata(plan, scenario, harness, mod.version(), target, prepared, ended)
+        return store.commit(staged, doc, meta)
+    except BaseException:
+        failed = store.abandon(staged)
+        if failed:
+            log(f"run failed; its logs are in {failed}")
+        raise
+
+
+def check_reachable(url: str, timeout: float = 10) -> None:
+    """Fail fast with a clear message instead of a harness stack trace."""
+    try:
+        resp = httpx.get(f"{url.rstrip('/')}/v1/models", timeout=timeout)
+    except httpx.HTTPError as err:
+        raise LightrailError(f"cannot reach {url}: {err or type(err).__name__}",
+                             fix="check --url (or the deployment and its gateway)") from None
+    if resp.status_code != 200:
+        raise LightrailError(f"{url}/v1/models answered {resp.status_code}: {resp.text[:200]}",
+                             fix="is this an OpenAI-compatible endpoint?")
+
+
+def scrape(urls: tuple[str, ...]) -> dict[str, float] | None:
+    """Counters summed over the model servers, or None when they cannot be read (no hit rate then)."""
+    if not urls:
+        return None
+    try:
+        return metrics.scrape(list(urls))
+    except httpx.HTTPError:
+        return None
+
+
+def metadata(plan: Plan, scenario: Scenario, harness: str, harness_version: str, target: Target,
+             prepared: Prepared, ended: datetime) -> dict[str, Any]:
+    return {
+        "run": prepared.name,
+        "pattern": plan.pattern.name, "stack": plan.stack, "accel": plan.accel, "accel_type": plan.accel_type,
+        "namespace": plan.namespace,
+        "models": list(plan.served_models), "replicas_total": plan.replicas_total,
+        "cost": {"per_hour": plan.cost.per_hour, "currency": plan.cost.currency, "basis": plan.cost.basis},
+        "target": {"url": target.url, "models": list(target.models), "tokenizer": target.tokenizer,
+                   "metrics_urls": list(target.metrics_urls)},
+        "harness": {"name": harness, "version": harness_version,
+                    "commands": [[a.replace(f".staging-{prepared.name}", prepared.name) for a in argv]
+                                 for argv, _ in prepared.commands]},
+        "scenario": scenario.to_dict(),
+        "versions": {"lightrail": __version__, **plan.versions},
+        "git": git_state(),
+        "started": prepared.started.isoformat(), "ended": ended.isoformat(),
+        "client": {"host": platform.node(), "cpus": os.cpu_count(), "python": sys.version.split()[0]},
+    }
+
+
+def git_state() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        proc = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+    commit = git("rev-parse", "HEAD")
+    return {"commit": commit or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None}

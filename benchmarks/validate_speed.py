@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/validate_speed.py [--repeat N]
 
-Objects: every supported (pattern, accel, stack) rendered offline (no validation), plus KServe's
+Objects: every supported (pattern, accel, stack) rendered without validation — llmd with the real
+charts when LIGHTRAIL_CHARTS is set, else offline (HTTPRoutes only) — plus KServe's
 LLMInferenceServiceConfig presets. Measures, each in a fresh process so nothing is warm by accident:
 1. a first validation with an empty ~/.cache (the CRD YAML is parsed) and with the JSON cache;
 2. per CRD file: YAML parse (CSafeLoader) against loading the cached JSON;
@@ -43,15 +44,15 @@ def objects() -> list[dict]:
     from lightrail.catalog import STACKS, load_catalog
     from lightrail.plan import Request, build_plan
     from lightrail.render import render
-    from lightrail.settings import schemas_dir
+    from lightrail.settings import charts_dir, schemas_dir
 
-    cat = load_catalog()
+    cat, charts = load_catalog(), charts_dir()
     out = []
     for p in cat.patterns:
         for a in cat.accelerators:
             for s in STACKS:
                 if not cat.patterns[p].unsupported_reason(a, s):
-                    out += render(build_plan(Request(p, a, s)), offline=True).objects
+                    out += render(build_plan(Request(p, a, s)), charts=charts, offline=True).objects
     presets = schemas_dir() / "kserve-presets" / "llmisvcconfig-v0.20.0.yaml"
     return out + list(yaml.safe_load_all(presets.read_text()))
 

@@ -260,7 +260,8 @@ def values_schema(chart: str, schemas_dir: Path | None) -> Path | None:
     if not rel:
         return None
     if schemas_dir is None:
-        raise NoSchema(f"values schema {rel} for chart {chart}: no schemas directory is set (set LIGHTRAIL_SCHEMAS=DIR)")
+        raise NoSchema(f"values schema {rel} for chart {chart}: no schemas directory is set "
+                       "(set LIGHTRAIL_SCHEMAS=DIR)")
     path = Path(schemas_dir) / rel
     if not path.is_file():
         raise NoSchema(f"values schema {rel} for chart {chart} not found in {schemas_dir} (set LIGHTRAIL_SCHEMAS=DIR)")

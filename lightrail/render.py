@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ import yaml
 
 from lightrail.errors import LightrailError
 from lightrail.plan import Plan
-from lightrail.settings import HELMFILES_DIR, KUSTOMIZE_DIR, PATTERNS_DIR, ROOT, TOOLS_BIN
+from lightrail.settings import HELMFILES_DIR, KUSTOMIZE_DIR, PATTERNS_DIR, ROOT, TOOLS_BIN, cache_dir
 
 MARKER = ".lightrail-render"
 # Everything a render depends on besides the plan: when none of it changes, the result is reused.
@@ -88,10 +89,6 @@ def render_many(plans: list[Plan], *, charts: Path | None = None, schemas: Path 
         return list(pool.map(one, plans))
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lightrail" / "render"
-
-
 def _tree_fingerprint(paths) -> str:
     h = hashlib.sha256()
     for root in paths:
@@ -116,7 +113,7 @@ def _cache_key(plan: Plan, charts: Path | None, schemas: Path | None, offline: b
 
 
 def _cache_get(key: str | None) -> Rendered | None:
-    path = _cache_dir() / f"{key}.json" if key else None
+    path = cache_dir("render") / f"{key}.json" if key else None
     if not path or not path.exists():
         return None
     try:
@@ -128,11 +125,14 @@ def _cache_get(key: str | None) -> Rendered | None:
 def _cache_put(key: str | None, result: Rendered) -> None:
     if not key:
         return
-    directory = _cache_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{key}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(asdict(result)))
-    os.replace(tmp, directory / f"{key}.json")
+    directory = cache_dir("render")
+    try:   # a cache we cannot write (read-only home) only costs time
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp.write_text(json.dumps(asdict(result)))
+        os.replace(tmp, directory / f"{key}.json")
+    except OSError:
+        pass
 
 
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)

@@ -27,6 +27,7 @@ import yaml
 from referencing import Registry, Resource
 
 from lightrail.catalog import load_catalog
+from lightrail.settings import cache_dir as settings_cache_dir
 
 _K8S_SCHEMAS = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
 _CACHE_FORMAT = "1"      # bump when the cached JSON changes shape
@@ -159,7 +160,7 @@ def _parsed(path: Path) -> list[dict]:
     st = path.stat()
     stamp = f"{st.st_size}:{st.st_mtime_ns}:{_CACHE_FORMAT}"
     prefix = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
-    cache_dir = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lightrail" / "schemas"
+    cache_dir = settings_cache_dir("schemas")
     cache = cache_dir / f"{prefix}.{hashlib.sha256(stamp.encode()).hexdigest()[:12]}.json"
     try:
         return json.loads(cache.read_text())

@@ -36,3 +36,8 @@ def harnesses_dir() -> Path:
     """LIGHTRAIL_HARNESSES: venvs of the optional benchmark harnesses (default ~/.cache/lightrail/harnesses)."""
     value = os.environ.get("LIGHTRAIL_HARNESSES")
     return Path(value).expanduser().resolve() if value else Path.home() / ".cache" / "lightrail" / "harnesses"
+
+
+def cache_dir(kind: str) -> Path:
+    """~/.cache/lightrail/<kind> (or $XDG_CACHE_HOME/lightrail/<kind>): renders, schemas, harnesses."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lightrail" / kind

@@ -42,7 +42,7 @@ def config(scenario: Scenario, load: Load, target: Target, out_dir: Path) -> dic
         "profile": profile,
         "data": [data],
         "constraints": [{"kind": "max_requests", "count": scenario.requests}],
-        "seed": {"kind": "static", "seed": scenario.seed},
+        "seed": {"kind": "static", "value": load.seed},
         "outputs": [{"kind": "json", "path": str(Path(out_dir) / REPORT)}],
     }}
 

@@ -116,13 +116,13 @@ def execute(argv: list[str], log: Path, *, timeout: float, offline: bool) -> Non
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill(proc)
-            raise LightrailError(f"{Path(argv[0]).name} did not finish within {timeout:.0f} s (log: {log})",
+            raise LightrailError(f"{Path(argv[0]).name} did not finish within {timeout:.0f} s",
                                  fix="use a smaller scenario or raise --timeout") from None
         except BaseException:
             _kill(proc)
             raise
     if code != 0:
-        raise LightrailError(f"harness failed (exit {code}): {log_tail(log)}", fix=f"full log: {log}")
+        raise LightrailError(f"harness failed (exit {code}): {log_tail(log)}")
 
 
 def log_tail(log: Path, lines: int = 3) -> str:

@@ -30,7 +30,7 @@ def config(scenario: Scenario, load: Load, target: Target, out_dir: Path) -> dic
             "num_groups": scenario.num_prefixes,
             "num_prompts_per_group": math.ceil(scenario.requests / scenario.num_prefixes),
             "system_prompt_len": scenario.prefix_len, "question_len": scenario.input_len,
-            "output_len": scenario.output_len, "seed": scenario.seed}}
+            "output_len": scenario.output_len, "seed": load.seed}}
     else:
         data = {"type": "random", "input_distribution": _uniform(scenario.input_len, scenario),
                 "output_distribution": _uniform(scenario.output_len, scenario)}

@@ -6,6 +6,7 @@ counted; the metadata records everything needed to reproduce or compare the run.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -18,7 +19,7 @@ from typing import Any
 import httpx
 
 from lightrail import __version__
-from lightrail.bench import store, summary
+from lightrail.bench import incluster, store, summary, vllm_serve
 from lightrail.bench.harnesses import Target, adapter, ensure_installed, execute
 from lightrail.bench.scenarios import Scenario
 from lightrail.errors import LightrailError
@@ -46,44 +47,90 @@ def prepare(plan: Plan, scenario: Scenario, harness: str, target: Target, root: 
     return Prepared(name=name, root=root, commands=commands, started=started)
 
 
-def run(plan: Plan, scenario: Scenario, harness: str, target: Target, root: Path, *,
-        timeout: float = 3600, log=print) -> Path:
+def run(plan: Plan, scenario: Scenario, harness: str, target: Target, root: Path, *, timeout: float = 3600,
+        in_cluster: bool = False, kube_context: str | None = None, log=print) -> Path:
     """Run every load point and store the run; on any failure nothing complete-looking remains."""
-    check_reachable(target.url)
+    if in_cluster and harness != "vllm":
+        raise LightrailError(f"--in-cluster runs `vllm bench serve` from the pinned vLLM image; got --harness={harness}",
+                             fix="use --harness=vllm with --in-cluster")
+    if not in_cluster:
+        check_reachable(target.url)
+        if harness != "vllm":
+            ensure_installed(harness)
     mod = adapter(harness)
-    if harness != "vllm":
-        ensure_installed(harness)
     prepared = prepare(plan, scenario, harness, target, root)
     staged = store.stage(root, prepared.name)
     try:
-        points = []
-        for i, (load, (argv, files)) in enumerate(zip(scenario.points, prepared.commands)):
-            out = staged / "raw" / f"point-{i:02d}"
-            out.mkdir(parents=True, exist_ok=True)
-            for fname, text in files.items():
-                (out / fname).write_text(text)
-            log(f"[{i + 1}/{len(scenario.points)}] {harness} {load.label}: {scenario.requests} requests to {target.url}")
-            before = scrape(target.metrics_urls)
-            execute(argv, out / "harness.log", timeout=timeout, offline=Path(target.tokenizer).is_dir())
-            p = mod.parse(out)
-            after = scrape(target.metrics_urls)
-            if p["requests"]["ok"] == 0:
-                raise LightrailError(f"no request succeeded at {load.label}: {p['first_error'] or 'no error reported'}",
-                                     fix=f"check the endpoint; harness log: {out / 'harness.log'}")
-            p = {"load": load.to_dict(), **p, **summary.server_side(before, after)}
+        if in_cluster:
+            points, overall = _in_cluster(plan, scenario, target, staged, prepared, kube_context, timeout, log)
+        else:
+            points = [_local_point(scenario, harness, target, staged, i, prepared.commands[i], timeout, log)
+                      for i in range(len(scenario.points))]
+            overall = None
+        for p in points:
             p["cost_per_million_output_tokens"] = summary.cost_per_million(
                 plan.cost.per_hour, p["throughput"]["output_tokens_per_s"])
-            points.append(p)
         ended = datetime.now(timezone.utc)
         doc = {"schema": summary.SCHEMA, "scenario": scenario.name, "harness": harness,
-               "currency": plan.cost.currency, "points": points, "totals": summary.totals(points)}
-        meta = metadata(plan, scenario, harness, mod.version(), target, prepared, ended)
+               "currency": plan.cost.currency, "points": points, "totals": summary.totals(points, overall)}
+        meta = metadata(plan, scenario, harness, _version(mod, plan, in_cluster), target, prepared, ended)
+        meta["in_cluster"] = in_cluster
         return store.commit(staged, doc, meta)
-    except BaseException:
+    except BaseException as err:
         failed = store.abandon(staged)
-        if failed:
-            log(f"run failed; its logs are in {failed}")
+        if failed and isinstance(err, LightrailError):
+            err.fix = f"the failed run's logs are in {failed}"
         raise
+
+
+def _local_point(scenario: Scenario, harness: str, target: Target, staged: Path, i: int,
+                 command: tuple[list[str], dict[str, str]], timeout: float, log) -> dict:
+    load, (argv, files) = scenario.points[i], command
+    out = staged / "raw" / f"point-{i:02d}"
+    out.mkdir(parents=True, exist_ok=True)
+    for fname, text in files.items():
+        (out / fname).write_text(text)
+    log(f"[{i + 1}/{len(scenario.points)}] {harness} {load.label}: {scenario.requests} requests to {target.url}")
+    before = scrape(target.metrics_urls)
+    execute(argv, out / "harness.log", timeout=timeout, offline=Path(target.tokenizer).is_dir())
+    p = adapter(harness).parse(out)
+    after = scrape(target.metrics_urls)
+    _check_ok(p, load)
+    return {"load": load.to_dict(), **p, **summary.server_side(before, after)}
+
+
+def _in_cluster(plan: Plan, scenario: Scenario, target: Target, staged: Path, prepared: Prepared,
+                kube_context: str | None, timeout: float, log) -> tuple[list[dict], dict]:
+    manifest = incluster.job(plan, scenario, target, incluster.job_name(prepared.name), timeout=int(timeout))
+    (staged / "raw" / "job.json").write_text(json.dumps(manifest, indent=2))
+    log(f"running Job {plan.namespace}/{manifest['metadata']['name']}: {len(scenario.points)} load point(s) "
+        f"against {target.url}")
+    before = scrape(target.metrics_urls)
+    text = incluster.run_job(manifest, kube_context=kube_context, timeout=timeout + 300)
+    after = scrape(target.metrics_urls)
+    (staged / "raw" / "job.log").write_text(text)
+    results = incluster.results(text)
+    points = []
+    for i, load in enumerate(scenario.points):
+        key = f"point-{i:02d}"
+        if key not in results:
+            raise LightrailError(f"the benchmark Job printed no result for {key} ({load.label})")
+        out = staged / "raw" / key
+        out.mkdir(parents=True, exist_ok=True)
+        (out / vllm_serve.RESULT).write_text(json.dumps(results[key]))
+        p = vllm_serve.parse(out)
+        _check_ok(p, load)
+        points.append({"load": load.to_dict(), **p, "server": None, "prefix_cache": None})
+    return points, summary.server_side(before, after)
+
+
+def _check_ok(point: dict, load) -> None:
+    if point["requests"]["ok"] == 0:
+        raise LightrailError(f"no request succeeded at {load.label}: {point['first_error'] or 'no error reported'}")
+
+
+def _version(mod, plan: Plan, in_cluster: bool) -> str:
+    return f"vllm image {plan.versions['images']['vllm-cpu']}" if in_cluster else mod.version()
 
 
 def check_reachable(url: str, timeout: float = 10) -> None:

@@ -26,10 +26,13 @@ FIELDS = ("description", "dataset", "input_len", "output_len", "range_ratio", "p
 
 @dataclass(frozen=True)
 class Load:
-    """One load point: requests per second (inf = send all at once) and a concurrency cap."""
+    """One load point: requests per second (inf = send all at once), a concurrency cap, and the
+    dataset seed (each point of a sweep gets its own, so that no point is served from the
+    prefix cache warmed by the one before)."""
 
     request_rate: float = math.inf
     max_concurrency: int | None = None
+    seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         rate = "inf" if math.isinf(self.request_rate) else self.request_rate
@@ -61,10 +64,10 @@ class Scenario:
     @property
     def points(self) -> tuple[Load, ...]:
         if not self.sweep_key:
-            return (self.load,)
+            return (replace(self.load, seed=self.seed),)
         if self.sweep_key == "request_rate":
-            return tuple(replace(self.load, request_rate=float(v)) for v in self.sweep_values)
-        return tuple(replace(self.load, max_concurrency=int(v)) for v in self.sweep_values)
+            return tuple(replace(self.load, request_rate=float(v), seed=self.seed + i) for i, v in enumerate(self.sweep_values))
+        return tuple(replace(self.load, max_concurrency=int(v), seed=self.seed + i) for i, v in enumerate(self.sweep_values))
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in ("name", "description", "dataset", "input_len", "output_len", "requests",

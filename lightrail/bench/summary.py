@@ -54,8 +54,11 @@ def cost_per_million(per_hour: float | None, output_tokens_per_s: float) -> floa
     return round(per_hour / (output_tokens_per_s * 3600) * 1e6, 4)
 
 
-def totals(points: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts summed over all load points (what the server counters must agree with)."""
+def totals(points: list[dict[str, Any]], overall: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Counts summed over all load points (what the server counters must agree with).
+
+    `overall` is server_side() over the whole run, for runs that could not scrape per point.
+    """
     out: dict[str, Any] = {
         "requests": {k: sum(p["requests"][k] for p in points) for k in ("ok", "failed")},
         "tokens": {k: sum(p["tokens"][k] for p in points) for k in ("input", "output")},
@@ -66,6 +69,8 @@ def totals(points: list[dict[str, Any]]) -> dict[str, Any]:
         hits = sum(p["prefix_cache"]["hits"] for p in points)
         queries = sum(p["prefix_cache"]["queries"] for p in points)
         out["prefix_cache"] = {"hits": hits, "queries": queries, "hit_rate": round(hits / queries, 4) if queries else None}
+    elif overall and overall.get("server"):
+        out.update(overall)
     return out
 
 

@@ -25,7 +25,7 @@ def bench_args(scenario: Scenario, load: Load, target: Target, out_dir: str) -> 
     models = target.models_for(scenario.models)
     args = ["--backend", "openai", "--base-url", target.url, "--endpoint", "/v1/completions",
             "--model", models[0], "--tokenizer", target.tokenizer,
-            "--num-prompts", str(scenario.requests), "--seed", str(scenario.seed),
+            "--num-prompts", str(scenario.requests), "--seed", str(load.seed),
             "--request-rate", "inf" if math.isinf(load.request_rate) else f"{load.request_rate:g}",
             "--ignore-eos", "--temperature", "0",
             "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",

@@ -1,7 +1,7 @@
 """Lightrail's command line: `invoke --list`. Tasks live in lightrail/cli/; this file wires them."""
 from invoke import Collection
 
-from lightrail.cli import catalog, dev, smoke
+from lightrail.cli import bench, catalog, dev, smoke
 
 ns = Collection()
 ns.add_task(dev.test)
@@ -9,3 +9,4 @@ ns.add_task(catalog.patterns)
 ns.add_task(catalog.plan)
 ns.add_task(catalog.render)
 ns.add_task(smoke.smoke)
+ns.add_collection(bench.ns)

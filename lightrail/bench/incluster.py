@@ -58,7 +58,7 @@ def job(plan: Plan, scenario: Scenario, target: Target, name: str, *, timeout: i
             "activeDeadlineSeconds": timeout,
             "ttlSecondsAfterFinished": 3600,
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": {"labels": dict(labels)},
                 "spec": {
                     "restartPolicy": "Never",
                     "containers": [{

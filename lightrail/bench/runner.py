@@ -26,6 +26,7 @@ from lightrail.errors import LightrailError
 from lightrail.plan import Plan
 from lightrail.settings import ROOT
 from lightrail.smoke import metrics
+from lightrail.validate import check
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def run(plan: Plan, scenario: Scenario, harness: str, target: Target, root: Path
     except BaseException as err:
         failed = store.abandon(staged)
         if failed and isinstance(err, LightrailError):
-            err.fix = f"the failed run's logs are in {failed}"
+            err.fix = "; ".join(filter(None, [err.fix, f"the failed run's logs are in {failed}"]))
         raise
 
 
@@ -95,13 +96,14 @@ def _local_point(scenario: Scenario, harness: str, target: Target, staged: Path,
     execute(argv, out / "harness.log", timeout=timeout, offline=Path(target.tokenizer).is_dir())
     p = adapter(harness).parse(out)
     after = scrape(target.metrics_urls)
-    _check_ok(p, load)
+    _check_ok(p, load, target)
     return {"load": load.to_dict(), **p, **summary.server_side(before, after)}
 
 
 def _in_cluster(plan: Plan, scenario: Scenario, target: Target, staged: Path, prepared: Prepared,
                 kube_context: str | None, timeout: float, log) -> tuple[list[dict], dict]:
     manifest = incluster.job(plan, scenario, target, incluster.job_name(prepared.name), timeout=int(timeout))
+    check([manifest])
     (staged / "raw" / "job.json").write_text(json.dumps(manifest, indent=2))
     log(f"running Job {plan.namespace}/{manifest['metadata']['name']}: {len(scenario.points)} load point(s) "
         f"against {target.url}")
@@ -119,14 +121,15 @@ def _in_cluster(plan: Plan, scenario: Scenario, target: Target, staged: Path, pr
         out.mkdir(parents=True, exist_ok=True)
         (out / vllm_serve.RESULT).write_text(json.dumps(results[key]))
         p = vllm_serve.parse(out)
-        _check_ok(p, load)
+        _check_ok(p, load, target)
         points.append({"load": load.to_dict(), **p, "server": None, "prefix_cache": None})
     return points, summary.server_side(before, after)
 
 
-def _check_ok(point: dict, load) -> None:
+def _check_ok(point: dict, load, target: Target) -> None:
     if point["requests"]["ok"] == 0:
-        raise LightrailError(f"no request succeeded at {load.label}: {point['first_error'] or 'no error reported'}")
+        raise LightrailError(f"no request succeeded at {load.label}: {point['first_error'] or 'no error reported'}",
+                             fix=f"does {target.url} serve {', '.join(target.models)}? (--model)")
 
 
 def _version(mod, plan: Plan, in_cluster: bool) -> str:

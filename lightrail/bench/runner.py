@@ -93,7 +93,7 @@ def _local_point(scenario: Scenario, harness: str, target: Target, staged: Path,
         (out / fname).write_text(text)
     log(f"[{i + 1}/{len(scenario.points)}] {harness} {load.label}: {scenario.requests} requests to {target.url}")
     before = scrape(target.metrics_urls)
-    execute(argv, out / "harness.log", timeout=timeout, offline=Path(target.tokenizer).is_dir())
+    execute(argv, out / "harness.log", timeout=timeout, offline=target.tokenizer.startswith(("/", "./", "../")))
     p = adapter(harness).parse(out)
     after = scrape(target.metrics_urls)
     _check_ok(p, load, target)

@@ -6,9 +6,10 @@ import json
 import pytest
 import yaml
 
+from lightrail import tools
 from lightrail.catalog import load_catalog
 from lightrail.errors import LightrailError
-from lightrail.llmd.values import release_values, server_labels
+from lightrail.llmd.values import release_values, server_labels, weights_volume
 from lightrail.plan import Request, build_plan
 from lightrail.render import render, render_validated
 from lightrail.router import MODEL_HEADER
@@ -30,14 +31,22 @@ def plan_of(pattern, accel, provider="istio", **kw):
     return build_plan(Request(pattern, accel, "llmd", provider=provider, **kw))
 
 
+def own_units(plan):
+    """Objects of the releases of Lightrail's own charts (rendered even offline)."""
+    pins = CATALOG.versions["charts"]
+    return {k: n for u in plan.units if u.source not in pins for k, n in u.objects.items()}
+
+
 @needs_schemas
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("pattern,accel", COMBOS)
-def test_offline_check_of_state_and_values(pattern, accel, provider, monkeypatch):
-    monkeypatch.setenv("LIGHTRAIL_NO_CACHE", "1")
+def test_offline_check_of_state_and_values(pattern, accel, provider):
     plan = plan_of(pattern, accel, provider)
-    result = render_validated(plan, offline=True)
-    assert not result.complete and result.objects == [] and "LIGHTRAIL_CHARTS" in result.notes[0]
+    result = render(plan, offline=True)
+    assert not result.complete and "LIGHTRAIL_CHARTS" in result.notes[0]
+    assert kinds_of(result.objects) == own_units(plan)
+    for obj in result.objects:
+        assert obj["metadata"]["labels"].items() >= plan.labels.items()
     state = yaml.safe_load(result.artifacts["helmfile/state.yaml"])
     assert [s["name"] for s in state["servers"]] == [s.name for s in plan.servers]
     assert state["labels"] == plan.labels and state["namespace"] == plan.namespace
@@ -75,6 +84,33 @@ def test_multimodel_has_bbr_and_a_route_per_model_name():
         assert values[s.name][1]["httpRoute"]["headerMatches"] == {MODEL_HEADER: s.model}
 
 
+def test_agentgateway_sets_the_model_header_itself():
+    plan = plan_of("multimodel", "gpu", "agentgateway")
+    chart, values = release_values(plan)["multimodel-bbr"]
+    assert chart == "agentgateway-body-routing"
+    assert values == {"gateway": plan.gateway.name, "header": MODEL_HEADER}
+    assert plan.units[1].objects == {"AgentgatewayPolicy": 1}
+
+
+@pytest.mark.parametrize("accel,kw,size", [
+    ("gpu", {}, "24Gi"),                        # one L4
+    ("gpu", {"gpu_type": "h100"}, "80Gi"),
+    ("tpu", {"topology": "2x4"}, "256Gi"),      # 8 v6e chips x 32 GiB HBM
+    ("cpu", {}, "16Gi"),                        # the pod's memory
+])
+def test_weights_volume_holds_what_the_accelerators_can(accel, kw, size):
+    plan = plan_of("baseline", accel, **kw)
+    artifacts = release_values(plan)[f"{plan.servers[0].name}-ms"][1]["modelArtifacts"]
+    assert artifacts["size"] == size == weights_volume(plan, plan.servers[0])
+
+
+def test_weights_volume_of_a_multinode_group_and_none_for_the_simulator():
+    moe = plan_of("moe", "gpu")
+    assert weights_volume(moe, moe.servers[0]) == "640Gi"      # 2 nodes x 4 H100
+    sim = plan_of("baseline", "sim")
+    assert "size" not in release_values(sim)[f"{sim.servers[0].name}-ms"][1]["modelArtifacts"]
+
+
 def test_hf_token_secret_only_when_a_token_is_provided():
     ms = lambda plan: release_values(plan)[f"{plan.servers[0].name}-ms"][1]["modelArtifacts"]  # noqa: E731
     assert "authSecretName" not in ms(plan_of("baseline", "gpu"))
@@ -87,6 +123,7 @@ def test_missing_chart_in_charts_dir_is_named(tmp_path):
     with pytest.raises(LightrailError) as err:
         render(plan_of("baseline", "sim"), charts=tmp_path)
     assert f"chart llm-d-modelservice not found in {tmp_path}" in str(err.value)
+    assert "llm-d-modelservice.tgz" in str(err.value)
 
 
 # --- with the real upstream charts ------------------------------------------------------------
@@ -120,17 +157,53 @@ def test_real_charts_render_valid_labelled_objects(pattern, accel, monkeypatch):
     plan = plan_of(pattern, accel)
     result = render_validated(plan, charts=CHARTS)
     assert result.complete
-    for obj in result.objects:
-        for key, value in plan.labels.items():
-            assert obj["metadata"]["labels"][key] == value, f"{obj['kind']}/{obj['metadata']['name']} lacks {key}"
+    assert_labelled_and_namespaced(plan, result.objects)
     assert kinds_of(result.objects) == plan.objects, "the plan's units must predict what the charts render"
+
+
+def assert_labelled_and_namespaced(plan, objects):
+    for obj in objects:
+        meta, what = obj["metadata"], f"{obj['kind']}/{obj['metadata']['name']}"
+        for key, value in plan.labels.items():
+            assert meta["labels"][key] == value, f"{what} lacks {key}"
+        assert meta.get("namespace") == plan.namespace, f"{what} is not in namespace {plan.namespace}"
 
 
 @needs_charts
 @pytest.mark.parametrize("provider", ["gke", "agentgateway"])
 def test_other_providers_render_their_objects_and_units_predict_them(provider):
     plan = plan_of("multimodel", "sim", provider)
-    assert kinds_of(rendered("multimodel", "sim", provider)) == plan.objects
+    objects = rendered("multimodel", "sim", provider)
+    assert kinds_of(objects) == plan.objects
+    assert_labelled_and_namespaced(plan, objects)
+
+
+@needs_charts
+def test_agentgateway_real_render_routes_by_a_header_it_sets_from_the_body():
+    plan = plan_of("multimodel", "sim", "agentgateway")
+    objects = rendered("multimodel", "sim", "agentgateway")
+    (policy,) = find(objects, "AgentgatewayPolicy")
+    assert policy["spec"]["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                                             "name": plan.gateway.name}]
+    traffic = policy["spec"]["traffic"]
+    assert traffic["phase"] == "PreRouting"
+    assert traffic["transformation"]["request"]["set"] == [{"name": MODEL_HEADER,
+                                                            "value": "string(json(request.body).model)"}]
+    assert not [d for d in find(objects, "Deployment") if "bbr" in d["metadata"]["name"]]
+    matched = {r["spec"]["rules"][0]["matches"][0]["headers"][0]["value"] for r in find(objects, "HTTPRoute")}
+    assert matched == set(plan.served_models)
+
+
+@needs_charts
+def test_packaged_charts_render_the_same_as_directories(tmp_path):
+    """LIGHTRAIL_CHARTS may hold <name>.tgz or, as `helm pull` writes them, <name>-<version>.tgz."""
+    pins = CATALOG.versions["charts"]
+    for i, name in enumerate(pins):
+        tools.run("helm", "package", str(CHARTS / name), "--destination", str(tmp_path / "pkg"))
+        (built,) = (tmp_path / "pkg").iterdir()
+        built.rename(tmp_path / (f"{name}.tgz" if i % 2 else f"{name}-{pins[name]['version']}.tgz"))
+    plan = plan_of("multimodel", "sim")
+    assert render(plan, charts=tmp_path).objects == rendered("multimodel", "sim")
 
 
 @needs_charts
@@ -148,6 +221,10 @@ def test_caching_real_render():
     (config,) = find(objects, "ConfigMap", f"{server.name}-epp")
     epp = yaml.safe_load(config["data"]["lightrail.yaml"])
     assert {p["type"] for p in epp["plugins"]} >= {"prefix-cache-scorer", "queue-scorer", "kv-cache-utilization-scorer"}
+    weights = {p["pluginRef"]: p["weight"] for p in epp["schedulingProfiles"][0]["plugins"] if "weight" in p}
+    assert weights == dict(plan.scorers) and weights["prefix-cache-scorer"] > 0
+    volumes = {v["name"]: v for v in decode["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["model-storage"]["emptyDir"]["sizeLimit"] == "24Gi"   # the L4's memory, not the chart's 5Mi
     (epp_deploy,) = find(objects, "Deployment", f"{server.name}-epp")
     assert "/config/lightrail.yaml" in json.dumps(container(epp_deploy))
     assert container(epp_deploy)["image"] == plan.epp_image

@@ -3,9 +3,10 @@
 The plan's values go into a scratch directory (state.yaml + one values file per release);
 helmfiles/helmfile.yaml.gotmpl turns them into releases, and `helmfile template` renders every
 object from the upstream charts: from their pinned repositories, or from LIGHTRAIL_CHARTS.
-`offline=True` renders nothing: it checks the composed state with `helmfile build` (chart
-sources stubbed, since helmfile resolves OCI charts even to list releases) and validates the
-values against the charts' values schemas — all that can be known without the charts.
+`offline=True` renders no upstream chart: it checks the composed state with `helmfile build`
+(upstream chart sources stubbed, since helmfile resolves OCI charts even to list releases),
+validates the values against the charts' values schemas and renders only the releases of our
+own charts (helmfiles/charts) — all that can be known without the upstream charts.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import yaml
 from lightrail import tools
 from lightrail.catalog import load_catalog
 from lightrail.errors import LightrailError
-from lightrail.llmd.values import release_values
+from lightrail.llmd.values import OWN_CHARTS, bbr_chart, release_values
 from lightrail.plan import Plan
 from lightrail.render import Rendered, dump_yaml, load_manifests
 from lightrail.settings import HELMFILES_DIR, TOOLS_BIN
@@ -26,29 +27,32 @@ HELMFILE = HELMFILES_DIR / "helmfile.yaml.gotmpl"
 RERUN = (f"cd OUT/helmfile && helmfile --file {HELMFILE} --environment {{provider}} --state-values-file $PWD/state.yaml "
          "--state-values-set valuesDir=$PWD/values {verb}")
 POST_RENDERER = HELMFILES_DIR / "post-render-labels"
-# helmfile.yaml.gotmpl's name for each chart -> the chart's name in versions.yaml
-CHART_KEYS = {"infra": "llm-d-infra", "router": "llm-d-router-gateway",
-              "modelservice": "llm-d-modelservice", "bbr": "body-based-routing"}
 
 
 def chart_refs(plan: Plan, charts: Path | None, stub: Path | None = None) -> tuple[dict, list[dict]]:
-    """Chart reference per helmfile key, and the repositories to declare.
+    """Chart reference per helmfile.yaml.gotmpl key, and the repositories to declare.
 
-    With `charts`, every chart is DIR/<name> (a directory or <name>.tgz) and no repository is
-    needed; with `stub`, every chart is a path under it that is never read (offline checks);
-    otherwise each comes from its pinned repository and version.
+    Our own charts always come from helmfiles/charts. With `charts`, every upstream chart is
+    DIR/<name> (a directory, <name>.tgz, or <name>-<version>.tgz as `helm pull` names it) and no
+    repository is needed; with `stub`, every upstream chart is a path under it that is never read
+    (offline checks); otherwise each comes from its pinned repository and version.
     """
     pins = load_catalog().versions["charts"]
-    needed = {"infra", "router", "modelservice"} | ({"bbr"} if plan.body_based_routing else set())
+    by_key = {"infra": "llm-d-infra", "router": "llm-d-router-gateway", "modelservice": "llm-d-modelservice"}
+    if plan.body_based_routing:
+        by_key["bbr"] = bbr_chart(plan)
     refs, repos = {}, {}
-    for key in sorted(needed):
-        name = CHART_KEYS[key]
-        if stub:
+    for key, name in sorted(by_key.items()):
+        if name not in pins:
+            refs[key] = {"chart": str(OWN_CHARTS / name), "version": ""}
+        elif stub:
             refs[key] = {"chart": str(stub / name), "version": pins[name]["version"]}
         elif charts:
-            local = next((p for p in (charts / name, charts / f"{name}.tgz") if p.exists()), None)
+            candidates = [charts / name, charts / f"{name}.tgz", charts / f"{name}-{pins[name]['version']}.tgz"]
+            local = next((p for p in candidates if p.exists()), None)
             if local is None:
-                raise LightrailError(f"chart {name} not found in {charts} (looked for {name}/ and {name}.tgz)",
+                raise LightrailError(f"chart {name} not found in {charts} (looked for "
+                                     f"{', '.join(p.name for p in candidates)})",
                                      fix="put the upstream chart there or unset LIGHTRAIL_CHARTS")
             refs[key] = {"chart": str(local), "version": ""}
         else:
@@ -97,31 +101,43 @@ def helmfile_args(plan: Plan, workdir: Path, *verb: str) -> list[str]:
 def render(plan: Plan, workdir: Path, charts: Path | None = None, offline: bool = False) -> Rendered:
     from lightrail.validate import validate_values
 
-    problems = [p for release, (chart, values) in release_values(plan).items()
-                for p in validate_values(chart, values)]
+    releases = release_values(plan)
+    problems = [p for chart, values in releases.values() for p in validate_values(chart, values)]
     if problems:
         raise LightrailError("composed chart values are invalid:\n  " + "\n  ".join(str(p) for p in problems))
     if offline and not charts:
-        write_state(plan, workdir, None, stub=workdir / "charts-not-fetched")
-        built = yaml.safe_load(tools.run("helmfile", *helmfile_args(plan, workdir, "build")).stdout.split("\n", 2)[2])
-        want = list(release_values(plan))
-        got = [r["name"] for r in built["releases"]]
-        if got != want:
-            raise LightrailError(f"helmfile state has releases {got}, the plan expects {want}")
-        files = write_state(plan, workdir, None)   # what the user runs: the real chart sources
-        return Rendered(objects=[], artifacts={f"helmfile/{k}": v for k, v in files.items()}, complete=False, notes=[
-            f"offline: checked the helmfile state ({len(got)} releases) and the values against the charts' values "
-            "schemas; no objects rendered (set LIGHTRAIL_CHARTS=DIR, or drop --offline where the chart "
-            "repositories are reachable)",
-        ])
+        return _offline(plan, workdir, releases)
     files = write_state(plan, workdir, charts)
     artifacts = {f"helmfile/{k}": v for k, v in files.items()}
     try:
-        out = tools.run("helmfile", *helmfile_args(plan, workdir, "template", "--skip-deps"),
-                        env={"KUBECTL": str(TOOLS_BIN / "kubectl")}).stdout
+        out = _template(plan, workdir)
     except LightrailError as err:
         if charts is None:
             err.fix = "the chart repositories must be reachable; otherwise set LIGHTRAIL_CHARTS=DIR or use --offline"
         raise
     notes = ["deploy with `invoke deploy`, or by hand: " + RERUN.format(provider=plan.gateway.provider, verb="apply")]
     return Rendered(objects=load_manifests(out), artifacts=artifacts, notes=notes)
+
+
+def _template(plan: Plan, workdir: Path, *selectors: str) -> str:
+    """`helmfile template` of the state in workdir: every release, or those `selectors` pick."""
+    verb = [a for s in selectors for a in ("--selector", s)] + ["template", "--skip-deps"]
+    return tools.run("helmfile", *helmfile_args(plan, workdir, *verb), env={"KUBECTL": str(TOOLS_BIN / "kubectl")}).stdout
+
+
+def _offline(plan: Plan, workdir: Path, releases: dict[str, tuple[str, dict]]) -> Rendered:
+    """Without upstream charts: check the helmfile state and render only our own charts' releases."""
+    write_state(plan, workdir, None, stub=workdir / "charts-not-fetched")
+    built = yaml.safe_load(tools.run("helmfile", *helmfile_args(plan, workdir, "build")).stdout.split("\n", 2)[2])
+    got = [r["name"] for r in built["releases"]]
+    if got != list(releases):
+        raise LightrailError(f"helmfile state has releases {got}, the plan expects {list(releases)}")
+    pinned = load_catalog().versions["charts"]
+    own = [name for name, (chart, _) in releases.items() if chart not in pinned]
+    objects = load_manifests(_template(plan, workdir, *(f"name={r}" for r in own))) if own else []
+    files = write_state(plan, workdir, None)   # what the user runs: the real chart sources
+    return Rendered(objects=objects, artifacts={f"helmfile/{k}": v for k, v in files.items()}, complete=False, notes=[
+        f"offline: checked the helmfile state ({len(got)} releases) and the values against the charts' values "
+        f"schemas; rendered only Lightrail's own releases ({', '.join(own) or 'none here'}), not the upstream "
+        "charts (set LIGHTRAIL_CHARTS=DIR, or drop --offline where the chart repositories are reachable)",
+    ])

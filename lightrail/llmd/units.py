@@ -5,10 +5,16 @@ render the real charts and compare); provider-specific objects depend on the gat
 """
 from __future__ import annotations
 
+import functools
+
+import yaml
+
+from lightrail.llmd.values import OWN_CHARTS, bbr_chart
 from lightrail.plan import Plan, Unit
 
 INFRA = {"Gateway": 1}
-BBR = {"ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1}
+BBR = {"body-based-routing": {"ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1},
+       "agentgateway-body-routing": {"AgentgatewayPolicy": 1}}
 ROUTER = {"ServiceAccount": 1, "Role": 2, "RoleBinding": 2, "ConfigMap": 1, "Service": 1, "Deployment": 1,
           "HTTPRoute": 1, "InferencePool": 1}
 PROVIDER_EXTRAS = {
@@ -20,16 +26,23 @@ PROVIDER_EXTRAS = {
 }
 
 
+@functools.lru_cache(maxsize=None)
+def _own_chart_version(name: str) -> str:
+    return str(yaml.safe_load((OWN_CHARTS / name / "Chart.yaml").read_text())["version"])
+
+
 def units(plan: Plan) -> list[Unit]:
     charts = plan.versions["charts"]
     extras = PROVIDER_EXTRAS.get(plan.gateway.provider, {})
 
     def unit(name, chart, base, role):
-        return Unit(name, "helm", chart, charts[chart]["version"], {**base, **extras.get(role, {})})
+        version = charts[chart]["version"] if chart in charts else _own_chart_version(chart)
+        return Unit(name, "helm", chart, version, {**base, **extras.get(role, {})})
 
     out = [unit(f"{plan.pattern.name}-infra", "llm-d-infra", INFRA, "infra")]
     if plan.body_based_routing:
-        out.append(unit(f"{plan.pattern.name}-bbr", "body-based-routing", BBR, "bbr"))
+        chart = bbr_chart(plan)
+        out.append(unit(f"{plan.pattern.name}-bbr", chart, BBR[chart], "bbr"))
     for s in plan.servers:
         out.append(unit(s.name, "llm-d-router-gateway", ROUTER, "router"))
         workload = "LeaderWorkerSet" if s.multinode else "Deployment"

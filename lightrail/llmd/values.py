@@ -1,7 +1,8 @@
 """Values for every llmd release, composed from the plan (no per-pattern values files).
 
 Releases (see helmfiles/helmfile.yaml.gotmpl): `<pattern>-infra` (llm-d-infra: the Gateway),
-`<pattern>-bbr` (body-based routing, multimodel only), and per model server `<name>`
+`<pattern>-bbr` (body-based routing, multimodel only: the upstream extension, or on agentgateway
+our own chart in helmfiles/charts), and per model server `<name>`
 (llm-d-router gateway chart: endpoint picker, InferencePool and HTTPRoute) and `<name>-ms`
 (llm-d-modelservice: the vLLM or simulator pods).
 """
@@ -12,6 +13,10 @@ import yaml
 from lightrail.catalog import load_catalog
 from lightrail.plan import VLLM_PORT, ModelServer, Plan
 from lightrail.router import MODEL_HEADER, epp_config
+from lightrail.settings import HELMFILES_DIR
+
+# Charts Lightrail ships itself (helmfiles/charts/<name>): never fetched, never in LIGHTRAIL_CHARTS.
+OWN_CHARTS = HELMFILES_DIR / "charts"
 
 EPP_CONFIG_FILE = "lightrail.yaml"
 # The EPP's chart default asks for 8 CPUs; one picker per model needs far less.
@@ -38,7 +43,14 @@ def infra_values(plan: Plan) -> dict:
     return {"gateway": {"provider": provider["infra"], "fullnameOverride": plan.gateway.name}}
 
 
+def bbr_chart(plan: Plan) -> str:
+    """agentgateway reads request bodies itself; the other gateways call the BBR extension."""
+    return "agentgateway-body-routing" if plan.gateway.provider == "agentgateway" else "body-based-routing"
+
+
 def bbr_values(plan: Plan) -> dict:
+    if bbr_chart(plan) == "agentgateway-body-routing":
+        return {"gateway": plan.gateway.name, "header": MODEL_HEADER}
     image = _image(load_catalog().image("bbr"))
     return {
         "bbr": {"name": f"{plan.pattern.name}-bbr", "image": {**image, "pullPolicy": "IfNotPresent"}},
@@ -64,6 +76,20 @@ def router_values(plan: Plan, server: ModelServer) -> dict:
         "provider": {"name": load_catalog().gateways[plan.gateway.provider]["router"]},
         "httpRoute": route,
     }
+
+
+def weights_volume(plan: Plan, server: ModelServer) -> str:
+    """Bound of the emptyDir that hf:// weights are downloaded into (the chart's default: 5Mi).
+
+    A checkpoint must fit in the memory of the accelerators serving it (RAM on CPU), so that is
+    the bound; every pod of a multi-node group downloads the whole checkpoint.
+    """
+    accel = load_catalog().accelerator(plan.accel)
+    if "resource" not in accel:
+        return server.resources["memory"]
+    per_unit = accel["types"][plan.accel_type]["memory_gib"] if "types" in accel else accel["memory_gib"]
+    units = int(server.resources[accel["resource"]]) * (server.multinode.size if server.multinode else 1)
+    return f"{per_unit * units}Gi"
 
 
 def modelservice_values(plan: Plan, server: ModelServer) -> dict:
@@ -98,6 +124,8 @@ def modelservice_values(plan: Plan, server: ModelServer) -> dict:
         "uri": server.source or f"hf://{server.model}",
         "labels": server_labels(server),
     }
+    if server.source.startswith("hf://"):
+        artifacts["size"] = weights_volume(plan, server)
     if plan.hf_secret and server.source.startswith("hf://"):
         artifacts["authSecretName"] = plan.hf_secret
     return {
@@ -113,10 +141,10 @@ def modelservice_values(plan: Plan, server: ModelServer) -> dict:
 
 
 def release_values(plan: Plan) -> dict[str, tuple[str, dict]]:
-    """Every release: name -> (chart key in versions.yaml, values)."""
+    """Every release: name -> (chart: a name in versions.yaml or one of OWN_CHARTS, values)."""
     out = {f"{plan.pattern.name}-infra": ("llm-d-infra", infra_values(plan))}
     if plan.body_based_routing:
-        out[f"{plan.pattern.name}-bbr"] = ("body-based-routing", bbr_values(plan))
+        out[f"{plan.pattern.name}-bbr"] = (bbr_chart(plan), bbr_values(plan))
     for s in plan.servers:
         out[s.name] = ("llm-d-router-gateway", router_values(plan, s))
         out[f"{s.name}-ms"] = ("llm-d-modelservice", modelservice_values(plan, s))

@@ -1,0 +1,156 @@
+"""The kserve stack's NetworkPolicies, evaluated against the pods KServe really creates.
+
+KServe v0.20 labels the pods of an LLMInferenceService itself (pkg/constants, workload_*.go,
+scheduler.go); the policies only work if their selectors match those labels. A small evaluator
+applies Kubernetes NetworkPolicy semantics (a pod is isolated for a direction once any policy
+selects it; then some rule must allow the peer and port) to the flows each pattern needs.
+"""
+import functools
+
+import pytest
+
+from lightrail.plan import Request, build_plan
+from lightrail.render import render
+
+NS = "lightrail"
+EXTERNAL = None   # Hugging Face, the API server: outside the cluster's pods
+
+
+def pod(name, namespace=NS, ns_labels=None, **labels):
+    ns_labels = {"kubernetes.io/metadata.name": namespace, **(ns_labels or {})}
+    return {"name": name, "namespace": namespace, "ns_labels": ns_labels, "labels": labels}
+
+
+def kserve_pods(server: str) -> dict:
+    """The pods KServe v0.20 creates for one LLMInferenceService, with its labels."""
+    common = {"app.kubernetes.io/name": server, "app.kubernetes.io/part-of": "llminferenceservice"}
+    comp = "app.kubernetes.io/component"
+    return {
+        "workload": pod("workload", **common, **{comp: "llminferenceservice-workload", "kserve.io/component": "workload",
+                                                   "llm-d.ai/role": "both"}),
+        "leader": pod("leader", **common, **{comp: "llminferenceservice-workload-leader",
+                                               "kserve.io/component": "workload", "llm-d.ai/role": "both"}),
+        "worker": pod("worker", **common, **{comp: "llminferenceservice-workload-worker"}),
+        "scheduler": pod("scheduler", **common, **{comp: "llminferenceservice-router-scheduler"}),
+    }
+
+
+GATEWAY = pod("gateway", "kserve", **{"gateway.networking.k8s.io/gateway-name": "kserve-ingress-gateway"})
+DNS = pod("coredns", "kube-system", **{"k8s-app": "kube-dns"})
+PROMETHEUS = pod("prometheus", "monitoring", ns_labels={"lightrail.dev/metrics": "true"}, app="prometheus")
+STRANGER = pod("stranger", "other", app="curl")
+NEIGHBOUR = pod("neighbour", NS, app="something-else")
+
+
+def _match_selector(selector, labels) -> bool:
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def _peer_matches(peer, policy_ns, other) -> bool:
+    if "ipBlock" in peer:
+        return other is EXTERNAL
+    if other is EXTERNAL:
+        return False
+    if "namespaceSelector" in peer:
+        if not _match_selector(peer["namespaceSelector"], other["ns_labels"]):
+            return False
+    elif other["namespace"] != policy_ns:
+        return False
+    return _match_selector(peer.get("podSelector", {}), other["labels"])
+
+
+def _port_matches(rule, port, protocol) -> bool:
+    ports = rule.get("ports")
+    return not ports or any(p.get("port") == port and p.get("protocol", "TCP") == protocol for p in ports)
+
+
+def _direction_allows(policies, subject, other, port, protocol, direction) -> bool:
+    key, peers = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    selecting = [p for p in policies if p["metadata"]["namespace"] == subject["namespace"]
+                 and direction in p["spec"].get("policyTypes", ["Ingress"])
+                 and _match_selector(p["spec"]["podSelector"], subject["labels"])]
+    if not selecting:
+        return True   # not isolated in this direction
+    for policy in selecting:
+        for rule in policy["spec"].get(key) or []:
+            if not _port_matches(rule, port, protocol):
+                continue
+            if peers not in rule or any(_peer_matches(peer, policy["metadata"]["namespace"], other)
+                                        for peer in rule[peers]):
+                return True
+    return False
+
+
+def allowed(policies, src, dst, port, protocol="TCP") -> bool:
+    """Whether NetworkPolicies let src open a connection to dst:port (EXTERNAL = outside the cluster)."""
+    egress = src is EXTERNAL or _direction_allows(policies, src, dst, port, protocol, "Egress")
+    ingress = dst is EXTERNAL or _direction_allows(policies, dst, src, port, protocol, "Ingress")
+    return egress and ingress
+
+
+@functools.lru_cache(maxsize=None)
+def policies(pattern, accel):
+    plan = build_plan(Request(pattern, accel, "kserve"))
+    return plan, [o for o in render(plan).objects if o["kind"] == "NetworkPolicy"]
+
+
+@pytest.mark.parametrize("pattern,accel", [("baseline", "gpu"), ("caching", "tpu"), ("multimodel", "cpu"),
+                                           ("baseline", "sim")])
+def test_single_node_flows(pattern, accel):
+    plan, pols = policies(pattern, accel)
+    for server in plan.servers:
+        pods = kserve_pods(server.name)
+        workload, scheduler = pods["workload"], pods["scheduler"]
+        # serving: the gateway reaches vLLM and asks the endpoint picker (ext-proc) first
+        assert allowed(pols, GATEWAY, workload, 8000)
+        assert allowed(pols, GATEWAY, scheduler, 9002)
+        # the picker scrapes the model servers' metrics and watches the API server
+        assert allowed(pols, scheduler, workload, 8000)
+        assert allowed(pols, scheduler, EXTERNAL, 443)
+        # names resolve everywhere; Prometheus in a labelled namespace scrapes
+        for p in (workload, scheduler):
+            assert allowed(pols, p, DNS, 53, "UDP") and allowed(pols, p, DNS, 53, "TCP")
+        assert allowed(pols, PROMETHEUS, workload, 8000)
+        # weights come from Hugging Face, except for the simulator that has none
+        assert allowed(pols, workload, EXTERNAL, 443) == bool(server.source)
+        # everything else is denied
+        assert not allowed(pols, STRANGER, workload, 8000)
+        assert not allowed(pols, NEIGHBOUR, workload, 8000)
+        assert not allowed(pols, STRANGER, scheduler, 9002)
+        assert not allowed(pols, workload, STRANGER, 8080)
+        assert not allowed(pols, workload, EXTERNAL, 80)
+        assert not allowed(pols, GATEWAY, workload, 22)
+
+
+def test_multimodel_servers_are_isolated_from_each_other():
+    plan, pols = policies("multimodel", "gpu")
+    a, b = (kserve_pods(s.name) for s in plan.servers)
+    assert not allowed(pols, a["scheduler"], b["workload"], 8000)
+    assert not allowed(pols, a["workload"], b["workload"], 8000)
+
+
+@pytest.mark.parametrize("accel", ["gpu", "tpu"])
+def test_moe_leader_and_workers_talk_and_download(accel):
+    plan, pols = policies("moe", accel)
+    pods = kserve_pods(plan.servers[0].name)
+    leader, worker, scheduler = pods["leader"], pods["worker"], pods["scheduler"]
+    for a, b in ((leader, worker), (worker, leader), (worker, worker)):
+        assert allowed(pols, a, b, 5555) and allowed(pols, a, b, 29500)   # DP RPC, torch.distributed
+    for p in (leader, worker):
+        assert allowed(pols, p, EXTERNAL, 443) and allowed(pols, p, DNS, 53, "UDP")
+    assert allowed(pols, GATEWAY, leader, 8000) and allowed(pols, scheduler, leader, 8000)
+    assert not allowed(pols, scheduler, worker, 5555)
+    assert not allowed(pols, STRANGER, worker, 5555)

@@ -140,3 +140,53 @@ def test_namespace_and_model_overrides_reach_the_render():
     assert isvc["spec"]["model"] == {"uri": "hf://meta-llama/Llama-3.1-8B-Instruct",
                                      "name": "meta-llama/Llama-3.1-8B-Instruct"}
     assert isvc["metadata"]["name"] == "baseline-llama-3-1-8b-instruct"
+
+
+@pytest.mark.parametrize("pattern,accel", [("baseline", "gpu"), ("caching", "tpu"), ("baseline", "cpu"), ("moe", "gpu")])
+def test_vllm_images_run_as_a_numeric_non_root_user(pattern, accel):
+    # KServe's presets set runAsNonRoot; the vLLM images declare no USER, so without a numeric
+    # runAsUser the kubelet refuses to start them ("image will run as root").
+    _, objects = rendered(pattern, accel)
+    (isvc,) = of_kind(objects, "LLMInferenceService")
+    pods = [isvc["spec"]["template"]] + ([isvc["spec"]["worker"]] if "worker" in isvc["spec"] else [])
+    for pod in pods:
+        main = pod["containers"][0]
+        assert main["securityContext"]["runAsNonRoot"] is True and main["securityContext"]["runAsUser"] > 0
+        env = {e["name"]: e.get("value") for e in main["env"]}
+        assert env["USER"] and env["TORCHINDUCTOR_CACHE_DIR"].startswith("/tmp/")
+
+
+def test_scheduler_runs_the_pinned_endpoint_picker():
+    plan, objects = rendered("caching", "gpu")
+    (isvc,) = of_kind(objects, "LLMInferenceService")
+    assert isvc["spec"]["router"]["scheduler"]["template"]["containers"] == [{"name": "main", "image": plan.epp_image}]
+    assert plan.epp_image in plan.images
+
+
+def test_hf_token_reaches_the_storage_initializer_by_reference_only():
+    plan, objects = rendered("moe", "gpu", hf_token=True)
+    (isvc,) = of_kind(objects, "LLMInferenceService")
+    ref = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": plan.hf_secret, "key": "HF_TOKEN"}}}
+    for pod in (isvc["spec"]["template"], isvc["spec"]["worker"]):
+        assert ref in pod["containers"][0]["env"]
+        (init,) = pod["initContainers"]   # KServe downloads hf:// weights in this init container
+        assert init == {"name": "storage-initializer", "env": [ref]}
+    _, without = rendered("moe", "gpu")
+    assert "initContainers" not in of_kind(without, "LLMInferenceService")[0]["spec"]["template"]
+
+
+def test_sim_answers_to_kserves_publisher_qualified_name_too():
+    plan, objects = rendered("baseline", "sim")
+    (isvc,) = of_kind(objects, "LLMInferenceService")
+    args = isvc["spec"]["template"]["containers"][0]["args"]
+    model = plan.servers[0].model
+    i = args.index("--served-model-name")
+    assert args[i + 1:i + 3] == [model, f"publishers/{plan.namespace}/models/{model}"]
+
+
+def test_a_local_model_path_is_refused_with_the_reason():
+    from lightrail.errors import LightrailError
+
+    plan = build_plan(Request("baseline", "cpu", "kserve", models=("/models/qwen",)))
+    with pytest.raises(LightrailError, match=r"KServe loads models from a URI \(hf://"):
+        render(plan)

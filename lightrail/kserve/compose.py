@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lightrail.errors import LightrailError
 from lightrail.plan import VLLM_PORT, ModelServer, Plan
 from lightrail.render import dump_yaml
 from lightrail.router import epp_config
@@ -18,6 +19,11 @@ from lightrail.settings import KUSTOMIZE_DIR
 _PARALLELISM_FLAGS = ("--tensor-parallel-size", "--data-parallel-size", "--data-parallel-size-local",
                       "--enable-expert-parallel")
 BASE_POLICIES = ("default-deny", "allow-gateway", "allow-scheduler", "allow-dns", "allow-metrics")
+# KServe's presets set runAsNonRoot, and the vLLM images declare no USER: the kubelet only starts
+# them with a numeric non-root user. USER and the inductor cache dir keep torch happy without a
+# passwd entry (as KServe's own e2e fixtures do). The simulator image runs as 65532 already.
+_NON_ROOT = {"runAsNonRoot": True, "runAsUser": 1000}
+_NON_ROOT_ENV = {"USER": "nonroot", "TORCHINDUCTOR_CACHE_DIR": "/tmp/torchinductor-cache"}
 
 
 def components(plan: Plan, server: ModelServer) -> list[str]:
@@ -41,27 +47,46 @@ def network_policies(plan: Plan, server: ModelServer) -> list[str]:
     return [f"{server.name}-{n}" for n in names]
 
 
+def model_uri(server: ModelServer) -> str:
+    """spec.model.uri: KServe loads weights from a URI; the simulator's is never fetched."""
+    if server.source and "://" not in server.source:
+        raise LightrailError(
+            f"model {server.model!r} is a path inside the image; KServe loads models from a URI (hf://, pvc://, s3://, oci://)",
+            fix="use a Hugging Face id (org/name) with --stack=kserve, or --stack=llmd for a local path")
+    return server.source or f"hf://{server.model}"
+
+
+def _hf_token(plan: Plan, server: ModelServer) -> list[dict]:
+    """HF_TOKEN by reference to the plan's Secret, for servers that pull gated weights."""
+    if not (plan.hf_secret and server.source.startswith("hf://")):
+        return []
+    return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": plan.hf_secret, "key": "HF_TOKEN"}}}]
+
+
 def _container(plan: Plan, server: ModelServer) -> dict:
     if server.source:
         args = [a for a in server.args if a.split("=", 1)[0] not in _PARALLELISM_FLAGS]
-    else:  # simulator: its own flags, model name and port
-        args = [f"--model={server.model}", f"--served-model-name={server.model}", f"--port={VLLM_PORT}",
-                *server.args]
+    else:  # simulator: its own flags; it answers to KServe's publisher-qualified name like vLLM does
+        args = [f"--model={server.model}", "--served-model-name", server.model,
+                f"publishers/{plan.namespace}/models/{server.model}", f"--port={VLLM_PORT}", *server.args]
     quantities = dict(server.resources)
     container = {"name": "main", "image": server.image, "args": args,
                  "resources": {"requests": quantities, "limits": quantities}}
     if server.command:
         container["command"] = list(server.command)
-    env = [{"name": k, "value": str(v)} for k, v in server.env.items()]
-    if plan.hf_secret and server.source.startswith("hf://"):
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": plan.hf_secret, "key": "HF_TOKEN"}}})
-    if env:
-        container["env"] = env
+    env = {**(_NON_ROOT_ENV if server.source else {}), **server.env}
+    env_list = [{"name": k, "value": str(v)} for k, v in env.items()] + _hf_token(plan, server)
+    if env_list:
+        container["env"] = env_list
+    if server.source:
+        container["securityContext"] = dict(_NON_ROOT)
     return container
 
 
 def _pod(plan: Plan, server: ModelServer) -> dict:
     pod: dict = {"containers": [_container(plan, server)]}
+    if _hf_token(plan, server):   # KServe's storage initializer downloads hf:// weights: it needs the token too
+        pod["initContainers"] = [{"name": "storage-initializer", "env": _hf_token(plan, server)}]
     if server.node_selector:
         pod["nodeSelector"] = dict(server.node_selector)
     if server.tolerations:
@@ -73,10 +98,13 @@ def llmisvc_patch(plan: Plan, server: ModelServer) -> list[dict]:
     """JSON-patch operations that turn the base LLMInferenceService into this server."""
     ops = [
         {"op": "replace", "path": "/metadata/name", "value": server.name},
-        {"op": "replace", "path": "/spec/model", "value": {"uri": server.source or f"hf://{server.model}",
+        {"op": "replace", "path": "/spec/model", "value": {"uri": model_uri(server),
                                                           "name": server.model}},
         {"op": "replace", "path": "/spec/replicas", "value": server.replicas},
         {"op": "replace", "path": "/spec/router/scheduler/config/inline", "value": epp_config(plan)},
+        # the pinned picker image (KServe's preset brings its own, older one; the rest is the preset's)
+        {"op": "add", "path": "/spec/router/scheduler/template",
+         "value": {"containers": [{"name": "main", "image": plan.epp_image}]}},
         {"op": "replace", "path": "/spec/template", "value": _pod(plan, server)},
     ]
     mn = server.multinode

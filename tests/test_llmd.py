@@ -2,6 +2,7 @@
 points at the upstream charts — the real charts rendered and validated object by object."""
 import functools
 import json
+import subprocess
 
 import pytest
 import yaml
@@ -145,8 +146,28 @@ def find(objects, kind, name=None):
     return [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
 
 
-def container(deployment):
-    return deployment["spec"]["template"]["spec"]["containers"][0]
+def container(workload):
+    """The first container of a Deployment (or of a pod template)."""
+    template = workload["spec"]["template"] if "spec" in workload and "template" in workload["spec"] else workload
+    return template["spec"]["containers"][0]
+
+
+def flag(argv, name):
+    """The value of `--name=value` or `--name value` in argv, or None."""
+    for i, arg in enumerate(argv):
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+        if arg == name:
+            return argv[i + 1]
+    return None
+
+
+def pod_templates(objects):
+    for o in objects:
+        if o["kind"] == "Deployment":
+            yield o["spec"]["template"]
+        elif o["kind"] == "LeaderWorkerSet":
+            yield o["spec"]["leaderWorkerTemplate"]["workerTemplate"]
 
 
 @needs_charts
@@ -159,6 +180,10 @@ def test_real_charts_render_valid_labelled_objects(pattern, accel, monkeypatch):
     assert result.complete
     assert_labelled_and_namespaced(plan, result.objects)
     assert kinds_of(result.objects) == plan.objects, "the plan's units must predict what the charts render"
+    for template in pod_templates(result.objects):
+        volumes = {v["name"] for v in template["spec"].get("volumes", [])}
+        for c in template["spec"]["containers"]:
+            assert {m["name"] for m in c.get("volumeMounts", [])} <= volumes, f"{c['name']} mounts a missing volume"
 
 
 def assert_labelled_and_namespaced(plan, objects):
@@ -237,11 +262,9 @@ def test_tpu_real_render_requests_chips_and_tp(topology, chips):
     (decode,) = find(rendered("baseline", "tpu", topology=topology), "Deployment", f"{server.name}-decode")
     main = container(decode)
     assert main["resources"]["limits"]["google.com/tpu"] == str(chips)
-    args = main["args"]
-    if chips > 1:
-        assert args[args.index("--tensor-parallel-size") + 1] == str(chips)
-    else:
-        assert "--tensor-parallel-size" not in args
+    assert flag(main["args"], "--tensor-parallel-size") == (str(chips) if chips > 1 else None)
+    shm = [m for m in main.get("volumeMounts", []) if m["mountPath"] == "/dev/shm"]
+    assert bool(shm) == (chips > 1), "several ranks in a pod need more /dev/shm than a container's 64Mi"
     pod = decode["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == dict(server.node_selector)
     assert pod["tolerations"][0]["key"] == "google.com/tpu"
@@ -264,15 +287,37 @@ def test_multimodel_real_render_routes_by_model_header():
 
 @needs_charts
 @pytest.mark.parametrize("accel", ["gpu", "tpu"])
-def test_moe_real_render_is_a_leaderworkerset_with_dp_ep(accel):
+def test_moe_real_render_gives_every_pod_of_the_leaderworkerset_its_ranks(accel, tmp_path):
     (server,) = plan_of("moe", accel).servers
+    mn = server.multinode
     (lws,) = find(rendered("moe", accel), "LeaderWorkerSet")
     template = lws["spec"]["leaderWorkerTemplate"]
-    assert template["size"] == server.multinode.size
-    text = json.dumps(template)
-    assert "--enable-expert-parallel" in text
-    assert f'"--data-parallel-size", "{server.multinode.data_parallel}"' in text or \
-        f"--data-parallel-size={server.multinode.data_parallel}" in text
+    assert template["size"] == mn.size
+    main = container(template["workerTemplate"])
+    # Run the rendered command line as each pod would, with a `vllm` that prints its arguments.
+    (tmp_path / "vllm").write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    (tmp_path / "vllm").chmod(0o755)
+    for index in range(mn.size):
+        env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "LWS_LEADER_ADDRESS": "leader.example", "LWS_WORKER_INDEX": str(index)}
+        argv = subprocess.run([*main["command"], *main["args"]], env=env, capture_output=True, text=True,
+                              check=True).stdout.splitlines()
+        assert argv[:2] == ["serve", server.model] and "--enable-expert-parallel" in argv
+        assert flag(argv, "--data-parallel-size") == str(mn.data_parallel)
+        assert flag(argv, "--data-parallel-size-local") == str(mn.data_parallel_local)
+        assert flag(argv, "--data-parallel-start-rank") == str(index * mn.data_parallel_local)
+        assert flag(argv, "--data-parallel-address") == "leader.example" and "--data-parallel-hybrid-lb" in argv
+        assert flag(argv, "--tensor-parallel-size") == (str(mn.tensor_parallel) if mn.tensor_parallel > 1 else None)
+
+
+@needs_charts
+def test_model_from_a_path_in_the_container_is_served_from_that_path():
+    plan = plan_of("baseline", "gpu", models=("/models/my-llama",))
+    (server,) = plan.servers
+    (decode,) = find(render(plan, charts=CHARTS).objects, "Deployment", f"{server.name}-decode")
+    main = container(decode)
+    assert main["command"] == ["vllm", "serve"] and main["args"][0] == "/models/my-llama"
+    assert flag(main["args"], "--served-model-name") == "/models/my-llama"
+    assert "model-storage" not in json.dumps(decode)
 
 
 @needs_charts

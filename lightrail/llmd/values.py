@@ -8,6 +8,8 @@ our own chart in helmfiles/charts), and per model server `<name>`
 """
 from __future__ import annotations
 
+import shlex
+
 import yaml
 
 from lightrail.catalog import load_catalog
@@ -21,8 +23,8 @@ OWN_CHARTS = HELMFILES_DIR / "charts"
 EPP_CONFIG_FILE = "lightrail.yaml"
 # The EPP's chart default asks for 8 CPUs; one picker per model needs far less.
 EPP_RESOURCES = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}}
-# Flags the modelservice chart writes itself from decode.parallelism.
-_PARALLELISM_FLAGS = ("--tensor-parallel-size", "--data-parallel-size", "--data-parallel-size-local")
+# NCCL and vLLM's worker queues use /dev/shm once a pod runs several ranks; containers get 64Mi.
+SHM = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}
 # llm-d-modelservice `accelerator.type` per Lightrail accelerator.
 _MS_ACCELERATOR = {"gpu": "nvidia", "tpu": "google", "cpu": "cpu", "sim": "cpu"}
 
@@ -92,19 +94,39 @@ def weights_volume(plan: Plan, server: ModelServer) -> str:
     return f"{per_unit * units}Gi"
 
 
+def vllm_command(server: ModelServer) -> tuple[list[str], list[str]]:
+    """Command and args of a vLLM container, with the plan's flags as they are.
+
+    The chart's own `vllmServe` command cannot serve a model from a path in the container, nor
+    give each pod of a LeaderWorkerSet group its data-parallel ranks. There every pod serves its
+    local ranks itself (hybrid load balancing: each pod is an endpoint of the InferencePool) and
+    joins the leader's coordinator; LWS sets LWS_LEADER_ADDRESS and LWS_WORKER_INDEX.
+    """
+    argv = ["vllm", "serve", server.source.removeprefix("hf://"), "--port", str(VLLM_PORT),
+            "--served-model-name", server.model, *server.args]
+    if not server.multinode:
+        return argv[:2], argv[2:]
+    ranks = ["--data-parallel-hybrid-lb", '--data-parallel-address="$LWS_LEADER_ADDRESS"',
+             f"--data-parallel-start-rank=$((LWS_WORKER_INDEX * {server.multinode.data_parallel_local}))"]
+    return ["/bin/sh", "-c"], [" ".join(["exec", *map(shlex.quote, argv), *ranks])]
+
+
 def modelservice_values(plan: Plan, server: ModelServer) -> dict:
     quantities = dict(server.resources)
     container = {
         "name": "vllm",
         "image": server.image,
-        # vLLM images: `vllm serve <model>`; the simulator's own entrypoint takes --model.
-        "modelCommand": "vllmServe" if server.source else "imageDefault",
-        "args": [a for a in server.args if a.split("=", 1)[0] not in _PARALLELISM_FLAGS],
         "env": [{"name": k, "value": str(v)} for k, v in server.env.items()],
         "ports": [{"containerPort": VLLM_PORT, "name": "metrics", "protocol": "TCP"}],
         "resources": {"limits": quantities, "requests": quantities},
-        "mountModelVolume": bool(server.source),
+        # The chart makes the volume (and sets HF_HOME) for hf:// models only.
+        "mountModelVolume": server.source.startswith("hf://"),
     }
+    if server.source:
+        command, args = vllm_command(server)
+        container.update(modelCommand="custom", command=command, args=args)
+    else:   # the simulator's own entrypoint; the chart adds --model, --port and the served name
+        container.update(modelCommand="imageDefault", args=list(server.args))
     parallelism = {"tensor": server.tensor_parallel}
     if server.multinode:
         mn = server.multinode
@@ -115,6 +137,9 @@ def modelservice_values(plan: Plan, server: ModelServer) -> dict:
         "parallelism": parallelism,
         "containers": [container],
     }
+    if server.source and server.tensor_parallel * (server.multinode.data_parallel_local if server.multinode else 1) > 1:
+        decode["volumes"] = [SHM]
+        container["volumeMounts"] = [{"name": SHM["name"], "mountPath": "/dev/shm"}]
     if server.node_selector:
         decode["nodeSelector"] = dict(server.node_selector)
     if server.tolerations:

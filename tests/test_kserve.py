@@ -1,5 +1,6 @@
 """The kserve stack rendered by the real kustomize, validated against the real CRDs."""
 import functools
+import json
 
 import pytest
 
@@ -35,7 +36,8 @@ def test_every_kserve_combination_renders_and_validates(pattern, accel, api, mon
     kinds = {}
     for obj in result.objects:
         kinds[obj["kind"]] = kinds.get(obj["kind"], 0) + 1
-        assert obj["metadata"]["namespace"] == "lightrail"
+        # an EnvoyFilter applies to a Gateway only from the gateway's namespace
+        assert obj["metadata"]["namespace"] == ("kserve" if obj["kind"] == "EnvoyFilter" else "lightrail")
         for key, value in plan.labels.items():
             assert obj["metadata"]["labels"][key] == value, f"{obj['kind']}/{obj['metadata']['name']} lacks {key}"
     assert kinds == plan.objects, "the plan's units must predict what kustomize renders"
@@ -190,3 +192,54 @@ def test_a_local_model_path_is_refused_with_the_reason():
     plan = build_plan(Request("baseline", "cpu", "kserve", models=("/models/qwen",)))
     with pytest.raises(LightrailError, match=r"KServe loads models from a URI \(hf://"):
         render(plan)
+
+
+def test_multimodel_body_based_router_feeds_the_model_routes():
+    plan, objects = rendered("multimodel", "gpu")
+    (deploy,) = of_kind(objects, "Deployment")
+    (svc,) = of_kind(objects, "Service")
+    (envoy,) = of_kind(objects, "EnvoyFilter")
+    (rule,) = of_kind(objects, "DestinationRule")
+    (binding,) = of_kind(objects, "RoleBinding")
+    (role,) = of_kind(objects, "Role")
+    pod = deploy["spec"]["template"]
+    (bbr,) = pod["spec"]["containers"]
+    assert bbr["image"] == plan.versions["images"]["bbr"]
+    extractor = next(a for a in bbr["args"] if a.startswith("body-field-to-header:"))
+    assert json.loads(extractor.split(":", 2)[2]) == {"fieldName": "model", "headerName": MODEL_HEADER}
+    # the Service reaches the router's pods and port; RBAC binds its service account
+    assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    port = svc["spec"]["ports"][0]["port"]
+    assert port in [p["containerPort"] for p in bbr["ports"]]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": pod["spec"]["serviceAccountName"],
+                                    "namespace": plan.namespace}]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    # the gateway the routes hang on calls the router first, over the TLS the DestinationRule sets
+    host = f"{svc['metadata']['name']}.{plan.namespace}.svc.cluster.local"
+    patch = envoy["spec"]["configPatches"][0]["patch"]["value"]
+    assert patch["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] == f"outbound|{port}||{host}"
+    assert rule["spec"]["host"] == host
+    for route in of_kind(objects, "HTTPRoute"):
+        (parent,) = route["spec"]["parentRefs"]
+        assert envoy["metadata"]["namespace"] == parent["namespace"]
+        assert envoy["spec"]["targetRefs"] == [{k: parent[k] for k in ("group", "kind", "name")}]
+    # one filter per deployment on the shared gateway
+    _, elsewhere = rendered("multimodel", "gpu", namespace="team-b")
+    assert of_kind(elsewhere, "EnvoyFilter")[0]["metadata"]["name"] != envoy["metadata"]["name"]
+
+
+@pytest.mark.parametrize("pattern", ["baseline", "caching", "moe"])
+def test_only_multimodel_routes_by_body(pattern):
+    _, objects = rendered(pattern, "gpu")
+    assert {o["kind"] for o in objects} == {"LLMInferenceService", "NetworkPolicy"}
+
+
+def test_route_targets_kserves_hashed_pool_name_for_long_model_names():
+    # KServe names the pool kmeta.ChildName(<name>, "-inference-pool"): hashed past 63 characters
+    plan, objects = rendered("multimodel", "cpu", models=("Qwen/Qwen2.5-3B-Instruct",
+                                                           "example-org/an-extremely-long-model-name-for-routing-tests-v2"))
+    pools = {r["spec"]["rules"][0]["matches"][0]["headers"][0]["value"]: r["spec"]["rules"][0]["backendRefs"][0]["name"]
+             for r in of_kind(objects, "HTTPRoute")}
+    assert pools == {"Qwen/Qwen2.5-3B-Instruct": "multimodel-qwen2-5-3b-instruct-inference-pool",
+                     "example-org/an-extremely-long-model-name-for-routing-tests-v2":
+                         "multimodel-an-ex5c563ae098d0f3a8f6355c0183b00197-inference-pool"}

@@ -154,3 +154,13 @@ def test_moe_leader_and_workers_talk_and_download(accel):
     assert allowed(pols, GATEWAY, leader, 8000) and allowed(pols, scheduler, leader, 8000)
     assert not allowed(pols, scheduler, worker, 5555)
     assert not allowed(pols, STRANGER, worker, 5555)
+
+
+def test_body_based_router_takes_ext_proc_calls_from_gateways_only():
+    plan, pols = policies("multimodel", "gpu")
+    (deploy,) = [o for o in render(plan).objects if o["kind"] == "Deployment"]
+    bbr = pod("bbr", **deploy["spec"]["template"]["metadata"]["labels"])
+    assert allowed(pols, GATEWAY, bbr, 9004)
+    assert allowed(pols, bbr, DNS, 53, "UDP") and allowed(pols, bbr, EXTERNAL, 443)   # API server
+    assert not allowed(pols, STRANGER, bbr, 9004) and not allowed(pols, NEIGHBOUR, bbr, 9004)
+    assert not allowed(pols, bbr, kserve_pods(plan.servers[0].name)["workload"], 8000)

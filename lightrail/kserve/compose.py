@@ -6,6 +6,7 @@ into object names and selectors. The top overlay sets the namespace and Lightrai
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -22,6 +23,7 @@ BASE_POLICIES = ("default-deny", "allow-gateway", "allow-scheduler", "allow-dns"
 # KServe's presets set runAsNonRoot, and the vLLM images declare no USER: the kubelet only starts
 # them with a numeric non-root user. USER and the inductor cache dir keep torch happy without a
 # passwd entry (as KServe's own e2e fixtures do). The simulator image runs as 65532 already.
+BBR_PORT = 9004   # the body-based router's ext-proc port (kustomize/body-based-routing)
 _NON_ROOT = {"runAsNonRoot": True, "runAsUser": 1000}
 _NON_ROOT_ENV = {"USER": "nonroot", "TORCHINDUCTOR_CACHE_DIR": "/tmp/torchinductor-cache"}
 
@@ -118,35 +120,77 @@ def llmisvc_patch(plan: Plan, server: ModelServer) -> list[dict]:
     return ops
 
 
+def child_name(parent: str, suffix: str) -> str:
+    """The name KServe gives a child object (knative kmeta.ChildName): hashed past 63 characters."""
+    if len(parent) > 63 - len(suffix):
+        return parent[:31 - len(suffix)] + hashlib.md5(parent.encode()).hexdigest() + suffix
+    return parent + suffix
+
+
+def bbr_service(plan: Plan) -> str:
+    """The body-based router's in-cluster host name."""
+    return f"{plan.pattern.name}-bbr.{plan.namespace}.svc.cluster.local"
+
+
+def _kustomization(**fields) -> dict:
+    return {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", **fields}
+
+
+def _patch(kind: str, ops: list[dict], name: str | None = None) -> dict:
+    return {"target": {"kind": kind, **({"name": name} if name else {})}, "patch": dump_yaml(ops)}
+
+
+def _server_overlay(plan: Plan, server: ModelServer, rel) -> dict:
+    patches = [_patch("LLMInferenceService", llmisvc_patch(plan, server), "model")]
+    if plan.body_based_routing:
+        patches.append(_patch("HTTPRoute", [{"op": "replace", "path": "/spec/rules/0/backendRefs/0/name",
+                                             "value": child_name(server.name, "-inference-pool")}]))
+    if plan.request.kserve_api != "v1alpha2":
+        patches.append(_patch("LLMInferenceService", [{"op": "replace", "path": "/apiVersion",
+                                                       "value": f"serving.kserve.io/{plan.request.kserve_api}"}]))
+    return _kustomization(namespace=plan.namespace, resources=[rel("base")],
+                          components=[rel(f"components/{c}") for c in components(plan, server)],
+                          patches=patches, replacements=[{"path": rel("replacements.yaml")}])
+
+
+def _bbr_overlays(plan: Plan, rel) -> dict[str, dict]:
+    """The body-based router in the plan's namespace, and its EnvoyFilter in KServe's gateway namespace."""
+    prefix = f"{plan.pattern.name}-"
+    filter_ops = [
+        {"op": "replace", "path": "/spec/configPatches/0/patch/value/name",
+         "value": f"envoy.filters.http.ext_proc.{plan.namespace}.{prefix}bbr"},
+        {"op": "replace", "path": "/spec/configPatches/0/patch/value/typed_config/grpc_service/envoy_grpc/cluster_name",
+         "value": f"outbound|{BBR_PORT}||{bbr_service(plan)}"},
+    ]
+    return {
+        "body-based-routing": _kustomization(
+            namespace=plan.namespace, namePrefix=prefix, resources=[rel("body-based-routing")],
+            patches=[_patch("Deployment", [{"op": "replace", "path": "/spec/template/spec/containers/0/image",
+                                            "value": plan.versions["images"]["bbr"]}]),
+                     _patch("DestinationRule", [{"op": "replace", "path": "/spec/host", "value": bbr_service(plan)}])]),
+        # named after the namespace too: every deployment's filter shares the gateway's namespace
+        "body-based-routing-gateway": _kustomization(
+            namePrefix=f"{plan.namespace}-{prefix}", resources=[rel("body-based-routing/gateway")],
+            patches=[_patch("EnvoyFilter", filter_ops)]),
+    }
+
+
 def write_overlay(plan: Plan, workdir: Path) -> dict[str, str]:
-    """Write the overlays into workdir; return them as {relative path: text} (render artifacts)."""
-    files: dict[str, str] = {}
+    """Write the overlays into workdir; return them as {relative path: text} (render artifacts).
+
+    One overlay per model server (and for body-based routing, two more); the top kustomization
+    gathers them and labels everything. Namespaces are set per overlay because the EnvoyFilter
+    must stay in the gateway's namespace.
+    """
+    units: dict[str, dict] = {}
+    rel = lambda unit: lambda p: os.path.relpath(KUSTOMIZE_DIR / p, workdir / unit)  # noqa: E731
+    if plan.body_based_routing:
+        units.update(_bbr_overlays(plan, rel("body-based-routing")))
     for server in plan.servers:
-        here = workdir / server.name
-        rel = lambda p: os.path.relpath(KUSTOMIZE_DIR / p, here)  # noqa: E731
-        kustomization = {
-            "apiVersion": "kustomize.config.k8s.io/v1beta1",
-            "kind": "Kustomization",
-            "resources": [rel("base")],
-            "components": [rel(f"components/{c}") for c in components(plan, server)],
-            "patches": [{"target": {"kind": "LLMInferenceService", "name": "model"},
-                         "patch": dump_yaml(llmisvc_patch(plan, server))}],
-            "replacements": [{"path": rel("replacements.yaml")}],
-        }
-        if plan.request.kserve_api != "v1alpha2":
-            kustomization["patches"].append({
-                "target": {"kind": "LLMInferenceService"},
-                "patch": dump_yaml([{"op": "replace", "path": "/apiVersion",
-                                          "value": f"serving.kserve.io/{plan.request.kserve_api}"}]),
-            })
-        files[f"{server.name}/kustomization.yaml"] = dump_yaml(kustomization)
-    files["kustomization.yaml"] = dump_yaml({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "namespace": plan.namespace,
-        "resources": [s.name for s in plan.servers],
-        "labels": [{"pairs": dict(plan.labels), "includeSelectors": False}],
-    })
+        units[server.name] = _server_overlay(plan, server, rel(server.name))
+    top = _kustomization(resources=list(units), labels=[{"pairs": dict(plan.labels), "includeSelectors": False}])
+    files = {f"{unit}/kustomization.yaml": dump_yaml(k) for unit, k in units.items()}
+    files["kustomization.yaml"] = dump_yaml(top)
     for rel_path, text in files.items():
         path = workdir / rel_path
         path.parent.mkdir(parents=True, exist_ok=True)

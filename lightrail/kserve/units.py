@@ -1,13 +1,22 @@
-"""Apply order for the kserve stack: one kustomize unit per model server and what it creates."""
+"""Apply order for the kserve stack: the body-based router (multimodel), then one kustomize unit
+per model server, and what each creates."""
 from __future__ import annotations
 
 from lightrail.plan import Plan, Unit
+
+# kustomize/body-based-routing (+ its gateway/ EnvoyFilter, in KServe's gateway namespace)
+BBR = {"ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1, "DestinationRule": 1,
+       "EnvoyFilter": 1, "NetworkPolicy": 1}
 
 
 def units(plan: Plan) -> list[Unit]:
     from lightrail.kserve.compose import components, network_policies
 
     out = []
+    if plan.body_based_routing:
+        image = plan.versions["images"]["bbr"]
+        out.append(Unit(f"{plan.pattern.name}-bbr", "kustomize", "kustomize/body-based-routing",
+                        image.rsplit(":", 1)[-1], BBR))
     for s in plan.servers:
         comps = components(plan, s)
         objects = {"NetworkPolicy": len(network_policies(plan, s))}

@@ -8,11 +8,16 @@ from lightrail.kserve.compose import write_overlay
 from lightrail.plan import Plan
 from lightrail.render import Rendered, load_manifests
 
+
 def render(plan: Plan, workdir: Path) -> Rendered:
     files = write_overlay(plan, workdir)
-    # The overlay lives in workdir and reads kustomize/replacements.yaml from the repo.
+    # The overlay lives in workdir and reads kustomize/ from the repo.
     out = tools.run("kubectl", "kustomize", "--load-restrictor=LoadRestrictionsNone", str(workdir)).stdout
     objects = load_manifests(out)
     artifacts = {f"kustomize/{k}": v for k, v in files.items()}
     notes = [f"apply with: kubectl apply --server-side -f manifests.yaml (namespace {plan.namespace})"]
+    elsewhere = sorted({o["metadata"]["namespace"] for o in objects} - {plan.namespace})
+    if elsewhere:
+        notes.append(f"also writes into namespace {', '.join(elsewhere)} (the body-based router's EnvoyFilter "
+                     "must sit beside KServe's ingress gateway): the applying user needs rights there")
     return Rendered(objects=objects, artifacts=artifacts, notes=notes)

@@ -11,7 +11,7 @@ from lightrail import tools
 from lightrail.catalog import load_catalog
 from lightrail.errors import LightrailError
 from lightrail.llmd.values import release_values, server_labels, weights_volume
-from lightrail.plan import Request, build_plan
+from lightrail.plan import VLLM_PORT, Request, build_plan
 from lightrail.render import render, render_validated
 from lightrail.router import MODEL_HEADER
 from lightrail.settings import charts_dir, schemas_dir
@@ -184,6 +184,10 @@ def test_real_charts_render_valid_labelled_objects(pattern, accel, monkeypatch):
         volumes = {v["name"] for v in template["spec"].get("volumes", [])}
         for c in template["spec"]["containers"]:
             assert {m["name"] for m in c.get("volumeMounts", [])} <= volumes, f"{c['name']} mounts a missing volume"
+        if "llm-d.ai/model" in template["metadata"]["labels"]:   # a model server: ready only once it serves
+            main = template["spec"]["containers"][0]
+            assert main["readinessProbe"]["httpGet"] == {"path": "/v1/models", "port": VLLM_PORT}
+            assert main["startupProbe"]["httpGet"]["port"] == VLLM_PORT
 
 
 def assert_labelled_and_namespaced(plan, objects):

@@ -23,6 +23,13 @@ OWN_CHARTS = HELMFILES_DIR / "charts"
 EPP_CONFIG_FILE = "lightrail.yaml"
 # The EPP's chart default asks for 8 CPUs; one picker per model needs far less.
 EPP_RESOURCES = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}}
+# vLLM and the simulator answer /health once the engine runs and /v1/models once they serve;
+# loading (and downloading) a model can take long, so the startup probe allows an hour.
+PROBES = {
+    "startupProbe": {"httpGet": {"path": "/health", "port": VLLM_PORT}, "periodSeconds": 10, "failureThreshold": 360},
+    "readinessProbe": {"httpGet": {"path": "/v1/models", "port": VLLM_PORT}, "periodSeconds": 10},
+    "livenessProbe": {"httpGet": {"path": "/health", "port": VLLM_PORT}, "periodSeconds": 30, "failureThreshold": 3},
+}
 # NCCL and vLLM's worker queues use /dev/shm once a pod runs several ranks; containers get 64Mi.
 SHM = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}
 # llm-d-modelservice `accelerator.type` per Lightrail accelerator.
@@ -121,6 +128,7 @@ def modelservice_values(plan: Plan, server: ModelServer) -> dict:
         "resources": {"limits": quantities, "requests": quantities},
         # The chart makes the volume (and sets HF_HOME) for hf:// models only.
         "mountModelVolume": server.source.startswith("hf://"),
+        "extraConfig": PROBES,
     }
     if server.source:
         command, args = vllm_command(server)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lightrail.bench import compare, guidellm, harnesses, incluster, inference_perf, scenarios, store, summary, vllm_serve
+from lightrail.bench import (compare, guidellm, harnesses, incluster, inference_perf, runner, scenarios, store, summary,
+                             vllm_serve)
 from lightrail.bench.harnesses import Target
 from lightrail.errors import LightrailError
 from lightrail.plan import Request, build_plan
@@ -301,3 +302,35 @@ def test_list_and_compare_cli(tmp_path):
     assert (out / "compare.md").read_text().count("| baseline/llmd/gpu") == 1
     proc = invoke("bench.compare", f"{run},{tmp_path / 'missing'}", f"--out={out}")
     assert proc.returncode == 1 and "is not a complete benchmark run" in proc.stderr
+
+
+def test_in_cluster_run_collects_the_job_log_and_stores_the_run(tmp_path, monkeypatch):
+    """Everything but the cluster: the Job is validated, its log parsed, the run stored complete."""
+    recorded = json.loads((FIXTURES / "vllm-bench-serve-random.json").read_text())
+    seen = {}
+
+    def fake_run_job(manifest, *, kube_context, timeout):       # the one function that talks to a cluster
+        check([manifest])
+        seen.update(manifest=manifest, context=kube_context)
+        return f"progress...\n{incluster.MARKER} point-00 <==\n{json.dumps(recorded)}\n"
+
+    monkeypatch.setattr(incluster, "run_job", fake_run_job)
+    plan = build_plan(Request(pattern="caching", accel="gpu"))
+    smoke = scenarios.load_scenario("smoke")
+    target = Target(incluster.default_url(plan), plan.served_models, plan.served_models[0])
+    path = runner.run(plan, smoke, "vllm", target, tmp_path, in_cluster=True, kube_context="prod", log=lambda _: None)
+    s, meta = store.load(path)
+    assert s["totals"]["requests"] == {"ok": 16, "failed": 0} and s["points"][0]["server"] is None
+    assert meta["in_cluster"] and meta["harness"]["version"].startswith("vllm image ")
+    assert seen["context"] == "prod" and seen["manifest"]["metadata"]["name"] in (path / "raw" / "job.json").read_text()
+    assert (path / "raw" / "job.log").is_file() and store.runs(tmp_path) == [path]
+
+
+def test_in_cluster_job_without_results_leaves_no_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(incluster, "run_job", lambda manifest, **_: "the harness printed nothing\n")
+    plan = build_plan(Request(pattern="caching", accel="gpu"))
+    smoke = scenarios.load_scenario("smoke")
+    target = Target(incluster.default_url(plan), plan.served_models, plan.served_models[0])
+    with pytest.raises(LightrailError, match="printed no result for point-00"):
+        runner.run(plan, smoke, "vllm", target, tmp_path, in_cluster=True, log=lambda _: None)
+    assert store.runs(tmp_path) == [] and (tmp_path / ".failed").is_dir()

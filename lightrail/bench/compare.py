@@ -85,7 +85,7 @@ def compare(paths: list[Path], out: Path, *, mixed: bool = False) -> Comparison:
     runs = load_runs(paths, mixed=mixed)
     rs = rows(runs)
     currency = runs[0][1].get("currency", "USD")
-    text = f"# Benchmark comparison\n\nRuns:\n" + "".join(
+    text = "# Benchmark comparison\n\nRuns:\n" + "".join(
         f"- `{p.name}`: {m['pattern']}/{m['stack']}/{m['accel']}, scenario {s['scenario']}, harness "
         f"{m['harness']['name']} ({m['harness']['version']}), git {str(m['git']['commit'])[:10]}\n"
         for p, s, m in runs) + "\n" + table(rs, currency)

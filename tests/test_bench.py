@@ -334,3 +334,9 @@ def test_in_cluster_job_without_results_leaves_no_run(tmp_path, monkeypatch):
     with pytest.raises(LightrailError, match="printed no result for point-00"):
         runner.run(plan, smoke, "vllm", target, tmp_path, in_cluster=True, log=lambda _: None)
     assert store.runs(tmp_path) == [] and (tmp_path / ".failed").is_dir()
+
+
+def test_missing_python_for_a_harness_names_the_fix():
+    with pytest.raises(LightrailError, match=r"Python 9\.9 is needed.*pyenv install 9\.9"):
+        harnesses.find_python("9.9")
+    assert harnesses.pinned("inference-perf")["python"] == "3.12"

@@ -243,3 +243,16 @@ def test_route_targets_kserves_hashed_pool_name_for_long_model_names():
     assert pools == {"Qwen/Qwen2.5-3B-Instruct": "multimodel-qwen2-5-3b-instruct-inference-pool",
                      "example-org/an-extremely-long-model-name-for-routing-tests-v2":
                          "multimodel-an-ex5c563ae098d0f3a8f6355c0183b00197-inference-pool"}
+
+
+@pytest.mark.parametrize("pattern,accel", [("multimodel", "sim"), ("moe", "tpu")])
+def test_pods_carry_the_plan_labels_and_selectors_stay_untouched(pattern, accel):
+    plan, objects = rendered(pattern, accel)
+    labels = dict(plan.labels)
+    for isvc in of_kind(objects, "LLMInferenceService"):
+        assert isvc["spec"]["labels"] == labels == isvc["spec"]["router"]["scheduler"]["labels"]
+    for deploy in of_kind(objects, "Deployment"):
+        assert labels.items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
+        assert not labels.keys() & deploy["spec"]["selector"]["matchLabels"].keys()
+    for obj in objects:
+        assert not labels.keys() & obj.get("spec", {}).get("podSelector", {}).get("matchLabels", {}).keys()

@@ -103,6 +103,9 @@ def llmisvc_patch(plan: Plan, server: ModelServer) -> list[dict]:
         {"op": "replace", "path": "/spec/model", "value": {"uri": model_uri(server),
                                                           "name": server.model}},
         {"op": "replace", "path": "/spec/replicas", "value": server.replicas},
+        # KServe copies these onto the pods it creates (model servers, LWS groups, picker)
+        {"op": "add", "path": "/spec/labels", "value": dict(plan.labels)},
+        {"op": "add", "path": "/spec/router/scheduler/labels", "value": dict(plan.labels)},
         {"op": "replace", "path": "/spec/router/scheduler/config/inline", "value": epp_config(plan)},
         # the pinned picker image (KServe's preset brings its own, older one; the rest is the preset's)
         {"op": "add", "path": "/spec/router/scheduler/template",
@@ -188,7 +191,8 @@ def write_overlay(plan: Plan, workdir: Path) -> dict[str, str]:
         units.update(_bbr_overlays(plan, rel("body-based-routing")))
     for server in plan.servers:
         units[server.name] = _server_overlay(plan, server, rel(server.name))
-    top = _kustomization(resources=list(units), labels=[{"pairs": dict(plan.labels), "includeSelectors": False}])
+    top = _kustomization(resources=list(units), labels=[{"pairs": dict(plan.labels), "includeSelectors": False,
+                                                         "includeTemplates": True}])
     files = {f"{unit}/kustomization.yaml": dump_yaml(k) for unit, k in units.items()}
     files["kustomization.yaml"] = dump_yaml(top)
     for rel_path, text in files.items():

@@ -2,7 +2,8 @@
 
 Each overlay points at the repo's kustomize/base (+ components), renames `model` to the
 server's name and patches in the plan's values; kustomize/replacements.yaml carries the name
-into object names and selectors. The top overlay sets the namespace and Lightrail's labels.
+into object names and selectors. Multimodel adds the body-based router's overlays. The top
+overlay gathers them and sets Lightrail's labels.
 """
 from __future__ import annotations
 
@@ -20,23 +21,19 @@ from lightrail.settings import KUSTOMIZE_DIR
 _PARALLELISM_FLAGS = ("--tensor-parallel-size", "--data-parallel-size", "--data-parallel-size-local",
                       "--enable-expert-parallel")
 BASE_POLICIES = ("default-deny", "allow-gateway", "allow-scheduler", "allow-dns", "allow-metrics")
+BBR_PORT = 9004   # the body-based router's ext-proc port (kustomize/body-based-routing)
 # KServe's presets set runAsNonRoot, and the vLLM images declare no USER: the kubelet only starts
 # them with a numeric non-root user. USER and the inductor cache dir keep torch happy without a
 # passwd entry (as KServe's own e2e fixtures do). The simulator image runs as 65532 already.
-BBR_PORT = 9004   # the body-based router's ext-proc port (kustomize/body-based-routing)
 _NON_ROOT = {"runAsNonRoot": True, "runAsUser": 1000}
 _NON_ROOT_ENV = {"USER": "nonroot", "TORCHINDUCTOR_CACHE_DIR": "/tmp/torchinductor-cache"}
 
 
 def components(plan: Plan, server: ModelServer) -> list[str]:
     """Which kustomize/components/* this server needs."""
-    out = []
-    if server.source:
-        out.append("weights-download")
+    out = ["weights-download" if server.source else "simulator"]
     if server.multinode:
         out.append("multinode")
-    if not server.source:
-        out.append("simulator")
     if plan.body_based_routing:
         out.append("model-routes")
     return out
@@ -53,7 +50,8 @@ def model_uri(server: ModelServer) -> str:
     """spec.model.uri: KServe loads weights from a URI; the simulator's is never fetched."""
     if server.source and "://" not in server.source:
         raise LightrailError(
-            f"model {server.model!r} is a path inside the image; KServe loads models from a URI (hf://, pvc://, s3://, oci://)",
+            f"model {server.model!r} is a path inside the image; "
+            "KServe loads models from a URI (hf://, pvc://, s3://, oci://)",
             fix="use a Hugging Face id (org/name) with --stack=kserve, or --stack=llmd for a local path")
     return server.source or f"hf://{server.model}"
 

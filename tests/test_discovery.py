@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from lightrail.settings import schemas_dir
-from lightrail.smoke.discovery import gateway_service, gateway_url, llmisvc_url
+from lightrail.smoke.discovery import gateway_service, gateway_url, kserve_endpoint, llmisvc_url
 from lightrail.validate import validate_objects
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cluster"
@@ -44,3 +44,9 @@ def test_gateway_service_for_port_forward():
     svc = load("gateway-service.yaml")
     assert gateway_service([svc], "caching-gateway") == ("caching-gateway-istio", 80)
     assert gateway_service([svc], "other-gateway") is None
+
+
+def test_kserve_multimodel_uses_the_gateway_root_not_one_models_path():
+    svc = load("llmisvc-ready.yaml")
+    assert kserve_endpoint(svc, body_routed=False).endswith("/lightrail/baseline-qwen2-5-3b-instruct")
+    assert kserve_endpoint(svc, body_routed=True) == "http://kserve-ingress-gateway.kserve.example.com"

@@ -40,6 +40,20 @@ def llmisvc_url(service: dict) -> str | None:
     return None
 
 
+def kserve_endpoint(service: dict, body_routed: bool) -> str | None:
+    """Where to send requests for a kserve deployment.
+
+    One model: its published URL (KServe routes /<ns>/<name>/v1/... to it). Several models
+    behind body-based routing: the gateway root, where the body's model picks the backend —
+    the per-model URL would send everything to that one model.
+    """
+    url = llmisvc_url(service)
+    if url and body_routed:
+        parsed = urlparse(url)
+        return f"{parsed.scheme}://{parsed.netloc}"
+    return url
+
+
 def gateway_service(services: list[dict], gateway: str) -> tuple[str, int] | None:
     """The Service a Gateway implementation created for `gateway` (name, HTTP port)."""
     for svc in services:
@@ -83,7 +97,7 @@ def discover(plan: Plan, kube_context: str | None):
         gateway_name = "kserve-ingress-gateway"
         isvc = api.get_namespaced_custom_object("serving.kserve.io", "v1alpha2", ns, "llminferenceservices",
                                                 plan.servers[0].name)
-        url = llmisvc_url(isvc)
+        url = kserve_endpoint(isvc, plan.body_based_routing)
     if url and reachable(url):
         yield url
         return

@@ -9,18 +9,25 @@ from __future__ import annotations
 from lightrail.plan import Plan
 
 PICKER = "max-score-picker"
+# What the scorers read: the model servers' Prometheus metrics (queue length, KV-cache use),
+# as in llm-d-router v0.10's default-plugins.yaml.
+DATA_PLUGINS = [
+    {"type": "metrics-data-source", "parameters": {"scheme": "http", "path": "/metrics", "insecureSkipVerify": True}},
+    {"type": "core-metrics-extractor"},
+]
 # Header that body-based routing fills from the request body's `model` (Gateway API
 # Inference Extension convention, also KServe's ModelBasedRoutingHeaderName default).
 MODEL_HEADER = "X-Gateway-Model-Name"
 
 
 def epp_config(plan: Plan) -> dict:
-    """EndpointPickerConfig with the pattern's scorers and weights and a max-score picker."""
+    """EndpointPickerConfig (llm-d-router v0.10 schema): metrics sources, the pattern's scorers
+    with their weights, and a max-score picker."""
     scorers = dict(plan.scorers)
     return {
-        "apiVersion": "inference.networking.x-k8s.io/v1alpha1",
+        "apiVersion": "llm-d.ai/v1alpha1",
         "kind": "EndpointPickerConfig",
-        "plugins": [{"type": name} for name in scorers] + [{"type": PICKER}],
+        "plugins": [dict(p) for p in DATA_PLUGINS] + [{"type": name} for name in scorers] + [{"type": PICKER}],
         "schedulingProfiles": [{
             "name": "default",
             "plugins": [{"pluginRef": name, "weight": weight} for name, weight in scorers.items()]

@@ -1,4 +1,5 @@
 """`invoke render`: validated output written all-or-nothing; bad input writes nothing."""
+import os
 import subprocess
 import sys
 
@@ -32,7 +33,8 @@ def test_render_kserve_writes_valid_manifests_and_inputs(tmp_path):
 @needs_schemas
 def test_render_llmd_offline_writes_the_helmfile_inputs(tmp_path):
     out = tmp_path / "mm"
-    proc = invoke("render", "--pattern=multimodel", "--accel=gpu", f"--out={out}", "--offline")
+    env = {k: v for k, v in os.environ.items() if k != "LIGHTRAIL_CHARTS"}   # offline means: no charts at hand
+    proc = invoke("render", "--pattern=multimodel", "--accel=gpu", f"--out={out}", "--offline", env=env)
     assert proc.returncode == 0, proc.stderr
     state = yaml.safe_load((out / "helmfile" / "state.yaml").read_text())
     assert state["valuesDir"] == "values" and state["bodyBasedRouting"] is True

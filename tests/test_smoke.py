@@ -1,4 +1,6 @@
 """`invoke smoke` against a real vLLM (and a real body router for multimodel)."""
+import contextlib
+import http.server
 import json
 import os
 import socket
@@ -45,7 +47,7 @@ def test_baseline_passes_every_check(vllm_server):
 
 @pytest.mark.vllm
 def test_caching_makes_the_prefix_cache_hit_counter_rise(vllm_server):
-    code, report, proc = smoke_json("--pattern=caching", f"--url={vllm_server.url}")
+    code, report, proc = smoke_json("--pattern=caching", f"--url={vllm_server.url}/v1/")   # an OpenAI-style base URL
     assert code == 0, proc.stdout + proc.stderr
     prefix = by_name(report)["prefix cache hits"]
     assert prefix["ok"] and prefix["data"]["hits"] > 0 and 0 < prefix["data"]["hit_rate_pct"] <= 100
@@ -91,7 +93,12 @@ def test_endpoint_that_stops_mid_way_fails_then_is_reported_unreachable(vllm_ser
         assert checks.completion(client, QWEN).ok
         router.stop()                               # the gateway goes away between two checks
         after = checks.completion(client, QWEN)
+        rest = [checks.models_listed(client, [QWEN]), checks.chat(client, QWEN), checks.streaming(client, QWEN),
+                checks.routing(client, [QWEN, PHI]), checks.prefix_cache(client, QWEN, [vllm_server.metrics_url]),
+                checks.unknown_model(client)]
     assert not after.ok and after.got == "no response" and "connection refused" in after.detail
+    for check in rest:                              # every later check fails by name; none crashes smoke
+        assert not check.ok and "connection refused" in check.detail + check.got, check
     start = time.monotonic()
     proc = smoke("--pattern=baseline", f"--url={router.url}", "--timeout=3")
     assert proc.returncode == 1 and time.monotonic() - start < 30
@@ -143,3 +150,60 @@ def test_unknown_pattern_is_refused_before_any_request():
     proc = smoke("--pattern=fancy", "--url=http://127.0.0.1:9")
     assert proc.returncode == 1 and proc.stderr.strip() == \
         "error: unknown pattern 'fancy'; valid: baseline, multimodel, caching, moe"
+
+
+@contextlib.contextmanager
+def http_server(body: bytes, content_type: str):
+    """A real HTTP server answering 200 with `body` to every GET (a web page, a non-vLLM /metrics)."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_web_page_is_not_an_openai_api_and_fails_without_waiting():
+    with http_server(b"<html><body>Grafana</body></html>", "text/html") as url:
+        start = time.monotonic()
+        proc = smoke("--pattern=baseline", f"--url={url}", "--timeout=60")
+    assert proc.returncode == 1 and time.monotonic() - start < 30, proc.stderr
+    assert "answers HTTP but is not an OpenAI-compatible API" in proc.stderr and "text/html" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_prefix_check_says_when_there_is_nothing_to_read_the_counter_from():
+    with http_server(b"# TYPE envoy_requests counter\nenvoy_requests_total 7\n", "text/plain") as gateway_metrics, \
+            httpx.Client(base_url=gateway_metrics) as client:
+        none = checks.prefix_cache(client, QWEN, [])
+        not_vllm = checks.prefix_cache(client, QWEN, [f"{gateway_metrics}/metrics"])
+    assert not none.ok and none.got == "no metrics URL to read it from" and "--metrics-url" in none.detail
+    assert not not_vllm.ok and not_vllm.got.startswith("no vllm:prefix_cache_queries_total at ")
+
+
+def test_check_url_takes_an_openai_client_base_url():
+    assert checks.check_url("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000"
+    assert checks.check_url("https://gw.example.com/ns/svc/v1") == "https://gw.example.com/ns/svc"
+    assert checks.check_url("http://127.0.0.1:8000/v10") == "http://127.0.0.1:8000/v10"
+
+
+@pytest.mark.parametrize("value, message", [
+    ("1.5", "did not answer within 1.5 s: connection refused"),
+    ("soon", "error: --timeout must be a positive number of seconds, got 'soon'"),
+    ("-1", "error: --timeout must be a positive number of seconds, got '-1'"),
+])
+def test_timeout_takes_seconds(value, message):
+    proc = smoke("--pattern=baseline", f"--url=http://127.0.0.1:{free_port()}", f"--timeout={value}")
+    assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lightrail.cli import user_errors
+from lightrail.errors import LightrailError
 from lightrail.plan import Request, build_plan
 from lightrail.smoke import checks
 from lightrail.smoke.discovery import discover
@@ -46,16 +47,18 @@ def print_report(report: checks.Report) -> None:
 )
 @user_errors
 def smoke(c, pattern="", stack="llmd", accel="gpu", model=None, namespace="lightrail", kube_context="",
-          url="", metrics_url=None, json_=False, timeout=60):
+          url="", metrics_url=None, json_=False, timeout="60"):
     """Send real completions through the endpoint and check the pattern is really served."""
+    seconds = _seconds(timeout)
     plan = build_plan(Request(pattern=pattern, accel=accel, stack=stack, namespace=namespace,
                               models=tuple(model or ())))
     models = list(plan.served_models)
-    metrics_urls = list(metrics_url or ([f"{url.rstrip('/')}/metrics"] if url else []))
+    url = checks.check_url(url) if url else ""
+    metrics_urls = list(metrics_url or ([f"{url}/metrics"] if url else []))
     prefix = "required" if "--enable-prefix-caching" in plan.servers[0].args else "auto"
     endpoint = contextlib.nullcontext(url) if url else discover(plan, kube_context or None)
     with endpoint as base:
-        report = checks.run(base, plan.pattern.name, models, metrics_urls=metrics_urls, timeout=float(timeout),
+        report = checks.run(base, plan.pattern.name, models, metrics_urls=metrics_urls, timeout=seconds,
                             prefix_check=prefix)
     if json_:
         print(json.dumps(report.to_dict(), indent=2))
@@ -63,3 +66,14 @@ def smoke(c, pattern="", stack="llmd", accel="gpu", model=None, namespace="light
         print_report(report)
     if not report.ok:
         raise Exit(code=1)
+
+
+def _seconds(value: str) -> float:
+    """--timeout as seconds (a string flag: invoke would crash on `--timeout=1.5` for an int one)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise LightrailError(f"--timeout must be a positive number of seconds, got {value!r}")
+    return seconds

@@ -6,6 +6,7 @@ request is made once.
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -52,10 +53,12 @@ class Report:
 
 
 def check_url(url: str) -> str:
+    """The base URL without a trailing /v1 (OpenAI clients' base URLs end in /v1; ours do not)."""
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise LightrailError(f"--url {url!r} is not an HTTP URL", fix="use http://HOST:PORT or https://HOST")
-    return url.rstrip("/")
+    url = url.rstrip("/")
+    return url.removesuffix("/v1") if urlparse(url).path.endswith("/v1") else url
 
 
 def _timed(fn):
@@ -74,18 +77,43 @@ def warm_up(client: httpx.Client, timeout: float) -> float:
         resp = client.get("/v1/models")
         if resp.status_code != 200:
             raise _NotReady(f"GET /v1/models answered {resp.status_code}: {resp.text[:200]}")
+        if not _is_model_list(resp):   # a web page or another API: waiting will not change it
+            raise LightrailError(f"{client.base_url} answers HTTP but is not an OpenAI-compatible API: GET /v1/models "
+                                 f"returned {resp.headers.get('content-type', 'no content type')}: {resp.text[:80]!r}",
+                                 fix="point --url at the OpenAI base URL (the one whose /v1/models lists models)")
 
     try:
         ping()
     except RetryError as err:
         cause = err.last_attempt.exception()
         reason = _describe(cause)
-        raise LightrailError(f"{client.base_url} did not answer within {timeout:.0f} s: {reason}") from None
+        raise LightrailError(f"{client.base_url} did not answer within {timeout:g} s: {reason}") from None
     return (time.perf_counter() - start) * 1000
 
 
 class _NotReady(Exception):
     pass
+
+
+def _is_model_list(resp: httpx.Response) -> bool:
+    try:
+        return isinstance(resp.json().get("data"), list)
+    except (ValueError, AttributeError):
+        return False
+
+
+def _no_answer_fails(name: str, expected: str):
+    """A check whose request gets no usable answer (the endpoint went away mid-run) fails by name
+    instead of ending smoke with a traceback. `name` may use the check's first argument: {0}."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def guarded(client, *args, **kwargs):
+            try:
+                return fn(client, *args, **kwargs)
+            except (httpx.HTTPError, ValueError) as err:
+                return Check(name.format(*args), False, 0, detail=_describe(err), expected=expected, got="no response")
+        return guarded
+    return wrap
 
 
 def _describe(err: BaseException | None) -> str:
@@ -100,6 +128,7 @@ def _describe(err: BaseException | None) -> str:
     return str(err) or type(err).__name__
 
 
+@_no_answer_fails("models listed", "a model list")
 def models_listed(client: httpx.Client, models: list[str]) -> Check:
     resp, ms = _timed(lambda: client.get("/v1/models"))
     listed = sorted(m.get("id", "") for m in resp.json().get("data", [])) if resp.status_code == 200 else []
@@ -121,11 +150,9 @@ def chat(client: httpx.Client, model: str) -> Check:
                              lambda choice: (choice.get("message") or {}).get("content"))
 
 
+@_no_answer_fails("{0}", "HTTP 200 with text")
 def _generation_check(client, name, path, body, model, text_of) -> Check:
-    try:
-        resp, ms = _timed(lambda: client.post(path, json=body))
-    except httpx.HTTPError as err:
-        return Check(name, False, 0, detail=_describe(err), expected="HTTP 200 with text", got="no response")
+    resp, ms = _timed(lambda: client.post(path, json=body))
     if resp.status_code != 200:
         return Check(name, False, ms, expected="HTTP 200 with text", got=f"HTTP {resp.status_code}: {resp.text[:200]}")
     data = resp.json()
@@ -136,6 +163,7 @@ def _generation_check(client, name, path, body, model, text_of) -> Check:
                  got=f"{len(text)} chars from {data.get('model')}")
 
 
+@_no_answer_fails("stream {0}", "content chunks then [DONE]")
 def streaming(client: httpx.Client, model: str) -> Check:
     """Streaming chat over SSE: chunks arrive, time to first token, ends with [DONE]."""
     body = {"model": model, "messages": [{"role": "user", "content": "Count to five."}],
@@ -168,6 +196,7 @@ def streaming(client: httpx.Client, model: str) -> Check:
                  data={"ttft_ms": ttft, "chunks": chunks})
 
 
+@_no_answer_fails("routing by model name", "100 %")
 def routing(client: httpx.Client, models: list[str], rounds: int = 6) -> Check:
     """An interleaved burst: every response must come from the model its request named."""
     order = [m for _ in range(rounds) for m in models]
@@ -187,13 +216,21 @@ def routing(client: httpx.Client, models: list[str], rounds: int = 6) -> Check:
                  data={"accuracy_pct": accuracy, "requests": len(results)})
 
 
+@_no_answer_fails("prefix cache hits", "prefix-cache counters that rise")
 def prefix_cache(client: httpx.Client, model: str, metrics_urls: list[str], requests: int = 8) -> Check:
     """A burst sharing a long prefix must make the servers' prefix-cache hit counter rise."""
+    expected = f"{metrics.PREFIX_HITS}_total rises"
+    if not metrics_urls:
+        return Check("prefix cache hits", False, 0, expected=expected, got="no metrics URL to read it from",
+                     detail="pass --metrics-url=http://MODEL-SERVER:8000/metrics (one per server)")
     try:
         before = metrics.scrape(metrics_urls)
     except httpx.HTTPError as err:
         return Check("prefix cache hits", False, 0, detail=f"cannot read metrics: {_describe(err)}",
                      expected=f"counters from {', '.join(metrics_urls)}", got="no metrics")
+    if metrics.PREFIX_QUERIES not in before:
+        return Check("prefix cache hits", False, 0, expected=expected,
+                     got=f"no {metrics.PREFIX_QUERIES}_total at {', '.join(metrics_urls)} (not a vLLM server's /metrics?)")
 
     def one(i):
         return client.post("/v1/completions", json={"model": model, "max_tokens": 2,
@@ -205,10 +242,11 @@ def prefix_cache(client: httpx.Client, model: str, metrics_urls: list[str], requ
     hits, queries = d.get(metrics.PREFIX_HITS, 0.0), d.get(metrics.PREFIX_QUERIES, 0.0)
     rate = 100.0 * hits / queries if queries else 0.0
     return Check("prefix cache hits", hits > 0, ms, detail=f"hit rate {rate:.0f} % ({hits:.0f}/{queries:.0f} tokens)",
-                 expected=f"{metrics.PREFIX_HITS}_total rises", got=f"+{hits:.0f}",
+                 expected=expected, got=f"+{hits:.0f}",
                  data={"hits": hits, "queries": queries, "hit_rate_pct": rate})
 
 
+@_no_answer_fails("unknown model is refused", "HTTP 4xx")
 def unknown_model(client: httpx.Client) -> Check:
     """A model the deployment does not serve gets an error response quickly, not a hang."""
     try:
@@ -242,8 +280,8 @@ def run(url: str, pattern: str, models: list[str], *, metrics_urls: list[str], t
 
 
 def _readable(urls: list[str]) -> bool:
+    """Whether the URLs are vLLM metrics (a gateway's or router's /metrics are not)."""
     try:
-        metrics.scrape(urls, timeout=3)
-        return True
+        return metrics.PREFIX_QUERIES in metrics.scrape(urls, timeout=3)
     except httpx.HTTPError:
         return False

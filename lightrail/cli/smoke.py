@@ -12,7 +12,7 @@ from lightrail.cli import user_errors
 from lightrail.errors import LightrailError
 from lightrail.plan import Request, build_plan
 from lightrail.smoke import checks
-from lightrail.smoke.discovery import discover
+from lightrail.smoke.discovery import discover, server_metrics
 
 
 def print_report(report: checks.Report) -> None:
@@ -39,7 +39,7 @@ def print_report(report: checks.Report) -> None:
         "kube_context": "kube context for discovery (default: the current one)",
         "url": "OpenAI-compatible base URL; skips discovery (a gateway, a local vLLM, a tunnel)",
         "metrics_url": "a model server's /metrics URL for the prefix-cache check (repeatable; "
-                       "default with --url: URL/metrics)",
+                       "default: URL/metrics with --url, else the model-server pods)",
         "json_": "print one JSON document instead of a table",
         "timeout": "seconds to wait for the first answer, and for each request (default 60)",
     },
@@ -54,10 +54,17 @@ def smoke(c, pattern="", stack="llmd", accel="gpu", model=None, namespace="light
                               models=tuple(model or ())))
     models = list(plan.served_models)
     url = checks.check_url(url) if url else ""
-    metrics_urls = list(metrics_url or ([f"{url}/metrics"] if url else []))
     prefix = "required" if "--enable-prefix-caching" in plan.servers[0].args else "auto"
-    endpoint = contextlib.nullcontext(url) if url else discover(plan, kube_context or None)
-    with endpoint as base:
+    with contextlib.ExitStack() as stack:
+        base = url or stack.enter_context(discover(plan, kube_context or None))
+        if metrics_url:
+            metrics_urls = list(metrics_url)
+        elif url:
+            metrics_urls = [f"{url}/metrics"]
+        elif prefix == "required":   # discovered: the model servers' pods (only the caching check needs them)
+            metrics_urls = stack.enter_context(server_metrics(plan, kube_context or None))
+        else:
+            metrics_urls = []
         report = checks.run(base, plan.pattern.name, models, metrics_urls=metrics_urls, timeout=seconds,
                             prefix_check=prefix)
     if json_:

@@ -6,13 +6,17 @@ and falls back to a managed `kubectl port-forward` when the address is not reach
 from __future__ import annotations
 
 import socket
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from urllib.parse import urlparse
 
 from lightrail.errors import LightrailError
-from lightrail.plan import Plan
+from lightrail.llmd.values import server_labels
+from lightrail.plan import ModelServer, Plan
 
 GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
+# The labels KServe v0.20 gives the pods of an LLMInferenceService that take requests
+# (single-node pods and LWS leaders), besides app.kubernetes.io/name=<service name>.
+KSERVE_WORKLOAD = {"app.kubernetes.io/part-of": "llminferenceservice", "kserve.io/component": "workload"}
 
 
 def gateway_url(gateway: dict) -> str | None:
@@ -65,6 +69,31 @@ def gateway_service(services: list[dict], gateway: str) -> tuple[str, int] | Non
     return None
 
 
+def server_selector(plan: Plan, server: ModelServer) -> str:
+    """Label selector of the pods running one model's vLLM (not the endpoint picker or gateway)."""
+    labels = server_labels(server) if plan.stack == "llmd" else {"app.kubernetes.io/name": server.name,
+                                                                  **KSERVE_WORKLOAD}
+    return ",".join(f"{k}={v}" for k, v in labels.items())
+
+
+def metrics_endpoint(pod: dict) -> tuple[str, str, int] | None:
+    """(scheme, pod IP, port) of a running pod's vLLM, or None while it is not running.
+
+    vLLM is the first container (sidecars such as KServe's routing proxy are init containers);
+    its first port is vLLM's own, and its probes say whether it serves HTTPS (KServe's TLS).
+    """
+    status = pod.get("status") or {}
+    if status.get("phase") != "Running" or not status.get("podIP"):
+        return None
+    container = ((pod.get("spec") or {}).get("containers") or [{}])[0]
+    ports = container.get("ports") or []
+    if not ports:
+        return None
+    probe = container.get("readinessProbe") or container.get("livenessProbe") or {}
+    scheme = ((probe.get("httpGet") or {}).get("scheme") or "HTTP").lower()
+    return scheme, status["podIP"], ports[0]["containerPort"]
+
+
 def reachable(url: str, timeout: float = 3) -> bool:
     parsed = urlparse(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
@@ -75,34 +104,67 @@ def reachable(url: str, timeout: float = 3) -> bool:
         return False
 
 
-@contextmanager
-def discover(plan: Plan, kube_context: str | None):
-    """Yield the URL of the deployed pattern, port-forwarding to the gateway when needed."""
+def _kube_api(kube_context: str | None):
+    """An API client for the kube context, and a function making its answers API-shaped dicts."""
     from kubernetes import client, config
-
-    from lightrail.portforward import port_forward
 
     try:
         config.load_kube_config(context=kube_context)
     except Exception as err:  # the kubernetes client raises several types for a missing/bad kubeconfig
         raise LightrailError(f"cannot load the kube config{f' context {kube_context!r}' if kube_context else ''}: {err}",
                              fix="pass --url=URL, or --kube-context=NAME of a reachable cluster") from None
-    api = client.CustomObjectsApi()
+    api = client.ApiClient()
+    return api, api.sanitize_for_serialization
+
+
+def _ask(what: str, call, plan: Plan):
+    """One cluster call; what the API server or the network said becomes a one-line error."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        return call()
+    except ApiException as err:
+        if err.status == 404:
+            raise LightrailError(f"{what} not found in namespace {plan.namespace}: pattern {plan.pattern.name} is "
+                                 f"not deployed there with --stack={plan.stack}",
+                                 fix="deploy it, or pass --namespace, --stack or --url") from None
+        raise LightrailError(f"the cluster refused to read {what}: HTTP {err.status} {err.reason}") from None
+    except HTTPError as err:
+        reason = getattr(err, "reason", None) or err           # MaxRetryError wraps the last attempt's error
+        cause = reason.__cause__ if isinstance(reason.__cause__, OSError) else reason
+        detail = getattr(cause, "strerror", None) or str(cause)
+        raise LightrailError(f"cannot reach the cluster's API server to read {what}: {detail}",
+                             fix="check the kube context, or pass --url") from None
+
+
+@contextmanager
+def discover(plan: Plan, kube_context: str | None):
+    """Yield the URL of the deployed pattern, port-forwarding to the gateway when needed."""
+    from kubernetes import client
+
+    from lightrail.portforward import port_forward
+
+    api, plain = _kube_api(kube_context)
+    custom = client.CustomObjectsApi(api)
     ns = plan.namespace
     if plan.stack == "llmd":
         gateway_name = plan.gateway.name
-        gw = api.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", ns, "gateways", gateway_name)
+        gw = _ask(f"Gateway {gateway_name}", lambda: custom.get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", ns, "gateways", gateway_name), plan)
         url = gateway_url(gw)
     else:
         gateway_name = "kserve-ingress-gateway"
-        isvc = api.get_namespaced_custom_object("serving.kserve.io", "v1alpha2", ns, "llminferenceservices",
-                                                plan.servers[0].name)
+        name = plan.servers[0].name
+        isvc = _ask(f"LLMInferenceService {name}", lambda: custom.get_namespaced_custom_object(
+            "serving.kserve.io", "v1alpha2", ns, "llminferenceservices", name), plan)
         url = kserve_endpoint(isvc, plan.body_based_routing)
     if url and reachable(url):
         yield url
         return
-    services = client.CoreV1Api().list_service_for_all_namespaces(
-        label_selector=f"{GATEWAY_NAME_LABEL}={gateway_name}").to_dict()["items"]
+    core = client.CoreV1Api(api)
+    services = plain(_ask(f"the Service of gateway {gateway_name}", lambda: core.list_service_for_all_namespaces(
+        label_selector=f"{GATEWAY_NAME_LABEL}={gateway_name}"), plan))["items"]
     target = gateway_service(services, gateway_name)
     if not target:
         raise LightrailError(f"gateway {gateway_name} has no reachable address and no Service to port-forward to",
@@ -110,3 +172,38 @@ def discover(plan: Plan, kube_context: str | None):
     svc_ns = next(s["metadata"]["namespace"] for s in services if s["metadata"]["name"] == target[0])
     with port_forward(f"svc/{target[0]}", target[1], namespace=svc_ns, kube_context=kube_context) as local:
         yield local + (urlparse(url).path if url else "")
+
+
+@contextmanager
+def server_metrics(plan: Plan, kube_context: str | None):
+    """Yield the /metrics URLs of every running model-server pod (for the prefix-cache check).
+
+    A pod IP this machine reaches (smoke in the cluster, or on its network) is used directly;
+    otherwise each pod gets a managed port-forward. HTTPS pods always do: KServe's certificate
+    names the service, not the IP, and metrics.scrape trusts only a port-forward's local end.
+    """
+    from kubernetes import client
+
+    from lightrail.portforward import port_forward
+
+    api, plain = _kube_api(kube_context)
+    core = client.CoreV1Api(api)
+    pods = [pod for server in plan.servers
+            for pod in plain(_ask(f"the pods of {server.name}", lambda s=server: core.list_namespaced_pod(
+                plan.namespace, label_selector=server_selector(plan, s)), plan))["items"]]
+    targets = [(pod["metadata"]["name"], endpoint) for pod in pods if (endpoint := metrics_endpoint(pod))]
+    if not targets:
+        raise LightrailError(f"no running model-server pods of pattern {plan.pattern.name} in namespace "
+                             f"{plan.namespace} to read metrics from",
+                             fix="wait until they run (`kubectl get pods`), or pass --metrics-url")
+    with ExitStack() as stack:
+        urls = []
+        for name, (scheme, ip, port) in targets:
+            direct = f"http://{f'[{ip}]' if ':' in ip else ip}:{port}"
+            if scheme == "http" and reachable(direct, timeout=1):
+                urls.append(f"{direct}/metrics")
+            else:
+                local = stack.enter_context(port_forward(f"pod/{name}", port, namespace=plan.namespace,
+                                                         kube_context=kube_context))
+                urls.append(f"{scheme}{local.removeprefix('http')}/metrics")
+        yield urls

@@ -230,7 +230,8 @@ def prefix_cache(client: httpx.Client, model: str, metrics_urls: list[str], requ
                      expected=f"counters from {', '.join(metrics_urls)}", got="no metrics")
     if metrics.PREFIX_QUERIES not in before:
         return Check("prefix cache hits", False, 0, expected=expected,
-                     got=f"no {metrics.PREFIX_QUERIES}_total at {', '.join(metrics_urls)} (not a vLLM server's /metrics?)")
+                     got=f"no {metrics.PREFIX_QUERIES}_total at {', '.join(metrics_urls)} "
+                         "(not a vLLM server's /metrics?)")
 
     def one(i):
         return client.post("/v1/completions", json={"model": model, "max_tokens": 2,

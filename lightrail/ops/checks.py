@@ -129,7 +129,7 @@ def crd_checks(crds: list[dict], need: list[tuple[str, str, str, str]]) -> list[
             continue
         bundle = annotations(crd).get(BUNDLE_ANNOTATIONS.get(pin_key, ""), "")
         pinned = str((pins.get(pin_key) or {}).get("version", ""))
-        if bundle and pinned and _semver(bundle) < _semver(pinned):
+        if bundle and pinned and semver(bundle) < semver(pinned):
             out.append(Check(name, WARN, f"{bundle}, older than the pinned {pinned}", "run `invoke prereqs`"))
         else:
             out.append(Check(name, OK, f"served{f' ({bundle})' if bundle else ''}"))
@@ -245,5 +245,6 @@ def _tolerates(toleration, taint: dict) -> bool:
     return toleration.get("value") == taint.get("value")
 
 
-def _semver(text: str) -> tuple[int, ...]:
+def semver(text: str) -> tuple[int, ...]:
+    """(1, 6, 1) from 'v1.6.1', for comparing pinned and installed versions."""
     return tuple(int(n) for n in re.findall(r"\d+", text)[:3])

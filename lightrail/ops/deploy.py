@@ -172,8 +172,9 @@ def _release_steps(desired: Desired, live: Live, target: Target, out: DeployPlan
     args = target.helm(*desired.helmfile, *selectors, "sync", "--skip-deps")
     changes = [st.Change(f"helm release {r}", release=r,
                          revision=int(live.releases[r]["revision"]) if r in live.releases else None) for r in changed]
+    objects = tuple(o for r in changed for o in desired.releases[r])
     out.steps.append(st.Step(f"helmfile sync {len(changed)} release(s): {', '.join(changed)}", tool="helmfile",
-                             args=args, files=desired.files, timeout=1200, changes=tuple(changes)))
+                             args=args, objects=objects, files=desired.files, timeout=1200, changes=tuple(changes)))
 
 
 def _object_steps(desired: Desired, live: Live, target: Target, out: DeployPlan) -> None:

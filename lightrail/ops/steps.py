@@ -34,17 +34,17 @@ class Step:
     action: str = "run"             # run: a pinned tool | secret: the API | wait | smoke
     tool: str = ""
     args: tuple[str, ...] = ()
-    objects: tuple[dict, ...] = ()  # sent on the tool's stdin, or through the API (secret), or waited for
+    objects: tuple[dict, ...] = ()  # what the step sends (on stdin, through the API, via helm) or waits for
     files: Mapping[str, str] = field(default_factory=dict)   # inputs the tool reads, shown by dry runs
     timeout: float = 300
     changes: tuple[Change, ...] = ()
 
 
 def apply(target: Target, objects: list[dict], title: str, changes=(), force: bool = False,
-          timeout: float = 300) -> Step:
-    """`kubectl apply --server-side` of objects on stdin (the field manager is always ours)."""
+          timeout: float = 300, source: str = "-") -> Step:
+    """`kubectl apply --server-side` of objects on stdin, or of a pinned manifest URL (field manager: ours)."""
     args = target.kubectl("apply", "--server-side", f"--field-manager={FIELD_MANAGER}",
-                          *(["--force-conflicts"] if force else []), f"--request-timeout={REQUEST_TIMEOUT}s", "-f", "-")
+                          *(["--force-conflicts"] if force else []), f"--request-timeout={REQUEST_TIMEOUT}s", "-f", source)
     return Step(title, tool="kubectl", args=args, objects=tuple(objects), timeout=timeout, changes=tuple(changes))
 
 
@@ -70,7 +70,11 @@ def show(step: Step, number: int) -> str:
         lines.append(f"    --- file {name} ---")
         lines.extend("    " + line for line in text.rstrip().splitlines())
     if step.objects and step.action in ("run", "secret"):
-        lines.append("    --- objects ---" if step.action == "secret" else "    --- stdin ---")
+        lines.append("    --- stdin ---" if reads_stdin(step) else "    --- objects ---")
         body = to_yaml([with_redacted_data(o) for o in step.objects])
         lines.extend("    " + line for line in body.rstrip().splitlines())
     return "\n".join(lines)
+
+
+def reads_stdin(step: Step) -> bool:
+    return step.action == "run" and step.args[-2:] == ("-f", "-")

@@ -1,0 +1,178 @@
+"""The one place that talks to a cluster: reads, watches, the token Secret, and the pinned tools.
+
+Thin on purpose. Every decision is made elsewhere from what these methods return (plain
+dicts, as the API serves them); tests replace this class with an in-memory one. Secrets are
+read without their data, so no observation ever holds a secret value.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from typing import Iterator
+
+from lightrail import tools
+from lightrail.errors import LightrailError
+from lightrail.ops.secrets import SECRET_KEY, Token
+
+REQUEST_TIMEOUT = 30      # seconds for one API request
+WATCH_WINDOW = 60         # seconds one watch request stays open before it is renewed
+
+
+def kubeconfig_contexts() -> tuple[list[str], str | None]:
+    """Context names in the kubeconfig and the current one ([], None when there is no kubeconfig)."""
+    from kubernetes import config
+
+    try:
+        contexts, current = config.list_kube_config_contexts()
+    except Exception:  # no kubeconfig, or an unreadable one: there is nothing to choose from
+        return [], None
+    return [c["name"] for c in contexts], (current or {}).get("name")
+
+
+class KubeCluster:
+    def __init__(self, context: str):
+        from kubernetes import config
+
+        self.context = context
+        try:
+            self._api = config.new_client_from_config(context=context)
+        except Exception as err:  # the client raises several types for a missing or bad kubeconfig
+            raise LightrailError(f"cannot load kube context {context!r}: {err}") from None
+        self._dynamic = None
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def version(self) -> str:
+        """The server's version; raises LightrailError when the cluster does not answer."""
+        from kubernetes import client
+
+        try:
+            return client.VersionApi(self._api).get_code(_request_timeout=REQUEST_TIMEOUT).git_version
+        except Exception as err:  # connection refused, TLS, auth: all mean "not reachable as configured"
+            raise LightrailError(f"cluster of context {self.context!r} is not reachable: {_short(err)}") from None
+
+    @property
+    def dynamic(self):
+        if self._dynamic is None:
+            from kubernetes import dynamic
+
+            self.version()   # fail fast: discovery below has no timeout of its own
+            self._dynamic = dynamic.DynamicClient(self._api)
+        return self._dynamic
+
+    def _resource(self, api_version: str, kind: str):
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+        try:
+            return self.dynamic.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            return None
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None, selector: str | None = None) -> list[dict]:
+        """Objects of a kind ([] when the cluster does not serve the kind)."""
+        res = self._resource(api_version, kind)
+        if res is None:
+            return []
+        result = res.get(namespace=namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT).to_dict()
+        items = result.get("items") or []
+        for item in items:   # a list response omits these on its items
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+        return [_without_secret_data(i) for i in items]
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        from kubernetes.dynamic.exceptions import NotFoundError
+
+        res = self._resource(api_version, kind)
+        if res is None:
+            return None
+        try:
+            return _without_secret_data(res.get(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT).to_dict())
+        except NotFoundError:
+            return None
+
+    def kinds(self) -> list[tuple[str, str, bool]]:
+        """Every listable kind the cluster serves, at its preferred version: (apiVersion, kind, namespaced)."""
+        out = set()
+        for res in self.dynamic.resources.search():
+            if getattr(res, "preferred", False) and "list" in (res.verbs or []) and "/" not in res.name:
+                out.add((res.group_version, res.kind, bool(res.namespaced)))
+        return sorted(out)
+
+    def releases(self, namespace: str) -> list[dict]:
+        """`helm list` of a namespace, every status."""
+        out = tools.run("helm", f"--kube-context={self.context}", "list", "--namespace", namespace, "--all",
+                        "--output", "json", timeout=REQUEST_TIMEOUT * 2).stdout
+        return json.loads(out or "[]")
+
+    def logs(self, namespace: str, pod: str, container: str, lines: int = 20) -> str:
+        """The last lines of a container's previous run (the one that crashed)."""
+        from kubernetes import client
+
+        try:
+            return client.CoreV1Api(self._api).read_namespaced_pod_log(
+                pod, namespace, container=container, previous=True, tail_lines=lines, _request_timeout=REQUEST_TIMEOUT)
+        except Exception as err:  # a log that cannot be read is reported, not fatal
+            return f"(log not available: {_short(err)})"
+
+    def watch(self, specs: list[tuple[str, str, str]], stop: threading.Event) -> Iterator[tuple[str, dict | None]]:
+        """Events of every (apiVersion, kind, namespace) in specs, merged; ("TICK", None) each second.
+
+        One thread per watch feeds a queue; each watch starts with ADDED for what exists, and is
+        renewed every WATCH_WINDOW seconds until `stop` is set.
+        """
+        events: queue.Queue = queue.Queue()
+
+        def pump(api_version, kind, namespace):
+            res = self._resource(api_version, kind)
+            while res is not None and not stop.is_set():
+                try:
+                    for ev in self.dynamic.watch(res, namespace=namespace, timeout=WATCH_WINDOW):
+                        events.put((ev["type"], _without_secret_data(ev["raw_object"])))
+                        if stop.is_set():
+                            return
+                except Exception as err:  # a broken watch is renewed; the deadline still applies
+                    events.put(("ERROR", {"message": _short(err)}))
+                    stop.wait(2)
+
+        for spec in dict.fromkeys(specs):
+            threading.Thread(target=pump, args=spec, daemon=True).start()
+        while not stop.is_set():
+            try:
+                yield events.get(timeout=1)
+            except queue.Empty:
+                yield "TICK", None
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def apply_secret(self, obj: dict, token: Token) -> None:
+        """Server-side apply the Secret with the token: the only place the value leaves memory."""
+        body = {**obj, "stringData": {SECRET_KEY: token.reveal()}}
+        try:
+            res = self._resource("v1", "Secret")
+            res.server_side_apply(body=body, name=obj["metadata"]["name"], namespace=obj["metadata"]["namespace"],
+                                  field_manager="lightrail", force_conflicts=True, _request_timeout=REQUEST_TIMEOUT)
+        except Exception as err:  # whatever the API said, it must not carry the value out
+            raise LightrailError(f"could not store Secret {obj['metadata']['name']}: {token.scrub(_short(err))}") from None
+
+    def run(self, tool: str, args: tuple[str, ...], stdin: str | None = None, timeout: float = 300) -> str:
+        return tools.run(tool, *args, input=stdin, timeout=timeout).stdout
+
+
+def _without_secret_data(obj: dict) -> dict:
+    """A Secret without its values (also the copy kubectl's client-side apply keeps in an annotation)."""
+    if obj.get("kind") != "Secret":
+        return obj
+    out = {k: v for k, v in obj.items() if k not in ("data", "stringData")}
+    meta = dict(out.get("metadata") or {})
+    notes = {k: v for k, v in (meta.get("annotations") or {}).items()
+             if k != "kubectl.kubernetes.io/last-applied-configuration"}
+    meta["annotations"] = notes
+    out["metadata"] = meta
+    return out
+
+
+def _short(err: Exception) -> str:
+    text = str(getattr(err, "reason", None) or err)
+    return text.strip().splitlines()[0][:300] if text.strip() else type(err).__name__

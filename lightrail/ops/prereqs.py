@@ -1,0 +1,85 @@
+"""`invoke prereqs`: what to install from pinned upstream sources, and what must already exist.
+
+Pure: from the observed CRDs and GatewayClasses to steps. Something already installed at (or
+above) its pinned version is skipped, so running prereqs twice installs nothing the second time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lightrail.catalog import load_catalog
+from lightrail.ops import steps as st
+from lightrail.ops.checks import BUNDLE_ANNOTATIONS, GATEWAY, INFERENCEPOOL, KSERVE_GATEWAY, LWS, Facts, semver
+from lightrail.ops.objects import annotations, meta
+from lightrail.ops.target import Target
+
+ISTIO_NAMESPACE = "istio-system"
+
+
+@dataclass
+class Prereqs:
+    steps: list[st.Step] = field(default_factory=list)
+    present: list[str] = field(default_factory=list)     # already installed
+    missing: list[str] = field(default_factory=list)     # must exist, and prereqs does not install it
+
+
+def plan_prereqs(facts: Facts, target: Target, stack: str, provider: str = "istio", istio: bool = False) -> Prereqs:
+    versions = load_catalog().versions
+    crds, out = versions["crds"], Prereqs()
+    for (grp, kind, ver, pin_key), title in ((GATEWAY, "Gateway API CRDs"), (INFERENCEPOOL, "InferencePool CRDs"),
+                                            (LWS, "LeaderWorkerSet")):
+        pin = crds[pin_key]
+        found = _crd(facts, grp, kind)
+        bundle = annotations(found).get(BUNDLE_ANNOTATIONS.get(pin_key, ""), "") if found else ""
+        served = found and ver in [v["name"] for v in found["spec"].get("versions") or [] if v.get("served")]
+        if served and (not bundle or semver(bundle) >= semver(str(pin["version"]))):
+            out.present.append(f"{title} {bundle or '(installed; version not recorded)'}")
+            continue
+        out.steps.append(st.apply(target, [], f"install {title} {pin['version']}", source=pin["url"]))
+        if pin_key == "lws":
+            out.steps.append(st.Step("wait for the LeaderWorkerSet controller", tool="kubectl", timeout=330,
+                                     args=target.kubectl("wait", "--for=condition=Available", "--namespace=lws-system",
+                                                         "deployment/lws-controller-manager", "--timeout=300s")))
+    if stack == "llmd":
+        _gateway_provider(facts, target, provider, istio, versions, out)
+    else:
+        _kserve(facts, versions, out)
+    return out
+
+
+def _crd(facts: Facts, grp: str, kind: str) -> dict | None:
+    return next((c for c in facts.crds if (c.get("spec") or {}).get("group") == grp
+                 and ((c.get("spec") or {}).get("names") or {}).get("kind") == kind), None)
+
+
+def _gateway_provider(facts: Facts, target: Target, provider: str, istio: bool, versions: dict, out: Prereqs) -> None:
+    class_name = load_catalog().gateways[provider]["class"]
+    if any(meta(g).get("name") == class_name for g in facts.gateway_classes):
+        out.present.append(f"GatewayClass {class_name}")
+        return
+    if provider != "istio" or not istio:
+        hint = " (or rerun with --istio to install Istio)" if provider == "istio" else ""
+        out.missing.append(f"GatewayClass {class_name}: install the {provider} gateway controller{hint}")
+        return
+    pin = versions["cluster"]["istio"]
+    common = ("--repo", pin["repo"], "--version", str(pin["version"]), "--namespace", ISTIO_NAMESPACE,
+              "--create-namespace", "--wait", "--timeout=600s")
+    out.steps.append(st.Step(f"install Istio {pin['version']} CRDs (chart base)", tool="helm", timeout=630,
+                             args=target.helm("upgrade", "--install", "istio-base", "base", *common)))
+    out.steps.append(st.Step(f"install istiod {pin['version']} with the Gateway API inference extension", tool="helm",
+                             timeout=630, args=target.helm("upgrade", "--install", "istiod", "istiod", *common,
+                                                           "--set", "pilot.env.ENABLE_GATEWAY_API_INFERENCE_EXTENSION=true")))
+
+
+def _kserve(facts: Facts, versions: dict, out: Prereqs) -> None:
+    kserve = versions["crds"]["kserve-llmisvc"]["version"]
+    istio = versions["cluster"]["istio"]["version"]
+    if _crd(facts, "serving.kserve.io", "LLMInferenceService"):
+        out.present.append("KServe LLMInferenceService CRD")
+    else:
+        out.missing.append(f"KServe {kserve} with the LLMInferenceService controller (not installed by prereqs)")
+    if any((meta(g).get("namespace"), meta(g).get("name")) == KSERVE_GATEWAY for g in facts.gateways):
+        out.present.append(f"Gateway {'/'.join(KSERVE_GATEWAY)}")
+    else:
+        out.missing.append(f"Istio {istio} and KServe's ingress Gateway {'/'.join(KSERVE_GATEWAY)} "
+                           "(installed with KServe's LLMInferenceService setup)")

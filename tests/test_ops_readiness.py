@@ -1,0 +1,246 @@
+"""Readiness from observed objects (tests/fixtures/ops, real API shapes) and the watch loop."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from lightrail.ops import readiness, wait
+from lightrail.ops.objects import meta
+from lightrail.render import load_manifests
+from lightrail.validate import validate_objects
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def load(*names: str) -> list[dict]:
+    return [o for n in names for o in load_manifests((FIXTURES / n).read_text())]
+
+
+OBJECTS = load("ops/workloads.yaml", "ops/routing.yaml", "ops/gateways.yaml", "cluster/gateway-programmed.yaml",
+               "cluster/llmisvc-ready.yaml")
+PODS = [o for o in OBJECTS if o["kind"] == "Pod"]
+EVENTS = [o for o in OBJECTS if o["kind"] == "Event"]
+CRASH_LOG = (FIXTURES / "ops" / "crashloop.log").read_text()
+
+
+def obj(kind: str, name: str) -> dict:
+    return copy.deepcopy(next(o for o in OBJECTS if o["kind"] == kind and meta(o)["name"] == name))
+
+
+def assess(kind: str, name: str, **kw) -> readiness.State:
+    live = obj(kind, name)
+    return readiness.assess(live, live, kw.get("pods", PODS), kw.get("events", EVENTS), kw.get("logs"))
+
+
+def test_fixtures_are_real_api_shapes():
+    """Every recorded observation validates against the Kubernetes and CRD schemas (status included)."""
+    objects = load(*(f"ops/{p.name}" for p in sorted((FIXTURES / "ops").glob("*.yaml"))))
+    assert len(objects) > 30
+    assert validate_objects(objects) == []
+
+
+def test_ready_deployment():
+    state = assess("Deployment", "baseline-qwen2-5-3b-instruct-decode")
+    assert state == readiness.State("Deployment lightrail/baseline-qwen2-5-3b-instruct-decode", True, "1/1 ready")
+
+
+def test_status_of_an_older_generation_is_not_trusted():
+    state = assess("Deployment", "caching-phi-3-mini-4k-instruct-decode")
+    assert not state.ready and "older generation" in state.reason
+    gw = assess("Gateway", "caching-gateway-stale")
+    assert not gw.ready and gw.summary == "waiting for the gateway controller"
+    # the same objects once the controller caught up
+    live = obj("Gateway", "caching-gateway-stale")
+    for c in live["status"]["conditions"]:
+        c["observedGeneration"] = 2
+    assert readiness.assess(live, live).ready
+
+
+def test_pending_for_lack_of_tpu_names_the_resource_and_waits():
+    state = assess("Deployment", "caching-qwen2-5-3b-instruct-decode")
+    assert not state.ready and not state.fatal
+    assert state.summary == "1/3 ready"
+    assert "cannot be scheduled" in state.reason and "Insufficient google.com/tpu" in state.reason
+    assert "google.com/tpu: 4" in state.reason and "invoke doctor" in state.reason
+
+
+def test_autoscaler_refusing_to_scale_up_is_fatal():
+    refusal = {**copy.deepcopy(EVENTS[0]), "reason": "NotTriggerScaleUp",
+               "message": "pod didn't trigger scale-up: 2 node(s) didn't match Pod's node affinity/selector"}
+    refusal["metadata"] = {**refusal["metadata"], "uid": "uid-scale"}
+    state = assess("Deployment", "caching-qwen2-5-3b-instruct-decode", events=[*EVENTS, refusal])
+    assert state.fatal and "autoscaler will not add a node" in state.reason
+
+
+def test_image_that_does_not_exist_is_fatal_and_named():
+    state = assess("Deployment", "baseline-phi-3-mini-4k-instruct-decode")
+    assert state.fatal
+    assert "cannot pull image docker.io/vllm/vllm-openai:v0.99.0" in state.reason and "not found" in state.reason
+
+
+def test_transient_pull_backoff_waits():
+    pods = copy.deepcopy(PODS)
+    pod = next(p for p in pods if meta(p)["name"].startswith("baseline-phi-3"))
+    pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"] = \
+        'Back-off pulling image "x": toomanyrequests: You have reached your pull rate limit'
+    state = assess("Deployment", "baseline-phi-3-mini-4k-instruct-decode", pods=pods)
+    assert not state.ready and not state.fatal and "pull rate limit" in state.reason
+
+
+def test_crash_loop_shows_restarts_exit_code_and_log_tail():
+    pods = [p for p in PODS if meta(p)["name"].startswith("baseline-smollm2")]
+    assert readiness.logs_wanted(pods) == [(meta(pods[0])["name"], "vllm")]
+    logs = {(meta(pods[0])["name"], "vllm"): CRASH_LOG}
+    state = assess("Deployment", "baseline-smollm2-360m-instruct-decode", logs=logs)
+    assert state.fatal
+    assert "crash-looping (4 restarts; last exit code 1 (Error))" in state.reason
+    assert "Insufficient memory for KV cache" in state.reason
+    assert "vLLM API server version" not in state.reason   # only the last lines
+
+
+def test_missing_secret_is_fatal():
+    state = assess("Deployment", "baseline-qwen2-5-0-5b-instruct-decode")
+    assert state.fatal and 'CreateContainerConfigError: secret "lightrail-hf-token" not found' in state.reason
+
+
+def test_progress_deadline_explained_by_the_failing_probe():
+    state = assess("Deployment", "caching-llama-3-1-8b-instruct-decode")
+    assert state.fatal
+    assert "running but not ready" in state.reason and "Readiness probe failed" in state.reason
+
+
+def test_deployment_without_pods_reports_the_workload_warning():
+    live = obj("Deployment", "baseline-qwen2-5-3b-instruct-decode")
+    live["status"] = {"observedGeneration": 1, "replicas": 0}
+    quota = {"apiVersion": "v1", "kind": "Event", "type": "Warning", "reason": "FailedCreate",
+             "message": 'pods "x" is forbidden: exceeded quota: gpu-quota',
+             "metadata": {"name": "e", "uid": "q"},
+             "involvedObject": {"kind": "ReplicaSet", "name": "baseline-qwen2-5-3b-instruct-decode-6d9f7c5b8d"}}
+    state = readiness.assess(live, live, [], [quota])
+    assert not state.ready and "exceeded quota" in state.reason
+
+
+def test_gateways():
+    assert assess("Gateway", "caching-gateway").ready
+    kind = assess("Gateway", "baseline-gateway-kind")
+    assert kind.ready and "port-forward" in kind.reason
+    noclass = assess("Gateway", "baseline-gateway-noclass")
+    assert not noclass.ready and noclass.summary == "not Accepted" and "Waiting for controller" in noclass.reason
+
+
+def test_routes_and_pools():
+    assert assess("HTTPRoute", "baseline-qwen2-5-3b-instruct").ready
+    route = assess("HTTPRoute", "caching-qwen2-5-3b-instruct")
+    assert not route.ready and route.summary == "not ResolvedRefs by caching-gateway" and "BackendNotFound" in route.reason
+    assert assess("InferencePool", "baseline-qwen2-5-3b-instruct").ready
+    bare = obj("HTTPRoute", "caching-qwen2-5-3b-instruct")
+    del bare["status"]
+    assert readiness.assess(bare, bare).summary == "not attached"
+
+
+def test_leaderworkerset_and_llminferenceservice():
+    assert assess("LeaderWorkerSet", "moe-deepseek-v2-lite-chat") == readiness.State(
+        "LeaderWorkerSet lightrail/moe-deepseek-v2-lite-chat", True, "1/1 groups ready")
+    assert assess("LLMInferenceService", "baseline-qwen2-5-3b-instruct").ready
+    state = assess("LLMInferenceService", "baseline-qwen2-5-0-5b-instruct")
+    assert not state.ready and not state.fatal
+    assert "WorkloadsReady: Deployment does not have minimum availability" in state.reason
+    assert "Insufficient cpu" in state.reason
+
+
+def test_missing_and_plain_objects():
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "lightrail"}}
+    assert readiness.assess(cm, None) == readiness.State("ConfigMap lightrail/c", False, "not created yet")
+    assert readiness.assess(cm, cm).ready
+
+
+def test_verdict():
+    ok, wait_, bad = (readiness.State("a", True, ""), readiness.State("b", False, ""),
+                      readiness.State("c", False, "", fatal=True))
+    assert readiness.verdict([ok]) == "ready"
+    assert readiness.verdict([ok, wait_]) == "waiting"
+    assert readiness.verdict([ok, wait_, bad]) == "failed"
+
+
+# ---------------------------------------------------------------------------------------------
+# The watch loop
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def ticking(events, clock, step=1.0):
+    for ev in events:
+        clock.now += step
+        yield ev
+    while True:
+        clock.now += step
+        yield "TICK", None
+
+
+def test_follow_prints_each_change_and_returns_when_ready():
+    desired = obj("Deployment", "caching-qwen2-5-3b-instruct-decode")
+    start = copy.deepcopy(desired)
+    done = copy.deepcopy(desired)
+    done["status"].update(readyReplicas=3, availableReplicas=3, unavailableReplicas=0)
+    lines, clock = [], Clock()
+    events = [("TICK", None), ("ADDED", start), *[("ADDED", p) for p in PODS], ("MODIFIED", done)]
+    states = wait.follow([desired], ticking(events, clock), timeout=60, out=lines.append, clock=clock)
+    assert [s.ready for s in states] == [True]
+    assert any("waiting Deployment lightrail/caching-qwen2-5-3b-instruct-decode: not created yet" in l for l in lines)
+    assert any("1/3 ready — pod caching" in l and "Insufficient google.com/tpu" in l for l in lines)
+    assert lines[-1].endswith("ready   Deployment lightrail/caching-qwen2-5-3b-instruct-decode: 3/3 ready")
+
+
+def test_follow_times_out_naming_what_is_not_ready():
+    desired = obj("Deployment", "caching-qwen2-5-3b-instruct-decode")
+    clock = Clock()
+    with pytest.raises(wait.NotReady) as err:
+        wait.follow([desired], ticking([("ADDED", desired), *[("ADDED", p) for p in PODS]], clock), timeout=30,
+                    out=lambda _: None, clock=clock)
+    text = str(err.value)
+    assert "timed out after 30 s" in text and "caching-qwen2-5-3b-instruct-decode: 1/3 ready" in text
+    assert "Insufficient google.com/tpu" in text
+
+
+def test_follow_fails_fast_and_fetches_crash_logs_once_per_restart():
+    desired = obj("Deployment", "baseline-smollm2-360m-instruct-decode")
+    pod = next(p for p in PODS if meta(p)["name"].startswith("baseline-smollm2"))
+    fetched = []
+
+    def logs_for(ns, name, container):
+        fetched.append((ns, name, container))
+        return CRASH_LOG
+
+    early = copy.deepcopy(pod)
+    early["status"]["containerStatuses"][0]["restartCount"] = 1
+    clock = Clock()
+    with pytest.raises(wait.NotReady) as err:
+        wait.follow([desired], ticking([("ADDED", desired), ("ADDED", early), ("MODIFIED", early), ("MODIFIED", pod)],
+                                       clock), timeout=600, out=lambda _: None, logs_for=logs_for, clock=clock)
+    assert "(failed)" in str(err.value) and "Insufficient memory for KV cache" in str(err.value)
+    assert fetched == [("lightrail", meta(pod)["name"], "vllm")] * 2   # restart 1, then restart 4
+    assert clock.now < 10   # did not wait for the timeout
+
+
+def test_follow_forgets_deleted_objects():
+    desired = obj("Deployment", "caching-qwen2-5-3b-instruct-decode")
+    clock = Clock()
+    with pytest.raises(wait.NotReady) as err:
+        wait.follow([desired], ticking([("ADDED", desired), ("DELETED", desired)], clock, step=10), timeout=15,
+                    out=lambda _: None, clock=clock)
+    assert "not created yet" in str(err.value)
+
+
+def test_watch_specs_cover_kinds_pods_and_events_per_namespace():
+    desired = [obj("Deployment", "baseline-qwen2-5-3b-instruct-decode"), obj("Gateway", "kserve-ingress-gateway")]
+    assert wait.watch_specs(desired) == [
+        ("apps/v1", "Deployment", "lightrail"), ("gateway.networking.k8s.io/v1", "Gateway", "kserve"),
+        ("v1", "Pod", "lightrail"), ("v1", "Event", "lightrail"), ("v1", "Pod", "kserve"), ("v1", "Event", "kserve")]

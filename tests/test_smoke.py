@@ -2,6 +2,7 @@
 import contextlib
 import http.server
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -207,3 +208,19 @@ def test_check_url_takes_an_openai_client_base_url():
 def test_timeout_takes_seconds(value, message):
     proc = smoke("--pattern=baseline", f"--url=http://127.0.0.1:{free_port()}", f"--timeout={value}")
     assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.vllm
+def test_the_body_router_lets_a_client_hang_up_mid_stream(vllm_server, caplog):
+    """A client that stops reading (smoke stops at [DONE]) must not make the router fail writing."""
+    body = json.dumps({"model": QWEN, "prompt": "Count.", "max_tokens": 32, "stream": True}).encode()
+    with BodyRouter({QWEN: vllm_server.url}) as router:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", router.port)) as conn:
+                conn.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                assert conn.recv(4096).startswith(b"HTTP/1.1 200")    # then hang up mid-stream
+        time.sleep(1)
+        with httpx.Client(base_url=router.url, timeout=30) as client:
+            assert checks.streaming(client, QWEN).ok           # the router still serves
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

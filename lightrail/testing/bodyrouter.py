@@ -54,9 +54,12 @@ class BodyRouter:
                 response = web.StreamResponse(status=upstream.status,
                                               headers={"Content-Type": upstream.headers.get("Content-Type", "")})
                 await response.prepare(request)
-                async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
-                await response.write_eof()
+                try:
+                    async for chunk in upstream.content.iter_any():
+                        await response.write(chunk)
+                    await response.write_eof()
+                except ConnectionResetError:   # the client hung up; leaving closes the upstream request too
+                    pass
                 return response
 
     def _serve(self) -> None:

@@ -1,0 +1,326 @@
+"""Deploy planning: real renders (kserve) and recorded live objects (llmd) -> steps, conflicts, rollback."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from lightrail.errors import LightrailError
+from lightrail.ops import steps as st
+from lightrail.ops.deploy import Desired, Live, plan_deploy, plan_rollback
+from lightrail.ops.objects import difference, key, meta, sendable
+from lightrail.ops.secrets import Token
+from lightrail.ops.target import Target
+from lightrail.plan import Request, build_plan
+from lightrail.render import load_manifests, render_validated
+from tests.test_ops_readiness import obj
+
+TARGET = Target("prod-east", "lightrail", "--kube-context")
+TOKEN = Token("hf_PLANTEDtoken0000000000000000000")
+
+
+def kserve(pattern="baseline", accel="sim", **kw):
+    plan = build_plan(Request(pattern=pattern, accel=accel, stack="kserve", **kw))
+    return plan, Desired(objects=render_validated(plan).objects)
+
+
+def applied(desired: dict, generation: int = 1) -> dict:
+    """`desired` as the API server returns it after a server-side apply: metadata, defaults, status."""
+    live = copy.deepcopy(desired)
+    live["metadata"].update(uid=f"uid-{meta(desired)['name']}", resourceVersion="1234", generation=generation,
+                            creationTimestamp="2026-11-20T10:00:00Z",
+                            managedFields=[{"manager": "lightrail", "operation": "Apply", "apiVersion": desired["apiVersion"]}])
+    if desired["kind"] == "NetworkPolicy":
+        for rule in live["spec"].get("egress", []) + live["spec"].get("ingress", []):
+            for port in rule.get("ports", []):
+                port.setdefault("protocol", "TCP")   # a server default
+    live["status"] = {"observedGeneration": generation}
+    return live
+
+
+def live_of(desired: Desired, namespaces=("lightrail", "kserve")) -> Live:
+    return Live(namespaces=set(namespaces), objects={key(o): applied(o) for o in desired.objects})
+
+
+def commands(plan_steps) -> list[str]:
+    return [" ".join([s.tool, *s.args]) for s in plan_steps if s.action == "run"]
+
+
+# ---------------------------------------------------------------------------------------------
+# kserve: objects applied server-side, built-in kinds first
+
+
+def test_kserve_on_an_empty_namespace():
+    plan, desired = kserve("multimodel")
+    dp = plan_deploy(plan, desired, Live(namespaces={"kserve"}), TARGET, timeout=300)
+    assert [s.title for s in dp.steps] == ["create namespace lightrail", "apply built-in objects (16)",
+                                           "apply custom resources (6)", "wait until ready (timeout 300 s)"]
+    builtin, custom = dp.steps[1].objects, dp.steps[2].objects
+    assert {o["kind"] for o in builtin} == {"ServiceAccount", "Role", "RoleBinding", "Service", "Deployment",
+                                            "NetworkPolicy"}
+    assert [o["kind"] for o in custom][-2:] == ["LLMInferenceService", "LLMInferenceService"]
+    assert len(dp.changed) == 1 + len(desired.objects) and not dp.unchanged
+    for cmd in commands(dp.steps):
+        assert cmd.startswith("kubectl --context=prod-east apply --server-side --field-manager=lightrail")
+    assert dp.steps[-1].objects == tuple(desired.objects)
+
+
+def test_deploying_twice_changes_nothing_and_says_so():
+    plan, desired = kserve("multimodel")
+    dp = plan_deploy(plan, desired, live_of(desired), TARGET)
+    assert [s.action for s in dp.steps] == ["wait"]
+    assert not dp.changes_anything and dp.changed == []
+    assert len(dp.unchanged) == len(desired.objects) + 1
+
+
+def test_one_changed_field_applies_that_object_only_and_remembers_it():
+    plan, desired = kserve("caching", replicas=2)
+    live = live_of(desired)
+    service = next(o for o in desired.objects if o["kind"] == "LLMInferenceService")
+    before = live.objects[key(service)]
+    before["spec"]["replicas"] = 3
+    dp = plan_deploy(plan, desired, live, TARGET, wait=False)
+    assert dp.changed == [f"LLMInferenceService lightrail/{meta(service)['name']}: spec.replicas differs"]
+    (step,) = dp.steps
+    assert step.objects == (service,)
+    (change,) = step.changes
+    assert change.previous == sendable(before) and "status" not in change.previous
+    assert "uid" not in change.previous["metadata"] and "managedFields" not in change.previous["metadata"]
+
+
+def test_difference_ignores_server_defaults_but_not_our_fields():
+    desired = {"spec": {"resources": {"cpu": "1", "memory": "1Gi"}, "port": 8000, "flag": False, "list": [{"a": 1}]}}
+    live = {"spec": {"resources": {"cpu": "1000m", "memory": "1024Mi"}, "port": "8000", "list": [{"a": 1, "b": 2}],
+                     "extra": True}}
+    assert difference(live, desired) is None
+    live["spec"]["list"].append({"a": 3})
+    assert difference(live, desired) == "spec.list"
+    assert difference({"spec": {"resources": {"cpu": "2"}}}, {"spec": {"resources": {"cpu": "1"}}}) == "spec.resources.cpu"
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda o: o["metadata"]["labels"].update({"lightrail.dev/pattern": "caching"}),
+     "belongs to Lightrail deployment caching (kserve)"),
+    (lambda o: o["metadata"].update(labels={}, managedFields=[{"manager": "kubectl-client-side-apply"}]),
+     "belongs to kubectl-client-side-apply"),
+    (lambda o: o["metadata"].update(annotations={"meta.helm.sh/release-name": "team-web"}),
+     "belongs to helm release team-web"),
+    (lambda o: o["metadata"].update(ownerReferences=[{"apiVersion": "serving.kserve.io/v1alpha2", "kind":
+                                                      "LLMInferenceService", "name": "x", "uid": "u", "controller": True}]),
+     "is controlled by LLMInferenceService x"),
+])
+def test_objects_of_others_are_refused(change, expected):
+    plan, desired = kserve()
+    live = Live(namespaces={"lightrail"})
+    victim = next(o for o in desired.objects if o["kind"] == "NetworkPolicy")
+    theirs = applied(victim)
+    change(theirs)
+    live.objects[key(victim)] = theirs
+    with pytest.raises(LightrailError) as err:
+        plan_deploy(plan, desired, live, TARGET)
+    assert f"NetworkPolicy lightrail/{meta(victim)['name']} {expected}" in str(err.value)
+    assert "invoke teardown" in str(err.value)
+
+
+def test_refuses_reserved_namespaces_and_missing_foreign_namespaces():
+    plan, desired = kserve("multimodel")
+    sneaky = copy.deepcopy(desired)
+    sneaky.objects[0]["metadata"]["namespace"] = "kube-system"
+    with pytest.raises(LightrailError, match="refusing to write into kube-system"):
+        plan_deploy(plan, sneaky, Live(namespaces={"lightrail", "kserve", "kube-system"}), TARGET)
+    with pytest.raises(LightrailError, match=r"namespace\(s\) kserve do not exist"):
+        plan_deploy(plan, desired, Live(namespaces={"lightrail"}), TARGET)
+
+
+# ---------------------------------------------------------------------------------------------
+# HF token Secret
+
+
+def test_token_secret_is_created_then_left_alone():
+    plan = build_plan(Request(pattern="baseline", accel="cpu", stack="kserve", hf_token=True))
+    desired = Desired(objects=render_validated(plan).objects)
+    dp = plan_deploy(plan, desired, Live(namespaces={"lightrail"}), TARGET, TOKEN, wait=False)
+    secret_step = next(s for s in dp.steps if s.action == "secret")
+    (secret,) = secret_step.objects
+    assert secret["metadata"]["annotations"]["lightrail.dev/token-sha256"] == TOKEN.digest()
+    assert "data" not in secret and "stringData" not in secret and TOKEN.reveal() not in repr(dp)
+    again = Live(namespaces={"lightrail"}, objects={key(o): applied(o) for o in desired.objects},
+                 secret=applied(secret))
+    dp2 = plan_deploy(plan, desired, again, TARGET, TOKEN, wait=False)
+    assert dp2.steps == [] and "Secret lightrail/lightrail-hf-token (same token)" in dp2.unchanged
+    dp3 = plan_deploy(plan, desired, again, TARGET, Token("hf_another"), wait=False)
+    assert [s.action for s in dp3.steps] == ["secret"]
+    assert dp3.changed == ["Secret lightrail/lightrail-hf-token: different token"]
+
+
+def test_token_for_a_simulator_is_not_stored():
+    plan = build_plan(Request(pattern="baseline", accel="sim", stack="kserve", hf_token=True))
+    dp = plan_deploy(plan, Desired(objects=render_validated(plan).objects), Live(namespaces={"lightrail"}), TARGET,
+                     TOKEN, wait=False)
+    assert not any(s.action == "secret" for s in dp.steps)
+    assert "not stored" in dp.notes[0]
+
+
+def test_a_secret_lightrail_did_not_create_is_refused():
+    plan = build_plan(Request(pattern="baseline", accel="cpu", stack="kserve", hf_token=True))
+    desired = Desired(objects=render_validated(plan).objects)
+    theirs = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lightrail-hf-token", "namespace": "lightrail",
+                                                                  "managedFields": [{"manager": "kubectl-create"}]}}
+    with pytest.raises(LightrailError, match="was not created by Lightrail \\(kubectl-create\\)"):
+        plan_deploy(plan, desired, Live(namespaces={"lightrail"}, secret=theirs), TARGET, TOKEN)
+
+
+# ---------------------------------------------------------------------------------------------
+# llmd: helm releases, synced only when something in them changed
+
+
+def rendered(live: dict) -> dict:
+    """What helmfile renders for a live object: no server fields, Lightrail's managed-by label."""
+    out = sendable(live)
+    out["metadata"]["annotations"] = {k: v for k, v in out["metadata"].get("annotations", {}).items()
+                                      if not k.startswith("meta.helm.sh/")}
+    if not out["metadata"]["annotations"]:
+        del out["metadata"]["annotations"]
+    out["metadata"]["labels"] = {**out["metadata"].get("labels", {}), "app.kubernetes.io/managed-by": "lightrail",
+                                 "lightrail.dev/pattern": "baseline", "lightrail.dev/stack": "llmd"}
+    return out
+
+
+def helm_applied(desired: dict, release: str) -> dict:
+    live = applied(desired)
+    live["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "Helm"
+    live["metadata"]["annotations"] = {**live["metadata"].get("annotations", {}),
+                                       "meta.helm.sh/release-name": release, "meta.helm.sh/release-namespace": "lightrail"}
+    return live
+
+
+RELEASES = {"baseline-infra": [("Gateway", "caching-gateway")],
+            "baseline-qwen2-5-3b-instruct": [("HTTPRoute", "baseline-qwen2-5-3b-instruct"),
+                                             ("InferencePool", "baseline-qwen2-5-3b-instruct")],
+            "baseline-qwen2-5-3b-instruct-ms": [("Deployment", "baseline-qwen2-5-3b-instruct-decode")]}
+
+
+def llmd_state():
+    plan = build_plan(Request(pattern="baseline", accel="gpu"))
+    releases = {r: [rendered(obj(k, n)) for k, n in items] for r, items in RELEASES.items()}
+    desired = Desired(objects=[o for objs in releases.values() for o in objs], releases=releases,
+                      helmfile=("--file", "helmfiles/helmfile.yaml.gotmpl", "--environment", "istio",
+                                "--state-values-file", "/tmp/w/state.yaml"), files={"/tmp/w/state.yaml": "pattern: baseline\n"})
+    live = Live(namespaces={"lightrail"},
+                objects={key(o): helm_applied(o, r) for r, objs in releases.items() for o in objs},
+                releases={r: {"name": r, "revision": "2", "status": "deployed"} for r in releases})
+    return plan, desired, live
+
+
+def test_llmd_deployed_twice_syncs_nothing_although_helm_rewrote_managed_by():
+    plan, desired, live = llmd_state()
+    dp = plan_deploy(plan, desired, live, TARGET, wait=False)
+    assert dp.steps == [] and dp.changed == []
+    assert dp.unchanged[1:] == ["helm release baseline-infra (1 objects)",
+                                "helm release baseline-qwen2-5-3b-instruct (2 objects)",
+                                "helm release baseline-qwen2-5-3b-instruct-ms (1 objects)"]
+
+
+def test_llmd_syncs_exactly_the_changed_releases():
+    plan, desired, live = llmd_state()
+    deployment = desired.releases["baseline-qwen2-5-3b-instruct-ms"][0]
+    live.objects[key(deployment)]["spec"]["replicas"] = 2
+    del live.releases["baseline-infra"]
+    dp = plan_deploy(plan, desired, live, TARGET, wait=False)
+    (step,) = dp.steps
+    assert step.tool == "helmfile" and step.files == {"/tmp/w/state.yaml": "pattern: baseline\n"}
+    assert " ".join(step.args) == (
+        "--kube-context=prod-east --file helmfiles/helmfile.yaml.gotmpl --environment istio --state-values-file "
+        "/tmp/w/state.yaml --selector name=baseline-infra --selector name=baseline-qwen2-5-3b-instruct-ms sync --skip-deps")
+    assert [(c.release, c.revision) for c in step.changes] == [("baseline-infra", None),
+                                                               ("baseline-qwen2-5-3b-instruct-ms", 2)]
+    assert step.objects == tuple(desired.releases["baseline-infra"] + desired.releases["baseline-qwen2-5-3b-instruct-ms"])
+    assert dp.changed == ["helm release baseline-infra: new",
+                          "Deployment lightrail/baseline-qwen2-5-3b-instruct-decode: spec.replicas differs"]
+
+
+def test_llmd_failed_release_is_synced_again():
+    plan, desired, live = llmd_state()
+    live.releases["baseline-qwen2-5-3b-instruct"]["status"] = "failed"
+    (step,) = plan_deploy(plan, desired, live, TARGET, wait=False).steps
+    assert "name=baseline-qwen2-5-3b-instruct" in step.args
+
+
+def test_llmd_refuses_objects_outside_its_releases():
+    plan, desired, live = llmd_state()
+    route = desired.releases["baseline-qwen2-5-3b-instruct"][0]
+    live.objects[key(route)]["metadata"]["annotations"]["meta.helm.sh/release-name"] = "someone-elses"
+    with pytest.raises(LightrailError, match="not in any of this deployment's helm releases \\(helm release someone-elses\\)"):
+        plan_deploy(plan, desired, live, TARGET)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rollback
+
+
+def test_rollback_undoes_started_steps_newest_first():
+    plan, desired = kserve("multimodel")
+    live = live_of(desired, namespaces=("kserve",))
+    changed = next(o for o in desired.objects if o["kind"] == "LLMInferenceService")
+    live.objects[key(changed)]["spec"]["replicas"] = 5
+    new = [o for o in desired.objects if o["kind"] == "NetworkPolicy"][:2]
+    for o in new:
+        del live.objects[key(o)]
+    dp = plan_deploy(plan, desired, live, TARGET, TOKEN)
+    started = [s for s in dp.steps if s.action != "wait"]
+    steps, notes = plan_rollback(started, TARGET)
+    assert [s.title for s in steps] == ["restore 1 object(s) as they were", "delete what this deploy created (2)",
+                                        "delete what this deploy created (1)"]
+    restore, delete, namespace = steps
+    assert "--force-conflicts" in restore.args and restore.objects[0]["spec"]["replicas"] == 5
+    assert [meta(o)["name"] for o in delete.objects] == [meta(o)["name"] for o in reversed(new)]
+    assert set(delete.objects[0]) == {"apiVersion", "kind", "metadata"}
+    assert namespace.objects == ({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "lightrail"}},)
+    assert " ".join(delete.args).startswith("--context=prod-east delete --ignore-not-found --wait=true")
+    assert notes == []
+
+
+def test_rollback_of_helm_releases_and_a_replaced_secret():
+    plan, desired, live = llmd_state()
+    del live.releases["baseline-infra"]
+    live.objects[key(desired.releases["baseline-qwen2-5-3b-instruct-ms"][0])]["spec"]["replicas"] = 4
+    secret_step = st.Step("store", action="secret", objects=({"apiVersion": "v1", "kind": "Secret",
+                                                              "metadata": {"name": "s", "namespace": "lightrail"}},),
+                          changes=(st.Change("Secret lightrail/s", previous={"kind": "Secret"}),))
+    dp = plan_deploy(plan, desired, live, TARGET, wait=False)
+    steps, notes = plan_rollback([secret_step, *dp.steps], TARGET, timeout=120)
+    assert [" ".join(s.args) for s in steps] == [
+        "--kube-context=prod-east rollback baseline-qwen2-5-3b-instruct-ms 2 --namespace lightrail --wait --timeout=120s",
+        "--kube-context=prod-east uninstall baseline-infra --namespace lightrail --wait --timeout=120s"]
+    assert notes == ["Secret lightrail/s keeps the new token: the old one was never read, so it cannot be restored"]
+
+
+def test_every_command_names_the_chosen_context():
+    plan, desired = kserve("multimodel")
+    dp = plan_deploy(plan, desired, Live(namespaces={"kserve"}), TARGET)
+    rollback, _ = plan_rollback(dp.steps, TARGET)
+    _, llmd, live = llmd_state()
+    del live.releases["baseline-infra"]
+    llmd_steps = plan_deploy(build_plan(Request(pattern="baseline", accel="gpu")), llmd, live, TARGET).steps
+    runs = [s for s in dp.steps + rollback + llmd_steps if s.action == "run"]
+    assert len(runs) >= 5
+    assert all(s.args[0] in ("--context=prod-east", "--kube-context=prod-east") for s in runs)
+
+
+def test_dry_run_text_shows_commands_objects_and_files_with_the_secret_redacted():
+    plan = build_plan(Request(pattern="baseline", accel="cpu", stack="kserve", hf_token=True))
+    desired = Desired(objects=render_validated(plan).objects)
+    dp = plan_deploy(plan, desired, Live(namespaces={"lightrail"}), TARGET, TOKEN)
+    text = "\n".join(st.show(s, i) for i, s in enumerate(dp.steps, 1))
+    assert TOKEN.reveal() not in text
+    assert "HF_TOKEN: <redacted>" in text and "(value from HF_TOKEN, never shown)" in text
+    assert "$ kubectl --context=prod-east apply --server-side" in text
+    custom = st.show(dp.steps[-2], len(dp.steps) - 1)
+    assert custom in text
+    shown = load_manifests("\n".join(line[4:] for line in custom.split("--- stdin ---\n")[1].splitlines()))
+    assert shown == list(dp.steps[-2].objects)   # the custom resources, exactly as they are sent
+    _, llmd, live = llmd_state()
+    (sync,) = plan_deploy(build_plan(Request(pattern="baseline", accel="gpu")), llmd,
+                          Live(namespaces={"lightrail"}), TARGET, wait=False).steps
+    shown = st.show(sync, 1)
+    assert "--- file /tmp/w/state.yaml ---\n    pattern: baseline" in shown and "--- objects ---" in shown

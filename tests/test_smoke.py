@@ -13,10 +13,11 @@ import time
 import httpx
 import pytest
 
+from lightrail.errors import LightrailError
 from lightrail.settings import ROOT
 from lightrail.smoke import checks
 from lightrail.testing.bodyrouter import BodyRouter
-from lightrail.testing.vllm import free_port
+from lightrail.testing.vllm import VLLMServer, free_port
 from tests.conftest import PHI, QWEN
 
 
@@ -224,3 +225,15 @@ def test_the_body_router_lets_a_client_hang_up_mid_stream(vllm_server, caplog):
         with httpx.Client(base_url=router.url, timeout=30) as client:
             assert checks.streaming(client, QWEN).ok           # the router still serves
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.vllm
+def test_a_vllm_that_cannot_start_says_why_and_leaves_nothing_running(tmp_path):
+    (tmp_path / "config.json").write_text("{}")                 # a directory that is not a model
+    server = VLLMServer(tmp_path, QWEN, startup_timeout=120)
+    with pytest.raises(LightrailError, match="vLLM exited with 1 while starting") as err:
+        server.start()
+    assert "Should have a `model_type` key in its config.json" in str(err.value)   # from the kept log
+    assert server.log_path.exists()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(server.proc.pid, 0)                             # its process group is gone

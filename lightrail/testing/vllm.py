@@ -51,12 +51,13 @@ class VLLMServer:
     def start(self) -> "VLLMServer":
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1",
                    VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1", OMP_NUM_THREADS="1")
-        log = self.log_path.open("w")
-        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
+        with self.log_path.open("w") as log:   # the server writes through its own copy of the descriptor
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.stop()                    # children it started (the engine core) go too
                 raise LightrailError(f"vLLM exited with {self.proc.returncode} while starting:\n{self.log_tail()}")
             try:
                 if httpx.get(f"{self.url}/v1/models", timeout=2).status_code == 200:

@@ -103,7 +103,7 @@ def test_tpu_capacity_says_how_many_chips_are_missing():
     plan = build_plan(Request(pattern="caching", accel="tpu"))   # 3 pods x 4 chips on v6e 2x2
     check = ck.capacity_check(plan, NODES, [])
     assert check.status == "fail"
-    assert "only 1 of 3 model-server pod(s) fit on the 1 node(s)" in check.detail
+    assert "only 1 of 3 model-server pod(s) fit on the 1 schedulable node(s) matching" in check.detail
     assert "missing 8 google.com/tpu" in check.detail
     assert "cloud.google.com/gke-tpu-topology=2x2" in check.detail and "--replicas" in check.fix
     assert ck.capacity_check(build_plan(Request(pattern="caching", accel="tpu", replicas=1)), NODES, []).status == "ok"
@@ -115,7 +115,7 @@ def test_gpu_capacity_skips_cordoned_and_not_ready_nodes():
     assert check.status == "fail" and "only 1 of 3" in check.detail and "missing 2 nvidia.com/gpu" in check.detail
     assert "gke-accelerator=nvidia-l4" in check.detail
     h100 = ck.capacity_check(build_plan(Request(pattern="baseline", accel="gpu", gpu_type="h100")), NODES, [])
-    assert h100.status == "fail" and "on the 0 node(s)" in h100.detail
+    assert h100.status == "fail" and "on the 0 schedulable node(s)" in h100.detail
 
 
 def test_capacity_counts_other_pods_but_not_our_own():
@@ -133,7 +133,7 @@ def test_capacity_counts_other_pods_but_not_our_own():
 def test_sim_needs_only_cpu_and_memory():
     plan = build_plan(Request(pattern="caching", accel="sim"))
     check = ck.capacity_check(plan, NODES, [])
-    assert check.status == "ok" and "any node" in check.detail
+    assert check.status == "ok" and check.detail.endswith("fit (297 would) on 2 schedulable node(s)")
 
 
 def test_hf_token_check():

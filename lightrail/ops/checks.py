@@ -175,16 +175,15 @@ def capacity_check(plan: Plan, nodes: list[dict], pods: list[dict]) -> Check:
         fits += max(0, min(int(free[r] // q) if q else 1 << 30 for r, q in need.items()))
     want = plan.pods_total
     shape = ", ".join(f"{r}: {q}" for r, q in server.resources.items())
-    where = ", ".join(f"{k}={v}" for k, v in selector.items()) or "any node"
+    where = ", ".join(f"{k}={v}" for k, v in selector.items())
+    nodes_text = f"{matching} schedulable node(s)" + (f" matching {where}" if where else "")
     if fits >= want:
-        return Check("capacity", OK, f"{want} model-server pod(s) of {shape} fit ({fits} would) on {matching} node(s) "
-                                     f"matching {where}")
+        return Check("capacity", OK, f"{want} model-server pod(s) of {shape} fit ({fits} would) on {nodes_text}")
     missing = want - fits
     what = ", ".join(f"{int(q) * missing} {r}" for r, q in accel.items()) or f"room for {missing} pod(s) of {shape}"
-    return Check("capacity", FAIL,
-                 f"only {fits} of {want} model-server pod(s) fit on the {matching} node(s) matching {where}; "
-                 f"missing {what}",
-                 f"add {missing} pod(s)' worth of nodes matching {where} (each pod needs {shape}), or lower --replicas")
+    return Check("capacity", FAIL, f"only {fits} of {want} model-server pod(s) fit on the {nodes_text}; missing {what}",
+                 f"add {missing} pod(s)' worth of nodes" + (f" matching {where}" if where else "")
+                 + f" (each pod needs {shape}), or lower --replicas")
 
 
 def token_check(plan: Plan, secrets: list[str], token_given: bool) -> Check:

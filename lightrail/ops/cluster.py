@@ -7,6 +7,7 @@ read without their data, so no observation ever holds a secret value.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import threading
 from typing import Iterator
@@ -24,7 +25,7 @@ def kubeconfig_contexts() -> tuple[list[str], str | None]:
     from kubernetes import config
 
     try:
-        contexts, current = config.list_kube_config_contexts()
+        contexts, current = config.list_kube_config_contexts(config_file=_kubeconfig())
     except Exception:  # no kubeconfig, or an unreadable one: there is nothing to choose from
         return [], None
     return [c["name"] for c in contexts], (current or {}).get("name")
@@ -36,7 +37,7 @@ class KubeCluster:
 
         self.context = context
         try:
-            self._api = config.new_client_from_config(context=context)
+            self._api = config.new_client_from_config(config_file=_kubeconfig(), context=context)
         except Exception as err:  # the client raises several types for a missing or bad kubeconfig
             raise LightrailError(f"cannot load kube context {context!r}: {err}") from None
         self._dynamic = None
@@ -158,6 +159,11 @@ class KubeCluster:
 
     def run(self, tool: str, args: tuple[str, ...], stdin: str | None = None, timeout: float = 300) -> str:
         return tools.run(tool, *args, input=stdin, timeout=timeout).stdout
+
+
+def _kubeconfig() -> str | None:
+    """$KUBECONFIG as it is now (the client reads it once, at import), else the client's default."""
+    return os.environ.get("KUBECONFIG") or None
 
 
 def _without_secret_data(obj: dict) -> dict:

@@ -53,6 +53,14 @@ class Live:
 
     def run(self, step: Step) -> None:
         self.out(f"- {step.title}")
+        try:
+            self._run(step)
+        except LightrailError as err:
+            if self.token and self.token.reveal() in str(err):
+                raise LightrailError(self.scrub(str(err))) from None
+            raise
+
+    def _run(self, step: Step) -> None:
         if step.action == "secret":
             self.cluster.apply_secret(step.objects[0], self.token)
         elif step.action == "wait":
@@ -63,10 +71,7 @@ class Live:
             self._show(kind.run(step.args, step.timeout))
         else:
             stdin = to_yaml(list(step.objects)) if reads_stdin(step) else None
-            try:
-                self._show(self.cluster.run(step.tool, step.args, stdin, step.timeout))
-            except LightrailError as err:
-                raise LightrailError(self.scrub(str(err))) from None
+            self._show(self.cluster.run(step.tool, step.args, stdin, step.timeout))
 
     def _show(self, output: str) -> None:
         lines = self.scrub(output or "").rstrip().splitlines()

@@ -46,7 +46,7 @@ def aggregate(objects: list[dict], pods: list[dict], now: datetime) -> list[Row]
     for (ns, pattern, stack), objs in sorted(groups.items()):
         accel = next((labels(o)[ACCEL_LABEL] for o in objs if ACCEL_LABEL in labels(o)), "?")
         models, ready, desired = (_llmd_servers if stack == "llmd" else _kserve_servers)(objs, pods)
-        rows.append(Row(ns, pattern, stack, accel, models, ready, desired, _endpoint(stack, objs),
+        rows.append(Row(ns, pattern, stack, accel, sorted(models), ready, desired, _endpoint(stack, objs),
                         _age(objs, now), _last_condition(objs)))
     return rows
 

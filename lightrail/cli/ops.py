@@ -61,13 +61,9 @@ def _smoke_for(plan, target):
     """The smoke run `deploy --smoke` ends with: discovery through the target's context, real requests."""
     def run():
         from lightrail.cli.smoke import print_report
-        from lightrail.smoke import checks
-        from lightrail.smoke.discovery import discover
+        from lightrail.smoke.runner import smoke_plan
 
-        prefix = "required" if "--enable-prefix-caching" in plan.servers[0].args else "auto"
-        with discover(plan, target.context) as base:
-            report = checks.run(base, plan.pattern.name, list(plan.served_models), metrics_urls=[], timeout=120.0,
-                                prefix_check=prefix)
+        report = smoke_plan(plan, kube_context=target.context, timeout=120.0)
         print_report(report)
         if not report.ok:
             raise LightrailError("smoke failed: " + ", ".join(c.name for c in report.checks if not c.ok))

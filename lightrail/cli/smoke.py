@@ -1,7 +1,6 @@
 """`invoke smoke`: real requests through the endpoint a pattern is served on."""
 from __future__ import annotations
 
-import contextlib
 import json
 
 from invoke import Exit, task
@@ -12,7 +11,7 @@ from lightrail.cli import user_errors
 from lightrail.errors import LightrailError
 from lightrail.plan import Request, build_plan
 from lightrail.smoke import checks
-from lightrail.smoke.discovery import discover, server_metrics
+from lightrail.smoke.runner import smoke_plan
 
 
 def print_report(report: checks.Report) -> None:
@@ -52,21 +51,8 @@ def smoke(c, pattern="", stack="llmd", accel="gpu", model=None, namespace="light
     seconds = _seconds(timeout)
     plan = build_plan(Request(pattern=pattern, accel=accel, stack=stack, namespace=namespace,
                               models=tuple(model or ())))
-    models = list(plan.served_models)
-    url = checks.check_url(url) if url else ""
-    prefix = "required" if "--enable-prefix-caching" in plan.servers[0].args else "auto"
-    with contextlib.ExitStack() as stack:
-        base = url or stack.enter_context(discover(plan, kube_context or None))
-        if metrics_url:
-            metrics_urls = list(metrics_url)
-        elif url:
-            metrics_urls = [f"{url}/metrics"]
-        elif prefix == "required":   # discovered: the model servers' pods (only the caching check needs them)
-            metrics_urls = stack.enter_context(server_metrics(plan, kube_context or None))
-        else:
-            metrics_urls = []
-        report = checks.run(base, plan.pattern.name, models, metrics_urls=metrics_urls, timeout=seconds,
-                            prefix_check=prefix)
+    report = smoke_plan(plan, url=url, metrics_urls=tuple(metrics_url or ()), kube_context=kube_context or None,
+                        timeout=seconds)
     if json_:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -1,0 +1,40 @@
+"""Smoke a plan: where to send requests (a URL or discovery), where to read metrics, which checks.
+
+Shared by `invoke smoke` and `invoke deploy --smoke`, so both check the same things.
+"""
+from __future__ import annotations
+
+import contextlib
+
+from lightrail.plan import Plan
+from lightrail.smoke import checks
+from lightrail.smoke.discovery import discover, server_metrics
+
+
+def prefix_check(plan: Plan) -> str:
+    """The prefix-cache check is required where the pattern turns vLLM prefix caching on (caching);
+    elsewhere it is informational ("auto")."""
+    return "required" if "--enable-prefix-caching" in plan.servers[0].args else "auto"
+
+
+def smoke_plan(plan: Plan, *, url: str = "", metrics_urls: tuple[str, ...] = (), kube_context: str | None = None,
+               timeout: float = 60.0) -> checks.Report:
+    """Run every check for the plan's pattern and models.
+
+    No url: discover the endpoint. Metrics: the given URLs, else URL/metrics, else (discovered,
+    caching only) the model-server pods; port-forwards are stopped before this returns.
+    """
+    prefix = prefix_check(plan)
+    url = checks.check_url(url) if url else ""
+    with contextlib.ExitStack() as stack:
+        base = url or stack.enter_context(discover(plan, kube_context))
+        if metrics_urls:
+            metrics = list(metrics_urls)
+        elif url:
+            metrics = [f"{url}/metrics"]
+        elif prefix == "required":
+            metrics = stack.enter_context(server_metrics(plan, kube_context))
+        else:
+            metrics = []
+        return checks.run(base, plan.pattern.name, list(plan.served_models), metrics_urls=metrics, timeout=timeout,
+                          prefix_check=prefix)

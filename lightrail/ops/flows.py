@@ -333,6 +333,7 @@ def up(name: str, namespace: str, *, dry_run: bool, out: Out, timeout: float = 9
        smoke_for: Callable[[Plan, Target], Callable[[], None]] | None = None) -> None:
     """kind cluster -> prereqs (with Istio) -> sim baseline on llmd -> smoke."""
     from lightrail.plan import Request, build_plan
+    from lightrail.settings import charts_dir
 
     problem = kindops.docker_problem()
     if problem and not dry_run:
@@ -347,4 +348,4 @@ def up(name: str, namespace: str, *, dry_run: bool, out: Out, timeout: float = 9
     prereqs(target, cluster, stack="llmd", provider="istio", istio=True, dry_run=dry_run, out=out)
     plan = build_plan(Request(pattern="baseline", accel="sim", stack="llmd", namespace=namespace))
     deploy(plan, target, cluster, dry_run=dry_run, out=out, timeout=timeout,
-           smoke=smoke_for(plan, target) if smoke_for else None)
+           smoke=smoke_for(plan, target) if smoke_for else None, charts=charts_dir())

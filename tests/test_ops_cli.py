@@ -1,0 +1,138 @@
+"""The ops tasks as users run them (`invoke ...` in a subprocess), against kubeconfigs with no cluster behind."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from lightrail.settings import ROOT, charts_dir
+
+PLANTED = "hf_PLANTEDcliTOKEN9876543210abcdef"
+
+
+@pytest.fixture
+def kubeconfig(tmp_path):
+    """Two contexts, neither reachable (port 9 refuses): `current` is the kubeconfig's choice."""
+    path = tmp_path / "kubeconfig"
+    path.write_text(textwrap.dedent("""\
+        apiVersion: v1
+        kind: Config
+        clusters:
+          - {name: one, cluster: {server: "https://127.0.0.1:9"}}
+          - {name: two, cluster: {server: "https://127.0.0.1:9"}}
+        users: [{name: u, user: {token: not-a-real-token}}]
+        contexts:
+          - {name: current, context: {cluster: one, user: u}}
+          - {name: chosen, context: {cluster: two, user: u}}
+        current-context: current
+    """))
+    return path
+
+
+def invoke(*args, kubeconfig=None, env=None):
+    full = {**os.environ, "HF_TOKEN": PLANTED, **(env or {})}
+    if kubeconfig:
+        full["KUBECONFIG"] = str(kubeconfig)
+    proc = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True, text=True,
+                          env=full, timeout=300)
+    assert PLANTED not in proc.stdout + proc.stderr, "the HF token leaked into the output"
+    return proc
+
+
+def test_dry_run_uses_the_chosen_context_everywhere_and_redacts_the_token(kubeconfig):
+    proc = invoke("deploy", "--pattern=baseline", "--accel=cpu", "--stack=kserve", "--kube-context=chosen",
+                  "--dry-run", kubeconfig=kubeconfig)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "not reachable" in out and "a dry run plans against an empty cluster" in out
+    assert "to context chosen (--kube-context), namespace lightrail — dry run, nothing is changed" in out
+    commands = [line for line in out.splitlines() if line.startswith("    $ ")]
+    assert len(commands) == 3 and all("--context=chosen" in c for c in commands)
+    assert "current" not in "\n".join(commands)
+    assert "HF_TOKEN: <redacted>" in out and "lightrail.dev/token-sha256" in out
+    assert [line.split("] ")[1] for line in out.splitlines() if line.startswith("[")] == [
+        "create namespace lightrail", "store the HF token in Secret lightrail/lightrail-hf-token",
+        "apply built-in objects (6)", "apply custom resources (1)", "wait until ready (timeout 900 s)"]
+
+
+def test_without_kube_context_the_current_one_is_named(kubeconfig):
+    proc = invoke("deploy", "--pattern=baseline", "--accel=sim", "--stack=kserve", "--dry-run", kubeconfig=kubeconfig)
+    assert proc.returncode == 0, proc.stderr
+    assert "to context current (current context)" in proc.stdout and "--context=current" in proc.stdout
+
+
+def test_token_from_a_file_is_never_shown(kubeconfig, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(PLANTED + "\n")
+    proc = invoke("deploy", "--pattern=baseline", "--accel=cpu", "--stack=kserve", "--dry-run",
+                  f"--hf-token-file={token_file}", kubeconfig=kubeconfig, env={"HF_TOKEN": ""})
+    assert proc.returncode == 0 and "HF_TOKEN: <redacted>" in proc.stdout
+    missing = invoke("deploy", "--pattern=baseline", "--accel=cpu", "--dry-run", f"--hf-token-file={tmp_path}/nope",
+                     kubeconfig=kubeconfig)
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == f"error: cannot read --hf-token-file {tmp_path}/nope: No such file or directory"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["deploy", "--pattern=baseline", "--accel=sim", "--kube-context=elsewhere"],
+     "error: kube context 'elsewhere' is not in your kubeconfig; valid: current, chosen"),
+    (["deploy", "--pattern=baseline", "--accel=sim", "--namespace=kube-system"],
+     "error: refusing to deploy into 'kube-system'"),
+    (["teardown", "--all", "--namespace=kube-public"], "error: refusing to act on namespace 'kube-public'"),
+    (["prereqs", "--dry-run", "--kube-context=elsewhere"], "error: kube context 'elsewhere' is not in your kubeconfig"),
+])
+def test_bad_targets_are_refused_before_anything_happens(kubeconfig, args, message):
+    proc = invoke(*args, kubeconfig=kubeconfig)
+    assert proc.returncode == 1 and proc.stderr.startswith(message), proc.stderr
+
+
+def test_a_real_deploy_needs_a_reachable_cluster(kubeconfig):
+    proc = invoke("deploy", "--pattern=baseline", "--accel=cpu", "--stack=kserve", kubeconfig=kubeconfig)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: cluster of context 'current' is not reachable")
+    assert "Namespace" not in proc.stdout
+
+
+def test_doctor_reports_the_unreachable_cluster_and_fails(kubeconfig):
+    proc = invoke("doctor", "--kube-context=chosen", kubeconfig=kubeconfig)
+    assert proc.returncode == 1
+    assert "doctor on context chosen (--kube-context), namespace lightrail (reads only)" in proc.stdout
+    assert "ok    tool helm      3.19.0" in proc.stdout and "fail  cluster" in proc.stdout
+    assert proc.stderr.strip() == "error: 1 check(s) failed"
+
+
+def test_prereqs_dry_run_lists_pinned_installs(kubeconfig):
+    proc = invoke("prereqs", "--istio", "--dry-run", kubeconfig=kubeconfig)
+    assert proc.returncode == 0, proc.stderr
+    steps = [line for line in proc.stdout.splitlines() if line.startswith("[")]
+    assert steps == ["[1] install Gateway API CRDs v1.6.1", "[2] install InferencePool CRDs v1.6.0",
+                     "[3] install LeaderWorkerSet v0.10.0", "[4] wait for the LeaderWorkerSet controller",
+                     "[5] install Istio 1.29.2 CRDs (chart base)",
+                     "[6] install istiod 1.29.2 with the Gateway API inference extension"]
+    kserve = invoke("prereqs", "--stack=kserve", "--dry-run", kubeconfig=kubeconfig)
+    assert kserve.returncode == 1 and "missing: KServe v0.20.0 with the LLMInferenceService controller" in kserve.stdout
+
+
+def test_teardown_needs_a_choice_and_status_needs_a_cluster(kubeconfig):
+    neither = invoke("teardown", kubeconfig=kubeconfig)
+    assert neither.returncode == 1 and neither.stderr.strip() == "error: give exactly one of --pattern=NAME or --all"
+    dry = invoke("teardown", "--all", "--dry-run", kubeconfig=kubeconfig)
+    assert dry.returncode == 0 and "nothing found: no cluster to look at" in dry.stdout
+    status = invoke("status", kubeconfig=kubeconfig)
+    assert status.returncode == 1 and "is not reachable" in status.stderr
+
+
+@pytest.mark.skipif(charts_dir() is None, reason="needs the upstream charts: set LIGHTRAIL_CHARTS=DIR")
+def test_up_dry_run_shows_the_whole_quick_start(kubeconfig):
+    proc = invoke("up", "--dry-run", "--kube-context=kind-demo", "--name=demo", kubeconfig=kubeconfig)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.index("create kind cluster demo (kindest/node:v1.34.0)") < out.index("install Gateway API CRDs") \
+        < out.index("helmfile sync 3 release(s): baseline-infra") < out.index("smoke: real requests")
+    assert "$ kind create cluster --name demo --image kindest/node:v1.34.0" in out
+    assert "--kube-context=kind-demo" in out and "--context=kind-demo" in out
+    wrong = invoke("up", "--dry-run", "--kube-context=prod", kubeconfig=kubeconfig)
+    assert wrong.returncode == 1 and "valid: kind-lightrail" in wrong.stderr

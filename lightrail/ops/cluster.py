@@ -129,7 +129,7 @@ class KubeCluster:
             res = self._resource(api_version, kind)
             while res is not None and not stop.is_set():
                 try:
-                    for ev in self.dynamic.watch(res, namespace=namespace, timeout=WATCH_WINDOW):
+                    for ev in self.dynamic.watch(res, namespace=namespace or None, timeout=WATCH_WINDOW):
                         events.put((ev["type"], _without_secret_data(ev["raw_object"])))
                         if stop.is_set():
                             return

@@ -312,6 +312,10 @@ def test_doctor_failures_stop_the_deploy_before_any_change():
     assert "not ready for this deployment" in str(err.value)
     assert "CRD LLMInferenceService serving.kserve.io/v1alpha2  not installed" in str(err.value)
     assert cluster.calls == []
+    lines = []
+    flows.deploy(kserve_plan(), TARGET, cluster, dry_run=True, out=lines.append)
+    assert "note: a real deploy would stop here; the cluster is not ready for it:" in lines
+    assert any(l.startswith("[1] create namespace lightrail") for l in lines) and cluster.calls == []
 
 
 @pytest.mark.skipif(charts_dir() is None, reason="needs the upstream charts: set LIGHTRAIL_CHARTS=DIR")
@@ -566,3 +570,29 @@ def test_the_real_boundary_scrubs_api_errors_about_the_secret(tmp_path, monkeypa
         cluster.apply_secret(secret, Token(PLANTED))
     assert PLANTED not in str(err.value) and "<redacted>" in str(err.value)
     assert err.value.__cause__ is None and err.value.__suppress_context__
+
+
+def test_the_real_boundary_lists_without_secret_values(tmp_path, monkeypatch):
+    from lightrail.ops import cluster as boundary
+
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+                          "users: [{name: u, user: {}}]\ncontexts: [{name: ctx, context: {cluster: c, user: u}}]\n")
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    assert boundary.kubeconfig_contexts() == (["ctx"], None)
+    cluster = boundary.KubeCluster("ctx")
+    with pytest.raises(LightrailError, match="cluster of context 'ctx' is not reachable"):
+        cluster.version()
+    applied = ('{"apiVersion":"v1","kind":"Secret","data":{"HF_TOKEN":"' + PLANTED + '"}}')
+
+    class Listing:
+        def get(self, **kw):
+            item = {"metadata": {"name": "lightrail-hf-token", "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": applied, "keep": "me"}},
+                "data": {"HF_TOKEN": "aGZf"}, "stringData": {"HF_TOKEN": PLANTED}, "type": "Opaque"}
+            return type("Result", (), {"to_dict": lambda self: {"items": [item]}})()
+
+    monkeypatch.setattr(cluster, "_resource", lambda api_version, kind: Listing())
+    (secret,) = cluster.list("v1", "Secret", "lightrail")
+    assert secret == {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                      "metadata": {"name": "lightrail-hf-token", "annotations": {"keep": "me"}}}

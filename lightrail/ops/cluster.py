@@ -10,7 +10,10 @@ import json
 import os
 import queue
 import threading
+from pathlib import Path
 from typing import Iterator
+
+import yaml
 
 from lightrail import tools
 from lightrail.errors import LightrailError
@@ -21,14 +24,17 @@ WATCH_WINDOW = 60         # seconds one watch request stays open before it is re
 
 
 def kubeconfig_contexts() -> tuple[list[str], str | None]:
-    """Context names in the kubeconfig and the current one ([], None when there is no kubeconfig)."""
-    from kubernetes import config
-
-    try:
-        contexts, current = config.list_kube_config_contexts(config_file=_kubeconfig())
-    except Exception:  # no kubeconfig, or an unreadable one: there is nothing to choose from
-        return [], None
-    return [c["name"] for c in contexts], (current or {}).get("name")
+    """Context names in the kubeconfig files and the current one, merged the way kubectl merges them."""
+    names: list[str] = []
+    current = None
+    for path in (os.environ.get("KUBECONFIG") or "~/.kube/config").split(os.pathsep):
+        try:
+            data = yaml.safe_load(Path(path).expanduser().read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        names += [c["name"] for c in data.get("contexts") or [] if c.get("name") and c["name"] not in names]
+        current = current or data.get("current-context") or None
+    return names, current
 
 
 class KubeCluster:

@@ -148,7 +148,11 @@ def deploy(plan: Plan, target: Target, cluster, *, dry_run: bool, out: Out, toke
         if cluster is not None:
             problems = ck.failed(doctor(target, cluster, plan.stack, plan.gateway.provider, plan, desired.objects,
                                         token is not None))
-            if problems:
+            if problems and dry_run:
+                out("note: a real deploy would stop here; the cluster is not ready for it:")
+                for line in check_table(problems):
+                    out(line)
+            elif problems:
                 raise LightrailError("the cluster is not ready for this deployment:\n"
                                      + "\n".join(check_table(problems)), fix="see `invoke doctor`")
         dp = plan_deploy(plan, desired, observe_live(cluster, plan, desired), target, token, wait, timeout,

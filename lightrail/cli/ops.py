@@ -127,6 +127,8 @@ def deploy(c, pattern="", accel="", stack="llmd", model=None, replicas=None, nam
     """Deploy a pattern: checks, namespace, HF token Secret, apply, wait, endpoint; roll back on failure."""
     from lightrail.settings import charts_dir
 
+    if smoke and not wait:
+        raise LightrailError("--smoke needs the deployment to be ready: drop --no-wait")
     token = read_token(hf_token_file or None)
     plan = _plan(pattern, accel, stack, model, replicas, namespace, gpu_type, topology, provider, kserve_api,
                  vllm_arg, token)

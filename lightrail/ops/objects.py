@@ -9,12 +9,10 @@ from lightrail.plan import LABEL_PREFIX
 
 FIELD_MANAGER = "lightrail"
 PATTERN_LABEL = f"{LABEL_PREFIX}/pattern"
-STACK_LABEL = f"{LABEL_PREFIX}/stack"
+STACK_LABEL = f"{LABEL_PREFIX}/stack"   # on every object a deploy creates (Helm rewrites managed-by)
 ACCEL_LABEL = f"{LABEL_PREFIX}/accel"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 HELM_RELEASE = "meta.helm.sh/release-name"
-# Every object any Lightrail deploy created carries the stack label (Helm rewrites managed-by).
-LIGHTRAIL_SELECTOR = STACK_LABEL
 # Groups served by the API server itself; every other group needs a CRD.
 BUILTIN_GROUPS = frozenset({
     "", "apps", "batch", "policy", "autoscaling", "rbac.authorization.k8s.io", "networking.k8s.io",

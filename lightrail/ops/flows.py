@@ -21,6 +21,7 @@ from lightrail.ops import kind as kindops
 from lightrail.ops import teardown as td
 from lightrail.ops.cluster import KubeCluster, kubeconfig_contexts
 from lightrail.ops.deploy import DeployPlan, Desired, Live, plan_deploy, plan_rollback
+from lightrail.ops.desired import desired_state
 from lightrail.ops.executor import DryRun, Journal, Live as LiveExecutor, run_steps
 from lightrail.ops.objects import key, meta
 from lightrail.ops.prereqs import Prereqs, plan_prereqs
@@ -142,8 +143,6 @@ def deploy(plan: Plan, target: Target, cluster, *, dry_run: bool, out: Out, toke
     out(f"deploy {plan.pattern.name} ({plan.accel}, {plan.stack}) to {target.banner()}"
         + (" — dry run, nothing is changed" if dry_run else ""))
     with tempfile.TemporaryDirectory(prefix="lightrail-deploy-") as work:
-        from lightrail.ops.desired import desired_state
-
         desired = desired_state(plan, Path(work), charts)
         if cluster is not None:
             problems = ck.failed(doctor(target, cluster, plan.stack, plan.gateway.provider, plan, desired.objects,

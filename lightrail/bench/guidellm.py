@@ -11,6 +11,8 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+
 from lightrail.bench import harnesses, summary
 from lightrail.bench.harnesses import Target
 from lightrail.bench.scenarios import Load, Scenario
@@ -66,21 +68,32 @@ def parse(out_dir: Path) -> dict:
 
 
 def from_report(report: dict) -> dict:
+    """A summary point from guidellm's per-request records.
+
+    Its aggregate `metrics` cover only the requests inside its measurement window (seen here:
+    11 of 16), while every request reached the server; the records list them all.
+    """
     if not report.get("benchmarks"):
         raise LightrailError("guidellm's report has no benchmark")
     bench = report["benchmarks"][0]
-    m = bench["metrics"]
-    totals = m["request_totals"]
-    names = {"ttft": ("time_to_first_token_ms", 1), "tpot": ("time_per_output_token_ms", 1),
-             "itl": ("inter_token_latency_ms", 1), "e2e": ("request_latency", 1000)}
-    latency = {ours: _stats(m[theirs]["successful"], scale) for ours, (theirs, scale) in names.items()}
-    return summary.point(ok=totals["successful"], failed=totals.get("errored", 0),
-                         input_tokens=m["prompt_token_count"]["successful"]["total_sum"],
-                         output_tokens=m["output_token_count"]["successful"]["total_sum"],
-                         duration_s=bench["duration"], latency_ms=latency)
+    reqs = bench.get("requests") or {}
+    ok = reqs.get("successful") or []
+    failed = (reqs.get("errored") or []) + (reqs.get("incomplete") or [])
+    fields = {"ttft": ("time_to_first_token_ms", 1), "tpot": ("time_per_output_token_ms", 1),
+              "itl": ("inter_token_latency_ms", 1), "e2e": ("request_latency", 1000)}
+    latency = {ours: _sample_stats([r[f] * scale for r in ok if r.get(f) is not None])
+               for ours, (f, scale) in fields.items()}
+    first_error = next((str(r.get("info", {}).get("error") or r.get("error")) for r in failed), None)
+    return summary.point(ok=len(ok), failed=len(failed),
+                         input_tokens=sum(r.get("prompt_tokens") or 0 for r in ok),
+                         output_tokens=sum(r.get("output_tokens") or 0 for r in ok),
+                         duration_s=bench["duration"], latency_ms=latency, first_error=first_error)
 
 
-def _stats(dist: dict, scale: float) -> dict:
-    pct = dist.get("percentiles") or {}
-    pick = {"mean": dist.get("mean"), "p50": pct.get("p50"), "p90": pct.get("p90"), "p99": pct.get("p99")}
-    return {k: None if v is None else v * scale for k, v in pick.items()}
+def _sample_stats(values: list[float]) -> dict:
+    if not values:
+        return {"mean": None, **{p: None for p in summary.PERCENTILES}}
+    return {"mean": float(np.mean(values)),
+            **{p: float(np.percentile(values, int(p[1:]))) for p in summary.PERCENTILES}}
+
+

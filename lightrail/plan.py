@@ -178,11 +178,6 @@ class Plan:
                 totals[kind] = totals.get(kind, 0) + n
         return dict(sorted(totals.items()))
 
-    def selector(self) -> str:
-        """Label selector matching every object of this deployment (for status/teardown)."""
-        keys = ("pattern", "stack")
-        return ",".join(f"{LABEL_PREFIX}/{k}={self.labels[f'{LABEL_PREFIX}/{k}']}" for k in keys)
-
     def to_dict(self) -> dict[str, Any]:
         """The plan as plain JSON-able data (what `invoke plan --json` prints)."""
         req = asdict(self.request)

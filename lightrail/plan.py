@@ -6,7 +6,7 @@ deploy, smoke, bench, teardown) reads the plan instead of re-deriving names or s
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
 from lightrail import __version__

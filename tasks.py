@@ -9,6 +9,6 @@ ns.add_task(catalog.patterns)
 ns.add_task(catalog.plan)
 ns.add_task(catalog.render)
 ns.add_task(smoke.smoke)
-for _task in (ops.doctor, ops.prereqs, ops.deploy, ops.status, ops.teardown, ops.up):
+for _task in (ops.doctor, ops.prereqs, ops.deploy, ops.status, ops.teardown, ops.up, ops.down):
     ns.add_task(_task)
 ns.add_collection(bench.ns)

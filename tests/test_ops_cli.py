@@ -127,12 +127,33 @@ def test_teardown_needs_a_choice_and_status_needs_a_cluster(kubeconfig):
 
 @pytest.mark.skipif(charts_dir() is None, reason="needs the upstream charts: set LIGHTRAIL_CHARTS=DIR")
 def test_up_dry_run_shows_the_whole_quick_start(kubeconfig):
-    proc = invoke("up", "--dry-run", "--kube-context=kind-demo", "--name=demo", kubeconfig=kubeconfig)
+    proc = invoke("up", "--engine=kind", "--dry-run", "--kube-context=kind-demo", "--name=demo", kubeconfig=kubeconfig)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert out.index("create kind cluster demo (kindest/node:v1.34.0)") < out.index("install Gateway API CRDs") \
         < out.index("helmfile sync 3 release(s): baseline-infra") < out.index("smoke: real requests")
     assert "$ kind create cluster --name demo --image kindest/node:v1.34.0" in out
     assert "--kube-context=kind-demo" in out and "--context=kind-demo" in out
-    wrong = invoke("up", "--dry-run", "--kube-context=prod", kubeconfig=kubeconfig)
+    wrong = invoke("up", "--engine=kind", "--dry-run", "--kube-context=prod", kubeconfig=kubeconfig)
     assert wrong.returncode == 1 and "valid: kind-lightrail" in wrong.stderr
+
+
+@pytest.mark.skipif(charts_dir() is None, reason="needs the upstream charts: set LIGHTRAIL_CHARTS=DIR")
+def test_up_kwok_dry_run_builds_the_cluster_from_local_binaries_and_shaped_nodes(kubeconfig):
+    proc = invoke("up", "--engine=kwok", "--dry-run", "--name=demo", "--nodes=cpu:1,tpu:v6e-2x4:1",
+                  kubeconfig=kubeconfig)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.index("create kwok cluster demo (Kubernetes v1.34.4, local binaries)") \
+        < out.index("create 2 simulated node(s)") < out.index("install Gateway API CRDs v1.6.1 (CRDs from") \
+        < out.index("helmfile sync 3 release(s): baseline-infra")
+    assert "--kube-apiserver-binary=" in out and "https://" not in out.split("create 2 simulated")[0]
+    assert "google.com/tpu: '8'" in out and "no smoke on kwok" in out
+    for bad, valid in (("--nodes=tpu:v5e-2x2:1", "valid: v6e-1x1"), ("--nodes=gpu:h100", "gpu:TYPE:COUNT"),
+                       ("--nodes=fpga:1", "valid: gpu, tpu, cpu"), ("--name=Bad_Name!", "lowercase letters"),
+                       ("--nodes=cpu:0", "from 1 to 100")):
+        wrong = invoke("up", "--engine=kwok", "--dry-run", bad, kubeconfig=kubeconfig)
+        assert wrong.returncode == 1 and valid in wrong.stderr and "Traceback" not in wrong.stderr, (bad, wrong.stderr)
+        assert "create kwok cluster" not in wrong.stdout
+    engine = invoke("up", "--engine=docker", "--dry-run", kubeconfig=kubeconfig)
+    assert engine.returncode == 1 and "valid: kind, kwok" in engine.stderr

@@ -100,13 +100,22 @@ def doctor(c, pattern="", accel="", stack="llmd", model=None, replicas=None, nam
 
 
 @task(help={**COMMON_HELP, "stack": "llmd | kserve", "provider": "llmd gateway provider: istio | gke | agentgateway",
-            "istio": "llmd with provider istio: also install Istio (pinned) when no istio GatewayClass exists"})
+            "istio": "llmd with provider istio: also install Istio (pinned) when no istio GatewayClass exists",
+            "local_crds": "apply the pinned CRDs from $LIGHTRAIL_SCHEMAS (the same release files) instead of their "
+                          "release URLs: no network needed; LWS then comes without its controller"})
 @user_errors
 @interruptible
-def prereqs(c, stack="llmd", provider="istio", istio=False, kube_context="", namespace="lightrail", dry_run=False):
+def prereqs(c, stack="llmd", provider="istio", istio=False, local_crds=False, kube_context="", namespace="lightrail",
+            dry_run=False):
     """Install the cluster prerequisites from pinned upstream sources (idempotent); name what must already exist."""
+    from lightrail.settings import schemas_dir
+
+    crds = schemas_dir() if local_crds else None
+    if local_crds and crds is None:
+        raise LightrailError("--local-crds needs the upstream CRD files", fix="set LIGHTRAIL_SCHEMAS=DIR")
     target, cluster = flows.connect(kube_context, namespace, dry_run, out)
-    result = flows.prereqs(target, cluster, stack=stack, provider=provider, istio=istio, dry_run=dry_run, out=out)
+    result = flows.prereqs(target, cluster, stack=stack, provider=provider, istio=istio, dry_run=dry_run, out=out,
+                           local_crds=crds)
     if result.missing:
         raise LightrailError(f"{len(result.missing)} prerequisite(s) must be installed separately (listed above)")
 
@@ -176,14 +185,41 @@ def teardown(c, pattern="", all_=False, stack="", namespace="lightrail", keep_pv
                    dry_run=dry_run, out=out, timeout=float(timeout))
 
 
-@task(help={**COMMON_HELP, "name": "kind cluster name (default lightrail; its context is kind-NAME)",
-            "kube_context": "must be kind-NAME if given: `up` acts only on the kind cluster it creates",
-            "timeout": "seconds to wait for readiness (default 900)", "smoke": "smoke the deployment (default)"})
+ENGINE_HELP = "kind (needs Docker) | kwok (a real control plane built locally, simulated nodes and pods); " \
+              "default: kind where `docker info` works, else kwok"
+
+
+def _engine(engine: str) -> str:
+    from lightrail.ops import kind
+
+    if not engine:
+        return "kind" if kind.docker_problem() is None else "kwok"
+    if engine not in ("kind", "kwok"):
+        raise LightrailError(f"unknown engine {engine!r}; valid: kind, kwok")
+    return engine
+
+
+@task(help={**COMMON_HELP, "name": "cluster name (default lightrail; its context is kind-NAME or kwok-NAME)",
+            "kube_context": "must be ENGINE-NAME if given: `up` acts only on the cluster it creates",
+            "engine": ENGINE_HELP,
+            "nodes": "kwok: simulated nodes shaped like GKE's, e.g. cpu:4,tpu:v6e-2x4:2,gpu:h100:2 (default cpu:2)",
+            "timeout": "seconds to wait for readiness (default 900)", "smoke": "smoke the deployment (default; kind only)"})
 @user_errors
 @interruptible
-def up(c, name="lightrail", namespace="lightrail", kube_context="", timeout=900, smoke=True, dry_run=False):
-    """Quick start: kind cluster, prerequisites, sim baseline on llmd, smoke (needs Docker)."""
-    if kube_context and kube_context != f"kind-{name}":
-        raise LightrailError(f"--kube-context={kube_context} but `up` acts on the kind cluster it creates, "
-                             f"kind-{name}; valid: kind-{name}")
-    flows.up(name, namespace, dry_run=dry_run, out=out, timeout=float(timeout), smoke_for=_smoke_for if smoke else None)
+def up(c, name="lightrail", namespace="lightrail", kube_context="", engine="", nodes="cpu:2", timeout=900, smoke=True,
+       dry_run=False):
+    """Quick start: a local cluster, prerequisites, sim baseline on llmd, smoke (kind) or status (kwok)."""
+    engine = _engine(engine)
+    if kube_context and kube_context != f"{engine}-{name}":
+        raise LightrailError(f"--kube-context={kube_context} but `up` acts on the cluster it creates, "
+                             f"{engine}-{name}; valid: {engine}-{name}")
+    flows.up(name, namespace, engine=engine, nodes=nodes, dry_run=dry_run, out=out, timeout=float(timeout),
+             smoke_for=_smoke_for if smoke else None)
+
+
+@task(help={"name": "cluster name given to `invoke up` (default lightrail)", "engine": ENGINE_HELP,
+            "dry_run": "print what would be removed; change nothing"})
+@user_errors
+def down(c, name="lightrail", engine="", dry_run=False):
+    """Stop the local cluster `invoke up` made and remove its files; no process is left behind."""
+    flows.down(name, engine=_engine(engine), dry_run=dry_run, out=out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import tempfile
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -47,6 +48,7 @@ class KubeCluster:
         except Exception as err:  # the client raises several types for a missing or bad kubeconfig
             raise LightrailError(f"cannot load kube context {context!r}: {err}") from None
         self._dynamic = None
+        self._rediscovered: set[tuple[str, str]] = set()
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -61,16 +63,29 @@ class KubeCluster:
 
     @property
     def dynamic(self):
+        """The dynamic client, with discovery cached for this object only: the client's default cache
+        is one file per server URL shared by every process, so a new cluster at a reused address
+        (or CRDs removed since) would be served another cluster's kinds."""
         if self._dynamic is None:
             from kubernetes import dynamic
 
             self.version()   # fail fast: discovery below has no timeout of its own
-            self._dynamic = dynamic.DynamicClient(self._api)
+            self._discovery = tempfile.TemporaryDirectory(prefix="lightrail-discovery-")
+            self._dynamic = dynamic.DynamicClient(self._api, cache_file=str(Path(self._discovery.name) / "cache.json"))
         return self._dynamic
 
     def _resource(self, api_version: str, kind: str):
+        """The served resource of a kind, or None; a kind not seen at discovery is looked up once more,
+        since a CRD may have been installed since (prereqs, then deploy, in one `invoke up`)."""
         from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
+        try:
+            return self.dynamic.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            if (api_version, kind) in self._rediscovered:
+                return None
+        self._rediscovered.add((api_version, kind))
+        self.dynamic.resources.invalidate_cache()
         try:
             return self.dynamic.resources.get(api_version=api_version, kind=kind)
         except ResourceNotFoundError:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from lightrail.errors import LightrailError
-from lightrail.ops import kind, wait
+from lightrail.ops import kind, kwok, wait
 from lightrail.ops.secrets import Token
 from lightrail.ops.steps import Step, reads_stdin, show
 from lightrail.render import to_yaml
@@ -69,6 +69,8 @@ class Live:
             self.smoke()
         elif step.tool == "kind":
             self._show(kind.run(step.args, step.timeout))
+        elif step.tool == "kwokctl":
+            self._show(kwok.run(step.args, step.timeout))
         else:
             stdin = to_yaml(list(step.objects)) if reads_stdin(step) else None
             self._show(self.cluster.run(step.tool, step.args, stdin, step.timeout))

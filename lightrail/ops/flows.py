@@ -18,6 +18,8 @@ from lightrail.catalog import load_catalog
 from lightrail.errors import LightrailError
 from lightrail.ops import checks as ck
 from lightrail.ops import kind as kindops
+from lightrail.ops import kwok as kwokops
+from lightrail.ops import steps as st
 from lightrail.ops import teardown as td
 from lightrail.ops.cluster import KubeCluster, kubeconfig_contexts
 from lightrail.ops.deploy import DeployPlan, Desired, Live, plan_deploy, plan_rollback
@@ -264,12 +266,13 @@ def status(cluster, namespace: str = "", now=None) -> list[Row]:
     return aggregate(objects, pods, now or datetime.now(timezone.utc))
 
 
-def prereqs(target: Target, cluster, *, stack: str, provider: str, istio: bool, dry_run: bool, out: Out) -> Prereqs:
+def prereqs(target: Target, cluster, *, stack: str, provider: str, istio: bool, dry_run: bool, out: Out,
+            local_crds: Path | None = None) -> Prereqs:
     out(f"prereqs for {stack} on {target.banner()}" + (" — dry run, nothing is changed" if dry_run else ""))
     facts = observe_facts(cluster, target)
     if cluster is not None and facts.error:
         raise LightrailError(facts.error)
-    result = plan_prereqs(facts, target, stack, provider, istio)
+    result = plan_prereqs(facts, target, stack, provider, istio, local_crds)
     for item in result.present:
         out(f"  present: {item}")
     if not result.steps:
@@ -332,23 +335,56 @@ def teardown(target: Target, cluster, *, pattern: str | None, stack: str | None,
 # up
 
 
-def up(name: str, namespace: str, *, dry_run: bool, out: Out, timeout: float = 900,
-       smoke_for: Callable[[Plan, Target], Callable[[], None]] | None = None) -> None:
-    """kind cluster -> prereqs (with Istio) -> sim baseline on llmd -> smoke."""
+def up(name: str, namespace: str, *, engine: str = "kind", nodes: str = kwokops.DEFAULT_NODES, dry_run: bool,
+       out: Out, timeout: float = 900, smoke_for: Callable[[Plan, Target], Callable[[], None]] | None = None) -> None:
+    """A local cluster -> prereqs -> sim baseline on llmd -> smoke (kind) or status (kwok: no data plane)."""
     from lightrail.plan import Request, build_plan
-    from lightrail.settings import charts_dir
+    from lightrail.settings import charts_dir, schemas_dir
 
-    problem = kindops.docker_problem()
-    if problem and not dry_run:
-        raise LightrailError(f"`invoke up` runs a kind cluster and needs a Docker engine: {problem}",
-                             fix="start Docker, or use an existing cluster: `invoke prereqs` then `invoke deploy`")
-    target = Target(kindops.context(name), namespace, f"kind cluster {name}")
-    out(f"quick start on {target.banner()}" + (" — dry run, nothing is changed" if dry_run else ""))
-    if problem:
-        out(f"note: {problem}")
-    (DryRun(out) if dry_run else LiveExecutor(None, out)).run(kindops.create_step(name))
-    cluster = None if dry_run else KubeCluster(target.context)
-    prereqs(target, cluster, stack="llmd", provider="istio", istio=True, dry_run=dry_run, out=out)
     plan = build_plan(Request(pattern="baseline", accel="sim", stack="llmd", namespace=namespace))
-    deploy(plan, target, cluster, dry_run=dry_run, out=out, timeout=timeout,
-           smoke=smoke_for(plan, target) if smoke_for else None, charts=charts_dir())
+    executor = DryRun(out) if dry_run else LiveExecutor(None, out)
+    if engine == "kwok":
+        kwokops.check_name(name)
+        node_objects = kwokops.node_objects(kwokops.parse_nodes(nodes))
+        missing = kwokops.missing_binaries()
+        if missing and not dry_run:
+            raise LightrailError(f"the local control plane is not built: {', '.join(missing)} missing in .tools/bin",
+                                 fix="run scripts/setup (needs a Go toolchain)")
+        target = Target(kwokops.context(name), namespace, f"kwok cluster {name}")
+        out(f"quick start on {target.banner()}" + (" — dry run, nothing is changed" if dry_run else ""))
+        executor.run(kwokops.create_step(name))
+        executor.run(st.apply(target, node_objects, f"create {len(node_objects)} simulated node(s): {nodes}",
+                              force=True))
+        crds = schemas_dir()
+    else:
+        problem = kindops.docker_problem()
+        if problem and not dry_run:
+            raise LightrailError(f"`invoke up` with kind needs a Docker engine: {problem}",
+                                 fix="start Docker, or use --engine=kwok (a local control plane, no Docker)")
+        target = Target(kindops.context(name), namespace, f"kind cluster {name}")
+        out(f"quick start on {target.banner()}" + (" — dry run, nothing is changed" if dry_run else ""))
+        if problem:
+            out(f"note: {problem}")
+        executor.run(kindops.create_step(name))
+        crds = None
+    cluster = None if dry_run else KubeCluster(target.context)
+    prereqs(target, cluster, stack="llmd", provider="istio", istio=engine == "kind", dry_run=dry_run, out=out,
+            local_crds=crds)
+    smoke = smoke_for(plan, target) if smoke_for and engine == "kind" else None
+    if smoke_for and engine == "kwok":
+        out("note: no smoke on kwok: its pods are simulated, nothing serves requests")
+    deploy(plan, target, cluster, dry_run=dry_run, out=out, timeout=timeout, smoke=smoke, charts=charts_dir())
+    if cluster is not None:
+        for row in status(cluster, namespace):
+            out(f"status: {row.pattern} ({row.stack}, {row.accel}) {row.ready}/{row.desired} ready, {row.last_condition}")
+
+
+def down(name: str, *, engine: str, dry_run: bool, out: Out) -> None:
+    """Stop a local cluster made by `up` and remove its files (kind: the node containers)."""
+    executor = DryRun(out) if dry_run else LiveExecutor(None, out)
+    if engine == "kwok":
+        kwokops.check_name(name)
+        executor.run(kwokops.delete_step(name))
+    else:
+        executor.run(st.Step(f"delete kind cluster {name}", tool="kind", args=("delete", "cluster", "--name", name),
+                             timeout=300))

@@ -6,6 +6,7 @@ above) its pinned version is skipped, so running prereqs twice installs nothing 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lightrail.catalog import load_catalog
 from lightrail.ops import steps as st
@@ -23,7 +24,10 @@ class Prereqs:
     missing: list[str] = field(default_factory=list)     # must exist, and prereqs does not install it
 
 
-def plan_prereqs(facts: Facts, target: Target, stack: str, provider: str = "istio", istio: bool = False) -> Prereqs:
+def plan_prereqs(facts: Facts, target: Target, stack: str, provider: str = "istio", istio: bool = False,
+                 local_crds: Path | None = None) -> Prereqs:
+    """local_crds: a LIGHTRAIL_SCHEMAS directory to apply the pinned CRDs from instead of their release
+    URLs (no network needed; LWS then comes without its controller, which must run separately)."""
     versions = load_catalog().versions
     crds, out = versions["crds"], Prereqs()
     for (grp, kind, ver, pin_key), title in ((GATEWAY, "Gateway API CRDs"), (INFERENCEPOOL, "InferencePool CRDs"),
@@ -34,6 +38,10 @@ def plan_prereqs(facts: Facts, target: Target, stack: str, provider: str = "isti
         served = found and ver in [v["name"] for v in found["spec"].get("versions") or [] if v.get("served")]
         if served and (not bundle or semver(bundle) >= semver(str(pin["version"]))):
             out.present.append(f"{title} {bundle or '(installed; version not recorded)'}")
+            continue
+        if local_crds is not None:
+            out.steps.append(st.apply(target, [], f"install {title} {pin['version']} (CRDs from {local_crds})",
+                                      source=str(local_crds / pin["schema"])))
             continue
         out.steps.append(st.apply(target, [], f"install {title} {pin['version']}", source=pin["url"]))
         if pin_key == "lws":

@@ -1,0 +1,64 @@
+"""A throwaway local control plane for tests: the same kwokctl steps `invoke up --engine=kwok` runs,
+with its kubeconfig and kwok work directory in a temporary folder so a developer's own clusters
+and ~/.kube/config are never touched.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from lightrail.ops import kwok
+
+
+class LocalCluster:
+    def __init__(self, name: str, workdir: Path):
+        self.name, self.workdir = name, Path(workdir)
+        self.kubeconfig = self.workdir / "kubeconfig"
+        self.env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "KWOK_WORKDIR": str(self.workdir / "kwok")}
+
+    @property
+    def context(self) -> str:
+        return kwok.context(self.name)
+
+    def _kwokctl(self, step) -> str:
+        return kwok.run(step.args, step.timeout, env={"KWOK_WORKDIR": self.env["KWOK_WORKDIR"]})
+
+    def start(self) -> "LocalCluster":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._kwokctl(kwok.create_step(self.name, str(self.kubeconfig)))
+        return self
+
+    def stop(self) -> None:
+        self._kwokctl(kwok.delete_step(self.name, str(self.kubeconfig)))
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        from lightrail.settings import TOOLS_BIN
+
+        proc = subprocess.run([str(TOOLS_BIN / "kubectl"), f"--context={self.context}", *args], env=self.env,
+                              input=stdin, capture_output=True, text=True, timeout=300)
+        if check and proc.returncode:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
+        return proc
+
+    def processes(self) -> list[str]:
+        """Command lines of processes still running from this cluster's work directory."""
+        mark = str(self.workdir)
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if mark in cmd:
+                found.append(cmd.strip())
+        return found
+
+    def wait_gone(self, seconds: float = 20) -> list[str]:
+        deadline = time.monotonic() + seconds
+        while (left := self.processes()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return left

@@ -1,5 +1,7 @@
 """Build the local control plane (kube-apiserver, controller-manager, scheduler, etcd, kwok, kwokctl)
 from the Go modules pinned in patterns/versions.yaml `control-plane:`, and link them into .tools/bin.
+`build_control_plane.py controllers [NAME ...]` builds the pinned `controllers:` the same way (on
+demand: they take longer than the control plane and only the controller tests need them).
 
 Each component is built once per version into ~/.cache/lightrail/bin/<component>-<version>/ (a
 second setup, or CI on the same machine, only links). The build happens in a generated wrapper
@@ -25,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".tools" / "bin"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lightrail"
 LOCAL_REPLACE = re.compile(r"^\s*(?:replace\s+)?(\S+)\s+=>\s+\.{1,2}/", re.M)
+PSEUDO = re.compile(r"-\d{14}-[0-9a-f]{12}$")
 
 
 def go(*args: str, cwd: Path) -> str:
@@ -43,6 +46,8 @@ def wrapper_module(name: str, pin: dict, work: Path) -> None:
         info = json.loads(go("mod", "download", "-json", f"{pin['module']}@{pin['version']}", cwd=work))
         local = sorted(set(LOCAL_REPLACE.findall(Path(info["GoMod"]).read_text())))
         lines += [f"replace {mod} => {mod} {pin['local']}" for mod in local]
+    lines += [f"replace {line}" for line in pin.get("replace", [])]
+    lines += [f"exclude {line}" for line in pin.get("exclude", [])]
     (work / "go.mod").write_text("\n".join(lines) + "\n")
 
 
@@ -59,7 +64,7 @@ def ldflags(pin: dict) -> str:
 
 def build(name: str, pin: dict) -> Path:
     out = CACHE / "bin" / f"{name}-{pin['version']}"
-    if all((out / binary).is_file() for binary in pin["binaries"]):
+    if all((out / path).exists() for path in [*pin["binaries"], *pin.get("files", [])]):
         return out
     work = CACHE / "build" / f"{name}-{pin['version']}"
     shutil.rmtree(work, ignore_errors=True)
@@ -69,10 +74,15 @@ def build(name: str, pin: dict) -> Path:
     wrapper_module(name, pin, work)
     packages = {binary: pin["module"] if path == "." else f"{pin['module']}/{path}"
                 for binary, path in pin["binaries"].items()}
-    go("get", *(f"{pkg}@{pin['version']}" for pkg in dict.fromkeys(packages.values())), cwd=work)
+    if not PSEUDO.search(pin["version"]):  # a pseudo-version's .info may be refused; the wrapper's require suffices
+        go("get", *(f"{pkg}@{pin['version']}" for pkg in dict.fromkeys(packages.values())), cwd=work)
     staging = work / "bin"
     for binary, pkg in packages.items():
         go("build", "-trimpath", "-ldflags", ldflags(pin), "-o", str(staging / binary), pkg, cwd=work)
+    if pin.get("files"):  # data the binary needs at this exact version (CRDs, presets), from the same module
+        source = Path(go("list", "-f", "{{.Module.Dir}}", next(iter(packages.values())), cwd=work).strip())
+        for path in pin["files"]:
+            shutil.copytree(source / path, staging / path)
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging.rename(out)
@@ -80,13 +90,20 @@ def build(name: str, pin: dict) -> Path:
     return out
 
 
-def main() -> int:
+def main(args: list[str]) -> int:
     if shutil.which("go") is None:
         print("  note: no Go toolchain: the local control plane (invoke up --engine=kwok, tests/e2e) is not built")
         return 0
-    pins = yaml.safe_load((ROOT / "patterns" / "versions.yaml").read_text())["control-plane"]
+    section, *names = args or ["control-plane"]
+    if section not in ("control-plane", "controllers"):
+        sys.exit(f"error: unknown section {section!r}; choose control-plane or controllers")
+    pins = yaml.safe_load((ROOT / "patterns" / "versions.yaml").read_text())[section]
+    if unknown := set(names) - set(pins):
+        sys.exit(f"error: no {section} pin named {', '.join(sorted(unknown))}; choose from {', '.join(pins)}")
     BIN.mkdir(parents=True, exist_ok=True)
     for name, pin in pins.items():
+        if names and name not in names:
+            continue
         out = build(name, pin)
         for binary in pin["binaries"]:
             link = BIN / binary
@@ -98,4 +115,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -357,17 +357,14 @@ def _shape(request: Request, pattern: Pattern, accel: Mapping[str, Any], setting
                           accel["topologies"])
         topo = accel["topologies"][topology]
         hosts = int(topo["hosts"])
-        if hosts > 1 and not pattern.multinode:
+        if hosts > 1:
             single = [t for t, v in accel["topologies"].items() if v["hosts"] == 1]
             raise LightrailError(
-                f"TPU topology {topology} spans {hosts} hosts; pattern {pattern.name!r} runs on one host",
-                fix=f"use one of {', '.join(single)}, or --pattern=moe for multi-host",
+                f"TPU topology {topology} spans {hosts} hosts; Lightrail runs one vLLM per TPU host "
+                "(a multi-host slice needs one vLLM over Ray across its hosts, see docs/patterns/moe.md)",
+                fix=f"use one of {', '.join(single)}",
             )
-        if hosts == 1 and pattern.multinode:
-            multi = [t for t, v in accel["topologies"].items() if v["hosts"] > 1]
-            raise LightrailError(f"pattern {pattern.name!r} needs a multi-host TPU topology; valid: {', '.join(multi)}")
-        per_pod = int(topo["chips"]) // hosts
-        tp = per_pod
+        per_pod = tp = int(topo["chips"])
         accel_type = f"v6e-{topology}"
         selector.update(accel["node_selector"])
         selector[accel["topology_key"]] = topology
@@ -375,8 +372,7 @@ def _shape(request: Request, pattern: Pattern, accel: Mapping[str, Any], setting
         resources[accel["resource"]] = str(per_pod)
     multinode = None
     if pattern.multinode:
-        local = per_pod if request.accel == "gpu" else 1
-        multinode = Multinode(size=hosts, data_parallel=local * hosts, data_parallel_local=local,
+        multinode = Multinode(size=hosts, data_parallel=per_pod * hosts, data_parallel_local=per_pod,
                               tensor_parallel=tp, expert_parallel=True)
     return {"resources": resources, "node_selector": selector, "tp": tp, "type": accel_type,
             "multinode": multinode, "per_pod": per_pod}

@@ -81,14 +81,13 @@ def test_tpu_requests_chips_and_tensor_parallel_equals_chips(topology, chips):
     assert spec["template"]["nodeSelector"]["cloud.google.com/gke-tpu-topology"] == topology
     assert spec["template"]["tolerations"][0]["key"] == "google.com/tpu"
     env = {e["name"]: e["value"] for e in spec["template"]["containers"][0]["env"]}
-    assert env["PJRT_DEVICE"] == "TPU"
+    assert "PJRT_DEVICE" not in env and env["VLLM_XLA_CACHE_PATH"]
     # KServe builds --tensor-parallel-size from spec.parallelism; the flag must not be doubled.
     assert not any(a.startswith("--tensor-parallel-size") for a in spec["template"]["containers"][0]["args"])
 
 
-@pytest.mark.parametrize("accel", ["gpu", "tpu"])
-def test_moe_has_worker_and_data_expert_parallelism(accel):
-    plan, objects = rendered("moe", accel)
+def test_moe_has_worker_and_data_expert_parallelism():
+    plan, objects = rendered("moe", "gpu")
     (isvc,) = of_kind(objects, "LLMInferenceService")
     mn = plan.servers[0].multinode
     assert isvc["spec"]["parallelism"] == {"tensor": mn.tensor_parallel, "data": mn.data_parallel,
@@ -245,7 +244,7 @@ def test_route_targets_kserves_hashed_pool_name_for_long_model_names():
                          "multimodel-an-ex5c563ae098d0f3a8f6355c0183b00197-inference-pool"}
 
 
-@pytest.mark.parametrize("pattern,accel", [("multimodel", "sim"), ("moe", "tpu")])
+@pytest.mark.parametrize("pattern,accel", [("multimodel", "sim"), ("moe", "gpu")])
 def test_pods_carry_the_plan_labels_and_selectors_stay_untouched(pattern, accel):
     plan, objects = rendered(pattern, accel)
     labels = dict(plan.labels)

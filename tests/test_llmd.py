@@ -272,7 +272,7 @@ def test_tpu_real_render_requests_chips_and_tp(topology, chips):
     pod = decode["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == dict(server.node_selector)
     assert pod["tolerations"][0]["key"] == "google.com/tpu"
-    assert {"name": "PJRT_DEVICE", "value": "TPU"} in main["env"]
+    assert "PJRT_DEVICE" not in {e["name"] for e in main["env"]}   # read by nothing in tpu-inference v0.26.0
 
 
 @needs_charts
@@ -290,11 +290,10 @@ def test_multimodel_real_render_routes_by_model_header():
 
 
 @needs_charts
-@pytest.mark.parametrize("accel", ["gpu", "tpu"])
-def test_moe_real_render_gives_every_pod_of_the_leaderworkerset_its_ranks(accel, tmp_path):
-    (server,) = plan_of("moe", accel).servers
+def test_moe_real_render_gives_every_pod_of_the_leaderworkerset_its_ranks(tmp_path):
+    (server,) = plan_of("moe", "gpu").servers
     mn = server.multinode
-    (lws,) = find(rendered("moe", accel), "LeaderWorkerSet")
+    (lws,) = find(rendered("moe", "gpu"), "LeaderWorkerSet")
     template = lws["spec"]["leaderWorkerTemplate"]
     assert template["size"] == mn.size
     main = container(template["workerTemplate"])

@@ -45,6 +45,10 @@ def test_render_llmd_offline_writes_the_helmfile_inputs(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--pattern=caching", "--accel=tpu", "--topology=9x9"], "unknown TPU v6e topology '9x9'; valid: 1x1, 2x2, 2x4, 4x4, 4x8"),
     (["--pattern=moe", "--accel=sim"], "pattern 'moe' is not supported on accel=sim"),
+    # tpu-inference v0.26.0 places DP ranks on chips by their global rank: a multi-host DP group cannot start
+    (["--pattern=moe", "--accel=tpu"], "cannot run data-parallel ranks across hosts"),
+    (["--pattern=moe", "--accel=tpu", "--stack=kserve"], "cannot run data-parallel ranks across hosts"),
+    (["--pattern=baseline", "--accel=tpu", "--topology=4x4"], "spans 4 hosts"),
     (["--pattern=baseline", "--accel=gpu", "--replicas=-1"], "replicas must be a whole number of at least 1"),
     (["--pattern=baseline", "--accel=gpu", "--model=nope"], "is not a Hugging Face id"),
     (["--pattern=baseline", "--accel=gpu", "--stack=helm"], "unknown stack 'helm'; valid: llmd, kserve"),

@@ -12,7 +12,7 @@ PLAN_HELP = {
     "replicas": "replicas per model (default: the pattern's)",
     "namespace": "Kubernetes namespace (default: lightrail)",
     "gpu_type": "NVIDIA GPU type for --accel=gpu: t4 | l4 | a100 | a100-80gb | h100",
-    "topology": "TPU v6e topology for --accel=tpu: 1x1 | 2x2 | 2x4 (one host) | 4x4 | 4x8 (multi-host, moe)",
+    "topology": "TPU v6e topology for --accel=tpu: 1x1 | 2x2 | 2x4 (one host; multi-host 4x4 | 4x8 are refused)",
     "provider": "llmd gateway provider: istio | gke | agentgateway (default istio)",
     "kserve_api": "LLMInferenceService API version for --stack=kserve: v1alpha2 | v1alpha1",
     "vllm_arg": "extra vLLM flag, e.g. --vllm-arg=--max-model-len=8192 (repeatable)",

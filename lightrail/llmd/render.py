@@ -18,7 +18,7 @@ from lightrail import tools
 from lightrail.catalog import load_catalog
 from lightrail.errors import LightrailError
 from lightrail.llmd.values import OWN_CHARTS, bbr_chart, release_values
-from lightrail.plan import Plan
+from lightrail.plan import MANAGED_BY, Plan
 from lightrail.render import Rendered, dump_yaml, load_manifests
 from lightrail.settings import HELMFILES_DIR, TOOLS_BIN
 
@@ -27,6 +27,15 @@ HELMFILE = HELMFILES_DIR / "helmfile.yaml.gotmpl"
 RERUN = (f"cd OUT/helmfile && helmfile --file {HELMFILE} --environment {{provider}} --state-values-file $PWD/state.yaml "
          "--state-values-set valuesDir=$PWD/values {verb}")
 POST_RENDERER = HELMFILES_DIR / "post-render-labels"
+
+
+def stamped_labels(plan: Plan) -> dict[str, str]:
+    """The labels the post-renderer adds: the plan's, except managed-by, which stays Helm's.
+
+    Helm adopts an existing object only if it carries `app.kubernetes.io/managed-by: Helm`
+    (redeploying after an interrupted teardown); Lightrail finds its objects by lightrail.dev/*.
+    """
+    return {k: v for k, v in plan.labels.items() if k not in MANAGED_BY}
 
 
 def chart_refs(plan: Plan, charts: Path | None, stub: Path | None = None) -> tuple[dict, list[dict]]:
@@ -78,7 +87,7 @@ def write_state(plan: Plan, workdir: Path, charts: Path | None, stub: Path | Non
     state = {
         "pattern": plan.pattern.name,
         "namespace": plan.namespace,
-        "labels": dict(plan.labels),
+        "labels": stamped_labels(plan),
         "charts": refs,
         "repositories": repos,
         "bodyBasedRouting": plan.body_based_routing,

@@ -36,6 +36,7 @@ class Request:
     topology: str | None = None
     provider: str = "istio"
     kserve_api: str = "v1alpha2"
+    kserve_tls: bool = False   # KServe's enableLLMInferenceServiceTLS (LIGHTRAIL_KSERVE_TLS); off, as KServe defaults
     extra_args: tuple[str, ...] = ()
     hf_token: bool = False     # a token will be provided: mount secret HF_TOKEN_SECRET (never the value)
 
@@ -66,6 +67,7 @@ class ModelServer:
     node_selector: Mapping[str, str]
     tolerations: tuple[Mapping[str, str], ...]
     tensor_parallel: int
+    startup: Mapping[str, int]   # startup probe periodSeconds / failureThreshold: the accelerator's budget
     multinode: Multinode | None = None
     command: tuple[str, ...] = ()   # entrypoint when the image's default is not the server (sim)
 
@@ -146,7 +148,16 @@ class Plan:
 
     @property
     def served_models(self) -> tuple[str, ...]:
-        return tuple(s.model for s in self.servers)
+        """The names clients put in a request's `model` (one per server)."""
+        return tuple(self.client_model(s) for s in self.servers)
+
+    def client_model(self, server: ModelServer) -> str:
+        """The model name clients send to a server: on kserve behind body-based routing KServe's
+        publisher-qualified name, which its route on the shared gateway matches and which is unique
+        per namespace (two namespaces serving the same model never match the same requests)."""
+        if self.stack == "kserve" and self.body_based_routing:
+            return f"publishers/{self.namespace}/models/{server.model}"
+        return server.model
 
     @property
     def replicas_total(self) -> int:
@@ -206,7 +217,7 @@ class Plan:
 
 def _server_dict(s: ModelServer) -> dict[str, Any]:
     d = asdict(s)
-    d.update(env=dict(s.env), resources=dict(s.resources), node_selector=dict(s.node_selector),
+    d.update(env=dict(s.env), startup=dict(s.startup), resources=dict(s.resources), node_selector=dict(s.node_selector),
              tolerations=[dict(t) for t in s.tolerations], args=list(s.args), command=list(s.command),
              pods=s.pods)
     return d
@@ -248,7 +259,7 @@ def build_plan(request: Request, catalog: Catalog | None = None) -> Plan:
             name=name, model=model, source=_source(model, accel), image=image, replicas=replicas,
             args=args, env=env, resources=shape["resources"], node_selector=shape["node_selector"],
             tolerations=tuple(accel.get("tolerations", ())), tensor_parallel=shape["tp"],
-            multinode=shape["multinode"], command=tuple(accel.get("command", ())),
+            startup=dict(accel["startup"]), multinode=shape["multinode"], command=tuple(accel.get("command", ())),
         )
         for name, model in zip(names, models)
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lightrail.errors import LightrailError
+
 ROOT = Path(__file__).resolve().parent.parent
 PATTERNS_DIR = ROOT / "patterns"
 HELMFILES_DIR = ROOT / "helmfiles"
@@ -35,6 +37,14 @@ def schemas_dir(override: str | None = None) -> Path | None:
     if value:
         return Path(value).expanduser().resolve()
     return SHARED_UPSTREAM if SHARED_UPSTREAM.is_dir() else None
+
+
+def kserve_tls() -> bool:
+    """LIGHTRAIL_KSERVE_TLS: 1 when the cluster's KServe has enableLLMInferenceServiceTLS on (default off, as KServe)."""
+    value = os.environ.get("LIGHTRAIL_KSERVE_TLS", "").strip().lower()
+    if value not in ("", "0", "1", "true", "false"):
+        raise LightrailError(f"LIGHTRAIL_KSERVE_TLS={value!r} is not a switch; valid: 1, 0, true, false")
+    return value in ("1", "true")
 
 
 def results_dir(override: str | None = None) -> Path:

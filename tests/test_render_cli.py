@@ -24,10 +24,32 @@ def test_render_kserve_writes_valid_manifests_and_inputs(tmp_path):
     assert [o["kind"] for o in objects].count("LLMInferenceService") == 1
     assert (out / "kustomize" / "kustomization.yaml").exists()
     assert "rendered 7 objects, all valid" in proc.stdout
-    # Rendering again into the same directory replaces it.
+    # Rendering again into the same directory replaces what the first render wrote, nothing else.
+    (out / "NOTES.md").write_text("mine")
+    (out / "kustomize" / "my-extra.yaml").write_text("mine too")
     again = invoke("render", "--pattern=baseline", "--accel=sim", "--stack=kserve", f"--out={out}")
     assert again.returncode == 0, again.stderr
     assert not (out / "kustomize" / "caching-qwen2-5-3b-instruct").exists()
+    assert (out / "kustomize" / "baseline-qwen2-5-3b-instruct" / "kustomization.yaml").exists()
+    assert (out / "NOTES.md").read_text() == "mine" and (out / "kustomize" / "my-extra.yaml").read_text() == "mine too"
+
+
+@needs_schemas
+@pytest.mark.parametrize("pattern,accel", [("multimodel", "gpu"), ("moe", "gpu"), ("baseline", "sim")])
+def test_written_kustomize_tree_builds_by_hand_to_the_written_manifests(tmp_path, pattern, accel):
+    """`kubectl kustomize OUT/kustomize` (default load restrictions, from another directory) gives manifests.yaml."""
+    from lightrail.settings import TOOLS_BIN
+
+    out = tmp_path / "out"
+    proc = invoke("render", f"--pattern={pattern}", f"--accel={accel}", "--stack=kserve", f"--out={out}")
+    assert proc.returncode == 0, proc.stderr
+    moved = tmp_path / "elsewhere" / "copy"
+    moved.parent.mkdir()
+    (out / "kustomize").rename(moved)   # nothing may point back at the checkout or the scratch dir
+    built = subprocess.run([str(TOOLS_BIN / "kubectl"), "kustomize", str(moved)], capture_output=True, text=True,
+                           cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    assert list(yaml.safe_load_all(built.stdout)) == list(yaml.safe_load_all((out / "manifests.yaml").read_text()))
 
 
 @needs_schemas

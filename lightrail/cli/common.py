@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from lightrail.errors import LightrailError
 from lightrail.plan import Request
+from lightrail.settings import kserve_tls
 
 PLAN_HELP = {
     "pattern": "baseline | multimodel | caching | moe",
@@ -35,4 +36,5 @@ def make_request(pattern, accel, stack="llmd", model=(), replicas=None, namespac
     models = tuple(m for group in (model or ()) for m in str(group).split(",") if m)
     return Request(pattern=pattern, accel=accel, stack=stack, models=models, replicas=replicas,
                    namespace=namespace, gpu_type=gpu_type or None, topology=topology or None,
-                   provider=provider, kserve_api=kserve_api, extra_args=tuple(vllm_arg or ()))
+                   provider=provider, kserve_api=kserve_api, kserve_tls=stack == "kserve" and kserve_tls(),
+                   extra_args=tuple(vllm_arg or ()))

@@ -1,7 +1,11 @@
 """Renders that validate but would not work upstream (issue 8): each test reads rendered objects."""
+import shutil
+
 import pytest
+import yaml
 
 from lightrail.catalog import load_catalog
+from lightrail.errors import LightrailError
 from lightrail.plan import Request, build_plan
 from lightrail.render import render
 from lightrail.settings import charts_dir, schemas_dir
@@ -49,8 +53,6 @@ def test_one_startup_budget_per_accelerator_on_both_stacks(accel):
 @needs_schemas
 def test_tpu_startup_outlasts_xla_warmup_and_kserves_preset():
     """KServe's preset allows 60 x 10 s; XLA warm-up alone can pass 10 minutes (the llm-d TPU guide: 60 x 30 s)."""
-    import yaml
-
     docs = yaml.safe_load_all((schemas_dir() / "kserve-presets" / "llmisvcconfig-v0.20.0.yaml").read_text())
     template = next(d for d in docs if d and d["metadata"]["name"] == "kserve-config-llm-template")
     kserve_default = startup_seconds(template["spec"]["template"]["containers"][0])
@@ -115,3 +117,80 @@ def test_same_multimodel_in_two_namespaces_never_share_a_route_match(accel):
         for server, client in zip(plan.servers, plan.served_models):
             key = ("Exact", "/v1/chat/completions", (("X-Gateway-Model-Name", client),))
             assert seen[key] == f"{namespace} {server.name}-inference-pool"
+
+
+# --- local charts are the pinned ones -----------------------------------------------------------
+
+
+def charts_copy(tmp_path, change=None):
+    """LIGHTRAIL_CHARTS-style directory: the shared archives, with `change(name, members)` applied
+    (members: {path in the archive: bytes}); returns the directory."""
+    import io
+    import tarfile
+
+    out = tmp_path / "charts"
+    out.mkdir()
+    for archive in sorted(CHARTS.glob("*.tgz")):
+        with tarfile.open(archive) as tar:
+            members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+        name = archive.name.rsplit("-", 1)[0]
+        if change:
+            members = change(name, members)
+        with tarfile.open(out / archive.name, "w:gz") as tar:
+            for path, data in members.items():
+                info = tarfile.TarInfo(path)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return out
+
+
+def relabel(chart, version):
+    def change(name, members):
+        if name == chart:
+            key = f"{chart}/Chart.yaml"
+            meta = yaml.safe_load(members[key])
+            members[key] = yaml.safe_dump({**meta, "version": version}).encode()
+        return members
+    return change
+
+
+@needs_charts
+@pytest.mark.parametrize("chart,version", [("llm-d-modelservice", "0.0.0"), ("llm-d-router-gateway", "v0.1.0")])
+def test_a_chart_of_another_version_is_refused_naming_both(tmp_path, chart, version):
+    """Archive names say nothing: a relabelled chart under the pinned file name is read, not trusted."""
+    charts = charts_copy(tmp_path, relabel(chart, version))
+    pin = CATALOG.versions["charts"][chart]["version"]
+    with pytest.raises(LightrailError) as err:
+        render(build_plan(Request("baseline", "sim", "llmd")), charts=charts)
+    assert f"chart {chart} in {charts}/{chart}-{pin}.tgz is version {version}, but {pin} is pinned" in str(err.value)
+
+
+@needs_charts
+def test_a_source_directory_without_built_dependencies_says_how_to_build_them(tmp_path):
+    import tarfile
+
+    charts = charts_copy(tmp_path)
+    pin = CATALOG.versions["charts"]["llm-d-router-gateway"]["version"]
+    archive = charts / f"llm-d-router-gateway-{pin}.tgz"
+    with tarfile.open(archive) as tar:
+        tar.extractall(charts, filter="data")
+    archive.unlink()
+    source = charts / "llm-d-router-gateway"
+    shutil.rmtree(source / "charts")   # as checked out from git: routerlib comes from file://../routerlib
+    with pytest.raises(LightrailError) as err:
+        render(build_plan(Request("baseline", "sim", "llmd")), charts=charts)
+    assert str(err.value) == (f"chart llm-d-router-gateway in {source} lacks its dependencies router under charts/ "
+                              f"(run helm dependency build in {source})")
+
+
+@needs_charts
+def test_offline_with_local_charts_renders_them_without_any_repository(monkeypatch):
+    for var in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")   # any repository request would fail
+    plan = build_plan(Request("multimodel", "sim", "llmd"))
+    result = render(plan, charts=CHARTS, offline=True)
+    assert result.complete and of_kind(result.objects, "InferencePool")
+    assert result.notes[0].startswith(f"offline: every upstream chart came from {CHARTS}")
+    state = yaml.safe_load(result.artifacts["helmfile/state.yaml"])
+    assert state["repositories"] == [] and all(str(CHARTS) in c["chart"] or "helmfiles/charts" in c["chart"]
+                                               for c in state["charts"].values())

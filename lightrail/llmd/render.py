@@ -17,6 +17,7 @@ import yaml
 from lightrail import tools
 from lightrail.catalog import load_catalog
 from lightrail.errors import LightrailError
+from lightrail.llmd import charts as local_charts
 from lightrail.llmd.values import OWN_CHARTS, bbr_chart, release_values
 from lightrail.plan import MANAGED_BY, Plan
 from lightrail.render import Rendered, dump_yaml, load_manifests
@@ -42,15 +43,15 @@ def chart_refs(plan: Plan, charts: Path | None, stub: Path | None = None) -> tup
     """Chart reference per helmfile.yaml.gotmpl key, and the repositories to declare.
 
     Our own charts always come from helmfiles/charts. With `charts`, every upstream chart is
-    DIR/<name> (a directory, <name>.tgz, or <name>-<version>.tgz as `helm pull` names it) and no
-    repository is needed; with `stub`, every upstream chart is a path under it that is never read
+    DIR/<name> (a directory, <name>.tgz, or <name>-<version>.tgz as `helm pull` names it), checked
+    against its pin (llmd/charts.py), and no repository is needed; with `stub`, every upstream chart is a path under it that is never read
     (offline checks); otherwise each comes from its pinned repository and version.
     """
     pins = load_catalog().versions["charts"]
     by_key = {"infra": "llm-d-infra", "router": "llm-d-router-gateway", "modelservice": "llm-d-modelservice"}
     if plan.body_based_routing:
         by_key["bbr"] = bbr_chart(plan)
-    refs, repos = {}, {}
+    refs, repos, found = {}, {}, []
     for key, name in sorted(by_key.items()):
         if name not in pins:
             refs[key] = {"chart": str(OWN_CHARTS / name), "version": ""}
@@ -63,12 +64,15 @@ def chart_refs(plan: Plan, charts: Path | None, stub: Path | None = None) -> tup
                 raise LightrailError(f"chart {name} not found in {charts} (looked for "
                                      f"{', '.join(p.name for p in candidates)})",
                                      fix="put the upstream chart there or unset LIGHTRAIL_CHARTS")
+            found.append((local, name))
             refs[key] = {"chart": str(local), "version": ""}
         else:
             pin = pins[name]
             repos[name] = {"name": name, "url": pin["repo"].removeprefix("oci://"),
                            "oci": pin["repo"].startswith("oci://")}
             refs[key] = {"chart": f"{name}/{name}", "version": pin["version"]}
+    for local, name in found:   # once every chart is found: a missing one is named first
+        local_charts.check(local, name, pins[name]["version"])
     return refs, list(repos.values())
 
 
@@ -125,6 +129,9 @@ def render(plan: Plan, workdir: Path, charts: Path | None = None, offline: bool 
             err.fix = "the chart repositories must be reachable; otherwise set LIGHTRAIL_CHARTS=DIR or use --offline"
         raise
     notes = ["deploy with `invoke deploy`, or by hand: " + RERUN.format(provider=plan.gateway.provider, verb="apply")]
+    if offline:   # with charts at hand offline changes nothing but must be said: no repository was asked
+        notes.insert(0, f"offline: every upstream chart came from {charts} (checked against the pinned versions); "
+                        "no chart repository was contacted")
     return Rendered(objects=load_manifests(out), artifacts=artifacts, notes=notes)
 
 

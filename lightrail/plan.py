@@ -18,6 +18,9 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "lightrail"}
 RESERVED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 HF_TOKEN_SECRET = "lightrail-hf-token"
 VLLM_PORT = 8000
+# `replicas` is an int32 in Deployment, LeaderWorkerSet and LLMInferenceService: the API server's
+# bound, checked before any arithmetic (pods, accelerators, cost) uses the number.
+MAX_REPLICAS = 2**31 - 1
 _HF_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -243,8 +246,9 @@ def build_plan(request: Request, catalog: Catalog | None = None) -> Plan:
     if request.stack == "llmd":
         choose("gateway provider", request.provider, catalog.gateways)
     choose("KServe API version", request.kserve_api, ("v1alpha2", "v1alpha1"))
-    if request.replicas is not None and (not isinstance(request.replicas, int) or request.replicas < 1):
-        raise LightrailError(f"replicas must be a whole number of at least 1, got {request.replicas!r}")
+    if request.replicas is not None and (not isinstance(request.replicas, int) or isinstance(request.replicas, bool)
+                                         or not 1 <= request.replicas <= MAX_REPLICAS):
+        raise LightrailError(f"replicas must be a whole number from 1 to {MAX_REPLICAS}, got {request.replicas!r}")
 
     settings = dict(pattern.accelerators.get(request.accel, {}))
     models = _models(request, pattern, accel)

@@ -130,8 +130,11 @@ def test_overrides():
     (Request("moe", "tpu", stack="kserve"), "cannot run data-parallel ranks across hosts"),
     (Request("baseline", "gpu", topology="2x2"), "--topology applies to --accel=tpu only"),
     (Request("baseline", "tpu", gpu_type="l4"), "--gpu-type applies to --accel=gpu only"),
-    (Request("baseline", "gpu", replicas=0), "replicas must be a whole number of at least 1"),
-    (Request("baseline", "gpu", replicas=-2), "replicas must be a whole number of at least 1"),
+    (Request("baseline", "gpu", replicas=0), "replicas must be a whole number from 1 to 2147483647"),
+    (Request("baseline", "gpu", replicas=-2), "replicas must be a whole number from 1 to 2147483647"),
+    # int32 in Deployment, LeaderWorkerSet and LLMInferenceService: refused before pods or cost use it
+    (Request("baseline", "gpu", replicas=2**31), "replicas must be a whole number from 1 to 2147483647, got 2147483648"),
+    (Request("moe", "gpu", replicas=10**26), "replicas must be a whole number from 1 to 2147483647"),
     (Request("baseline", "gpu", models=("qwen",)), "is not a Hugging Face id (org/name) or a local path"),
     (Request("baseline", "gpu", models=("a/b", "c/d")), "use --pattern=multimodel"),
     (Request("multimodel", "gpu", models=("a/b",)), "needs at least 2 models"),
@@ -164,7 +167,7 @@ def test_cli_plan_json_and_errors():
     assert data["servers"][0]["node_selector"]["cloud.google.com/gke-tpu-topology"] == "2x2"
     assert data["cost"]["per_day"] == pytest.approx(data["cost"]["per_hour"] * 24, abs=0.25)
     bad = _invoke("plan", "--pattern=caching", "--accel=tpu", "--replicas=zero")
-    assert bad.returncode == 1 and bad.stderr.strip() == "error: replicas must be a whole number of at least 1, got 'zero'"
+    assert bad.returncode == 1 and bad.stderr.strip() == "error: replicas must be a whole number from 1 to 2147483647, got 'zero'"
     human = _invoke("plan", "--pattern=multimodel", "--accel=gpu", "--model=a/x", "--model=b/y")
     assert human.returncode == 0 and "multimodel-x" in human.stdout and "USD/hour" in human.stdout
 

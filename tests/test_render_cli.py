@@ -71,7 +71,9 @@ def test_render_llmd_offline_writes_the_helmfile_inputs(tmp_path):
     (["--pattern=moe", "--accel=tpu"], "cannot run data-parallel ranks across hosts"),
     (["--pattern=moe", "--accel=tpu", "--stack=kserve"], "cannot run data-parallel ranks across hosts"),
     (["--pattern=baseline", "--accel=tpu", "--topology=4x4"], "spans 4 hosts"),
-    (["--pattern=baseline", "--accel=gpu", "--replicas=-1"], "replicas must be a whole number of at least 1"),
+    (["--pattern=baseline", "--accel=gpu", "--replicas=-1"], "replicas must be a whole number from 1 to 2147483647"),
+    (["--pattern=baseline", "--accel=gpu", "--replicas=99999999999"], "replicas must be a whole number from 1 to"),
+    (["--pattern=baseline", "--accel=gpu", "--replicas=1e26"], "replicas must be a whole number from 1 to"),
     (["--pattern=baseline", "--accel=gpu", "--model=nope"], "is not a Hugging Face id"),
     (["--pattern=baseline", "--accel=gpu", "--stack=helm"], "unknown stack 'helm'; valid: llmd, kserve"),
 ])

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from lightrail.errors import LightrailError
-from lightrail.plan import Request
+from lightrail.plan import MAX_REPLICAS, Request
 from lightrail.settings import kserve_tls
 
 PLAN_HELP = {
@@ -30,7 +30,7 @@ def make_request(pattern, accel, stack="llmd", model=(), replicas=None, namespac
         try:
             replicas = int(replicas)
         except (TypeError, ValueError):
-            raise LightrailError(f"replicas must be a whole number of at least 1, got {replicas!r}") from None
+            raise LightrailError(f"replicas must be a whole number from 1 to {MAX_REPLICAS}, got {replicas!r}") from None
     else:
         replicas = None
     models = tuple(m for group in (model or ()) for m in str(group).split(",") if m)

@@ -48,8 +48,9 @@ def epp_command(plan: Plan, server: ModelServer) -> list[str]:
 
 
 def startup_probe(plan: Plan, server: ModelServer) -> dict:
-    """The accelerator's startup budget on the path and scheme KServe's preset probes."""
-    scheme = "HTTPS" if plan.request.kserve_tls and server.source else "HTTP"
+    """The accelerator's startup budget on the path and scheme KServe's preset probes (the
+    simulator, with its own command, serves plain HTTP)."""
+    scheme = metrics_scheme(plan).upper() if server.source else "HTTP"
     return {"httpGet": {"path": "/health", "port": VLLM_PORT, "scheme": scheme}, **server.startup}
 
 

@@ -195,6 +195,10 @@ def write(rendered: Rendered, out: Path) -> list[Path]:
     previous = _our_files(out)
     files = {"manifests.yaml": to_yaml(rendered.objects), **rendered.artifacts}
     files[MARKER] = _MARKER_HEAD + "".join(f"{rel}\n" for rel in sorted(files))
+    theirs = sorted(rel for rel in files if rel != MARKER and rel not in previous and (out / rel).exists())
+    if theirs:
+        raise LightrailError(f"--out {out} holds {', '.join(theirs)}, which `invoke render` did not write",
+                             fix="move them away or choose another directory")
     parent = out.parent if out.parent.exists() else Path.cwd()
     stage = Path(tempfile.mkdtemp(prefix=".lightrail-out-", dir=parent))
     try:

@@ -32,6 +32,13 @@ def test_render_kserve_writes_valid_manifests_and_inputs(tmp_path):
     assert not (out / "kustomize" / "caching-qwen2-5-3b-instruct").exists()
     assert (out / "kustomize" / "baseline-qwen2-5-3b-instruct" / "kustomization.yaml").exists()
     assert (out / "NOTES.md").read_text() == "mine" and (out / "kustomize" / "my-extra.yaml").read_text() == "mine too"
+    # a file of the user's where the next render would write one of its own is refused, not overwritten
+    theirs = out / "kustomize" / "caching-qwen2-5-3b-instruct" / "kustomization.yaml"
+    theirs.parent.mkdir()
+    theirs.write_text("the user's")
+    refused = invoke("render", "--pattern=caching", "--accel=tpu", "--stack=kserve", f"--out={out}")
+    assert refused.returncode == 1 and "which `invoke render` did not write" in refused.stderr
+    assert theirs.read_text() == "the user's" and (out / "kustomize" / "baseline-qwen2-5-3b-instruct").exists()
 
 
 @needs_schemas

@@ -18,6 +18,9 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "lightrail"}
 RESERVED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 HF_TOKEN_SECRET = "lightrail-hf-token"
 VLLM_PORT = 8000
+# `replicas` is an int32 in Deployment, LeaderWorkerSet and LLMInferenceService: the API server's
+# bound, checked before any arithmetic (pods, accelerators, cost) uses the number.
+MAX_REPLICAS = 2**31 - 1
 _HF_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -36,6 +39,7 @@ class Request:
     topology: str | None = None
     provider: str = "istio"
     kserve_api: str = "v1alpha2"
+    kserve_tls: bool = False   # KServe's enableLLMInferenceServiceTLS (LIGHTRAIL_KSERVE_TLS); off, as KServe defaults
     extra_args: tuple[str, ...] = ()
     hf_token: bool = False     # a token will be provided: mount secret HF_TOKEN_SECRET (never the value)
 
@@ -66,6 +70,7 @@ class ModelServer:
     node_selector: Mapping[str, str]
     tolerations: tuple[Mapping[str, str], ...]
     tensor_parallel: int
+    startup: Mapping[str, int]   # startup probe periodSeconds / failureThreshold: the accelerator's budget
     multinode: Multinode | None = None
     command: tuple[str, ...] = ()   # entrypoint when the image's default is not the server (sim)
 
@@ -146,7 +151,16 @@ class Plan:
 
     @property
     def served_models(self) -> tuple[str, ...]:
-        return tuple(s.model for s in self.servers)
+        """The names clients put in a request's `model` (one per server)."""
+        return tuple(self.client_model(s) for s in self.servers)
+
+    def client_model(self, server: ModelServer) -> str:
+        """The model name clients send to a server: on kserve behind body-based routing KServe's
+        publisher-qualified name, which its route on the shared gateway matches and which is unique
+        per namespace (two namespaces serving the same model never match the same requests)."""
+        if self.stack == "kserve" and self.body_based_routing:
+            return f"publishers/{self.namespace}/models/{server.model}"
+        return server.model
 
     @property
     def replicas_total(self) -> int:
@@ -206,7 +220,7 @@ class Plan:
 
 def _server_dict(s: ModelServer) -> dict[str, Any]:
     d = asdict(s)
-    d.update(env=dict(s.env), resources=dict(s.resources), node_selector=dict(s.node_selector),
+    d.update(env=dict(s.env), startup=dict(s.startup), resources=dict(s.resources), node_selector=dict(s.node_selector),
              tolerations=[dict(t) for t in s.tolerations], args=list(s.args), command=list(s.command),
              pods=s.pods)
     return d
@@ -232,8 +246,9 @@ def build_plan(request: Request, catalog: Catalog | None = None) -> Plan:
     if request.stack == "llmd":
         choose("gateway provider", request.provider, catalog.gateways)
     choose("KServe API version", request.kserve_api, ("v1alpha2", "v1alpha1"))
-    if request.replicas is not None and (not isinstance(request.replicas, int) or request.replicas < 1):
-        raise LightrailError(f"replicas must be a whole number of at least 1, got {request.replicas!r}")
+    if request.replicas is not None and (not isinstance(request.replicas, int) or isinstance(request.replicas, bool)
+                                         or not 1 <= request.replicas <= MAX_REPLICAS):
+        raise LightrailError(f"replicas must be a whole number from 1 to {MAX_REPLICAS}, got {request.replicas!r}")
 
     settings = dict(pattern.accelerators.get(request.accel, {}))
     models = _models(request, pattern, accel)
@@ -248,7 +263,7 @@ def build_plan(request: Request, catalog: Catalog | None = None) -> Plan:
             name=name, model=model, source=_source(model, accel), image=image, replicas=replicas,
             args=args, env=env, resources=shape["resources"], node_selector=shape["node_selector"],
             tolerations=tuple(accel.get("tolerations", ())), tensor_parallel=shape["tp"],
-            multinode=shape["multinode"], command=tuple(accel.get("command", ())),
+            startup=dict(accel["startup"]), multinode=shape["multinode"], command=tuple(accel.get("command", ())),
         )
         for name, model in zip(names, models)
     )
@@ -357,17 +372,14 @@ def _shape(request: Request, pattern: Pattern, accel: Mapping[str, Any], setting
                           accel["topologies"])
         topo = accel["topologies"][topology]
         hosts = int(topo["hosts"])
-        if hosts > 1 and not pattern.multinode:
+        if hosts > 1:
             single = [t for t, v in accel["topologies"].items() if v["hosts"] == 1]
             raise LightrailError(
-                f"TPU topology {topology} spans {hosts} hosts; pattern {pattern.name!r} runs on one host",
-                fix=f"use one of {', '.join(single)}, or --pattern=moe for multi-host",
+                f"TPU topology {topology} spans {hosts} hosts; Lightrail runs one vLLM per TPU host "
+                "(a multi-host slice needs one vLLM over Ray across its hosts, see docs/patterns/moe.md)",
+                fix=f"use one of {', '.join(single)}",
             )
-        if hosts == 1 and pattern.multinode:
-            multi = [t for t, v in accel["topologies"].items() if v["hosts"] > 1]
-            raise LightrailError(f"pattern {pattern.name!r} needs a multi-host TPU topology; valid: {', '.join(multi)}")
-        per_pod = int(topo["chips"]) // hosts
-        tp = per_pod
+        per_pod = tp = int(topo["chips"])
         accel_type = f"v6e-{topology}"
         selector.update(accel["node_selector"])
         selector[accel["topology_key"]] = topology
@@ -375,8 +387,7 @@ def _shape(request: Request, pattern: Pattern, accel: Mapping[str, Any], setting
         resources[accel["resource"]] = str(per_pod)
     multinode = None
     if pattern.multinode:
-        local = per_pod if request.accel == "gpu" else 1
-        multinode = Multinode(size=hosts, data_parallel=local * hosts, data_parallel_local=local,
+        multinode = Multinode(size=hosts, data_parallel=per_pod * hosts, data_parallel_local=per_pod,
                               tensor_parallel=tp, expert_parallel=True)
     return {"resources": resources, "node_selector": selector, "tp": tp, "type": accel_type,
             "multinode": multinode, "per_pod": per_pod}

@@ -167,28 +167,59 @@ def dump_yaml(data) -> str:
     return yaml.dump(data, Dumper=_DUMPER, sort_keys=False)
 
 
-def write(rendered: Rendered, out: Path) -> list[Path]:
-    """Write manifests.yaml and the artifacts into `out`, all or nothing."""
-    out = Path(out)
+_MARKER_HEAD = "# written by `invoke render`; the next render into this directory replaces these files (and no others):\n"
+
+
+def _our_files(out: Path) -> list[str]:
+    """The files an earlier render wrote into `out` (listed in its marker); refuse a foreign directory."""
     if out.exists() and not out.is_dir():
         raise LightrailError(f"--out {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
+    if not out.is_dir() or not any(out.iterdir()):
+        return []
+    if not (out / MARKER).is_file():
         raise LightrailError(f"--out {out} is not empty and was not written by `invoke render`",
                              fix="choose a new or empty directory")
+    lines = (out / MARKER).read_text().splitlines()
+    return [line for line in lines if line and not line.startswith("#") and ".." not in Path(line).parts
+            and not Path(line).is_absolute()]
+
+
+def write(rendered: Rendered, out: Path) -> list[Path]:
+    """Write manifests.yaml and the artifacts into `out`.
+
+    Everything is written to a staging directory first; only then are the files of an earlier
+    render (those its marker lists) removed and the new ones moved in. Files the user added to
+    the directory are never touched.
+    """
+    out = Path(out)
+    previous = _our_files(out)
+    files = {"manifests.yaml": to_yaml(rendered.objects), **rendered.artifacts}
+    files[MARKER] = _MARKER_HEAD + "".join(f"{rel}\n" for rel in sorted(files))
+    theirs = sorted(rel for rel in files if rel != MARKER and rel not in previous and (out / rel).exists())
+    if theirs:
+        raise LightrailError(f"--out {out} holds {', '.join(theirs)}, which `invoke render` did not write",
+                             fix="move them away or choose another directory")
     parent = out.parent if out.parent.exists() else Path.cwd()
     stage = Path(tempfile.mkdtemp(prefix=".lightrail-out-", dir=parent))
     try:
-        files = {"manifests.yaml": to_yaml(rendered.objects), **rendered.artifacts,
-                 MARKER: "written by `invoke render`; the whole directory is replaced on the next render\n"}
         for rel, text in files.items():
             path = stage / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(stage, out)
+        out.mkdir(parents=True, exist_ok=True)
+        for rel in previous:
+            (out / rel).unlink(missing_ok=True)
+            _prune_empty(out, (out / rel).parent)
+        for rel in files:
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(stage / rel, out / rel)
     finally:
-        if stage.exists():
-            shutil.rmtree(stage)
+        shutil.rmtree(stage, ignore_errors=True)
     return sorted(out / rel for rel in files)
+
+
+def _prune_empty(root: Path, directory: Path) -> None:
+    """Remove directories an earlier render left empty, up to (not including) root."""
+    while directory != root and root in directory.parents and directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()
+        directory = directory.parent

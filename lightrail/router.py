@@ -10,24 +10,29 @@ from lightrail.plan import Plan
 
 PICKER = "max-score-picker"
 # What the scorers read: the model servers' Prometheus metrics (queue length, KV-cache use),
-# as in llm-d-router v0.10's default-plugins.yaml.
-DATA_PLUGINS = [
-    {"type": "metrics-data-source", "parameters": {"scheme": "http", "path": "/metrics", "insecureSkipVerify": True}},
-    {"type": "core-metrics-extractor"},
-]
+# as in llm-d-router v0.10's default-plugins.yaml. Since v0.10 the scheme is set here only (the
+# --model-server-metrics-scheme flag is gone); servers behind TLS use self-signed certificates.
+METRICS_EXTRACTOR = {"type": "core-metrics-extractor"}
 # Header that body-based routing fills from the request body's `model` (Gateway API
 # Inference Extension convention, also KServe's ModelBasedRoutingHeaderName default).
 MODEL_HEADER = "X-Gateway-Model-Name"
+
+
+def metrics_scheme(plan: Plan) -> str:
+    """How the model servers serve /metrics: https when KServe's TLS is on, else http."""
+    return "https" if plan.stack == "kserve" and plan.request.kserve_tls else "http"
 
 
 def epp_config(plan: Plan) -> dict:
     """EndpointPickerConfig (llm-d-router v0.10 schema): metrics sources, the pattern's scorers
     with their weights, and a max-score picker."""
     scorers = dict(plan.scorers)
+    source = {"type": "metrics-data-source",
+              "parameters": {"scheme": metrics_scheme(plan), "path": "/metrics", "insecureSkipVerify": True}}
     return {
         "apiVersion": "llm-d.ai/v1alpha1",
         "kind": "EndpointPickerConfig",
-        "plugins": [dict(p) for p in DATA_PLUGINS] + [{"type": name} for name in scorers] + [{"type": PICKER}],
+        "plugins": [source, dict(METRICS_EXTRACTOR)] + [{"type": name} for name in scorers] + [{"type": PICKER}],
         "schedulingProfiles": [{
             "name": "default",
             "plugins": [{"pluginRef": name, "weight": weight} for name, weight in scorers.items()]

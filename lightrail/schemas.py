@@ -89,7 +89,17 @@ def _validator_for_version(crd: Crd, version: str):
     openapi = (crd.versions[version].get("schema") or {}).get("openAPIV3Schema")
     if openapi is None:
         raise NoSchema(f"{crd.source}: version {version} of {crd.kind} has no openAPIV3Schema")
-    return _CrdValidator(crd_json_schema(openapi))
+    return _CrdValidator(crd_json_schema(openapi), format_checker=FORMATS)
+
+
+# --- integer formats -------------------------------------------------------------------------
+
+# The API server decodes `format: int32/int64` fields into Go integers of that size and rejects
+# what does not fit; JSON Schema alone checks only "integer".
+INT_RANGES = {"int32": (-2**31, 2**31 - 1), "int64": (-2**63, 2**63 - 1)}
+FORMATS = jsonschema.FormatChecker(formats=())
+for _fmt, (_lo, _hi) in INT_RANGES.items():
+    FORMATS.checks(_fmt)(lambda v, lo=_lo, hi=_hi: not isinstance(v, int) or isinstance(v, bool) or lo <= v <= hi)
 
 
 # --- built-in kinds -------------------------------------------------------------------------
@@ -128,7 +138,7 @@ def _builtin_validator(api_version: str, kind: str):
         return None
     with _lock:
         registry = Resource.from_contents(schema) @ _k8s_registry()
-    return jsonschema.Draft202012Validator(schema, registry=registry)
+    return jsonschema.Draft202012Validator(schema, registry=registry, format_checker=FORMATS)
 
 
 # --- CRDs ------------------------------------------------------------------------------------

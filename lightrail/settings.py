@@ -4,17 +4,31 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lightrail.errors import LightrailError
+
 ROOT = Path(__file__).resolve().parent.parent
 PATTERNS_DIR = ROOT / "patterns"
 HELMFILES_DIR = ROOT / "helmfiles"
 KUSTOMIZE_DIR = ROOT / "kustomize"
 TOOLS_BIN = ROOT / ".tools" / "bin"
+# Upstream data beside the checkout (CI and shared machines): CRDs, values schemas, pinned charts.
+SHARED_UPSTREAM = ROOT.parent / "shared" / "upstream"
 
 
 def charts_dir(override: str | None = None) -> Path | None:
-    """LIGHTRAIL_CHARTS: a directory holding <chart-name>/ or <chart-name>.tgz for every upstream chart."""
+    """LIGHTRAIL_CHARTS: a directory holding <chart-name>/ or <chart-name>.tgz for every upstream chart.
+
+    No default: users get the charts from their pinned repositories unless they set it (the test
+    suite defaults it to shared_charts()).
+    """
     value = override or os.environ.get("LIGHTRAIL_CHARTS")
     return Path(value).expanduser().resolve() if value else None
+
+
+def shared_charts() -> Path | None:
+    """The pinned upstream charts as `helm pull` archives beside the checkout, when present."""
+    path = SHARED_UPSTREAM / "charts"
+    return path if path.is_dir() else None
 
 
 def schemas_dir(override: str | None = None) -> Path | None:
@@ -22,8 +36,15 @@ def schemas_dir(override: str | None = None) -> Path | None:
     value = override or os.environ.get("LIGHTRAIL_SCHEMAS")
     if value:
         return Path(value).expanduser().resolve()
-    default = ROOT.parent / "shared" / "upstream"
-    return default if default.is_dir() else None
+    return SHARED_UPSTREAM if SHARED_UPSTREAM.is_dir() else None
+
+
+def kserve_tls() -> bool:
+    """LIGHTRAIL_KSERVE_TLS: 1 when the cluster's KServe has enableLLMInferenceServiceTLS on (default off, as KServe)."""
+    value = os.environ.get("LIGHTRAIL_KSERVE_TLS", "").strip().lower()
+    if value not in ("", "0", "1", "true", "false"):
+        raise LightrailError(f"LIGHTRAIL_KSERVE_TLS={value!r} is not a switch; valid: 1, 0, true, false")
+    return value in ("1", "true")
 
 
 def results_dir(override: str | None = None) -> Path:

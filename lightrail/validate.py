@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import jsonschema
 
 from lightrail.errors import LightrailError
-from lightrail.schemas import NoSchema, object_validator, values_schema, values_validator
+from lightrail.schemas import INT_RANGES, NoSchema, object_validator, values_schema, values_validator
 from lightrail.settings import schemas_dir as default_schemas_dir
 
 
@@ -147,6 +147,9 @@ def _path(err: jsonschema.ValidationError, prefix: str = "") -> str:
 
 
 def _message(err: jsonschema.ValidationError) -> str:
+    if err.validator == "format" and err.validator_value in INT_RANGES:
+        low, high = INT_RANGES[err.validator_value]
+        return f"{err.instance} does not fit {err.validator_value} (the API server accepts {low} to {high})"
     if err.validator == "pattern" and err.validator_value in _PATTERN_NAMES:
         return f"{err.instance!r} is not a valid {_PATTERN_NAMES[err.validator_value]}"
     return err.message if len(err.message) < 300 else err.message[:297] + "..."

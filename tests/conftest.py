@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from types import SimpleNamespace
 
 import pytest
 
+from lightrail.settings import shared_charts
 from lightrail.testing.bodyrouter import BodyRouter
 from lightrail.testing.tinymodel import generate
 from lightrail.testing.vllm import VLLMServer
@@ -13,6 +15,11 @@ from lightrail.testing.vllm import VLLMServer
 QWEN = "Qwen/Qwen2.5-3B-Instruct"
 PHI = "microsoft/Phi-3-mini-4k-instruct"
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
+
+# Every llmd render in the suite runs the real pinned charts when they sit beside the checkout
+# (as LIGHTRAIL_SCHEMAS defaults); set before test modules read it, inherited by `invoke` runs.
+if not os.environ.get("LIGHTRAIL_CHARTS") and shared_charts():
+    os.environ["LIGHTRAIL_CHARTS"] = str(shared_charts())
 
 
 def pytest_collection_modifyitems(config, items):

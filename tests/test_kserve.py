@@ -81,14 +81,13 @@ def test_tpu_requests_chips_and_tensor_parallel_equals_chips(topology, chips):
     assert spec["template"]["nodeSelector"]["cloud.google.com/gke-tpu-topology"] == topology
     assert spec["template"]["tolerations"][0]["key"] == "google.com/tpu"
     env = {e["name"]: e["value"] for e in spec["template"]["containers"][0]["env"]}
-    assert env["PJRT_DEVICE"] == "TPU"
+    assert "PJRT_DEVICE" not in env and env["VLLM_XLA_CACHE_PATH"]
     # KServe builds --tensor-parallel-size from spec.parallelism; the flag must not be doubled.
     assert not any(a.startswith("--tensor-parallel-size") for a in spec["template"]["containers"][0]["args"])
 
 
-@pytest.mark.parametrize("accel", ["gpu", "tpu"])
-def test_moe_has_worker_and_data_expert_parallelism(accel):
-    plan, objects = rendered("moe", accel)
+def test_moe_has_worker_and_data_expert_parallelism():
+    plan, objects = rendered("moe", "gpu")
     (isvc,) = of_kind(objects, "LLMInferenceService")
     mn = plan.servers[0].multinode
     assert isvc["spec"]["parallelism"] == {"tensor": mn.tensor_parallel, "data": mn.data_parallel,
@@ -98,16 +97,40 @@ def test_moe_has_worker_and_data_expert_parallelism(accel):
     assert f"{plan.servers[0].name}-allow-peers" in names
 
 
-def test_multimodel_routes_each_model_name_to_its_own_pool():
+def kserve_routes(objects):
+    """The HTTPRoute KServe makes for each LLMInferenceService from its router-route preset."""
+    from lightrail.testing.presets import preset, templated
+
+    route = preset(schemas_dir(), "kserve-config-llm-router-route")["spec"]["router"]["route"]["http"]["spec"]
+    return {i["metadata"]["name"]: templated(route, i) for i in of_kind(objects, "LLMInferenceService")}
+
+
+def header_matches(route):
+    """(path, model header value) -> backend pool, for every header-matching rule of a route."""
+    out = {}
+    for rule in route["rules"]:
+        for match in rule["matches"]:
+            for header in match.get("headers", []):
+                if header["name"] == MODEL_HEADER:
+                    out[(match.get("path", {}).get("value"), header["value"])] = rule["backendRefs"][0]["name"]
+    return out
+
+
+@needs_schemas
+def test_multimodel_clients_name_the_model_kserves_route_matches_and_vllm_answers_with():
     plan, objects = rendered("multimodel", "gpu")
-    routes = of_kind(objects, "HTTPRoute")
-    seen = {}
-    for route in routes:
-        rule = route["spec"]["rules"][0]
-        header = rule["matches"][0]["headers"][0]
-        assert header["name"] == MODEL_HEADER and header["type"] == "Exact"
-        seen[header["value"]] = rule["backendRefs"][0]["name"]
-    assert seen == {s.model: f"{s.name}-inference-pool" for s in plan.servers}
+    routes = kserve_routes(objects)
+    assert not of_kind(objects, "HTTPRoute"), "KServe's own route matches the model header; no route of ours"
+    for server, client in zip(plan.servers, plan.served_models):
+        assert client == f"publishers/{plan.namespace}/models/{server.model}"
+        matched = header_matches(routes[server.name])
+        for path in ("/v1/completions", "/v1/chat/completions"):
+            assert matched[(path, client)] == f"{server.name}-inference-pool"
+        isvc = next(i for i in of_kind(objects, "LLMInferenceService") if i["metadata"]["name"] == server.name)
+        args = isvc["spec"]["template"]["containers"][0]["args"]
+        # appended after the preset's --served-model-name: the last one wins, its first name is what vLLM answers with
+        i = len(args) - 1 - args[::-1].index("--served-model-name")
+        assert args[i + 1:i + 3] == [client, server.model]
 
 
 def test_network_policies_default_deny_and_select_each_servers_pods():
@@ -161,8 +184,49 @@ def test_vllm_images_run_as_a_numeric_non_root_user(pattern, accel):
 def test_scheduler_runs_the_pinned_endpoint_picker():
     plan, objects = rendered("caching", "gpu")
     (isvc,) = of_kind(objects, "LLMInferenceService")
-    assert isvc["spec"]["router"]["scheduler"]["template"]["containers"] == [{"name": "main", "image": plan.epp_image}]
+    (main,) = isvc["spec"]["router"]["scheduler"]["template"]["containers"]
+    assert main["name"] == "main" and main["image"] == plan.epp_image
     assert plan.epp_image in plan.images
+
+
+# The one flag KServe v0.20.0's scheduler preset passes that llm-d-router v0.10.0's EPP no longer
+# defines (pkg/epp/server/options.go at v0.10.0 has no model-server-metrics-scheme): the EPP exits.
+GONE_IN_EPP_V0_10 = "--model-server-metrics-scheme"
+
+
+@needs_schemas
+@pytest.mark.parametrize("tls", [False, True])
+def test_endpoint_picker_command_and_metrics_scheme_match_kserves_tls_mode(tls):
+    from lightrail.testing.presets import preset, templated
+
+    plan = build_plan(Request("caching", "gpu", "kserve", kserve_tls=tls))
+    (isvc,) = of_kind(render(plan).objects, "LLMInferenceService")
+    scheduler = isvc["spec"]["router"]["scheduler"]
+    (main,) = scheduler["template"]["containers"]
+    upstream = preset(schemas_dir(), "kserve-config-llm-scheduler")["spec"]["router"]["scheduler"]["template"]
+    command = templated(next(c for c in upstream["containers"] if c["name"] == "main")["command"], isvc, tls=tls)
+    assert any(a.startswith(GONE_IN_EPP_V0_10) for a in command) == tls, "the preset's TLS flags changed"
+    assert main["command"] == [a for a in command if a and not a.startswith(GONE_IN_EPP_V0_10)]
+    # vLLM serves /metrics over https exactly when KServe turns TLS on (the preset's --ssl-certfile)
+    vllm = templated(next(c for c in preset(schemas_dir(), "kserve-config-llm-template")["spec"]["template"]
+                          ["containers"] if c["name"] == "main"), isvc, tls=tls)
+    (source,) = [p for p in scheduler["config"]["inline"]["plugins"] if p["type"] == "metrics-data-source"]
+    assert source["parameters"]["scheme"] == ("https" if "--ssl-certfile" in " ".join(vllm["command"]) else "http")
+    probe = isvc["spec"]["template"]["containers"][0]["startupProbe"]
+    assert probe["httpGet"]["scheme"] == vllm["startupProbe"]["httpGet"]["scheme"]
+
+
+def test_kserve_tls_setting_is_a_switch(monkeypatch):
+    from lightrail.cli.common import make_request
+    from lightrail.errors import LightrailError
+
+    assert make_request("baseline", "gpu", "kserve").kserve_tls is False   # KServe's default
+    monkeypatch.setenv("LIGHTRAIL_KSERVE_TLS", "1")
+    assert make_request("baseline", "gpu", "kserve").kserve_tls is True
+    assert make_request("baseline", "gpu", "llmd").kserve_tls is False
+    monkeypatch.setenv("LIGHTRAIL_KSERVE_TLS", "yes please")
+    with pytest.raises(LightrailError, match="valid: 1, 0, true, false"):
+        make_request("baseline", "gpu", "kserve")
 
 
 def test_hf_token_reaches_the_storage_initializer_by_reference_only():
@@ -177,13 +241,15 @@ def test_hf_token_reaches_the_storage_initializer_by_reference_only():
     assert "initContainers" not in of_kind(without, "LLMInferenceService")[0]["spec"]["template"]
 
 
-def test_sim_answers_to_kserves_publisher_qualified_name_too():
-    plan, objects = rendered("baseline", "sim")
-    (isvc,) = of_kind(objects, "LLMInferenceService")
-    args = isvc["spec"]["template"]["containers"][0]["args"]
-    model = plan.servers[0].model
-    i = args.index("--served-model-name")
-    assert args[i + 1:i + 3] == [model, f"publishers/{plan.namespace}/models/{model}"]
+@pytest.mark.parametrize("pattern", ["baseline", "multimodel"])
+def test_sim_answers_to_kserves_publisher_qualified_name_too(pattern):
+    plan, objects = rendered(pattern, "sim")
+    services = {i["metadata"]["name"]: i for i in of_kind(objects, "LLMInferenceService")}
+    for server in plan.servers:
+        args = services[server.name]["spec"]["template"]["containers"][0]["args"]
+        i = args.index("--served-model-name")
+        names = [server.model, f"publishers/{plan.namespace}/models/{server.model}"]
+        assert args[i + 1] == plan.client_model(server) and sorted(args[i + 1:i + 3]) == sorted(names)
 
 
 def test_a_local_model_path_is_refused_with_the_reason():
@@ -194,6 +260,7 @@ def test_a_local_model_path_is_refused_with_the_reason():
         render(plan)
 
 
+@needs_schemas
 def test_multimodel_body_based_router_feeds_the_model_routes():
     plan, objects = rendered("multimodel", "gpu")
     (deploy,) = of_kind(objects, "Deployment")
@@ -219,8 +286,8 @@ def test_multimodel_body_based_router_feeds_the_model_routes():
     patch = envoy["spec"]["configPatches"][0]["patch"]["value"]
     assert patch["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] == f"outbound|{port}||{host}"
     assert rule["spec"]["host"] == host
-    for route in of_kind(objects, "HTTPRoute"):
-        (parent,) = route["spec"]["parentRefs"]
+    for route in kserve_routes(objects).values():
+        (parent,) = route["parentRefs"]
         assert envoy["metadata"]["namespace"] == parent["namespace"]
         assert envoy["spec"]["targetRefs"] == [{k: parent[k] for k in ("group", "kind", "name")}]
     # one filter per deployment on the shared gateway
@@ -234,18 +301,20 @@ def test_only_multimodel_routes_by_body(pattern):
     assert {o["kind"] for o in objects} == {"LLMInferenceService", "NetworkPolicy"}
 
 
-def test_route_targets_kserves_hashed_pool_name_for_long_model_names():
+def test_picker_names_kserves_hashed_pool_for_long_model_names():
     # KServe names the pool kmeta.ChildName(<name>, "-inference-pool"): hashed past 63 characters
     plan, objects = rendered("multimodel", "cpu", models=("Qwen/Qwen2.5-3B-Instruct",
                                                            "example-org/an-extremely-long-model-name-for-routing-tests-v2"))
-    pools = {r["spec"]["rules"][0]["matches"][0]["headers"][0]["value"]: r["spec"]["rules"][0]["backendRefs"][0]["name"]
-             for r in of_kind(objects, "HTTPRoute")}
+    pools = {}
+    for isvc in of_kind(objects, "LLMInferenceService"):
+        command = isvc["spec"]["router"]["scheduler"]["template"]["containers"][0]["command"]
+        pools[isvc["spec"]["model"]["name"]] = command[command.index("--pool-name") + 1]
     assert pools == {"Qwen/Qwen2.5-3B-Instruct": "multimodel-qwen2-5-3b-instruct-inference-pool",
                      "example-org/an-extremely-long-model-name-for-routing-tests-v2":
                          "multimodel-an-ex5c563ae098d0f3a8f6355c0183b00197-inference-pool"}
 
 
-@pytest.mark.parametrize("pattern,accel", [("multimodel", "sim"), ("moe", "tpu")])
+@pytest.mark.parametrize("pattern,accel", [("multimodel", "sim"), ("moe", "gpu")])
 def test_pods_carry_the_plan_labels_and_selectors_stay_untouched(pattern, accel):
     plan, objects = rendered(pattern, accel)
     labels = dict(plan.labels)

@@ -47,10 +47,12 @@ def test_offline_check_of_state_and_values(pattern, accel, provider):
     assert not result.complete and "LIGHTRAIL_CHARTS" in result.notes[0]
     assert kinds_of(result.objects) == own_units(plan)
     for obj in result.objects:
-        assert obj["metadata"]["labels"].items() >= plan.labels.items()
+        assert obj["metadata"]["labels"].items() >= {k: v for k, v in plan.labels.items()
+                                                     if k.startswith("lightrail.dev/")}.items()
     state = yaml.safe_load(result.artifacts["helmfile/state.yaml"])
     assert [s["name"] for s in state["servers"]] == [s.name for s in plan.servers]
-    assert state["labels"] == plan.labels and state["namespace"] == plan.namespace
+    assert state["labels"] == {k: v for k, v in plan.labels.items() if k.startswith("lightrail.dev/")}
+    assert state["namespace"] == plan.namespace
     for release, (chart, values) in release_values(plan).items():
         assert yaml.safe_load(result.artifacts[f"helmfile/values/{release}.yaml"]) == values
         assert validate_values(chart, values) == []
@@ -194,7 +196,10 @@ def assert_labelled_and_namespaced(plan, objects):
     for obj in objects:
         meta, what = obj["metadata"], f"{obj['kind']}/{obj['metadata']['name']}"
         for key, value in plan.labels.items():
-            assert meta["labels"][key] == value, f"{what} lacks {key}"
+            if key == "app.kubernetes.io/managed-by":   # Helm's, for its ownership check
+                assert meta["labels"].get(key, "Helm") == "Helm", f"{what}: {key} is not Helm's"
+            else:
+                assert meta["labels"][key] == value, f"{what} lacks {key}"
         assert meta.get("namespace") == plan.namespace, f"{what} is not in namespace {plan.namespace}"
 
 
@@ -272,7 +277,7 @@ def test_tpu_real_render_requests_chips_and_tp(topology, chips):
     pod = decode["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == dict(server.node_selector)
     assert pod["tolerations"][0]["key"] == "google.com/tpu"
-    assert {"name": "PJRT_DEVICE", "value": "TPU"} in main["env"]
+    assert "PJRT_DEVICE" not in {e["name"] for e in main["env"]}   # read by nothing in tpu-inference v0.26.0
 
 
 @needs_charts
@@ -290,11 +295,10 @@ def test_multimodel_real_render_routes_by_model_header():
 
 
 @needs_charts
-@pytest.mark.parametrize("accel", ["gpu", "tpu"])
-def test_moe_real_render_gives_every_pod_of_the_leaderworkerset_its_ranks(accel, tmp_path):
-    (server,) = plan_of("moe", accel).servers
+def test_moe_real_render_gives_every_pod_of_the_leaderworkerset_its_ranks(tmp_path):
+    (server,) = plan_of("moe", "gpu").servers
     mn = server.multinode
-    (lws,) = find(rendered("moe", accel), "LeaderWorkerSet")
+    (lws,) = find(rendered("moe", "gpu"), "LeaderWorkerSet")
     template = lws["spec"]["leaderWorkerTemplate"]
     assert template["size"] == mn.size
     main = container(template["workerTemplate"])

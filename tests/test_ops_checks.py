@@ -76,7 +76,7 @@ def test_missing_old_and_unserved_crds():
 
 
 def test_required_crds_follow_the_rendered_objects_and_the_pattern():
-    plan = build_plan(Request(pattern="moe", accel="tpu", topology="4x4"))
+    plan = build_plan(Request(pattern="moe", accel="gpu"))
     need = ck.required_crds("llmd", plan, [
         {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule"},
         {"apiVersion": "apps/v1", "kind": "Deployment"}, {"apiVersion": "v1", "kind": "Service"}])

@@ -54,7 +54,7 @@ def test_kserve_on_an_empty_namespace():
     plan, desired = kserve("multimodel")
     dp = plan_deploy(plan, desired, Live(namespaces={"kserve"}), TARGET, timeout=300)
     assert [s.title for s in dp.steps] == ["create namespace lightrail", "apply built-in objects (16)",
-                                           "apply custom resources (6)", "wait until ready (timeout 300 s)"]
+                                           "apply custom resources (4)", "wait until ready (timeout 300 s)"]
     builtin, custom = dp.steps[1].objects, dp.steps[2].objects
     assert {o["kind"] for o in builtin} == {"ServiceAccount", "Role", "RoleBinding", "Service", "Deployment",
                                             "NetworkPolicy"}

@@ -200,7 +200,7 @@ def test_kserve_deploy_then_deploy_again_changes_nothing():
     deploy(cluster, plan, lines)
     assert lines[0] == "deploy multimodel (sim, kserve) to context kind-test (--kube-context), namespace lightrail"
     applies = [c for c in cluster.calls if c[1][1] == "apply"]
-    assert [load_manifests(c[2])[0]["kind"] for c in applies] == ["Namespace", "ServiceAccount", "HTTPRoute"]
+    assert [load_manifests(c[2])[0]["kind"] for c in applies] == ["Namespace", "ServiceAccount", "DestinationRule"]
     assert "EnvoyFilter kserve/lightrail-multimodel-bbr" in ours(cluster)
     assert any(l.startswith("  ") and "ready   LLMInferenceService lightrail/multimodel-qwen2-5-3b-instruct: Ready" in l
                for l in lines)
@@ -209,7 +209,7 @@ def test_kserve_deploy_then_deploy_again_changes_nothing():
     cluster.calls.clear()
     deploy(cluster, plan, lines)
     assert cluster.calls == []
-    assert any(l.startswith("nothing to change: 23 item(s) already as desired") for l in lines)
+    assert any(l.startswith("nothing to change: 21 item(s) already as desired") for l in lines)
 
 
 def test_failure_names_the_object_and_why_rolls_back_and_fails():

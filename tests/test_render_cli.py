@@ -24,10 +24,39 @@ def test_render_kserve_writes_valid_manifests_and_inputs(tmp_path):
     assert [o["kind"] for o in objects].count("LLMInferenceService") == 1
     assert (out / "kustomize" / "kustomization.yaml").exists()
     assert "rendered 7 objects, all valid" in proc.stdout
-    # Rendering again into the same directory replaces it.
+    # Rendering again into the same directory replaces what the first render wrote, nothing else.
+    (out / "NOTES.md").write_text("mine")
+    (out / "kustomize" / "my-extra.yaml").write_text("mine too")
     again = invoke("render", "--pattern=baseline", "--accel=sim", "--stack=kserve", f"--out={out}")
     assert again.returncode == 0, again.stderr
     assert not (out / "kustomize" / "caching-qwen2-5-3b-instruct").exists()
+    assert (out / "kustomize" / "baseline-qwen2-5-3b-instruct" / "kustomization.yaml").exists()
+    assert (out / "NOTES.md").read_text() == "mine" and (out / "kustomize" / "my-extra.yaml").read_text() == "mine too"
+    # a file of the user's where the next render would write one of its own is refused, not overwritten
+    theirs = out / "kustomize" / "caching-qwen2-5-3b-instruct" / "kustomization.yaml"
+    theirs.parent.mkdir()
+    theirs.write_text("the user's")
+    refused = invoke("render", "--pattern=caching", "--accel=tpu", "--stack=kserve", f"--out={out}")
+    assert refused.returncode == 1 and "which `invoke render` did not write" in refused.stderr
+    assert theirs.read_text() == "the user's" and (out / "kustomize" / "baseline-qwen2-5-3b-instruct").exists()
+
+
+@needs_schemas
+@pytest.mark.parametrize("pattern,accel", [("multimodel", "gpu"), ("moe", "gpu"), ("baseline", "sim")])
+def test_written_kustomize_tree_builds_by_hand_to_the_written_manifests(tmp_path, pattern, accel):
+    """`kubectl kustomize OUT/kustomize` (default load restrictions, from another directory) gives manifests.yaml."""
+    from lightrail.settings import TOOLS_BIN
+
+    out = tmp_path / "out"
+    proc = invoke("render", f"--pattern={pattern}", f"--accel={accel}", "--stack=kserve", f"--out={out}")
+    assert proc.returncode == 0, proc.stderr
+    moved = tmp_path / "elsewhere" / "copy"
+    moved.parent.mkdir()
+    (out / "kustomize").rename(moved)   # nothing may point back at the checkout or the scratch dir
+    built = subprocess.run([str(TOOLS_BIN / "kubectl"), "kustomize", str(moved)], capture_output=True, text=True,
+                           cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    assert list(yaml.safe_load_all(built.stdout)) == list(yaml.safe_load_all((out / "manifests.yaml").read_text()))
 
 
 @needs_schemas
@@ -45,7 +74,13 @@ def test_render_llmd_offline_writes_the_helmfile_inputs(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--pattern=caching", "--accel=tpu", "--topology=9x9"], "unknown TPU v6e topology '9x9'; valid: 1x1, 2x2, 2x4, 4x4, 4x8"),
     (["--pattern=moe", "--accel=sim"], "pattern 'moe' is not supported on accel=sim"),
-    (["--pattern=baseline", "--accel=gpu", "--replicas=-1"], "replicas must be a whole number of at least 1"),
+    # tpu-inference v0.26.0 places DP ranks on chips by their global rank: a multi-host DP group cannot start
+    (["--pattern=moe", "--accel=tpu"], "cannot run data-parallel ranks across hosts"),
+    (["--pattern=moe", "--accel=tpu", "--stack=kserve"], "cannot run data-parallel ranks across hosts"),
+    (["--pattern=baseline", "--accel=tpu", "--topology=4x4"], "spans 4 hosts"),
+    (["--pattern=baseline", "--accel=gpu", "--replicas=-1"], "replicas must be a whole number from 1 to 2147483647"),
+    (["--pattern=baseline", "--accel=gpu", "--replicas=99999999999"], "replicas must be a whole number from 1 to"),
+    (["--pattern=baseline", "--accel=gpu", "--replicas=1e26"], "replicas must be a whole number from 1 to"),
     (["--pattern=baseline", "--accel=gpu", "--model=nope"], "is not a Hugging Face id"),
     (["--pattern=baseline", "--accel=gpu", "--stack=helm"], "unknown stack 'helm'; valid: llmd, kserve"),
 ])

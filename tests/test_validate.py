@@ -354,3 +354,36 @@ def test_crd_files_are_parsed_once_and_cached_as_json(tmp_path, monkeypatch):
     assert recached != cached and _parsed(src) == [crd]
     monkeypatch.setenv("XDG_CACHE_HOME", "/proc/no-cache-here")   # an unwritable cache only costs time
     assert _parsed(src) == [crd]
+
+
+@needs_schemas
+@pytest.mark.parametrize("stack", ["kserve", "llmd"])
+def test_integer_formats_are_bounded_as_the_api_server_decodes_them(stack):
+    """`replicas: 99999999999` is an integer, but no int32: the API server rejects it, so must we."""
+    from lightrail.plan import Request, build_plan
+    from lightrail.render import render
+    from lightrail.settings import charts_dir
+
+    if stack == "llmd" and charts_dir() is None:
+        pytest.skip("needs the upstream charts: set LIGHTRAIL_CHARTS=DIR")
+    objects = render(build_plan(Request("baseline", "gpu", stack)), charts=charts_dir()).objects
+    (workload,) = [o for o in objects if o["kind"] in ("Deployment", "LLMInferenceService")
+                   and "epp" not in o["metadata"]["name"]]
+    for replicas, ok in ((2**31 - 1, True), (2**31, False), (99999999999, False), (-2**31 - 1, False)):
+        obj = copy.deepcopy(workload)
+        obj["spec"]["replicas"] = replicas
+        problems = validate_objects([obj], schemas_dir=SCHEMAS)
+        if ok:
+            assert problems == []
+        else:
+            assert ("spec.replicas", f"{replicas} does not fit int32 (the API server accepts -2147483648 to 2147483647)") \
+                in [(p.path, p.message) for p in problems]
+
+
+def test_int64_fields_are_bounded_too():
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "lightrail"},
+           "spec": {"containers": [{"name": "c", "image": "busybox"}], "terminationGracePeriodSeconds": 2**63}}
+    (problem,) = validate_objects([pod])
+    assert problem.path == "spec.terminationGracePeriodSeconds" and "does not fit int64" in problem.message
+    pod["spec"]["terminationGracePeriodSeconds"] = 2**63 - 1
+    assert validate_objects([pod]) == []

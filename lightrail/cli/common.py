@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from lightrail.errors import LightrailError
-from lightrail.plan import Request
+from lightrail.plan import MAX_REPLICAS, Request
+from lightrail.settings import kserve_tls
 
 PLAN_HELP = {
     "pattern": "baseline | multimodel | caching | moe",
@@ -12,7 +13,7 @@ PLAN_HELP = {
     "replicas": "replicas per model (default: the pattern's)",
     "namespace": "Kubernetes namespace (default: lightrail)",
     "gpu_type": "NVIDIA GPU type for --accel=gpu: t4 | l4 | a100 | a100-80gb | h100",
-    "topology": "TPU v6e topology for --accel=tpu: 1x1 | 2x2 | 2x4 (one host) | 4x4 | 4x8 (multi-host, moe)",
+    "topology": "TPU v6e topology for --accel=tpu: 1x1 | 2x2 | 2x4 (one host; multi-host 4x4 | 4x8 are refused)",
     "provider": "llmd gateway provider: istio | gke | agentgateway (default istio)",
     "kserve_api": "LLMInferenceService API version for --stack=kserve: v1alpha2 | v1alpha1",
     "vllm_arg": "extra vLLM flag, e.g. --vllm-arg=--max-model-len=8192 (repeatable)",
@@ -29,10 +30,11 @@ def make_request(pattern, accel, stack="llmd", model=(), replicas=None, namespac
         try:
             replicas = int(replicas)
         except (TypeError, ValueError):
-            raise LightrailError(f"replicas must be a whole number of at least 1, got {replicas!r}") from None
+            raise LightrailError(f"replicas must be a whole number from 1 to {MAX_REPLICAS}, got {replicas!r}") from None
     else:
         replicas = None
     models = tuple(m for group in (model or ()) for m in str(group).split(",") if m)
     return Request(pattern=pattern, accel=accel, stack=stack, models=models, replicas=replicas,
                    namespace=namespace, gpu_type=gpu_type or None, topology=topology or None,
-                   provider=provider, kserve_api=kserve_api, extra_args=tuple(vllm_arg or ()))
+                   provider=provider, kserve_api=kserve_api, kserve_tls=stack == "kserve" and kserve_tls(),
+                   extra_args=tuple(vllm_arg or ()))

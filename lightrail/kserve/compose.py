@@ -1,20 +1,20 @@
 """Compose the kustomize overlay for a plan: one small overlay per model server.
 
-Each overlay points at the repo's kustomize/base (+ components), renames `model` to the
-server's name and patches in the plan's values; kustomize/replacements.yaml carries the name
-into object names and selectors. Multimodel adds the body-based router's overlays. The top
-overlay gathers them and sets Lightrail's labels.
+Each overlay points at kustomize/base (+ components), renames `model` to the server's name and
+patches in the plan's values; kustomize/replacements.yaml carries the name into object names
+and selectors. Multimodel adds the body-based router's overlays. The top overlay gathers them
+and sets Lightrail's labels. The tree is self-contained (the parts of kustomize/ it uses are
+copied into `lib/`), so a written render builds by hand with plain `kubectl kustomize`.
 """
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 from lightrail.errors import LightrailError
 from lightrail.plan import VLLM_PORT, ModelServer, Plan
 from lightrail.render import dump_yaml
-from lightrail.router import epp_config
+from lightrail.router import epp_config, metrics_scheme
 from lightrail.settings import KUSTOMIZE_DIR
 
 # Flags KServe sets itself from spec.parallelism (its presets build the vLLM command line).
@@ -22,11 +22,36 @@ _PARALLELISM_FLAGS = ("--tensor-parallel-size", "--data-parallel-size", "--data-
                       "--enable-expert-parallel")
 BASE_POLICIES = ("default-deny", "allow-gateway", "allow-scheduler", "allow-dns", "allow-metrics")
 BBR_PORT = 9004   # the body-based router's ext-proc port (kustomize/body-based-routing)
+LIB = "lib"       # where the render's copy of kustomize/ goes, beside the overlays
+REPLACEMENTS = "replacements.yaml"   # copied into each server overlay (kustomize loads files only from below a root)
 # KServe's presets set runAsNonRoot, and the vLLM images declare no USER: the kubelet only starts
 # them with a numeric non-root user. USER and the inductor cache dir keep torch happy without a
 # passwd entry (as KServe's own e2e fixtures do). The simulator image runs as 65532 already.
 _NON_ROOT = {"runAsNonRoot": True, "runAsUser": 1000}
 _NON_ROOT_ENV = {"USER": "nonroot", "TORCHINDUCTOR_CACHE_DIR": "/tmp/torchinductor-cache"}
+# KServe's scheduler preset mounts its certificates here when enableLLMInferenceServiceTLS is on.
+KSERVE_TLS_DIR = "/var/run/kserve/tls"
+
+
+def epp_command(plan: Plan, server: ModelServer) -> list[str]:
+    """The endpoint picker's command: KServe v0.20's scheduler preset, minus the flag the pinned EPP lacks.
+
+    The preset (written for EPP v0.9) adds --model-server-metrics-scheme=https when TLS is on;
+    EPP v0.10 no longer defines it and exits, so the whole command is ours (the metrics scheme
+    is in the inline config). Pool name and namespace are what the preset templates in.
+    """
+    command = ["/app/epp", "--pool-name", child_name(server.name, "-inference-pool"), "--pool-namespace",
+               plan.namespace, "--zap-encoder", "json", "--grpc-port", "9002", "--grpc-health-port", "9003"]
+    if plan.request.kserve_tls:
+        command += ["--enable-cert-reload=true", "--secure-serving=true", f"--cert-path={KSERVE_TLS_DIR}"]
+    return command
+
+
+def startup_probe(plan: Plan, server: ModelServer) -> dict:
+    """The accelerator's startup budget on the path and scheme KServe's preset probes (the
+    simulator, with its own command, serves plain HTTP)."""
+    scheme = metrics_scheme(plan).upper() if server.source else "HTTP"
+    return {"httpGet": {"path": "/health", "port": VLLM_PORT, "scheme": scheme}, **server.startup}
 
 
 def components(plan: Plan, server: ModelServer) -> list[str]:
@@ -34,8 +59,6 @@ def components(plan: Plan, server: ModelServer) -> list[str]:
     out = ["weights-download" if server.source else "simulator"]
     if server.multinode:
         out.append("multinode")
-    if plan.body_based_routing:
-        out.append("model-routes")
     return out
 
 
@@ -63,12 +86,25 @@ def _hf_token(plan: Plan, server: ModelServer) -> list[dict]:
     return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": plan.hf_secret, "key": "HF_TOKEN"}}}]
 
 
+def served_names(plan: Plan, server: ModelServer) -> list[str]:
+    """The names a server answers to, as KServe's preset gives vLLM: plain and publisher-qualified.
+
+    The first is the one vLLM puts in its responses, so it is the name clients send
+    (Plan.client_model): the qualified one behind body-based routing.
+    """
+    names = [server.model, f"publishers/{plan.namespace}/models/{server.model}"]
+    client = plan.client_model(server)
+    return [client] + [n for n in names if n != client]
+
+
 def _container(plan: Plan, server: ModelServer) -> dict:
     if server.source:
         args = [a for a in server.args if a.split("=", 1)[0] not in _PARALLELISM_FLAGS]
+        if plan.client_model(server) != server.model:   # appended after the preset's: the last flag wins
+            args += ["--served-model-name", *served_names(plan, server)]
     else:  # simulator: its own flags; it answers to KServe's publisher-qualified name like vLLM does
-        args = [f"--model={server.model}", "--served-model-name", server.model,
-                f"publishers/{plan.namespace}/models/{server.model}", f"--port={VLLM_PORT}", *server.args]
+        args = [f"--model={server.model}", "--served-model-name", *served_names(plan, server),
+                f"--port={VLLM_PORT}", *server.args]
     quantities = dict(server.resources)
     container = {"name": "main", "image": server.image, "args": args,
                  "resources": {"requests": quantities, "limits": quantities}}
@@ -83,8 +119,12 @@ def _container(plan: Plan, server: ModelServer) -> dict:
     return container
 
 
-def _pod(plan: Plan, server: ModelServer) -> dict:
-    pod: dict = {"containers": [_container(plan, server)]}
+def _pod(plan: Plan, server: ModelServer, serving: bool = True) -> dict:
+    """A pod template; `serving` pods (not the headless LWS workers) get the startup budget."""
+    container = _container(plan, server)
+    if serving:
+        container["startupProbe"] = startup_probe(plan, server)
+    pod: dict = {"containers": [container]}
     if _hf_token(plan, server):   # KServe's storage initializer downloads hf:// weights: it needs the token too
         pod["initContainers"] = [{"name": "storage-initializer", "env": _hf_token(plan, server)}]
     if server.node_selector:
@@ -105,9 +145,9 @@ def llmisvc_patch(plan: Plan, server: ModelServer) -> list[dict]:
         {"op": "add", "path": "/spec/labels", "value": dict(plan.labels)},
         {"op": "add", "path": "/spec/router/scheduler/labels", "value": dict(plan.labels)},
         {"op": "replace", "path": "/spec/router/scheduler/config/inline", "value": epp_config(plan)},
-        # the pinned picker image (KServe's preset brings its own, older one; the rest is the preset's)
+        # the pinned picker image (KServe's preset brings its own, older one) and its command
         {"op": "add", "path": "/spec/router/scheduler/template",
-         "value": {"containers": [{"name": "main", "image": plan.epp_image}]}},
+         "value": {"containers": [{"name": "main", "image": plan.epp_image, "command": epp_command(plan, server)}]}},
         {"op": "replace", "path": "/spec/template", "value": _pod(plan, server)},
     ]
     mn = server.multinode
@@ -115,7 +155,7 @@ def llmisvc_patch(plan: Plan, server: ModelServer) -> list[dict]:
         ops.append({"op": "add", "path": "/spec/parallelism",
                     "value": {"tensor": mn.tensor_parallel, "data": mn.data_parallel,
                               "dataLocal": mn.data_parallel_local, "expert": mn.expert_parallel}})
-        ops.append({"op": "add", "path": "/spec/worker", "value": _pod(plan, server)})
+        ops.append({"op": "add", "path": "/spec/worker", "value": _pod(plan, server, serving=False)})
     elif server.tensor_parallel > 1:
         ops.append({"op": "add", "path": "/spec/parallelism", "value": {"tensor": server.tensor_parallel}})
     return ops
@@ -141,20 +181,22 @@ def _patch(kind: str, ops: list[dict], name: str | None = None) -> dict:
     return {"target": {"kind": kind, **({"name": name} if name else {})}, "patch": dump_yaml(ops)}
 
 
-def _server_overlay(plan: Plan, server: ModelServer, rel) -> dict:
+def _lib(path: str) -> str:
+    """A path in the render's copy of kustomize/, as seen from an overlay beside it."""
+    return f"../{LIB}/{path}"
+
+
+def _server_overlay(plan: Plan, server: ModelServer) -> dict:
     patches = [_patch("LLMInferenceService", llmisvc_patch(plan, server), "model")]
-    if plan.body_based_routing:
-        patches.append(_patch("HTTPRoute", [{"op": "replace", "path": "/spec/rules/0/backendRefs/0/name",
-                                             "value": child_name(server.name, "-inference-pool")}]))
     if plan.request.kserve_api != "v1alpha2":
         patches.append(_patch("LLMInferenceService", [{"op": "replace", "path": "/apiVersion",
                                                        "value": f"serving.kserve.io/{plan.request.kserve_api}"}]))
-    return _kustomization(namespace=plan.namespace, resources=[rel("base")],
-                          components=[rel(f"components/{c}") for c in components(plan, server)],
-                          patches=patches, replacements=[{"path": rel("replacements.yaml")}])
+    return _kustomization(namespace=plan.namespace, resources=[_lib("base")],
+                          components=[_lib(f"components/{c}") for c in components(plan, server)],
+                          patches=patches, replacements=[{"path": REPLACEMENTS}])
 
 
-def _bbr_overlays(plan: Plan, rel) -> dict[str, dict]:
+def _bbr_overlays(plan: Plan) -> dict[str, dict]:
     """The body-based router in the plan's namespace, and its EnvoyFilter in KServe's gateway namespace."""
     prefix = f"{plan.pattern.name}-"
     filter_ops = [
@@ -165,33 +207,44 @@ def _bbr_overlays(plan: Plan, rel) -> dict[str, dict]:
     ]
     return {
         "body-based-routing": _kustomization(
-            namespace=plan.namespace, namePrefix=prefix, resources=[rel("body-based-routing")],
+            namespace=plan.namespace, namePrefix=prefix, resources=[_lib("body-based-routing")],
             patches=[_patch("Deployment", [{"op": "replace", "path": "/spec/template/spec/containers/0/image",
                                             "value": plan.versions["images"]["bbr"]}]),
                      _patch("DestinationRule", [{"op": "replace", "path": "/spec/host", "value": bbr_service(plan)}])]),
         # named after the namespace too: every deployment's filter shares the gateway's namespace
         "body-based-routing-gateway": _kustomization(
-            namePrefix=f"{plan.namespace}-{prefix}", resources=[rel("body-based-routing/gateway")],
+            namePrefix=f"{plan.namespace}-{prefix}", resources=[_lib("body-based-routing/gateway")],
             patches=[_patch("EnvoyFilter", filter_ops)]),
     }
 
 
+def library(plan: Plan) -> dict[str, str]:
+    """The parts of kustomize/ this plan's overlays use, as {path under lib/: text}."""
+    dirs = ["base"] + sorted({f"components/{c}" for s in plan.servers for c in components(plan, s)})
+    if plan.body_based_routing:
+        dirs.append("body-based-routing")
+    return {f"{LIB}/{p.relative_to(KUSTOMIZE_DIR)}": p.read_text()
+            for d in dirs for p in sorted((KUSTOMIZE_DIR / d).rglob("*")) if p.is_file()}
+
+
 def write_overlay(plan: Plan, workdir: Path) -> dict[str, str]:
-    """Write the overlays into workdir; return them as {relative path: text} (render artifacts).
+    """Write the overlays and their library into workdir; return them as {relative path: text}.
 
     One overlay per model server (and for body-based routing, two more); the top kustomization
     gathers them and labels everything. Namespaces are set per overlay because the EnvoyFilter
     must stay in the gateway's namespace.
     """
     units: dict[str, dict] = {}
-    rel = lambda unit: lambda p: os.path.relpath(KUSTOMIZE_DIR / p, workdir / unit)  # noqa: E731
     if plan.body_based_routing:
-        units.update(_bbr_overlays(plan, rel("body-based-routing")))
+        units.update(_bbr_overlays(plan))
     for server in plan.servers:
-        units[server.name] = _server_overlay(plan, server, rel(server.name))
+        units[server.name] = _server_overlay(plan, server)
     top = _kustomization(resources=list(units), labels=[{"pairs": dict(plan.labels), "includeSelectors": False,
                                                          "includeTemplates": True}])
     files = {f"{unit}/kustomization.yaml": dump_yaml(k) for unit, k in units.items()}
+    replacements = (KUSTOMIZE_DIR / REPLACEMENTS).read_text()
+    files.update({f"{server.name}/{REPLACEMENTS}": replacements for server in plan.servers})
+    files.update(library(plan))
     files["kustomization.yaml"] = dump_yaml(top)
     for rel_path, text in files.items():
         path = workdir / rel_path

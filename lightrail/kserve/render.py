@@ -11,8 +11,8 @@ from lightrail.render import Rendered, load_manifests
 
 def render(plan: Plan, workdir: Path) -> Rendered:
     files = write_overlay(plan, workdir)
-    # The overlay lives in workdir and reads kustomize/ from the repo.
-    out = tools.run("kubectl", "kustomize", "--load-restrictor=LoadRestrictionsNone", str(workdir)).stdout
+    # Self-contained: the same build a user runs by hand on the written kustomize/ directory.
+    out = tools.run("kubectl", "kustomize", str(workdir)).stdout
     objects = load_manifests(out)
     artifacts = {f"kustomize/{k}": v for k, v in files.items()}
     notes = [f"apply with: kubectl apply --server-side -f manifests.yaml (namespace {plan.namespace})"]

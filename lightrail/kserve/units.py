@@ -19,10 +19,7 @@ def units(plan: Plan) -> list[Unit]:
                         image.rsplit(":", 1)[-1], BBR))
     for s in plan.servers:
         comps = components(plan, s)
-        objects = {"NetworkPolicy": len(network_policies(plan, s))}
-        if "model-routes" in comps:
-            objects["HTTPRoute"] = 1
-        objects["LLMInferenceService"] = 1
+        objects = {"NetworkPolicy": len(network_policies(plan, s)), "LLMInferenceService": 1}
         source = "kustomize/base" + "".join(f" + components/{c}" for c in comps)
         out.append(Unit(s.name, "kustomize", source, f"serving.kserve.io/{plan.request.kserve_api}", objects))
     return out

@@ -17,8 +17,9 @@ import yaml
 from lightrail import tools
 from lightrail.catalog import load_catalog
 from lightrail.errors import LightrailError
+from lightrail.llmd import charts as local_charts
 from lightrail.llmd.values import OWN_CHARTS, bbr_chart, release_values
-from lightrail.plan import Plan
+from lightrail.plan import MANAGED_BY, Plan
 from lightrail.render import Rendered, dump_yaml, load_manifests
 from lightrail.settings import HELMFILES_DIR, TOOLS_BIN
 
@@ -29,19 +30,28 @@ RERUN = (f"cd OUT/helmfile && helmfile --file {HELMFILE} --environment {{provide
 POST_RENDERER = HELMFILES_DIR / "post-render-labels"
 
 
+def stamped_labels(plan: Plan) -> dict[str, str]:
+    """The labels the post-renderer adds: the plan's, except managed-by, which stays Helm's.
+
+    Helm adopts an existing object only if it carries `app.kubernetes.io/managed-by: Helm`
+    (redeploying after an interrupted teardown); Lightrail finds its objects by lightrail.dev/*.
+    """
+    return {k: v for k, v in plan.labels.items() if k not in MANAGED_BY}
+
+
 def chart_refs(plan: Plan, charts: Path | None, stub: Path | None = None) -> tuple[dict, list[dict]]:
     """Chart reference per helmfile.yaml.gotmpl key, and the repositories to declare.
 
     Our own charts always come from helmfiles/charts. With `charts`, every upstream chart is
-    DIR/<name> (a directory, <name>.tgz, or <name>-<version>.tgz as `helm pull` names it) and no
-    repository is needed; with `stub`, every upstream chart is a path under it that is never read
+    DIR/<name> (a directory, <name>.tgz, or <name>-<version>.tgz as `helm pull` names it), checked
+    against its pin (llmd/charts.py), and no repository is needed; with `stub`, every upstream chart is a path under it that is never read
     (offline checks); otherwise each comes from its pinned repository and version.
     """
     pins = load_catalog().versions["charts"]
     by_key = {"infra": "llm-d-infra", "router": "llm-d-router-gateway", "modelservice": "llm-d-modelservice"}
     if plan.body_based_routing:
         by_key["bbr"] = bbr_chart(plan)
-    refs, repos = {}, {}
+    refs, repos, found = {}, {}, []
     for key, name in sorted(by_key.items()):
         if name not in pins:
             refs[key] = {"chart": str(OWN_CHARTS / name), "version": ""}
@@ -54,12 +64,15 @@ def chart_refs(plan: Plan, charts: Path | None, stub: Path | None = None) -> tup
                 raise LightrailError(f"chart {name} not found in {charts} (looked for "
                                      f"{', '.join(p.name for p in candidates)})",
                                      fix="put the upstream chart there or unset LIGHTRAIL_CHARTS")
+            found.append((local, name))
             refs[key] = {"chart": str(local), "version": ""}
         else:
             pin = pins[name]
             repos[name] = {"name": name, "url": pin["repo"].removeprefix("oci://"),
                            "oci": pin["repo"].startswith("oci://")}
             refs[key] = {"chart": f"{name}/{name}", "version": pin["version"]}
+    for local, name in found:   # once every chart is found: a missing one is named first
+        local_charts.check(local, name, pins[name]["version"])
     return refs, list(repos.values())
 
 
@@ -78,7 +91,7 @@ def write_state(plan: Plan, workdir: Path, charts: Path | None, stub: Path | Non
     state = {
         "pattern": plan.pattern.name,
         "namespace": plan.namespace,
-        "labels": dict(plan.labels),
+        "labels": stamped_labels(plan),
         "charts": refs,
         "repositories": repos,
         "bodyBasedRouting": plan.body_based_routing,
@@ -116,6 +129,9 @@ def render(plan: Plan, workdir: Path, charts: Path | None = None, offline: bool 
             err.fix = "the chart repositories must be reachable; otherwise set LIGHTRAIL_CHARTS=DIR or use --offline"
         raise
     notes = ["deploy with `invoke deploy`, or by hand: " + RERUN.format(provider=plan.gateway.provider, verb="apply")]
+    if offline:   # with charts at hand offline changes nothing but must be said: no repository was asked
+        notes.insert(0, f"offline: every upstream chart came from {charts} (checked against the pinned versions); "
+                        "no chart repository was contacted")
     return Rendered(objects=load_manifests(out), artifacts=artifacts, notes=notes)
 
 

@@ -24,12 +24,14 @@ EPP_CONFIG_FILE = "lightrail.yaml"
 # The EPP's chart default asks for 8 CPUs; one picker per model needs far less.
 EPP_RESOURCES = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}}
 # vLLM and the simulator answer /health once the engine runs and /v1/models once they serve;
-# loading (and downloading) a model can take long, so the startup probe allows an hour.
-PROBES = {
-    "startupProbe": {"httpGet": {"path": "/health", "port": VLLM_PORT}, "periodSeconds": 10, "failureThreshold": 360},
-    "readinessProbe": {"httpGet": {"path": "/v1/models", "port": VLLM_PORT}, "periodSeconds": 10},
-    "livenessProbe": {"httpGet": {"path": "/health", "port": VLLM_PORT}, "periodSeconds": 30, "failureThreshold": 3},
-}
+# the startup probe's budget is the accelerator's (patterns/accelerators.yaml `startup`).
+HEALTH = {"httpGet": {"path": "/health", "port": VLLM_PORT}}
+READINESS = {"httpGet": {"path": "/v1/models", "port": VLLM_PORT}, "periodSeconds": 10}
+LIVENESS = {**HEALTH, "periodSeconds": 30, "failureThreshold": 3}
+
+
+def probes(server: ModelServer) -> dict:
+    return {"startupProbe": {**HEALTH, **server.startup}, "readinessProbe": READINESS, "livenessProbe": LIVENESS}
 # NCCL and vLLM's worker queues use /dev/shm once a pod runs several ranks; containers get 64Mi.
 SHM = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}
 # llm-d-modelservice `accelerator.type` per Lightrail accelerator.
@@ -128,7 +130,7 @@ def modelservice_values(plan: Plan, server: ModelServer) -> dict:
         "resources": {"limits": quantities, "requests": quantities},
         # The chart makes the volume (and sets HF_HOME) for hf:// models only.
         "mountModelVolume": server.source.startswith("hf://"),
-        "extraConfig": PROBES,
+        "extraConfig": probes(server),
     }
     if server.source:
         command, args = vllm_command(server)

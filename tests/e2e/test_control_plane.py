@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from lightrail.catalog import load_catalog
-from tests.e2e.conftest import apply_nodes, invoke
+from lightrail.testing.localcluster import LocalCluster
+from tests.e2e.conftest import MISSING, apply_nodes, invoke
 
 
 def wait_for(check, seconds: float = 60, every: float = 0.5):
@@ -102,3 +105,17 @@ def test_a_kind_installed_after_discovery_is_found_by_the_same_client(cluster, m
         "spec": {"poolRef": {"name": "pool"}, "rules": [{"targets": [{"modelRewrite": "m"}]}]}}))
     assert [o["metadata"]["name"] for o in client.list("llm-d.ai/v1alpha2", "InferenceModelRewrite", "rewrites")] \
         == ["chat"]
+
+
+def test_down_stops_every_process_and_removes_the_context(tmp_path):
+    if MISSING:
+        pytest.skip(f"local control plane not built ({', '.join(MISSING)}): run scripts/setup with a Go toolchain")
+    local = LocalCluster("down", tmp_path).start()
+    assert len(local.processes()) >= 5, local.processes()   # etcd, apiserver, controller-manager, scheduler, kwok
+    proc = invoke(local, "down", "--engine=kwok", "--name=down")
+    assert "delete kwok cluster down" in proc.stdout
+    assert local.wait_gone() == []
+    assert "kwok-down" not in local.kubeconfig.read_text()
+    assert not (tmp_path / "kwok" / "clusters" / "down").exists()
+    again = invoke(local, "down", "--engine=kwok", "--name=down")
+    assert "no kwok cluster down" in again.stdout

@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".tools" / "bin"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lightrail"
 LOCAL_REPLACE = re.compile(r"^\s*(?:replace\s+)?(\S+)\s+=>\s+\.{1,2}/", re.M)
-PSEUDO = re.compile(r"-\d{14}-[0-9a-f]{12}$")
 
 
 class BuildError(Exception):
@@ -79,8 +78,7 @@ def build(name: str, pin: dict) -> Path:
     wrapper_module(name, pin, work)
     packages = {binary: pin["module"] if path == "." else f"{pin['module']}/{path}"
                 for binary, path in pin["binaries"].items()}
-    if not PSEUDO.search(pin["version"]):  # a pseudo-version's .info may be refused; the wrapper's require suffices
-        go("get", *(f"{pkg}@{pin['version']}" for pkg in dict.fromkeys(packages.values())), cwd=work)
+    go("get", *(f"{pkg}@{pin['version']}" for pkg in dict.fromkeys(packages.values())), cwd=work)
     staging = work / "bin"
     for binary, pkg in packages.items():
         go("build", "-trimpath", "-ldflags", ldflags(pin), "-o", str(staging / binary), pkg, cwd=work)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import copy
 import ipaddress
+import json
 import os
 import socket
 import subprocess
@@ -207,10 +208,8 @@ def istio(kubeconfig: Path, workdir: Path) -> Controller:
     servers on free loopback ports. Its webhooks are left out: they need a certificate for the
     istiod Service, which istiod issues itself."""
     home = installed("istio")
-    pin = load_catalog().versions["cluster"]["istio"]
     chart = tools.run("helm", "template", "istiod", str(home / "manifests/charts/istio-control/istio-discovery"),
-                      "--namespace", ISTIO_NAMESPACE, "--set", "pilot.env.ENABLE_GATEWAY_API_INFERENCE_EXTENSION=true",
-                      "--set", "global.hub=docker.io/istio", "--set", f"global.tag={pin['version']}").stdout
+                      "--namespace", ISTIO_NAMESPACE, "--set", "pilot.env.ENABLE_GATEWAY_API_INFERENCE_EXTENSION=true").stdout
     rendered = [d for d in yaml.safe_load_all(chart) if d]
     config_maps = {d["metadata"]["name"]: d for d in rendered if d["kind"] == "ConfigMap"}
     for directory, name in (("etc/istio/config", "istio"), ("var/lib/istio/inject", "istio-sidecar-injector")):
@@ -234,18 +233,38 @@ def istio(kubeconfig: Path, workdir: Path) -> Controller:
 RECIPES = {"lws": lws, "kserve": kserve, "istio": istio}
 
 
+def established(crds: list[str], kubeconfig: Path, timeout: float = 60) -> None:
+    """Wait until these CRDs are served (`kubectl wait` rejects a CRD so new that it has no conditions)."""
+    deadline = time.monotonic() + timeout
+    while crds:
+        out = tools.run("kubectl", f"--kubeconfig={kubeconfig}", "get", "-o", "json", *(f"crd/{c}" for c in crds)).stdout
+        data = json.loads(out)
+        items = data.get("items", [data])  # one name gives the object itself
+        crds = [i["metadata"]["name"] for i in items
+                if not any(c["type"] == "Established" and c["status"] == "True" for c in i.get("status", {}).get("conditions") or [])]
+        if crds and time.monotonic() > deadline:
+            raise LightrailError(f"CRDs not established within {timeout:.0f} s: {', '.join(crds)}")
+        time.sleep(0.5 if crds else 0)
+
+
 @contextmanager
 def running(name: str, kubeconfig: Path, workdir: Path):
-    """Apply what the controller needs, start it, wait until it is ready; stop it on exit."""
+    """Apply what the controller needs, start it, wait until it is ready; on exit stop it and remove
+    its webhook configurations (left behind, they would refuse every admission they cover)."""
     workdir.mkdir(parents=True, exist_ok=True)
     controller = RECIPES[name](kubeconfig, workdir)
     kubectl = (f"--kubeconfig={kubeconfig}",)
-    tools.run("kubectl", *kubectl, "apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(controller.objects))
-    tools.run("kubectl", *kubectl, "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-    controller.start()
+    apply = (*kubectl, "apply", "--server-side", "--force-conflicts", "-f", "-")
+    tools.run("kubectl", *apply, input=yaml.safe_dump_all(controller.objects))
     try:
+        established([o["metadata"]["name"] for o in controller.objects if o["kind"] == "CustomResourceDefinition"],
+                    kubeconfig)
+        controller.start()
         if controller.after:
-            tools.run("kubectl", *kubectl, "apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(controller.after))
+            tools.run("kubectl", *apply, input=yaml.safe_dump_all(controller.after))
         yield controller
     finally:
         controller.stop()
+        hooks = [f"{o['kind'].lower()}/{o['metadata']['name']}" for o in controller.objects if o["kind"] in WEBHOOK_KINDS]
+        if hooks:
+            tools.run("kubectl", *kubectl, "delete", "--ignore-not-found", *hooks)

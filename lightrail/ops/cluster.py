@@ -115,9 +115,15 @@ class KubeCluster:
             return None
 
     def kinds(self) -> list[tuple[str, str, bool]]:
-        """Every listable kind the cluster serves, at its preferred version: (apiVersion, kind, namespaced)."""
+        """Every listable kind the cluster serves, at its preferred version: (apiVersion, kind, namespaced).
+        The client's discovery also yields a `ResourceList` per kind (`...List`, the list type itself):
+        skipped, it cannot be listed."""
+        from kubernetes.dynamic.resource import ResourceList
+
         out = set()
         for res in self.dynamic.resources.search():
+            if isinstance(res, ResourceList):
+                continue
             if getattr(res, "preferred", False) and "list" in (res.verbs or []) and "/" not in res.name:
                 out.add((res.group_version, res.kind, bool(res.namespaced)))
         return sorted(out)

@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from lightrail import tools
 from lightrail.ops import kwok
 
 
@@ -32,6 +33,12 @@ class LocalCluster:
 
     def stop(self) -> None:
         self._kwokctl(kwok.delete_step(self.name, str(self.kubeconfig)))
+
+    def restart(self) -> None:
+        """Stop every component (etcd keeps its data) and start them again: an API server restart."""
+        env = {**kwok._env(), "KWOK_WORKDIR": self.env["KWOK_WORKDIR"]}
+        tools.run("kwokctl", "stop", "cluster", "--name", self.name, env=env, timeout=120)
+        tools.run("kwokctl", "start", "cluster", "--name", self.name, "--wait=60s", env=env, timeout=120)
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         from lightrail.settings import TOOLS_BIN

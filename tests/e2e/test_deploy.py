@@ -5,11 +5,15 @@ shaped like GKE's, kwok makes them Ready, and readiness is followed through real
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from lightrail.errors import LightrailError
 from lightrail.ops import controllers
+from lightrail.settings import ROOT
 from tests.e2e.conftest import PLANTED, apply_nodes, invoke
 
 NAMESPACE = "e2e-deploy"
@@ -23,7 +27,7 @@ def gateway(cluster, tmp_path_factory):
     except LightrailError as err:
         pytest.skip(str(err))
     apply_nodes(cluster, "cpu:3,tpu:v6e-2x2:1,gpu:l4:1")
-    invoke(cluster, "prereqs", "--local-crds")   # before istiod: it watches the Gateway API kinds at start
+    invoke(cluster, "prereqs", "--local-crds", ok=False)   # before istiod (it watches these kinds from its start); says GatewayClass istio is missing
     with controllers.running("istio", cluster.kubeconfig, tmp_path_factory.mktemp("istiod")):
         yield cluster
 
@@ -64,3 +68,57 @@ def test_deploy_status_redeploy_teardown(gateway, accel):
 
     invoke(cluster, "teardown", "--pattern=baseline", f"--namespace={namespace}")
     assert labelled(cluster, namespace) == []
+
+
+def test_pods_that_cannot_be_created_are_explained_and_the_deploy_rolled_back(gateway):
+    """A ResourceQuota of zero pods: the ReplicaSets' FailedCreate events, seen through real watches,
+    are the explanation; at the timeout the deploy undoes what it applied."""
+    cluster = gateway
+    namespace = f"{NAMESPACE}-quota"
+    cluster.kubectl("create", "namespace", namespace)
+    cluster.kubectl("create", "quota", "no-pods", "--hard=pods=0", "-n", namespace)
+    proc = invoke(cluster, "deploy", "--pattern=baseline", "--accel=sim", f"--namespace={namespace}",
+                  "--timeout=40", ok=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "FailedCreate" in out and "exceeded quota" in out, out
+    assert "rolled back" in out, out
+    assert labelled(cluster, namespace) == []
+    releases = cluster.kubectl("get", "secrets", "-n", namespace, "-l", "owner=helm", "-o", "name").stdout
+    assert releases.strip() == "", releases
+
+
+def test_interrupted_and_restarted_deploys_converge(gateway):
+    """Ctrl-C during the wait: exit 130 with what was applied; an API server restart during the next
+    wait: the watches report it and resume; the deploy then converges."""
+    cluster = gateway
+    namespace = f"{NAMESPACE}-restart"
+    args = [sys.executable, "-m", "invoke", "deploy", "--pattern=baseline", "--accel=sim", f"--namespace={namespace}",
+            "--timeout=300"]
+    first = subprocess.Popen(args, cwd=ROOT, env={**cluster.env, "HF_TOKEN": PLANTED}, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in first.stdout:
+        seen.append(line)
+        if "wait until ready" in line:
+            first.send_signal(signal.SIGINT)
+            break
+    seen += first.stdout.readlines()
+    assert first.wait(60) == 130, "".join(seen)
+    assert "interrupted" in "".join(seen) and PLANTED not in "".join(seen)
+
+    second = subprocess.Popen(args, cwd=ROOT, env={**cluster.env, "HF_TOKEN": PLANTED}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in second.stdout:
+        seen.append(line)
+        if "wait until ready" in line or "nothing to change" in line:
+            break
+    cluster.restart()
+    seen += second.stdout.readlines()
+    out = "".join(seen)
+    assert second.wait(300) == 0, out
+    assert "endpoint:" in out, out
+    status = json.loads(invoke(cluster, "status", f"--namespace={namespace}", "--json").stdout)
+    assert status[0]["ready"] == status[0]["desired"]
+    invoke(cluster, "teardown", "--pattern=baseline", f"--namespace={namespace}")

@@ -131,10 +131,11 @@ class Controller:
     def log(self) -> Path:
         return self.workdir / f"{self.name}.log"
 
-    def start(self, timeout: float = 120) -> None:
+    def start(self, timeout: float = 120, new_session: bool = False) -> None:
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                            env={**os.environ, **self.env}, cwd=self.workdir)
+            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            env={**os.environ, **self.env}, cwd=self.workdir,
+                                            start_new_session=new_session)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -268,3 +269,18 @@ def running(name: str, kubeconfig: Path, workdir: Path):
         hooks = [f"{o['kind'].lower()}/{o['metadata']['name']}" for o in controller.objects if o["kind"] in WEBHOOK_KINDS]
         if hooks:
             tools.run("kubectl", *kubectl, "delete", "--ignore-not-found", *hooks)
+
+
+def start_detached(name: str, kubeconfig: Path, workdir: Path) -> int:
+    """Like `running`, for a controller that outlives this process (`invoke up --engine=kwok`): started in a
+    session of its own, ready when this returns; the caller keeps the pid and ends the process group."""
+    controller = RECIPES[name](kubeconfig, workdir)
+    tools.run("kubectl", f"--kubeconfig={kubeconfig}", "apply", "--server-side", "--force-conflicts", "-f", "-",
+              input=yaml.safe_dump_all(controller.objects))
+    established([o["metadata"]["name"] for o in controller.objects if o["kind"] == "CustomResourceDefinition"],
+                kubeconfig)
+    controller.start(new_session=True)
+    if controller.after:
+        tools.run("kubectl", f"--kubeconfig={kubeconfig}", "apply", "--server-side", "-f", "-",
+                  input=yaml.safe_dump_all(controller.after))
+    return controller.process.pid

@@ -69,6 +69,8 @@ class Live:
             self.smoke()
         elif step.tool == "kind":
             self._show(kind.run(step.args, step.timeout))
+        elif step.action == "controller":
+            self._show(kwok.start_controller(*step.args))
         elif step.tool == "kwokctl":
             self._show(kwok.run(step.args, step.timeout))
         else:

@@ -353,6 +353,8 @@ def up(name: str, namespace: str, *, engine: str = "kind", nodes: str = kwokops.
         target = Target(kwokops.context(name), namespace, f"kwok cluster {name}")
         out(f"quick start on {target.banner()}" + (" — dry run, nothing is changed" if dry_run else ""))
         executor.run(kwokops.create_step(name))
+        if not dry_run:
+            executor = LiveExecutor(KubeCluster(target.context), out)
         executor.run(st.apply(target, node_objects, f"create {len(node_objects)} simulated node(s): {nodes}",
                               force=True))
         crds = schemas_dir()
@@ -370,6 +372,8 @@ def up(name: str, namespace: str, *, engine: str = "kind", nodes: str = kwokops.
     cluster = None if dry_run else KubeCluster(target.context)
     prereqs(target, cluster, stack="llmd", provider="istio", istio=engine == "kind", dry_run=dry_run, out=out,
             local_crds=crds)
+    if engine == "kwok":   # after the CRDs: istiod watches the Gateway API kinds from its start
+        executor.run(kwokops.controller_step(name))
     smoke = smoke_for(plan, target) if smoke_for and engine == "kind" else None
     if smoke_for and engine == "kwok":
         out("note: no smoke on kwok: its pods are simulated, nothing serves requests")

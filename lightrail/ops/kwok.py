@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,6 +154,48 @@ def delete_step(name: str, kubeconfig: str | None = None) -> Step:
                 tool="kwokctl", args=("delete", "cluster", "--name", name, f"--kubeconfig={kubeconfig}"), timeout=120)
 
 
+def controller_step(name: str, controller: str = "istio") -> Step:
+    return Step(f"start {controller} as a local process of kwok cluster {name} (the gateway controller)",
+                action="controller", args=(name, controller), timeout=180)
+
+
+def cluster_dir(name: str) -> Path:
+    """Where kwokctl keeps a cluster's files ($KWOK_WORKDIR, default ~/.kwok); `kwokctl delete` removes it."""
+    return Path(os.environ.get("KWOK_WORKDIR") or Path.home() / ".kwok") / "clusters" / name
+
+
+def start_controller(name: str, controller: str) -> str:
+    """Start a built upstream controller against the cluster, detached, its pid kept beside the cluster's
+    own (stop_controllers ends it before the cluster goes). Not built: say so; deploys then stop at doctor."""
+    from lightrail.ops import controllers
+
+    try:
+        controllers.installed(controller)
+    except LightrailError as err:
+        return f"not started: {err} ({err.fix})"
+    workdir = cluster_dir(name) / "lightrail" / controller
+    workdir.mkdir(parents=True, exist_ok=True)
+    kubeconfig = workdir / "kubeconfig"
+    kubeconfig.write_text(tools.run("kwokctl", "get", "kubeconfig", "--name", name, env=_env()).stdout)
+    pid = controllers.start_detached(controller, kubeconfig, workdir)
+    (workdir / "pid").write_text(str(pid))
+    return f"{controller} running (pid {pid}, log {workdir}/)"
+
+
+def stop_controllers(name: str) -> list[str]:
+    """End the controllers start_controller left running for this cluster."""
+    stopped = []
+    for pidfile in sorted((cluster_dir(name) / "lightrail").glob("*/pid")):
+        pid = int(pidfile.read_text())
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            stopped.append(pidfile.parent.name)
+        except ProcessLookupError:
+            pass
+        pidfile.unlink()
+    return stopped
+
+
 def kubeconfig_path() -> str:
     """Where the cluster's context goes: the first file of $KUBECONFIG, as kubectl writes, else ~/.kube/config."""
     first = (os.environ.get("KUBECONFIG") or "").split(os.pathsep)[0]
@@ -169,8 +212,10 @@ def run(args: tuple[str, ...], timeout: float, env: dict[str, str] | None = None
     name = args[args.index("--name") + 1]
     if args[:2] == ("create", "cluster") and name in clusters(env):
         return f"kwok cluster {name} exists"
-    if args[:2] == ("delete", "cluster") and name not in clusters(env):
-        return f"no kwok cluster {name}"
+    if args[:2] == ("delete", "cluster"):
+        if name not in clusters(env):
+            return f"no kwok cluster {name}"
+        stop_controllers(name)
     proc = tools.run("kwokctl", *args, timeout=timeout, env=_env(env), check=False)
     text = _messages(proc.stderr + proc.stdout)
     if proc.returncode != 0:

@@ -31,7 +31,7 @@ class Change:
 @dataclass(frozen=True)
 class Step:
     title: str
-    action: str = "run"             # run: a pinned tool | secret: the API | wait | smoke
+    action: str = "run"             # run: a pinned tool | secret: the API | wait | smoke | controller
     tool: str = ""
     args: tuple[str, ...] = ()
     objects: tuple[dict, ...] = ()  # what the step sends (on stdin, through the API, via helm) or waits for
@@ -63,6 +63,9 @@ def show(step: Step, number: int) -> str:
     elif step.action == "secret":
         lines.append(f"    API: server-side apply {', '.join(ref(o) for o in step.objects)} (value from HF_TOKEN, "
                      "never shown)")
+    elif step.action == "controller":
+        lines.append(f"    local process: {step.args[1]} (built from its pinned Go module), kubeconfig of kwok cluster "
+                     f"{step.args[0]}")
     elif step.action == "wait":
         lines.append(f"    watch until ready (timeout {step.timeout:.0f} s): "
                      + ", ".join(ref(o) for o in step.objects))

@@ -119,3 +119,25 @@ def test_down_stops_every_process_and_removes_the_context(tmp_path):
     assert not (tmp_path / "kwok" / "clusters" / "down").exists()
     again = invoke(local, "down", "--engine=kwok", "--name=down")
     assert "no kwok cluster down" in again.stdout
+
+
+def test_up_deploys_the_sim_baseline_with_a_real_gateway_controller_and_down_leaves_nothing(tmp_path):
+    """The quick start without Docker: cluster, nodes, CRDs, istiod, sim baseline ready, status; then down."""
+    from lightrail.errors import LightrailError
+    from lightrail.ops import controllers
+
+    if MISSING:
+        pytest.skip(f"local control plane not built ({', '.join(MISSING)}): run scripts/setup with a Go toolchain")
+    try:
+        controllers.installed("istio")
+    except LightrailError as err:
+        pytest.skip(str(err))
+    local = LocalCluster("up", tmp_path)
+    try:
+        proc = invoke(local, "up", "--engine=kwok", "--name=up", "--nodes=cpu:2", "--timeout=300")
+        out = proc.stdout
+        assert "istio running (pid" in out and "no smoke on kwok" in out, out
+        assert "status: baseline (llmd, sim) 1/1 ready" in out, out
+    finally:
+        invoke(local, "down", "--engine=kwok", "--name=up")
+    assert local.wait_gone() == []

@@ -105,6 +105,7 @@ def local_crds(documents: list[dict], port: int, ca: bytes) -> list[dict]:
 
 
 def in_namespace(documents: list[dict], namespace: str) -> list[dict]:
+    """Namespaced upstream objects that kustomize would have put in `namespace`."""
     return [{**d, "metadata": {**d["metadata"], "namespace": namespace}} for d in documents]
 
 
@@ -204,10 +205,10 @@ def kserve(kubeconfig: Path, workdir: Path) -> Controller:
 
 
 def istio(kubeconfig: Path, workdir: Path) -> Controller:
-    """istiod as the pinned istiod chart configures it (`invoke prereqs --istio`: its env, mesh config and
-    injection templates, which the Gateway deployment controller renders gateways from), with its own
-    servers on free loopback ports. Its webhooks are left out: they need a certificate for the
-    istiod Service, which istiod issues itself."""
+    """istiod as the istiod chart of the same version configures it, with the value `invoke prereqs --istio`
+    sets (its env, mesh config, and the injection templates the Gateway deployment controller renders
+    gateway proxies from), its servers on free loopback ports. Its webhooks (sidecar injection, config
+    validation) are left out: their certificate is for the istiod Service, which istiod issues itself."""
     home = installed("istio")
     chart = tools.run("helm", "template", "istiod", str(home / "manifests/charts/istio-control/istio-discovery"),
                       "--namespace", ISTIO_NAMESPACE, "--set", "pilot.env.ENABLE_GATEWAY_API_INFERENCE_EXTENSION=true").stdout
@@ -238,14 +239,15 @@ def established(crds: list[str], kubeconfig: Path, timeout: float = 60) -> None:
     """Wait until these CRDs are served (`kubectl wait` rejects a CRD so new that it has no conditions)."""
     deadline = time.monotonic() + timeout
     while crds:
-        out = tools.run("kubectl", f"--kubeconfig={kubeconfig}", "get", "-o", "json", *(f"crd/{c}" for c in crds)).stdout
-        data = json.loads(out)
-        items = data.get("items", [data])  # one name gives the object itself
-        crds = [i["metadata"]["name"] for i in items
-                if not any(c["type"] == "Established" and c["status"] == "True" for c in i.get("status", {}).get("conditions") or [])]
+        data = json.loads(tools.run("kubectl", f"--kubeconfig={kubeconfig}", "get", "-o", "json",
+                                    *(f"crd/{c}" for c in crds)).stdout)
+        crds = [i["metadata"]["name"] for i in data.get("items", [data])   # one name gives the object itself
+                if not any(c["type"] == "Established" and c["status"] == "True"
+                           for c in i.get("status", {}).get("conditions") or [])]
         if crds and time.monotonic() > deadline:
             raise LightrailError(f"CRDs not established within {timeout:.0f} s: {', '.join(crds)}")
-        time.sleep(0.5 if crds else 0)
+        if crds:
+            time.sleep(0.5)
 
 
 @contextmanager

@@ -210,4 +210,10 @@ def test_kserve_istiod_and_lws_make_moe_ready(cluster, tmp_path):
             stack.enter_context(controllers.running(name, cluster.kubeconfig, tmp_path / name))
         cluster.apply([KSERVE_GATEWAY, *objects])
         all_ready(cluster, [llmisvc, KSERVE_GATEWAY], ("LLMInferenceService", "Gateway"), timeout=300)
-    assert cluster.items("leaderworkersets", llmisvc["metadata"]["namespace"])
+    ns, parallelism = llmisvc["metadata"]["namespace"], llmisvc["spec"]["parallelism"]
+    # KServe made the multi-node workload a LeaderWorkerSet, whose groups LWS filled with leader and workers
+    (lws,) = [o for o in cluster.items("leaderworkersets", ns)
+              if any(r["name"] == llmisvc["metadata"]["name"] for r in o["metadata"].get("ownerReferences", []))]
+    pods = cluster.items("pods", ns, f"{LWS_NAME}={lws['metadata']['name']}")
+    assert assess(lws, lws, pods).ready
+    assert len(pods) == parallelism["data"] // parallelism["dataLocal"] and all(p["status"]["phase"] == "Running" for p in pods)

@@ -26,7 +26,7 @@ def gateway(cluster, tmp_path_factory):
         controllers.installed("istio")
     except LightrailError as err:
         pytest.skip(str(err))
-    apply_nodes(cluster, "cpu:3,tpu:v6e-2x2:1,gpu:l4:1")
+    apply_nodes(cluster, "cpu:3,tpu:v6e-2x2:3,gpu:l4:1")
     invoke(cluster, "prereqs", "--local-crds", ok=False)   # before istiod (it watches these kinds from its start); says GatewayClass istio is missing
     with controllers.running("istio", cluster.kubeconfig, tmp_path_factory.mktemp("istiod")):
         yield cluster
@@ -40,25 +40,27 @@ def labelled(cluster, namespace: str) -> list[str]:
     return found.split()
 
 
-@pytest.mark.parametrize("accel", ["sim", "tpu", "gpu"])
-def test_deploy_status_redeploy_teardown(gateway, accel):
+@pytest.mark.parametrize("pattern,accel", [("baseline", "sim"), ("multimodel", "sim"), ("caching", "sim"),
+                                           ("caching", "tpu"), ("baseline", "gpu")])
+def test_deploy_status_redeploy_teardown(gateway, pattern, accel):
     cluster = gateway
-    namespace = f"{NAMESPACE}-{accel}"
-    args = ("--pattern=baseline", f"--accel={accel}", "--stack=llmd", f"--namespace={namespace}")
+    namespace = f"{NAMESPACE}-{pattern}-{accel}"
+    args = (f"--pattern={pattern}", f"--accel={accel}", "--stack=llmd", f"--namespace={namespace}")
     first = invoke(cluster, "deploy", *args, "--timeout=300")
     assert "ready" in first.stdout and "endpoint:" in first.stdout, first.stdout
 
     pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)["items"]
     servers = [p for p in pods if p["metadata"]["labels"].get("llm-d.ai/role")]
-    assert servers, [p["metadata"]["name"] for p in pods]
+    want = {"baseline": 1, "multimodel": 2, "caching": 3}[pattern]
+    assert len(servers) == want, [p["metadata"]["name"] for p in pods]
     want_node = {"sim": "kwok-cpu-default-", "tpu": "kwok-tpu-v6e-2x2-", "gpu": "kwok-gpu-l4-"}[accel]
     assert all(p["spec"]["nodeName"].startswith(want_node) for p in servers), \
         [(p["metadata"]["name"], p["spec"].get("nodeName")) for p in servers]
 
     status = json.loads(invoke(cluster, "status", f"--namespace={namespace}", "--json").stdout)
     (row,) = status
-    assert (row["pattern"], row["stack"], row["accel"]) == ("baseline", "llmd", accel)
-    assert row["ready"] == row["desired"] >= 1
+    assert (row["pattern"], row["stack"], row["accel"]) == (pattern, "llmd", accel)
+    assert row["ready"] == row["desired"] == want
 
     again = invoke(cluster, "deploy", *args, "--timeout=300")
     assert "nothing to change" in again.stdout, again.stdout
@@ -66,7 +68,7 @@ def test_deploy_status_redeploy_teardown(gateway, accel):
     dump = cluster.kubectl("get", "all,secrets,configmaps,events", "-n", namespace, "-o", "yaml").stdout
     assert PLANTED not in dump
 
-    invoke(cluster, "teardown", "--pattern=baseline", f"--namespace={namespace}")
+    invoke(cluster, "teardown", f"--pattern={pattern}", f"--namespace={namespace}")
     assert labelled(cluster, namespace) == []
 
 

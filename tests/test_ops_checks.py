@@ -75,6 +75,21 @@ def test_missing_old_and_unserved_crds():
     assert checks["CRD HTTPRoute gateway.networking.k8s.io/v1"].detail == "installed, but serves v1beta1"
 
 
+def test_a_crd_not_yet_established_fails_until_it_is():
+    """Mutant M3 (skip the `Established` check): a CRD applied a moment ago serves its versions on
+    paper, but the API server answers 404 for its kind until Established is True."""
+    crds = copy.deepcopy(CRDS)
+    pool = next(c for c in crds if c["spec"]["names"]["kind"] == "InferencePool")
+    established = next(c for c in pool["status"]["conditions"] if c["type"] == "Established")
+    established.update(status="False", reason="Installing", message="the initial names have been accepted")
+    name = "CRD InferencePool inference.networking.k8s.io/v1"
+    check = by_name(ck.crd_checks(crds, ck.required_crds("llmd", None, [])))[name]
+    assert (check.status, check.detail) == ("fail", "installed but not Established yet")
+    del pool["status"]   # just created: the API server has not written a status yet
+    assert by_name(ck.crd_checks(crds, ck.required_crds("llmd", None, [])))[name].status == "fail"
+    assert by_name(ck.crd_checks(CRDS, ck.required_crds("llmd", None, [])))[name].status == "ok"
+
+
 def test_required_crds_follow_the_rendered_objects_and_the_pattern():
     plan = build_plan(Request(pattern="moe", accel="tpu", topology="4x4"))
     need = ck.required_crds("llmd", plan, [

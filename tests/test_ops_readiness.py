@@ -100,6 +100,32 @@ def test_crash_loop_shows_restarts_exit_code_and_log_tail():
     assert "vLLM API server version" not in state.reason   # only the last lines
 
 
+@pytest.mark.parametrize("restarts,fatal", [(2, False), (3, True)])
+def test_crash_loop_turns_fatal_at_the_threshold_restart(restarts, fatal):
+    """Mutant M1 (`restarts >= CRASH_LOOP_FATAL_RESTARTS` -> `>`): the third restart already fails the deploy."""
+    assert readiness.CRASH_LOOP_FATAL_RESTARTS == 3
+    pods = copy.deepcopy(PODS)
+    pod = next(p for p in pods if meta(p)["name"].startswith("baseline-smollm2"))
+    pod["status"]["containerStatuses"][0]["restartCount"] = restarts
+    state = assess("Deployment", "baseline-smollm2-360m-instruct-decode", pods=pods)
+    assert not state.ready and state.fatal is fatal
+    assert f"crash-looping ({restarts} restarts;" in state.reason
+
+
+def test_rollout_with_an_old_pod_still_counted_is_not_done():
+    """Mutant M2 (drop `status.replicas == want`): 3 updated, ready and available pods, but the old
+    ReplicaSet's pod is still counted in status.replicas: `kubectl rollout status` says "1 old
+    replicas are pending termination", and so do we (not ready) until it is gone."""
+    live = obj("Deployment", "caching-qwen2-5-3b-instruct-decode")
+    assert live["spec"]["replicas"] == 3
+    live["status"].update(replicas=4, updatedReplicas=3, readyReplicas=3, availableReplicas=3, unavailableReplicas=1)
+    assert validate_objects([live]) == []
+    rolling = readiness.assess(live, live, [], [])
+    assert not rolling.ready and rolling.summary == "3/3 ready"
+    live["status"].update(replicas=3, unavailableReplicas=0)
+    assert readiness.assess(live, live, [], []).ready
+
+
 def test_missing_secret_is_fatal():
     state = assess("Deployment", "baseline-qwen2-5-0-5b-instruct-decode")
     assert state.fatal and 'CreateContainerConfigError: secret "lightrail-hf-token" not found' in state.reason

@@ -16,6 +16,7 @@ from lightrail.render import render, render_validated
 from lightrail.router import MODEL_HEADER
 from lightrail.settings import charts_dir, schemas_dir
 from lightrail.validate import validate_values
+from tests.test_plan import promised_labels
 
 CATALOG = load_catalog()
 PROVIDERS = list(CATALOG.gateways)
@@ -47,7 +48,7 @@ def test_offline_check_of_state_and_values(pattern, accel, provider):
     assert not result.complete and "LIGHTRAIL_CHARTS" in result.notes[0]
     assert kinds_of(result.objects) == own_units(plan)
     for obj in result.objects:
-        assert obj["metadata"]["labels"].items() >= plan.labels.items()
+        assert obj["metadata"]["labels"].items() >= promised_labels(pattern, accel, "llmd").items()
     state = yaml.safe_load(result.artifacts["helmfile/state.yaml"])
     assert [s["name"] for s in state["servers"]] == [s.name for s in plan.servers]
     assert state["labels"] == plan.labels and state["namespace"] == plan.namespace
@@ -191,10 +192,11 @@ def test_real_charts_render_valid_labelled_objects(pattern, accel, monkeypatch):
 
 
 def assert_labelled_and_namespaced(plan, objects):
+    promised = promised_labels(plan.pattern.name, plan.request.accel, "llmd")
     for obj in objects:
         meta, what = obj["metadata"], f"{obj['kind']}/{obj['metadata']['name']}"
-        for key, value in plan.labels.items():
-            assert meta["labels"][key] == value, f"{what} lacks {key}"
+        for key, value in promised.items():
+            assert meta["labels"].get(key) == value, f"{what} lacks {key}"
         assert meta.get("namespace") == plan.namespace, f"{what} is not in namespace {plan.namespace}"
 
 

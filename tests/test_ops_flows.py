@@ -596,3 +596,32 @@ def test_the_real_boundary_lists_without_secret_values(tmp_path, monkeypatch):
     (secret,) = cluster.list("v1", "Secret", "lightrail")
     assert secret == {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                       "metadata": {"name": "lightrail-hf-token", "annotations": {"keep": "me"}}}
+
+
+def test_the_real_boundary_gets_a_secret_without_its_values(tmp_path, monkeypatch):
+    """Mutant M6 (`get()` returns a Secret with its data): deploy reads the token Secret with get()
+    to plan the rollback; what the API answers (data, and kubectl's last-applied copy) stays out."""
+    from lightrail.ops import cluster as boundary
+
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+                          "users: [{name: u, user: {}}]\ncontexts: [{name: ctx, context: {cluster: c, user: u}}]\n")
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    cluster = boundary.KubeCluster("ctx")
+    applied = '{"apiVersion":"v1","kind":"Secret","stringData":{"HF_TOKEN":"' + PLANTED + '"}}'
+    answer = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": {"HF_TOKEN": "aGZf"},
+              "metadata": {"name": "lightrail-hf-token", "namespace": "lightrail", "resourceVersion": "7",
+                           "annotations": {"kubectl.kubernetes.io/last-applied-configuration": applied}}}
+    asked = []
+
+    class Getting:
+        def get(self, name, namespace, **kw):
+            asked.append((name, namespace))
+            return type("Result", (), {"to_dict": lambda self: copy.deepcopy(answer)})()
+
+    monkeypatch.setattr(cluster, "_resource", lambda api_version, kind: Getting())
+    secret = cluster.get("v1", "Secret", "lightrail-hf-token", "lightrail")
+    assert asked == [("lightrail-hf-token", "lightrail")]
+    assert secret == {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {
+        "name": "lightrail-hf-token", "namespace": "lightrail", "resourceVersion": "7", "annotations": {}}}
+    assert PLANTED not in repr(secret) and "aGZf" not in repr(secret)

@@ -256,6 +256,24 @@ def test_follow_fails_fast_and_fetches_crash_logs_once_per_restart():
     assert clock.now < 10   # did not wait for the timeout
 
 
+def test_follow_judges_a_workload_by_the_pods_of_its_own_namespace():
+    """Mutant M12 (wait selects pods from all namespaces): the same pattern deployed by another team
+    in namespace team-b has pods with the same labels; its crash loop is not ours and must neither
+    explain nor fail our rollout."""
+    desired = obj("Deployment", "caching-qwen2-5-3b-instruct-decode")
+    ours = [p for p in PODS if meta(p)["name"].startswith("caching-qwen2-5-3b-instruct-decode")]
+    crash = next(p for p in PODS if meta(p)["name"].startswith("baseline-smollm2"))
+    theirs = copy.deepcopy(crash)
+    theirs["metadata"].update(namespace="team-b", labels=copy.deepcopy(ours[0]["metadata"]["labels"]))
+    clock = Clock()
+    with pytest.raises(wait.NotReady) as err:
+        wait.follow([desired], ticking([("ADDED", desired), ("ADDED", theirs), *[("ADDED", p) for p in ours]], clock),
+                    timeout=30, out=lambda _: None, clock=clock)
+    text = str(err.value)
+    assert "timed out after 30 s" in text and "Insufficient google.com/tpu" in text
+    assert "crash-looping" not in text and "(failed)" not in text
+
+
 def test_follow_forgets_deleted_objects():
     desired = obj("Deployment", "caching-qwen2-5-3b-instruct-decode")
     clock = Clock()

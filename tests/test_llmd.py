@@ -4,6 +4,7 @@ import functools
 import json
 import subprocess
 
+import httpx
 import pytest
 import yaml
 
@@ -118,6 +119,36 @@ def test_hf_token_secret_only_when_a_token_is_provided():
     assert "authSecretName" not in ms(plan_of("baseline", "gpu"))
     assert ms(plan_of("baseline", "gpu", hf_token=True))["authSecretName"] == "lightrail-hf-token"
     assert "authSecretName" not in ms(plan_of("baseline", "sim", hf_token=True))
+
+
+def probes_of(plan, server):
+    """The probes of a model server's container, as composed into the modelservice values."""
+    (container,) = release_values(plan)[f"{server.name}-ms"][1]["decode"]["containers"]
+    return container["extraConfig"]
+
+
+@pytest.mark.parametrize("pattern,accel", COMBOS)
+def test_model_servers_are_ready_once_they_list_their_models(pattern, accel):
+    """Mutant M11 (readiness probe path changed), without charts: Kubernetes sends traffic to a pod
+    once it answers the path smoke's warm-up waits for, the OpenAI model list on vLLM's port."""
+    plan = plan_of(pattern, accel)
+    for server in plan.servers:
+        probes = probes_of(plan, server)
+        assert probes["readinessProbe"]["httpGet"] == {"path": "/v1/models", "port": VLLM_PORT}
+        assert {p["httpGet"]["port"] for p in probes.values()} == {VLLM_PORT}
+
+
+@pytest.mark.vllm
+def test_a_real_vllm_answers_every_probe_and_readiness_lists_the_model(vllm_server):
+    """Mutant M11 against the real server: every probe path is one vLLM serves, and the readiness
+    probe's answer is the model list naming the served model (not merely a live engine)."""
+    plan = plan_of("baseline", "cpu")
+    (server,) = plan.servers
+    for name, probe in probes_of(plan, server).items():
+        resp = httpx.get(vllm_server.url + probe["httpGet"]["path"], timeout=10)
+        assert resp.status_code == 200, (name, probe)
+    ready = httpx.get(vllm_server.url + probes_of(plan, server)["readinessProbe"]["httpGet"]["path"], timeout=10)
+    assert [m["id"] for m in ready.json()["data"]] == list(vllm_server.served_models)
 
 
 def test_missing_chart_in_charts_dir_is_named(tmp_path):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import re
+import shlex
 
 import pytest
 
@@ -307,18 +309,51 @@ def test_every_command_names_the_chosen_context():
     assert all(s.args[0] in ("--context=prod-east", "--kube-context=prod-east") for s in runs)
 
 
+def dry_run_sections(lines: list[str]) -> dict[str, dict]:
+    """A dry run's printout read back: per step title, its command line(s) and the YAML it shows."""
+    sections, current = {}, None
+    for line in "\n".join(lines).splitlines():
+        header = re.match(r"^\[\d+\] (.*)$", line)
+        if header:
+            current = sections[header.group(1)] = {"commands": [], "yaml": [], "notes": []}
+        elif current is not None and line.startswith("    $ "):
+            current["commands"].append(shlex.split(line[6:]))
+        elif current is not None and line.startswith("    --- "):
+            current["notes"].append(line.strip())
+        elif current is not None and line.startswith("    "):
+            (current["yaml"] if current["notes"] else current["notes"]).append(line[4:])
+    for section in sections.values():
+        section["objects"] = load_manifests("\n".join(section.pop("yaml")))
+    return sections
+
+
 def test_dry_run_text_shows_commands_objects_and_files_with_the_secret_redacted():
+    """What `deploy --dry-run` prints, read back and compared with the render (not with `show` again):
+    each kubectl command in full, on its stdin exactly the rendered objects, the token never."""
+    from lightrail.ops import flows
+
     plan = build_plan(Request(pattern="baseline", accel="cpu", stack="kserve", hf_token=True))
-    desired = Desired(objects=render_validated(plan).objects)
-    dp = plan_deploy(plan, desired, Live(namespaces={"lightrail"}), TARGET, TOKEN)
-    text = "\n".join(st.show(s, i) for i, s in enumerate(dp.steps, 1))
-    assert TOKEN.reveal() not in text
-    assert "HF_TOKEN: <redacted>" in text and "(value from HF_TOKEN, never shown)" in text
-    assert "$ kubectl --context=prod-east apply --server-side" in text
-    custom = st.show(dp.steps[-2], len(dp.steps) - 1)
-    assert custom in text
-    shown = load_manifests("\n".join(line[4:] for line in custom.split("--- stdin ---\n")[1].splitlines()))
-    assert shown == list(dp.steps[-2].objects)   # the custom resources, exactly as they are sent
+    rendered = render_validated(plan).objects
+    lines: list[str] = []
+    flows.deploy(plan, TARGET, None, dry_run=True, out=lines.append, token=TOKEN)
+    assert TOKEN.reveal() not in "\n".join(lines)
+    sections = dry_run_sections(lines)
+    assert list(sections) == ["create namespace lightrail", "store the HF token in Secret lightrail/lightrail-hf-token",
+                              "apply built-in objects (6)", "apply custom resources (1)",
+                              "wait until ready (timeout 900 s)"]
+    apply = ["kubectl", "--context=prod-east", "apply", "--server-side", "--field-manager=lightrail",
+             "--request-timeout=60s", "-f", "-"]
+    for title in ("create namespace lightrail", "apply built-in objects (6)", "apply custom resources (1)"):
+        assert sections[title]["commands"] == [apply] and sections[title]["notes"][0] == "--- stdin ---"
+    assert sections["apply built-in objects (6)"]["objects"] == [o for o in rendered if o["kind"] == "NetworkPolicy"]
+    assert sections["apply custom resources (1)"]["objects"] == [o for o in rendered if o["kind"] == "LLMInferenceService"]
+    (namespace,) = sections["create namespace lightrail"]["objects"]
+    assert (namespace["kind"], namespace["metadata"]["name"]) == ("Namespace", "lightrail")
+    secret = sections["store the HF token in Secret lightrail/lightrail-hf-token"]
+    assert secret["commands"] == [] and secret["notes"][0].startswith("API: server-side apply Secret lightrail/")
+    assert "(value from HF_TOKEN, never shown)" in secret["notes"][0]
+    (shown,) = secret["objects"]
+    assert shown["stringData"] == {"HF_TOKEN": "<redacted>"} and "data" not in shown
     _, llmd, live = llmd_state()
     (sync,) = plan_deploy(build_plan(Request(pattern="baseline", accel="gpu")), llmd,
                           Live(namespaces={"lightrail"}), TARGET, wait=False).steps

@@ -2,7 +2,9 @@
 points at the upstream charts — the real charts rendered and validated object by object."""
 import functools
 import json
+import os
 import subprocess
+import sys
 
 import httpx
 import pytest
@@ -322,28 +324,57 @@ def test_multimodel_real_render_routes_by_model_header():
     assert len(find(objects, "InferencePool")) == 2 and find(objects, "EnvoyFilter")
 
 
+# Parses argv lists (JSON on stdin) with the installed vLLM's own `vllm serve` parser and its
+# post-parse validation, and prints the parsed options: what vLLM itself understands of them.
+VLLM_SERVE_PARSER = """
+import json, sys
+from vllm.entrypoints.cli.serve import ServeSubcommand
+from vllm.entrypoints.launchers.cli_args import validate_parsed_serve_args
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+parser = FlexibleArgumentParser(prog="vllm")
+ServeSubcommand().subparser_init(parser.add_subparsers(dest="subcommand"))
+parsed = []
+for argv in json.load(sys.stdin):
+    args = parser.parse_args(argv)
+    validate_parsed_serve_args(args)
+    parsed.append(vars(args))
+json.dump(parsed, sys.stdout, default=str)
+"""
+
+
 @needs_charts
+@pytest.mark.vllm
 @pytest.mark.parametrize("accel", ["gpu", "tpu"])
 def test_moe_real_render_gives_every_pod_of_the_leaderworkerset_its_ranks(accel, tmp_path):
+    """Each pod's command line, as the pod's shell expands it (LWS sets the leader address and the
+    worker index), read by the installed vLLM's own `vllm serve` parser: a flag vLLM does not know,
+    or a value it rejects, fails here (no server is started: the model is not on this machine)."""
     (server,) = plan_of("moe", accel).servers
     mn = server.multinode
     (lws,) = find(rendered("moe", accel), "LeaderWorkerSet")
     template = lws["spec"]["leaderWorkerTemplate"]
     assert template["size"] == mn.size
     main = container(template["workerTemplate"])
-    # Run the rendered command line as each pod would, with a `vllm` that prints its arguments.
-    (tmp_path / "vllm").write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    # The real /bin/sh runs the rendered command; what it would exec is taken down, then parsed.
+    (tmp_path / "vllm").write_text('#!/bin/sh\nprintf "%s\\0" "$@"\n')
     (tmp_path / "vllm").chmod(0o755)
+    argvs = []
     for index in range(mn.size):
         env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "LWS_LEADER_ADDRESS": "leader.example", "LWS_WORKER_INDEX": str(index)}
-        argv = subprocess.run([*main["command"], *main["args"]], env=env, capture_output=True, text=True,
-                              check=True).stdout.splitlines()
-        assert argv[:2] == ["serve", server.model] and "--enable-expert-parallel" in argv
-        assert flag(argv, "--data-parallel-size") == str(mn.data_parallel)
-        assert flag(argv, "--data-parallel-size-local") == str(mn.data_parallel_local)
-        assert flag(argv, "--data-parallel-start-rank") == str(index * mn.data_parallel_local)
-        assert flag(argv, "--data-parallel-address") == "leader.example" and "--data-parallel-hybrid-lb" in argv
-        assert flag(argv, "--tensor-parallel-size") == (str(mn.tensor_parallel) if mn.tensor_parallel > 1 else None)
+        out = subprocess.run([*main["command"], *main["args"]], env=env, capture_output=True, text=True, check=True)
+        argvs.append(out.stdout.split("\0")[:-1])
+    parsed = json.loads(subprocess.run([sys.executable, "-c", VLLM_SERVE_PARSER], input=json.dumps(argvs),
+                                       capture_output=True, text=True, check=True, timeout=300,
+                                       env={**os.environ, "VLLM_NO_USAGE_STATS": "1"}).stdout)
+    for index, args in enumerate(parsed):
+        assert args["subcommand"] == "serve" and args["model_tag"] == server.model
+        assert args["port"] == VLLM_PORT and args["served_model_name"] == [server.model]
+        assert args["enable_expert_parallel"] is True and args["data_parallel_hybrid_lb"] is True
+        assert args["data_parallel_size"] == mn.data_parallel
+        assert args["data_parallel_size_local"] == mn.data_parallel_local
+        assert args["data_parallel_start_rank"] == index * mn.data_parallel_local
+        assert args["data_parallel_address"] == "leader.example"
+        assert args["tensor_parallel_size"] == mn.tensor_parallel
 
 
 @needs_charts

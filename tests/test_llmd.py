@@ -3,8 +3,11 @@ points at the upstream charts — the real charts rendered and validated object 
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
+from pathlib import Path
 
 import httpx
 import pytest
@@ -258,16 +261,34 @@ def test_agentgateway_real_render_routes_by_a_header_it_sets_from_the_body():
     assert matched == set(plan.served_models)
 
 
+def chart_source(name: str):
+    """Where LIGHTRAIL_CHARTS holds a chart: DIR/<name>, DIR/<name>.tgz or DIR/<name>-<version>.tgz."""
+    version = CATALOG.versions["charts"][name]["version"]
+    return next(p for p in (CHARTS / name, CHARTS / f"{name}.tgz", CHARTS / f"{name}-{version}.tgz") if p.exists())
+
+
 @needs_charts
 def test_packaged_charts_render_the_same_as_directories(tmp_path):
-    """LIGHTRAIL_CHARTS may hold <name>.tgz or, as `helm pull` writes them, <name>-<version>.tgz."""
+    """LIGHTRAIL_CHARTS may hold directories, <name>.tgz or, as `helm pull` writes them,
+    <name>-<version>.tgz: whichever it holds, the same charts as directories and as archives packed
+    by the real `helm package` render the same objects."""
     pins = CATALOG.versions["charts"]
+    dirs, packed = tmp_path / "dirs", tmp_path / "packed"
     for i, name in enumerate(pins):
-        tools.run("helm", "package", str(CHARTS / name), "--destination", str(tmp_path / "pkg"))
-        (built,) = (tmp_path / "pkg").iterdir()
-        built.rename(tmp_path / (f"{name}.tgz" if i % 2 else f"{name}-{pins[name]['version']}.tgz"))
+        source = chart_source(name)
+        if source.is_dir():
+            shutil.copytree(source, dirs / name)
+        else:
+            with tarfile.open(source) as archive:
+                archive.extractall(dirs, filter="data")
+        assert (dirs / name / "Chart.yaml").is_file()
+        out = tools.run("helm", "package", str(dirs / name), "--destination", str(tmp_path / "pkg")).stdout
+        built = Path(out.strip().rsplit(": ", 1)[1])
+        packed.mkdir(exist_ok=True)
+        built.rename(packed / (f"{name}.tgz" if i % 2 else f"{name}-{pins[name]['version']}.tgz"))
     plan = plan_of("multimodel", "sim")
-    assert render(plan, charts=tmp_path).objects == rendered("multimodel", "sim")
+    from_dirs = render(plan, charts=dirs).objects
+    assert from_dirs and render(plan, charts=packed).objects == from_dirs == rendered("multimodel", "sim")
 
 
 @needs_charts

@@ -280,6 +280,9 @@ def test_rollback_undoes_started_steps_newest_first():
     assert namespace.objects == ({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "lightrail"}},)
     assert " ".join(delete.args).startswith("--context=prod-east delete --ignore-not-found --wait=true")
     assert notes == []
+    # a shorter rollback timeout reaches the delete steps (kubectl's --timeout and the step's own)
+    (_, quick, _), _ = plan_rollback(started, TARGET, timeout=45)
+    assert "--timeout=45s" in quick.args and quick.timeout == 75
 
 
 def test_rollback_of_helm_releases_and_a_replaced_secret():
@@ -295,6 +298,9 @@ def test_rollback_of_helm_releases_and_a_replaced_secret():
         "--kube-context=prod-east rollback baseline-qwen2-5-3b-instruct-ms 2 --namespace lightrail --wait --timeout=120s",
         "--kube-context=prod-east uninstall baseline-infra --namespace lightrail --wait --timeout=120s"]
     assert notes == ["Secret lightrail/s keeps the new token: the old one was never read, so it cannot be restored"]
+    assert [(s.title, s.tool, s.timeout) for s in steps] == [
+        ("roll back helm release baseline-qwen2-5-3b-instruct-ms to revision 2", "helm", 150),
+        ("uninstall new helm release baseline-infra", "helm", 150)]
 
 
 def test_every_command_names_the_chosen_context():

@@ -165,6 +165,9 @@ def test_token_secret_is_created_then_left_alone():
     (secret,) = secret_step.objects
     assert secret["metadata"]["annotations"]["lightrail.dev/token-sha256"] == TOKEN.digest()
     assert "data" not in secret and "stringData" not in secret and TOKEN.reveal() not in repr(dp)
+    assert (secret_step.title, secret_step.timeout) == ("store the HF token in Secret lightrail/lightrail-hf-token", 60)
+    assert secret_step.changes == (st.Change("Secret lightrail/lightrail-hf-token", previous=None),)
+    assert "Secret lightrail/lightrail-hf-token: new" in dp.changed
     again = Live(namespaces={"lightrail"}, objects={key(o): applied(o) for o in desired.objects},
                  secret=applied(secret))
     dp2 = plan_deploy(plan, desired, again, TARGET, TOKEN, wait=False)
@@ -172,6 +175,7 @@ def test_token_secret_is_created_then_left_alone():
     dp3 = plan_deploy(plan, desired, again, TARGET, Token("hf_another"), wait=False)
     assert [s.action for s in dp3.steps] == ["secret"]
     assert dp3.changed == ["Secret lightrail/lightrail-hf-token: different token"]
+    assert dp3.steps[0].changes == (st.Change("Secret lightrail/lightrail-hf-token", previous=applied(secret)),)
 
 
 def test_token_for_a_simulator_is_not_stored():

@@ -292,7 +292,12 @@ def test_routes_and_pools():
     assert assess("InferencePool", "baseline-qwen2-5-3b-instruct").ready
     bare = obj("HTTPRoute", "caching-qwen2-5-3b-instruct")
     del bare["status"]
-    assert readiness.assess(bare, bare).summary == "not attached"
+    assert readiness.assess(bare, bare) == readiness.State(
+        "HTTPRoute lightrail/caching-qwen2-5-3b-instruct", False, "not attached", "no gateway has accepted it yet")
+    pool = obj("InferencePool", "baseline-qwen2-5-3b-instruct")
+    del pool["status"]   # some gateways write no status on pools: that is no reason to wait
+    assert readiness.assess(pool, pool) == readiness.State(
+        "InferencePool lightrail/baseline-qwen2-5-3b-instruct", True, "exists", "the gateway reports no status for it")
 
 
 def test_leaderworkerset_and_llminferenceservice():
@@ -309,6 +314,40 @@ def test_missing_and_plain_objects():
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "lightrail"}}
     assert readiness.assess(cm, None) == readiness.State("ConfigMap lightrail/c", False, "not created yet")
     assert readiness.assess(cm, cm).ready
+
+
+def test_leaderworkerset_status_of_an_older_generation_is_not_trusted():
+    live = obj("LeaderWorkerSet", "moe-deepseek-v2-lite-chat")
+    live["metadata"]["generation"] = 2
+    assert readiness.assess(live, live) == readiness.State(
+        "LeaderWorkerSet lightrail/moe-deepseek-v2-lite-chat", False, "waiting for the controller",
+        "status is for an older generation")
+
+
+def test_the_most_telling_finding_wins_and_deleted_pods_are_ignored():
+    crash = next(p for p in PODS if meta(p)["name"].startswith("baseline-smollm2"))
+    pull = next(p for p in PODS if meta(p)["name"].startswith("baseline-phi-3"))
+    pending = next(p for p in PODS if meta(p)["name"] == "caching-qwen2-5-3b-instruct-decode-6d9f7c5b8d-b2b2b")
+    young = copy.deepcopy(crash)
+    young["status"]["containerStatuses"][0]["restartCount"] = 1          # not fatal yet
+    text, fatal = readiness.explain([pending, young], EVENTS, {}, "x")
+    assert text.startswith(f"pod {meta(young)['name']}: container vllm is crash-looping (1 restarts") and not fatal
+    text, fatal = readiness.explain([young, pull], EVENTS, {}, "x")    # a fatal finding beats a telling one
+    assert text.startswith(f"pod {meta(pull)['name']}: cannot pull image") and fatal
+    leaving = copy.deepcopy(pull)
+    leaving["metadata"]["deletionTimestamp"] = "2026-11-20T10:30:00Z"   # an old pod on its way out
+    assert readiness.explain([leaving, pending], EVENTS, {}, "x")[0].startswith(f"pod {meta(pending)['name']} cannot")
+    assert readiness.explain([leaving], EVENTS, {}, "x") == ("", False)
+
+
+def test_logs_are_wanted_only_for_containers_that_crashed_and_wait_to_restart():
+    crash = next(p for p in PODS if meta(p)["name"].startswith("baseline-smollm2"))
+    first = copy.deepcopy(crash)
+    first["status"]["containerStatuses"][0]["restartCount"] = 0         # no previous run to read
+    running = copy.deepcopy(crash)
+    running["status"]["containerStatuses"][0]["state"] = {"running": {"startedAt": "2026-11-20T10:00:00Z"}}
+    assert readiness.logs_wanted([first, running]) == []
+    assert readiness.logs_wanted([first, crash]) == [(meta(crash)["name"], "vllm")]
 
 
 def test_changes_are_the_states_not_shown_yet():

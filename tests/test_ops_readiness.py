@@ -272,8 +272,8 @@ def test_deployment_without_pods_reports_the_workload_warning():
              "metadata": {"name": "e", "uid": "q"},
              "involvedObject": {"kind": "ReplicaSet", "name": "baseline-qwen2-5-3b-instruct-decode-6d9f7c5b8d"}}
     state = readiness.assess(live, live, [], [quota])
-    assert (state.ready, state.reason, state.fatal) == (
-        False, 'no pods: FailedCreate: pods "x" is forbidden: exceeded quota: gpu-quota', False)
+    assert (state.ready, state.summary, state.reason, state.fatal) == (   # the API omits zero counts
+        False, "0/1 ready", 'no pods: FailedCreate: pods "x" is forbidden: exceeded quota: gpu-quota', False)
     assert readiness.assess(live, live, [], []).reason == "no pods yet"
 
 

@@ -169,6 +169,11 @@ def test_upstream_kserve_presets_pass():
     (HTTPROUTE, ["metadata", "name"], "Not_A_Name", "metadata.name: 'Not_A_Name' is not a valid DNS subdomain"),
     (HTTPROUTE, ["metadata", "labels"], {"a": 1}, "metadata.labels.a: 1 is not of type 'string'"),
     (POOL, ["metadata", "name"], DELETE, "metadata: 'name' is a required property"),
+    (POOL, ["metadata", "namespace"], "Team_B", "metadata.namespace: 'Team_B' is not a valid DNS label"),
+    (DEPLOYMENT, ["metadata", "labels"], {"not a key!": "x"}, "metadata.labels: 'not a key!' is not a valid key"),
+    (OBJECTIVE, ["metadata", "annotations"], {"bad key!": "v"},
+     "metadata.annotations: 'bad key!' is not a valid key"),
+    (OBJECTIVE, ["metadata", "annotations"], {"ok": 1}, "metadata.annotations.ok: 1 is not of type 'string'"),
     # one CRD file each
     (HTTPROUTE, ["spec", "hostnamez"], ["a"], "spec: Additional properties are not allowed ('hostnamez'"),
     (GATEWAYCLASS, ["spec", "controllerName"], DELETE, "spec: 'controllerName' is a required property"),

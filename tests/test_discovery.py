@@ -77,6 +77,25 @@ def test_server_selector_picks_the_model_server_pods(stack, pod):
     assert selector.items() <= labels.items() and len(selector) >= 2
 
 
+def test_kserve_selector_lists_the_workload_pods_not_the_scheduler():
+    """Mutant M17 (the kserve selector also matches scheduler pods): KServe v0.20 labels its
+    router-scheduler (EPP) pods with the service's name and part-of too (SchedulerLabels); only
+    `kserve.io/component=workload` tells the vLLM pods apart. The real client lists with the selector."""
+    from kubernetes import client, config
+
+    plan = build_plan(Request(pattern="caching", accel="gpu", stack="kserve"))
+    (server,) = plan.servers
+    workload = load("pod-kserve-workload.yaml")
+    scheduler = copy.deepcopy(workload)
+    scheduler["metadata"].update(name=f"{server.name}-kserve-router-scheduler-6c5d8-x2x2x", labels={
+        "app.kubernetes.io/component": "llminferenceservice-router-scheduler",
+        "app.kubernetes.io/name": server.name, "app.kubernetes.io/part-of": "llminferenceservice"})
+    with FakeKubeAPI([scheduler, workload]) as api:
+        core = client.CoreV1Api(config.new_client_from_config(config_file=str(api.kubeconfig)))
+        pods = core.list_namespaced_pod("lightrail", label_selector=server_selector(plan, server)).items
+    assert [p.metadata.name for p in pods] == [workload["metadata"]["name"]]
+
+
 def test_metrics_endpoint_is_the_vllm_container():
     assert metrics_endpoint(load("pod-llmd-decode.yaml")) == ("http", "10.52.3.17", 8000)
     assert metrics_endpoint(load("pod-kserve-workload.yaml")) == ("https", "10.52.4.9", 8001)   # not the sidecar

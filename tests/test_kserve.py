@@ -9,6 +9,7 @@ from lightrail.plan import Request, build_plan
 from lightrail.render import render, render_validated
 from lightrail.router import MODEL_HEADER
 from lightrail.settings import schemas_dir
+from tests.test_plan import promised_labels
 
 CATALOG = load_catalog()
 COMBOS = [(p, a) for p in CATALOG.patterns for a in CATALOG.accelerators
@@ -38,8 +39,8 @@ def test_every_kserve_combination_renders_and_validates(pattern, accel, api, mon
         kinds[obj["kind"]] = kinds.get(obj["kind"], 0) + 1
         # an EnvoyFilter applies to a Gateway only from the gateway's namespace
         assert obj["metadata"]["namespace"] == ("kserve" if obj["kind"] == "EnvoyFilter" else "lightrail")
-        for key, value in plan.labels.items():
-            assert obj["metadata"]["labels"][key] == value, f"{obj['kind']}/{obj['metadata']['name']} lacks {key}"
+        for key, value in promised_labels(pattern, accel, "kserve").items():   # mutant M5: not plan.labels
+            assert obj["metadata"]["labels"].get(key) == value, f"{obj['kind']}/{obj['metadata']['name']} lacks {key}"
     assert kinds == plan.objects, "the plan's units must predict what kustomize renders"
     for isvc in of_kind(result.objects, "LLMInferenceService"):
         assert isvc["apiVersion"] == f"serving.kserve.io/{api}"

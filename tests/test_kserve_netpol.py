@@ -4,6 +4,12 @@ KServe v0.20 labels the pods of an LLMInferenceService itself (pkg/constants, wo
 scheduler.go); the policies only work if their selectors match those labels. A small evaluator
 applies Kubernetes NetworkPolicy semantics (a pod is isolated for a direction once any policy
 selects it; then some rule must allow the peer and port) to the flows each pattern needs.
+
+A connection through a Service has two ports: the Service's, which the client dials, and the
+endpoint's behind it (the API server: Service port 443, endpoints on 6443 on kind and OpenShift,
+443 on GKE). CNIs differ in which one an egress rule sees: most (Calico, Cilium, GKE Dataplane V2)
+match after the Service's DNAT, on the endpoint port; others match the Service port. A flow counts
+as allowed only when it is allowed under both; ingress always sees the endpoint port.
 """
 import functools
 
@@ -14,6 +20,7 @@ from lightrail.render import render
 
 NS = "lightrail"
 EXTERNAL = None   # Hugging Face, the API server: outside the cluster's pods
+API_SERVER_ENDPOINT_PORTS = (443, 6443)   # behind the `kubernetes` Service's port 443: GKE; kind, OpenShift
 
 
 def pod(name, namespace=NS, ns_labels=None, **labels):
@@ -94,11 +101,38 @@ def _direction_allows(policies, subject, other, port, protocol, direction) -> bo
     return False
 
 
-def allowed(policies, src, dst, port, protocol="TCP") -> bool:
-    """Whether NetworkPolicies let src open a connection to dst:port (EXTERNAL = outside the cluster)."""
-    egress = src is EXTERNAL or _direction_allows(policies, src, dst, port, protocol, "Egress")
-    ingress = dst is EXTERNAL or _direction_allows(policies, dst, src, port, protocol, "Ingress")
+def allowed(policies, src, dst, port, protocol="TCP", endpoint_port=None) -> bool:
+    """Whether NetworkPolicies let src open a connection to dst:port (EXTERNAL = outside the cluster).
+
+    `port` is what src dials; `endpoint_port` the port a Service translates it to (default: the
+    same). Egress must allow both (CNIs match one or the other), ingress the endpoint port.
+    """
+    target = port if endpoint_port is None else endpoint_port
+    egress = src is EXTERNAL or all(_direction_allows(policies, src, dst, p, protocol, "Egress")
+                                    for p in dict.fromkeys((port, target)))
+    ingress = dst is EXTERNAL or _direction_allows(policies, dst, src, target, protocol, "Ingress")
     return egress and ingress
+
+
+def reaches_api_server(policies, src) -> bool:
+    """src reaches the API server through the `kubernetes` Service on every kind of cluster."""
+    return all(allowed(policies, src, EXTERNAL, 443, endpoint_port=p) for p in API_SERVER_ENDPOINT_PORTS)
+
+
+def test_the_evaluator_needs_a_flow_allowed_on_the_service_and_the_endpoint_port():
+    """The evaluator itself: egress allowed on 443 only passes CNIs that match Service ports and fails
+    on kind (endpoint 6443) for the others; allowed on 6443 only, the other way round."""
+    subject = pod("picker", app="picker")
+
+    def egress_on(*ports):
+        return [{"metadata": {"namespace": NS}, "spec": {"podSelector": {"matchLabels": {"app": "picker"}},
+                                                          "policyTypes": ["Egress"],
+                                                          "egress": [{"ports": [{"port": p} for p in ports]}]}}]
+    assert allowed(egress_on(443), subject, EXTERNAL, 443)                          # GKE: no translation
+    assert not allowed(egress_on(443), subject, EXTERNAL, 443, endpoint_port=6443)  # kind, after DNAT
+    assert not allowed(egress_on(6443), subject, EXTERNAL, 443, endpoint_port=6443)  # Service-port CNIs
+    assert reaches_api_server(egress_on(443, 6443), subject)
+    assert not reaches_api_server(egress_on(443), subject) and not reaches_api_server(egress_on(6443), subject)
 
 
 @functools.lru_cache(maxsize=None)
@@ -119,7 +153,7 @@ def test_single_node_flows(pattern, accel):
         assert allowed(pols, GATEWAY, scheduler, 9002)
         # the picker scrapes the model servers' metrics and watches the API server
         assert allowed(pols, scheduler, workload, 8000)
-        assert allowed(pols, scheduler, EXTERNAL, 443)
+        assert reaches_api_server(pols, scheduler)
         # names resolve everywhere; Prometheus in a labelled namespace scrapes
         for p in (workload, scheduler):
             assert allowed(pols, p, DNS, 53, "UDP") and allowed(pols, p, DNS, 53, "TCP")
@@ -161,6 +195,6 @@ def test_body_based_router_takes_ext_proc_calls_from_gateways_only():
     (deploy,) = [o for o in render(plan).objects if o["kind"] == "Deployment"]
     bbr = pod("bbr", **deploy["spec"]["template"]["metadata"]["labels"])
     assert allowed(pols, GATEWAY, bbr, 9004)
-    assert allowed(pols, bbr, DNS, 53, "UDP") and allowed(pols, bbr, EXTERNAL, 443)   # API server
+    assert allowed(pols, bbr, DNS, 53, "UDP") and reaches_api_server(pols, bbr)
     assert not allowed(pols, STRANGER, bbr, 9004) and not allowed(pols, NEIGHBOUR, bbr, 9004)
     assert not allowed(pols, bbr, kserve_pods(plan.servers[0].name)["workload"], 8000)

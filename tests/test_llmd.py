@@ -2,8 +2,14 @@
 points at the upstream charts — the real charts rendered and validated object by object."""
 import functools
 import json
+import os
+import shutil
 import subprocess
+import sys
+import tarfile
+from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -16,6 +22,7 @@ from lightrail.render import render, render_validated
 from lightrail.router import MODEL_HEADER
 from lightrail.settings import charts_dir, schemas_dir
 from lightrail.validate import validate_values
+from tests.test_plan import promised_labels
 
 CATALOG = load_catalog()
 PROVIDERS = list(CATALOG.gateways)
@@ -47,7 +54,7 @@ def test_offline_check_of_state_and_values(pattern, accel, provider):
     assert not result.complete and "LIGHTRAIL_CHARTS" in result.notes[0]
     assert kinds_of(result.objects) == own_units(plan)
     for obj in result.objects:
-        assert obj["metadata"]["labels"].items() >= {k: v for k, v in plan.labels.items()
+        assert obj["metadata"]["labels"].items() >= {k: v for k, v in promised_labels(pattern, accel, "llmd").items()
                                                      if k.startswith("lightrail.dev/")}.items()
     state = yaml.safe_load(result.artifacts["helmfile/state.yaml"])
     assert [s["name"] for s in state["servers"]] == [s.name for s in plan.servers]
@@ -119,6 +126,36 @@ def test_hf_token_secret_only_when_a_token_is_provided():
     assert "authSecretName" not in ms(plan_of("baseline", "gpu"))
     assert ms(plan_of("baseline", "gpu", hf_token=True))["authSecretName"] == "lightrail-hf-token"
     assert "authSecretName" not in ms(plan_of("baseline", "sim", hf_token=True))
+
+
+def probes_of(plan, server):
+    """The probes of a model server's container, as composed into the modelservice values."""
+    (container,) = release_values(plan)[f"{server.name}-ms"][1]["decode"]["containers"]
+    return container["extraConfig"]
+
+
+@pytest.mark.parametrize("pattern,accel", COMBOS)
+def test_model_servers_are_ready_once_they_list_their_models(pattern, accel):
+    """Mutant M11 (readiness probe path changed), without charts: Kubernetes sends traffic to a pod
+    once it answers the path smoke's warm-up waits for, the OpenAI model list on vLLM's port."""
+    plan = plan_of(pattern, accel)
+    for server in plan.servers:
+        probes = probes_of(plan, server)
+        assert probes["readinessProbe"]["httpGet"] == {"path": "/v1/models", "port": VLLM_PORT}
+        assert {p["httpGet"]["port"] for p in probes.values()} == {VLLM_PORT}
+
+
+@pytest.mark.vllm
+def test_a_real_vllm_answers_every_probe_and_readiness_lists_the_model(vllm_server):
+    """Mutant M11 against the real server: every probe path is one vLLM serves, and the readiness
+    probe's answer is the model list naming the served model (not merely a live engine)."""
+    plan = plan_of("baseline", "cpu")
+    (server,) = plan.servers
+    for name, probe in probes_of(plan, server).items():
+        resp = httpx.get(vllm_server.url + probe["httpGet"]["path"], timeout=10)
+        assert resp.status_code == 200, (name, probe)
+    ready = httpx.get(vllm_server.url + probes_of(plan, server)["readinessProbe"]["httpGet"]["path"], timeout=10)
+    assert [m["id"] for m in ready.json()["data"]] == list(vllm_server.served_models)
 
 
 def test_missing_chart_in_charts_dir_is_named(tmp_path):
@@ -193,13 +230,14 @@ def test_real_charts_render_valid_labelled_objects(pattern, accel, monkeypatch):
 
 
 def assert_labelled_and_namespaced(plan, objects):
+    promised = promised_labels(plan.pattern.name, plan.request.accel, "llmd")
     for obj in objects:
         meta, what = obj["metadata"], f"{obj['kind']}/{obj['metadata']['name']}"
-        for key, value in plan.labels.items():
+        for key, value in promised.items():
             if key == "app.kubernetes.io/managed-by":   # Helm's, for its ownership check
                 assert meta["labels"].get(key, "Helm") == "Helm", f"{what}: {key} is not Helm's"
             else:
-                assert meta["labels"][key] == value, f"{what} lacks {key}"
+                assert meta["labels"].get(key) == value, f"{what} lacks {key}"
         assert meta.get("namespace") == plan.namespace, f"{what} is not in namespace {plan.namespace}"
 
 
@@ -228,16 +266,34 @@ def test_agentgateway_real_render_routes_by_a_header_it_sets_from_the_body():
     assert matched == set(plan.served_models)
 
 
+def chart_source(name: str):
+    """Where LIGHTRAIL_CHARTS holds a chart: DIR/<name>, DIR/<name>.tgz or DIR/<name>-<version>.tgz."""
+    version = CATALOG.versions["charts"][name]["version"]
+    return next(p for p in (CHARTS / name, CHARTS / f"{name}.tgz", CHARTS / f"{name}-{version}.tgz") if p.exists())
+
+
 @needs_charts
 def test_packaged_charts_render_the_same_as_directories(tmp_path):
-    """LIGHTRAIL_CHARTS may hold <name>.tgz or, as `helm pull` writes them, <name>-<version>.tgz."""
+    """LIGHTRAIL_CHARTS may hold directories, <name>.tgz or, as `helm pull` writes them,
+    <name>-<version>.tgz: whichever it holds, the same charts as directories and as archives packed
+    by the real `helm package` render the same objects."""
     pins = CATALOG.versions["charts"]
+    dirs, packed = tmp_path / "dirs", tmp_path / "packed"
     for i, name in enumerate(pins):
-        tools.run("helm", "package", str(CHARTS / name), "--destination", str(tmp_path / "pkg"))
-        (built,) = (tmp_path / "pkg").iterdir()
-        built.rename(tmp_path / (f"{name}.tgz" if i % 2 else f"{name}-{pins[name]['version']}.tgz"))
+        source = chart_source(name)
+        if source.is_dir():
+            shutil.copytree(source, dirs / name)
+        else:
+            with tarfile.open(source) as archive:
+                archive.extractall(dirs, filter="data")
+        assert (dirs / name / "Chart.yaml").is_file()
+        out = tools.run("helm", "package", str(dirs / name), "--destination", str(tmp_path / "pkg")).stdout
+        built = Path(out.strip().rsplit(": ", 1)[1])
+        packed.mkdir(exist_ok=True)
+        built.rename(packed / (f"{name}.tgz" if i % 2 else f"{name}-{pins[name]['version']}.tgz"))
     plan = plan_of("multimodel", "sim")
-    assert render(plan, charts=tmp_path).objects == rendered("multimodel", "sim")
+    from_dirs = render(plan, charts=dirs).objects
+    assert from_dirs and render(plan, charts=packed).objects == from_dirs == rendered("multimodel", "sim")
 
 
 @needs_charts
@@ -294,27 +350,57 @@ def test_multimodel_real_render_routes_by_model_header():
     assert len(find(objects, "InferencePool")) == 2 and find(objects, "EnvoyFilter")
 
 
+# Parses argv lists (JSON on stdin) with the installed vLLM's own `vllm serve` parser and its
+# post-parse validation, and prints the parsed options: what vLLM itself understands of them.
+VLLM_SERVE_PARSER = """
+import json, sys
+from vllm.entrypoints.cli.serve import ServeSubcommand
+from vllm.entrypoints.launchers.cli_args import validate_parsed_serve_args
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+parser = FlexibleArgumentParser(prog="vllm")
+ServeSubcommand().subparser_init(parser.add_subparsers(dest="subcommand"))
+parsed = []
+for argv in json.load(sys.stdin):
+    args = parser.parse_args(argv)
+    validate_parsed_serve_args(args)
+    parsed.append(vars(args))
+json.dump(parsed, sys.stdout, default=str)
+"""
+
+
 @needs_charts
+@pytest.mark.vllm
 def test_moe_real_render_gives_every_pod_of_the_leaderworkerset_its_ranks(tmp_path):
+    """Each pod's command line, as the pod's shell expands it (LWS sets the leader address and the
+    worker index), read by the installed vLLM's own `vllm serve` parser: a flag vLLM does not know,
+    or a value it rejects, fails here (no server is started: the model is not on this machine).
+    moe runs on gpu only (tpu is refused: see docs/patterns/moe.md)."""
     (server,) = plan_of("moe", "gpu").servers
     mn = server.multinode
     (lws,) = find(rendered("moe", "gpu"), "LeaderWorkerSet")
     template = lws["spec"]["leaderWorkerTemplate"]
     assert template["size"] == mn.size
     main = container(template["workerTemplate"])
-    # Run the rendered command line as each pod would, with a `vllm` that prints its arguments.
-    (tmp_path / "vllm").write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    # The real /bin/sh runs the rendered command; what it would exec is taken down, then parsed.
+    (tmp_path / "vllm").write_text('#!/bin/sh\nprintf "%s\\0" "$@"\n')
     (tmp_path / "vllm").chmod(0o755)
+    argvs = []
     for index in range(mn.size):
         env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "LWS_LEADER_ADDRESS": "leader.example", "LWS_WORKER_INDEX": str(index)}
-        argv = subprocess.run([*main["command"], *main["args"]], env=env, capture_output=True, text=True,
-                              check=True).stdout.splitlines()
-        assert argv[:2] == ["serve", server.model] and "--enable-expert-parallel" in argv
-        assert flag(argv, "--data-parallel-size") == str(mn.data_parallel)
-        assert flag(argv, "--data-parallel-size-local") == str(mn.data_parallel_local)
-        assert flag(argv, "--data-parallel-start-rank") == str(index * mn.data_parallel_local)
-        assert flag(argv, "--data-parallel-address") == "leader.example" and "--data-parallel-hybrid-lb" in argv
-        assert flag(argv, "--tensor-parallel-size") == (str(mn.tensor_parallel) if mn.tensor_parallel > 1 else None)
+        out = subprocess.run([*main["command"], *main["args"]], env=env, capture_output=True, text=True, check=True)
+        argvs.append(out.stdout.split("\0")[:-1])
+    parsed = json.loads(subprocess.run([sys.executable, "-c", VLLM_SERVE_PARSER], input=json.dumps(argvs),
+                                       capture_output=True, text=True, check=True, timeout=300,
+                                       env={**os.environ, "VLLM_NO_USAGE_STATS": "1"}).stdout)
+    for index, args in enumerate(parsed):
+        assert args["subcommand"] == "serve" and args["model_tag"] == server.model
+        assert args["port"] == VLLM_PORT and args["served_model_name"] == [server.model]
+        assert args["enable_expert_parallel"] is True and args["data_parallel_hybrid_lb"] is True
+        assert args["data_parallel_size"] == mn.data_parallel
+        assert args["data_parallel_size_local"] == mn.data_parallel_local
+        assert args["data_parallel_start_rank"] == index * mn.data_parallel_local
+        assert args["data_parallel_address"] == "leader.example"
+        assert args["tensor_parallel_size"] == mn.tensor_parallel
 
 
 @needs_charts

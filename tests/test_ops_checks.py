@@ -60,6 +60,59 @@ def test_everything_present_for_llmd_gpu_baseline():
     assert "GatewayClass istio" in names and "capacity" in names and "HF token" in names
 
 
+def rows(checks: list[ck.Check]) -> list[tuple[str, str, str, str]]:
+    return [(c.name, c.status, c.detail, c.fix) for c in checks]
+
+
+CRD_OK = [("CRD Gateway gateway.networking.k8s.io/v1", "ok", "served (v1.6.1)", ""),
+          ("CRD HTTPRoute gateway.networking.k8s.io/v1", "ok", "served (v1.6.1)", ""),
+          ("CRD InferencePool inference.networking.k8s.io/v1", "ok", "served (v1.6.0)", "")]
+CLUSTER_OK = ("cluster", "ok", "context gke_proj_us-central1_prod, Kubernetes v1.34.2-gke.1200", "")
+L4_FITS = ("capacity", "ok", "1 model-server pod(s) of cpu: 8, memory: 32Gi, nvidia.com/gpu: 1 fit (1 would) on 1 "
+           "schedulable node(s) matching cloud.google.com/gke-accelerator=nvidia-l4", "")
+
+
+def test_doctor_reads_in_full_for_llmd_and_for_kserve_missing_its_pieces():
+    """What `invoke doctor` prints, row by row: name, status, detail and the fix."""
+    plan = build_plan(Request(pattern="baseline", accel="gpu"))
+    assert rows(ck.cluster_checks(facts(), "llmd", "istio", plan, token_given=False)) == [
+        CLUSTER_OK, *CRD_OK,
+        ("GatewayClass istio", "ok", "accepted (istio.io/gateway-controller)", ""), L4_FITS,
+        ("HF token", "warn", "none given and no Secret lightrail-hf-token in lightrail: gated models "
+                             "(Qwen/Qwen2.5-3B-Instruct) will fail to download",
+         "export HF_TOKEN=... or pass --hf-token-file=FILE")]
+    kserve = build_plan(Request(pattern="baseline", accel="gpu", stack="kserve"))
+    crds = [c for c in CRDS if c["spec"]["group"] != "serving.kserve.io"]
+    assert rows(ck.cluster_checks(facts(crds=crds, gateways=[]), "kserve", "istio", kserve, token_given=True)) == [
+        CLUSTER_OK, *CRD_OK,
+        ("CRD LLMInferenceService serving.kserve.io/v1alpha2", "fail", "not installed",
+         "install the component that provides LLMInferenceService (serving.kserve.io)"),
+        ("KServe ingress gateway", "fail", "Gateway kserve/kserve-ingress-gateway not found",
+         "install KServe with its LLMInferenceService controller and Istio (see docs/operations.md)"),
+        L4_FITS, ("HF token", "ok", "given; deploy stores it in Secret lightrail-hf-token", "")]
+    assert rows(ck.cluster_checks(facts(), "kserve", "istio"))[-1] == (
+        "KServe ingress gateway", "ok", "Gateway kserve/kserve-ingress-gateway", "")
+    assert ck.failed(ck.cluster_checks(facts(crds=crds, gateways=[]), "kserve", "istio")) == \
+        [c for c in ck.cluster_checks(facts(crds=crds, gateways=[]), "kserve", "istio") if c.status == "fail"] != []
+
+
+def test_gateway_class_rows_per_provider_in_full():
+    assert rows([ck.gateway_check(facts(), "llmd", p) for p in ("gke", "agentgateway")]) == [
+        ("GatewayClass gke-l7-regional-external-managed", "fail", "not accepted by its controller: Waiting for controller",
+         "check the gke controller's logs"),
+        ("GatewayClass agentgateway", "fail", "not found (provider agentgateway)",
+         "install the agentgateway gateway controller")]
+    assert rows([ck.gateway_check(facts(gateway_classes=[]), "llmd", "istio")]) == [
+        ("GatewayClass istio", "fail", "not found (provider istio)",
+         "install Istio with the inference extension (`invoke prereqs --istio`)")]
+
+
+def test_tool_rows_in_full():
+    assert rows(ck.tool_checks({"helm": "v3.19.0", "helmfile": None, "kubectl": "v1.33.0"})) == [
+        ("tool helm", "ok", "3.19.0", ""), ("tool helmfile", "fail", "not installed in .tools/bin", "run scripts/setup"),
+        ("tool kubectl", "fail", "1.33.0, pinned 1.34.5", "run scripts/setup")]
+
+
 def test_missing_old_and_unserved_crds():
     crds = copy.deepcopy(CRDS)
     crds = [c for c in crds if c["spec"]["names"]["kind"] != "InferencePool"]
@@ -73,6 +126,27 @@ def test_missing_old_and_unserved_crds():
     gw = checks["CRD Gateway gateway.networking.k8s.io/v1"]
     assert gw.status == "warn" and gw.detail == "v1.2.1, older than the pinned v1.6.1"
     assert checks["CRD HTTPRoute gateway.networking.k8s.io/v1"].detail == "installed, but serves v1beta1"
+    assert rows(checks.values()) == [
+        ("CRD Gateway gateway.networking.k8s.io/v1", "warn", "v1.2.1, older than the pinned v1.6.1",
+         "run `invoke prereqs`"),
+        ("CRD HTTPRoute gateway.networking.k8s.io/v1", "fail", "installed, but serves v1beta1", "run `invoke prereqs`"),
+        ("CRD InferencePool inference.networking.k8s.io/v1", "fail", "not installed", "run `invoke prereqs`")]
+
+
+def test_a_crd_not_yet_established_fails_until_it_is():
+    """Mutant M3 (skip the `Established` check): a CRD applied a moment ago serves its versions on
+    paper, but the API server answers 404 for its kind until Established is True."""
+    crds = copy.deepcopy(CRDS)
+    pool = next(c for c in crds if c["spec"]["names"]["kind"] == "InferencePool")
+    established = next(c for c in pool["status"]["conditions"] if c["type"] == "Established")
+    established.update(status="False", reason="Installing", message="the initial names have been accepted")
+    name = "CRD InferencePool inference.networking.k8s.io/v1"
+    check = by_name(ck.crd_checks(crds, ck.required_crds("llmd", None, [])))[name]
+    assert (check.status, check.detail, check.fix) == ("fail", "installed but not Established yet",
+                                                       "wait a few seconds and retry")
+    del pool["status"]   # just created: the API server has not written a status yet
+    assert by_name(ck.crd_checks(crds, ck.required_crds("llmd", None, [])))[name].status == "fail"
+    assert by_name(ck.crd_checks(CRDS, ck.required_crds("llmd", None, [])))[name].status == "ok"
 
 
 def test_required_crds_follow_the_rendered_objects_and_the_pattern():
@@ -143,6 +217,12 @@ def test_hf_token_check():
     with_secret = build_plan(Request(pattern="baseline", accel="gpu", hf_token=True))
     assert ck.token_check(with_secret, ["lightrail-hf-token"], False).detail == "Secret lightrail-hf-token exists"
     assert "not needed" in ck.token_check(build_plan(Request(pattern="baseline", accel="sim")), [], False).detail
+    assert rows([ck.token_check(build_plan(Request(pattern="multimodel", accel="gpu")), ["lightrail-hf-token"], False),
+                 ck.token_check(build_plan(Request(pattern="baseline", accel="sim")), [], False)]) == [
+        ("HF token", "warn", "none given and no Secret lightrail-hf-token in lightrail: gated models "
+                             "(Qwen/Qwen2.5-3B-Instruct, microsoft/Phi-3-mini-4k-instruct) will fail to download",
+         "export HF_TOKEN=... or pass --hf-token-file=FILE"),
+        ("HF token", "ok", "not needed (no model is downloaded from Hugging Face)", "")]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import copy
+import re
+import shlex
 
 import pytest
 
 from lightrail.errors import LightrailError
 from lightrail.ops import steps as st
 from lightrail.ops.deploy import Desired, Live, plan_deploy, plan_rollback
-from lightrail.ops.objects import difference, key, meta, sendable
+from lightrail.ops.objects import difference, key, meta, ref, sendable
 from lightrail.ops.secrets import Token
 from lightrail.ops.target import Target
 from lightrail.plan import Request, build_plan
@@ -65,12 +67,31 @@ def test_kserve_on_an_empty_namespace():
     assert dp.steps[-1].objects == tuple(desired.objects)
 
 
+def test_crds_are_applied_first_and_waited_for_before_what_uses_them():
+    """A CRD the deployment carries goes in its own step, then `kubectl wait` for Established:
+    custom resources applied before that are refused by the API server."""
+    from tests.test_ops_readiness import load
+
+    plan, desired = kserve("baseline")
+    crd = sendable(next(c for c in load("ops/crds.yaml") if c["spec"]["names"]["kind"] == "InferencePool"))
+    dp = plan_deploy(plan, Desired(objects=[crd, *desired.objects]), Live(namespaces={"kserve"}), TARGET, timeout=300)
+    assert [(s.title, s.timeout) for s in dp.steps] == [
+        ("create namespace lightrail", 300), ("apply CRDs (1)", 300), ("wait for the CRDs to be established", 90),
+        ("apply built-in objects (5)", 300), ("apply custom resources (1)", 300), ("wait until ready (timeout 300 s)", 300)]
+    assert dp.steps[1].objects == (crd,)
+    wait = dp.steps[2]
+    assert wait.tool == "kubectl" and wait.args == ("--context=prod-east", "wait", "--for=condition=Established",
+                                                    "--timeout=60s", "crd/inferencepools.inference.networking.k8s.io")
+    assert dp.changed[:2] == ["Namespace lightrail: new",
+                              "CustomResourceDefinition inferencepools.inference.networking.k8s.io: new"]
+
+
 def test_deploying_twice_changes_nothing_and_says_so():
     plan, desired = kserve("multimodel")
     dp = plan_deploy(plan, desired, live_of(desired), TARGET)
     assert [s.action for s in dp.steps] == ["wait"]
     assert not dp.changes_anything and dp.changed == []
-    assert len(dp.unchanged) == len(desired.objects) + 1
+    assert sorted(dp.unchanged) == sorted(["Namespace lightrail", *(ref(o) for o in desired.objects)])
 
 
 def test_one_changed_field_applies_that_object_only_and_remembers_it():
@@ -144,6 +165,9 @@ def test_token_secret_is_created_then_left_alone():
     (secret,) = secret_step.objects
     assert secret["metadata"]["annotations"]["lightrail.dev/token-sha256"] == TOKEN.digest()
     assert "data" not in secret and "stringData" not in secret and TOKEN.reveal() not in repr(dp)
+    assert (secret_step.title, secret_step.timeout) == ("store the HF token in Secret lightrail/lightrail-hf-token", 60)
+    assert secret_step.changes == (st.Change("Secret lightrail/lightrail-hf-token", previous=None),)
+    assert "Secret lightrail/lightrail-hf-token: new" in dp.changed
     again = Live(namespaces={"lightrail"}, objects={key(o): applied(o) for o in desired.objects},
                  secret=applied(secret))
     dp2 = plan_deploy(plan, desired, again, TARGET, TOKEN, wait=False)
@@ -151,6 +175,7 @@ def test_token_secret_is_created_then_left_alone():
     dp3 = plan_deploy(plan, desired, again, TARGET, Token("hf_another"), wait=False)
     assert [s.action for s in dp3.steps] == ["secret"]
     assert dp3.changed == ["Secret lightrail/lightrail-hf-token: different token"]
+    assert dp3.steps[0].changes == (st.Change("Secret lightrail/lightrail-hf-token", previous=applied(secret)),)
 
 
 def test_token_for_a_simulator_is_not_stored():
@@ -278,6 +303,9 @@ def test_rollback_undoes_started_steps_newest_first():
     assert namespace.objects == ({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "lightrail"}},)
     assert " ".join(delete.args).startswith("--context=prod-east delete --ignore-not-found --wait=true")
     assert notes == []
+    # a shorter rollback timeout reaches the delete steps (kubectl's --timeout and the step's own)
+    (_, quick, _), _ = plan_rollback(started, TARGET, timeout=45)
+    assert "--timeout=45s" in quick.args and quick.timeout == 75
 
 
 def test_rollback_of_helm_releases_and_a_replaced_secret():
@@ -293,6 +321,9 @@ def test_rollback_of_helm_releases_and_a_replaced_secret():
         "--kube-context=prod-east rollback baseline-qwen2-5-3b-instruct-ms 2 --namespace lightrail --wait --timeout=120s",
         "--kube-context=prod-east uninstall baseline-infra --namespace lightrail --wait --timeout=120s"]
     assert notes == ["Secret lightrail/s keeps the new token: the old one was never read, so it cannot be restored"]
+    assert [(s.title, s.tool, s.timeout) for s in steps] == [
+        ("roll back helm release baseline-qwen2-5-3b-instruct-ms to revision 2", "helm", 150),
+        ("uninstall new helm release baseline-infra", "helm", 150)]
 
 
 def test_every_command_names_the_chosen_context():
@@ -307,18 +338,51 @@ def test_every_command_names_the_chosen_context():
     assert all(s.args[0] in ("--context=prod-east", "--kube-context=prod-east") for s in runs)
 
 
+def dry_run_sections(lines: list[str]) -> dict[str, dict]:
+    """A dry run's printout read back: per step title, its command line(s) and the YAML it shows."""
+    sections, current = {}, None
+    for line in "\n".join(lines).splitlines():
+        header = re.match(r"^\[\d+\] (.*)$", line)
+        if header:
+            current = sections[header.group(1)] = {"commands": [], "yaml": [], "notes": []}
+        elif current is not None and line.startswith("    $ "):
+            current["commands"].append(shlex.split(line[6:]))
+        elif current is not None and line.startswith("    --- "):
+            current["notes"].append(line.strip())
+        elif current is not None and line.startswith("    "):
+            (current["yaml"] if current["notes"] else current["notes"]).append(line[4:])
+    for section in sections.values():
+        section["objects"] = load_manifests("\n".join(section.pop("yaml")))
+    return sections
+
+
 def test_dry_run_text_shows_commands_objects_and_files_with_the_secret_redacted():
+    """What `deploy --dry-run` prints, read back and compared with the render (not with `show` again):
+    each kubectl command in full, on its stdin exactly the rendered objects, the token never."""
+    from lightrail.ops import flows
+
     plan = build_plan(Request(pattern="baseline", accel="cpu", stack="kserve", hf_token=True))
-    desired = Desired(objects=render_validated(plan).objects)
-    dp = plan_deploy(plan, desired, Live(namespaces={"lightrail"}), TARGET, TOKEN)
-    text = "\n".join(st.show(s, i) for i, s in enumerate(dp.steps, 1))
-    assert TOKEN.reveal() not in text
-    assert "HF_TOKEN: <redacted>" in text and "(value from HF_TOKEN, never shown)" in text
-    assert "$ kubectl --context=prod-east apply --server-side" in text
-    custom = st.show(dp.steps[-2], len(dp.steps) - 1)
-    assert custom in text
-    shown = load_manifests("\n".join(line[4:] for line in custom.split("--- stdin ---\n")[1].splitlines()))
-    assert shown == list(dp.steps[-2].objects)   # the custom resources, exactly as they are sent
+    rendered = render_validated(plan).objects
+    lines: list[str] = []
+    flows.deploy(plan, TARGET, None, dry_run=True, out=lines.append, token=TOKEN)
+    assert TOKEN.reveal() not in "\n".join(lines)
+    sections = dry_run_sections(lines)
+    assert list(sections) == ["create namespace lightrail", "store the HF token in Secret lightrail/lightrail-hf-token",
+                              "apply built-in objects (6)", "apply custom resources (1)",
+                              "wait until ready (timeout 900 s)"]
+    apply = ["kubectl", "--context=prod-east", "apply", "--server-side", "--field-manager=lightrail",
+             "--request-timeout=60s", "-f", "-"]
+    for title in ("create namespace lightrail", "apply built-in objects (6)", "apply custom resources (1)"):
+        assert sections[title]["commands"] == [apply] and sections[title]["notes"][0] == "--- stdin ---"
+    assert sections["apply built-in objects (6)"]["objects"] == [o for o in rendered if o["kind"] == "NetworkPolicy"]
+    assert sections["apply custom resources (1)"]["objects"] == [o for o in rendered if o["kind"] == "LLMInferenceService"]
+    (namespace,) = sections["create namespace lightrail"]["objects"]
+    assert (namespace["kind"], namespace["metadata"]["name"]) == ("Namespace", "lightrail")
+    secret = sections["store the HF token in Secret lightrail/lightrail-hf-token"]
+    assert secret["commands"] == [] and secret["notes"][0].startswith("API: server-side apply Secret lightrail/")
+    assert "(value from HF_TOKEN, never shown)" in secret["notes"][0]
+    (shown,) = secret["objects"]
+    assert shown["stringData"] == {"HF_TOKEN": "<redacted>"} and "data" not in shown
     _, llmd, live = llmd_state()
     (sync,) = plan_deploy(build_plan(Request(pattern="baseline", accel="gpu")), llmd,
                           Live(namespaces={"lightrail"}), TARGET, wait=False).steps

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -274,11 +277,69 @@ def test_ctrl_c_reports_half_applied_state_and_how_to_undo_it():
     assert not any(c[1][1] == "delete" for c in cluster.calls)   # nothing undone behind the user's back
 
 
-def test_planted_token_never_appears_in_output_errors_or_files(tmp_path, monkeypatch):
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    import tempfile
+class Writes:
+    """The files written while a test watches: `opened` (path -> where a rename moved it) and
+    `texts` (path -> its text, read while it existed)."""
+
+    def __init__(self):
+        self.opened: dict[Path, Path | None] = {}
+        self.texts: dict[Path, str] = {}
+
+    def read(self, root: Path) -> dict[Path, str]:
+        for path in [root] if root.is_file() else root.rglob("*"):
+            if path.is_file():
+                self.texts[path.resolve()] = path.read_text(errors="replace")
+        return self.texts
+
+
+_WATCHING: list[Writes] = []
+
+
+def _record_writes(event: str, args: tuple) -> None:
+    """Audit hook (it runs before the operation): note every file opened for writing, follow its
+    renames, and read a noted file just before it is removed."""
+    if not _WATCHING or event not in ("open", "os.rename", "os.remove") \
+            or not isinstance(args[0], (str, os.PathLike)):
+        return
+    writes, path = _WATCHING[-1], Path(args[0]).resolve()
+    if event == "open":
+        mode, flags = args[1], args[2]
+        if (mode and any(c in mode for c in "wax+")) or (mode is None and flags & (os.O_WRONLY | os.O_RDWR)):
+            writes.opened[path] = None
+    elif event == "os.rename" and path in writes.opened:
+        writes.opened[path] = Path(args[1]).resolve()
+    elif event == "os.remove" and args[1] in (None, -1) and path in writes.opened and path.is_file():
+        writes.read(path)
+
+
+sys.addaudithook(_record_writes)
+
+
+@pytest.fixture
+def written_files(tmp_path, monkeypatch):
+    """Watch the files a test writes (TMPDIR, HOME and XDG_CACHE_HOME point into tmp_path): a
+    temporary tree is read just before it is removed, a single file just before it is deleted."""
+    for var, sub in (("TMPDIR", "tmp"), ("HOME", "home"), ("XDG_CACHE_HOME", "cache")):
+        (tmp_path / sub).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / sub))
     monkeypatch.setattr(tempfile, "tempdir", None)
+    writes = Writes()
+    real_rmtree = shutil.rmtree
+
+    def rmtree(path, *args, **kwargs):   # TemporaryDirectory's cleanup comes through here too
+        writes.read(Path(path))
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    _WATCHING.append(writes)
+    try:
+        yield writes
+    finally:
+        _WATCHING.remove(writes)
+
+
+def test_planted_token_never_appears_in_output_errors_or_files(written_files, tmp_path):
+    """Output, errors, and every file the deploys write, each read while it exists."""
     token = Token(PLANTED)
     plan = kserve_plan(accel="cpu", hf_token=True)
     lines: list[str] = []
@@ -296,12 +357,16 @@ def test_planted_token_never_appears_in_output_errors_or_files(tmp_path, monkeyp
     noisy.run = lambda *a, **k: (_ for _ in ()).throw(LightrailError(f"kubectl apply failed: saw {PLANTED}"))
     with pytest.raises(LightrailError) as err2:
         deploy(noisy, plan, lines, token=token)
-    texts = ["\n".join(lines), str(err1.value), repr(err1.value), str(err2.value), repr(token), f"{token}"]
-    assert "stringData.HF_TOKEN=<redacted>" in texts[0] and "saw <redacted>" in texts[0]
-    for text in texts:
+    outputs = ["\n".join(lines), str(err1.value), repr(err1.value), str(err2.value), repr(token), f"{token}"]
+    assert "stringData.HF_TOKEN=<redacted>" in outputs[0] and "saw <redacted>" in outputs[0]
+    for text in outputs:
         assert PLANTED not in text
-    written = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert all(PLANTED not in p.read_text(errors="replace") for p in written)
+    texts = written_files.read(tmp_path)   # what is still there, and what was read before it went
+    written = {moved or path for path, moved in written_files.opened.items()}
+    assert any("lightrail-render-" in str(p) for p in written)   # the kustomize tree the deploy renders in
+    assert written <= set(texts), "a file the deploy wrote was not read while it existed"
+    for path, text in texts.items():
+        assert PLANTED not in text, path
 
 
 def test_doctor_failures_stop_the_deploy_before_any_change():
@@ -596,3 +661,32 @@ def test_the_real_boundary_lists_without_secret_values(tmp_path, monkeypatch):
     (secret,) = cluster.list("v1", "Secret", "lightrail")
     assert secret == {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                       "metadata": {"name": "lightrail-hf-token", "annotations": {"keep": "me"}}}
+
+
+def test_the_real_boundary_gets_a_secret_without_its_values(tmp_path, monkeypatch):
+    """Mutant M6 (`get()` returns a Secret with its data): deploy reads the token Secret with get()
+    to plan the rollback; what the API answers (data, and kubectl's last-applied copy) stays out."""
+    from lightrail.ops import cluster as boundary
+
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+                          "users: [{name: u, user: {}}]\ncontexts: [{name: ctx, context: {cluster: c, user: u}}]\n")
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    cluster = boundary.KubeCluster("ctx")
+    applied = '{"apiVersion":"v1","kind":"Secret","stringData":{"HF_TOKEN":"' + PLANTED + '"}}'
+    answer = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": {"HF_TOKEN": "aGZf"},
+              "metadata": {"name": "lightrail-hf-token", "namespace": "lightrail", "resourceVersion": "7",
+                           "annotations": {"kubectl.kubernetes.io/last-applied-configuration": applied}}}
+    asked = []
+
+    class Getting:
+        def get(self, name, namespace, **kw):
+            asked.append((name, namespace))
+            return type("Result", (), {"to_dict": lambda self: copy.deepcopy(answer)})()
+
+    monkeypatch.setattr(cluster, "_resource", lambda api_version, kind: Getting())
+    secret = cluster.get("v1", "Secret", "lightrail-hf-token", "lightrail")
+    assert asked == [("lightrail-hf-token", "lightrail")]
+    assert secret == {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {
+        "name": "lightrail-hf-token", "namespace": "lightrail", "resourceVersion": "7", "annotations": {}}}
+    assert PLANTED not in repr(secret) and "aGZf" not in repr(secret)

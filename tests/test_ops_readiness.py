@@ -34,6 +34,133 @@ def assess(kind: str, name: str, **kw) -> readiness.State:
     return readiness.assess(live, live, kw.get("pods", PODS), kw.get("events", EVENTS), kw.get("logs"))
 
 
+# What `deploy` shows for each recorded observation, in full: who, ready or not, the summary, why,
+# and whether waiting can help (the reasons quote the pods' and events' own messages).
+SCHEDULING = ("0/5 nodes are available: 1 Insufficient google.com/tpu, 1 node(s) had untolerated taint "
+              "{node.kubernetes.io/unreachable: }, 3 node(s) didn't match Pod's node affinity/selector. preemption: "
+              "0/5 nodes are available: 1 No preemption victims found for incoming pod, 4 Preemption is not helpful "
+              "for scheduling.")
+PULL = ('Back-off pulling image "docker.io/vllm/vllm-openai:v0.99.0": ErrImagePull: rpc error: code = NotFound desc = '
+        'failed to pull and unpack image "docker.io/vllm/vllm-openai:v0.99.0": failed to resolve reference '
+        '"docker.io/vllm/vllm-openai:v0.99.0": docker.io/vllm/vllm-openai:v0.99.0: not found')
+EXPECTED = {
+    ("Deployment", "baseline-qwen2-5-3b-instruct-decode"): (True, "1/1 ready", "", False),
+    ("Deployment", "caching-qwen2-5-3b-instruct-decode"): (False, "1/3 ready", (
+        f"pod caching-qwen2-5-3b-instruct-decode-6d9f7c5b8d-b2b2b cannot be scheduled: {SCHEDULING} (each pod needs "
+        "google.com/tpu: 4; check `invoke doctor` for nodes with free accelerators)"), False),
+    ("Deployment", "baseline-phi-3-mini-4k-instruct-decode"): (False, "0/1 ready", (
+        "pod baseline-phi-3-mini-4k-instruct-decode-6d9f7c5b8d-p0p0p: cannot pull image "
+        f"docker.io/vllm/vllm-openai:v0.99.0: {PULL}"), True),
+    ("Deployment", "baseline-smollm2-360m-instruct-decode"): (False, "0/1 ready", (
+        "pod baseline-smollm2-360m-instruct-decode-6d9f7c5b8d-q9q9q: container vllm is crash-looping (4 restarts; "
+        "last exit code 1 (Error))"), True),
+    ("Deployment", "baseline-qwen2-5-0-5b-instruct-decode"): (False, "0/1 ready", (
+        "pod baseline-qwen2-5-0-5b-instruct-decode-6d9f7c5b8d-s1s1s: container vllm: CreateContainerConfigError: "
+        'secret "lightrail-hf-token" not found'), True),
+    ("Deployment", "caching-phi-3-mini-4k-instruct-decode"): (
+        False, "waiting for the controller", "status is for an older generation", False),
+    ("Deployment", "caching-llama-3-1-8b-instruct-decode"): (False, "0/1 ready", (
+        "pod caching-llama-3-1-8b-instruct-decode-6d9f7c5b8d-r4r4r is running but not ready: Readiness probe failed: "
+        'Get "http://10.8.2.14:8000/v1/models": dial tcp 10.8.2.14:8000: connect: connection refused'), True),
+    ("HTTPRoute", "baseline-qwen2-5-3b-instruct"): (True, "Accepted", "", False),
+    ("HTTPRoute", "caching-qwen2-5-3b-instruct"): (False, "not ResolvedRefs by caching-gateway", (
+        "BackendNotFound: backend(caching-qwen2-5-3b-instruct.lightrail.svc.cluster.local) not found"), False),
+    ("InferencePool", "baseline-qwen2-5-3b-instruct"): (True, "Accepted", "", False),
+    ("LeaderWorkerSet", "moe-deepseek-v2-lite-chat"): (True, "1/1 groups ready", "", False),
+    ("LLMInferenceService", "baseline-qwen2-5-0-5b-instruct"): (False, "not Ready", (
+        "Ready: Deployment does not have minimum availability.; WorkloadsReady: Deployment does not have minimum "
+        "availability.; pod baseline-qwen2-5-0-5b-instruct-kserve-7f8c9d-bbbbb cannot be scheduled: 0/5 nodes are "
+        "available: 1 Insufficient cpu, 4 node(s) had untolerated taint {nvidia.com/gpu: present}."), False),
+    ("LLMInferenceService", "baseline-qwen2-5-3b-instruct"): (True, "Ready", "", False),
+    ("GatewayClass", "istio"): (True, "exists", "", False),
+    ("Gateway", "kserve-ingress-gateway"): (True, "Programmed", "", False),
+    ("Gateway", "caching-gateway"): (True, "Programmed", "", False),
+    ("Gateway", "caching-gateway-stale"): (
+        False, "waiting for the gateway controller", "no current Programmed condition", False),
+    ("Gateway", "baseline-gateway-kind"): (
+        True, "Accepted", "no external address assigned; reach it with a port-forward", False),
+    ("Gateway", "baseline-gateway-noclass"): (False, "not Accepted", "Pending: Waiting for controller", False),
+}
+
+
+@pytest.mark.parametrize("kind,name", list(EXPECTED))
+def test_each_recorded_observation_reads_as_the_user_sees_it(kind, name):
+    live = obj(kind, name)
+    where = f"{meta(live)['namespace']}/{name}" if meta(live).get("namespace") else name
+    assert assess(kind, name) == readiness.State(f"{kind} {where}", *EXPECTED[(kind, name)])
+
+
+def _lws_group_crashing(live):
+    live["status"].update(readyReplicas=0)
+    live["status"]["conditions"][0].update(status="False", reason="GroupsNotReady", message="not ready")
+    crash = copy.deepcopy(next(p for p in PODS if meta(p)["name"].startswith("baseline-smollm2")))
+    crash["metadata"].update(name="moe-deepseek-v2-lite-chat-0-1",
+                             labels={"leaderworkerset.sigs.k8s.io/name": "moe-deepseek-v2-lite-chat"})
+    return [crash]
+
+
+def _set_condition(kind, **fields):
+    def change(live):
+        next(c for c in live["status"]["conditions"] if c["type"] == kind).update(fields)
+    return change
+
+
+def _route_parent_condition(kind, **fields):
+    def change(live):
+        next(c for c in live["status"]["parents"][0]["conditions"] if c["type"] == kind).update(fields)
+    return change
+
+
+def _pool_accepted_only(live):
+    parent = live["status"]["parents"][0]
+    parent["conditions"] = [c for c in parent["conditions"] if c["type"] == "Accepted"]
+
+
+def _llmisvc_stale(live):
+    live["metadata"]["generation"] = live["status"]["observedGeneration"] + 1
+
+
+def _llmisvc_no_conditions(live):
+    live["status"]["conditions"] = []
+
+
+# (kind, name, change to the live object returning the pods to use, or None for none) -> the State's tail
+VARIANTS = [
+    ("LeaderWorkerSet", "moe-deepseek-v2-lite-chat", _lws_group_crashing, (
+        False, "0/1 groups ready", "pod moe-deepseek-v2-lite-chat-0-1: container vllm is crash-looping (4 restarts; "
+        "last exit code 1 (Error))", True)),
+    ("LeaderWorkerSet", "moe-deepseek-v2-lite-chat", _set_condition("Available", status="False"),
+     (False, "1/1 groups ready", "no pods yet", False)),
+    ("Gateway", "caching-gateway", _set_condition("Programmed", status="False", reason="Invalid", message="bad port"),
+     (False, "not Programmed", "Invalid: bad port", False)),
+    ("Gateway", "baseline-gateway-kind", _set_condition("Accepted", status="False", reason="Invalid", message="x"),
+     (False, "not Accepted", "Invalid: x", False)),
+    ("HTTPRoute", "baseline-qwen2-5-3b-instruct", _route_parent_condition("Accepted", status="False",
+                                                                           reason="NotAllowedByListeners", message="no"),
+     (False, "not Accepted by baseline-gateway", "NotAllowedByListeners: no", False)),
+    ("HTTPRoute", "baseline-qwen2-5-3b-instruct", _route_parent_condition("ResolvedRefs", observedGeneration=0),
+     (False, "not ResolvedRefs by baseline-gateway", "no current condition", False)),
+    ("InferencePool", "baseline-qwen2-5-3b-instruct", _pool_accepted_only, (True, "Accepted", "", False)),
+    ("LLMInferenceService", "baseline-qwen2-5-3b-instruct", _llmisvc_stale,
+     (False, "waiting for KServe", "status is for an older generation", False)),
+    ("LLMInferenceService", "baseline-qwen2-5-0-5b-instruct", _llmisvc_no_conditions, (False, "not Ready", (
+        "pod baseline-qwen2-5-0-5b-instruct-kserve-7f8c9d-bbbbb cannot be scheduled: 0/5 nodes are available: 1 "
+        "Insufficient cpu, 4 node(s) had untolerated taint {nvidia.com/gpu: present}."), False)),
+]
+
+
+@pytest.mark.parametrize("kind,name,change,expected", VARIANTS,
+                         ids=[f"{k}-{c.__name__}" for k, _, c, _ in VARIANTS])
+def test_not_ready_paths_of_each_kind_read_in_full(kind, name, change, expected):
+    live = obj(kind, name)
+    pods = change(live)
+    state = readiness.assess(live, live, PODS if pods is None else pods, EVENTS if pods is None else [])
+    assert state == readiness.State(f"{kind} lightrail/{name}", *expected)
+    bare = copy.deepcopy(live)
+    bare.pop("status")
+    assert not readiness.assess(bare, bare, [], []).ready or kind == "InferencePool"
+
+
 def test_fixtures_are_real_api_shapes():
     """Every recorded observation validates against the Kubernetes and CRD schemas (status included)."""
     objects = load(*(f"ops/{p.name}" for p in sorted((FIXTURES / "ops").glob("*.yaml"))))
@@ -100,6 +227,32 @@ def test_crash_loop_shows_restarts_exit_code_and_log_tail():
     assert "vLLM API server version" not in state.reason   # only the last lines
 
 
+@pytest.mark.parametrize("restarts,fatal", [(2, False), (3, True)])
+def test_crash_loop_turns_fatal_at_the_threshold_restart(restarts, fatal):
+    """Mutant M1 (`restarts >= CRASH_LOOP_FATAL_RESTARTS` -> `>`): the third restart already fails the deploy."""
+    assert readiness.CRASH_LOOP_FATAL_RESTARTS == 3
+    pods = copy.deepcopy(PODS)
+    pod = next(p for p in pods if meta(p)["name"].startswith("baseline-smollm2"))
+    pod["status"]["containerStatuses"][0]["restartCount"] = restarts
+    state = assess("Deployment", "baseline-smollm2-360m-instruct-decode", pods=pods)
+    assert not state.ready and state.fatal is fatal
+    assert f"crash-looping ({restarts} restarts;" in state.reason
+
+
+def test_rollout_with_an_old_pod_still_counted_is_not_done():
+    """Mutant M2 (drop `status.replicas == want`): 3 updated, ready and available pods, but the old
+    ReplicaSet's pod is still counted in status.replicas: `kubectl rollout status` says "1 old
+    replicas are pending termination", and so do we (not ready) until it is gone."""
+    live = obj("Deployment", "caching-qwen2-5-3b-instruct-decode")
+    assert live["spec"]["replicas"] == 3
+    live["status"].update(replicas=4, updatedReplicas=3, readyReplicas=3, availableReplicas=3, unavailableReplicas=1)
+    assert validate_objects([live]) == []
+    rolling = readiness.assess(live, live, [], [])
+    assert not rolling.ready and rolling.summary == "3/3 ready"
+    live["status"].update(replicas=3, unavailableReplicas=0)
+    assert readiness.assess(live, live, [], []).ready
+
+
 def test_missing_secret_is_fatal():
     state = assess("Deployment", "baseline-qwen2-5-0-5b-instruct-decode")
     assert state.fatal and 'CreateContainerConfigError: secret "lightrail-hf-token" not found' in state.reason
@@ -119,7 +272,9 @@ def test_deployment_without_pods_reports_the_workload_warning():
              "metadata": {"name": "e", "uid": "q"},
              "involvedObject": {"kind": "ReplicaSet", "name": "baseline-qwen2-5-3b-instruct-decode-6d9f7c5b8d"}}
     state = readiness.assess(live, live, [], [quota])
-    assert not state.ready and "exceeded quota" in state.reason
+    assert (state.ready, state.summary, state.reason, state.fatal) == (   # the API omits zero counts
+        False, "0/1 ready", 'no pods: FailedCreate: pods "x" is forbidden: exceeded quota: gpu-quota', False)
+    assert readiness.assess(live, live, [], []).reason == "no pods yet"
 
 
 def test_gateways():
@@ -137,7 +292,12 @@ def test_routes_and_pools():
     assert assess("InferencePool", "baseline-qwen2-5-3b-instruct").ready
     bare = obj("HTTPRoute", "caching-qwen2-5-3b-instruct")
     del bare["status"]
-    assert readiness.assess(bare, bare).summary == "not attached"
+    assert readiness.assess(bare, bare) == readiness.State(
+        "HTTPRoute lightrail/caching-qwen2-5-3b-instruct", False, "not attached", "no gateway has accepted it yet")
+    pool = obj("InferencePool", "baseline-qwen2-5-3b-instruct")
+    del pool["status"]   # some gateways write no status on pools: that is no reason to wait
+    assert readiness.assess(pool, pool) == readiness.State(
+        "InferencePool lightrail/baseline-qwen2-5-3b-instruct", True, "exists", "the gateway reports no status for it")
 
 
 def test_leaderworkerset_and_llminferenceservice():
@@ -154,6 +314,48 @@ def test_missing_and_plain_objects():
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "lightrail"}}
     assert readiness.assess(cm, None) == readiness.State("ConfigMap lightrail/c", False, "not created yet")
     assert readiness.assess(cm, cm).ready
+
+
+def test_leaderworkerset_status_of_an_older_generation_is_not_trusted():
+    live = obj("LeaderWorkerSet", "moe-deepseek-v2-lite-chat")
+    live["metadata"]["generation"] = 2
+    assert readiness.assess(live, live) == readiness.State(
+        "LeaderWorkerSet lightrail/moe-deepseek-v2-lite-chat", False, "waiting for the controller",
+        "status is for an older generation")
+
+
+def test_the_most_telling_finding_wins_and_deleted_pods_are_ignored():
+    crash = next(p for p in PODS if meta(p)["name"].startswith("baseline-smollm2"))
+    pull = next(p for p in PODS if meta(p)["name"].startswith("baseline-phi-3"))
+    pending = next(p for p in PODS if meta(p)["name"] == "caching-qwen2-5-3b-instruct-decode-6d9f7c5b8d-b2b2b")
+    young = copy.deepcopy(crash)
+    young["status"]["containerStatuses"][0]["restartCount"] = 1          # not fatal yet
+    text, fatal = readiness.explain([pending, young], EVENTS, {}, "x")
+    assert text.startswith(f"pod {meta(young)['name']}: container vllm is crash-looping (1 restarts") and not fatal
+    text, fatal = readiness.explain([young, pull], EVENTS, {}, "x")    # a fatal finding beats a telling one
+    assert text.startswith(f"pod {meta(pull)['name']}: cannot pull image") and fatal
+    leaving = copy.deepcopy(pull)
+    leaving["metadata"]["deletionTimestamp"] = "2026-11-20T10:30:00Z"   # an old pod on its way out
+    assert readiness.explain([leaving, pending], EVENTS, {}, "x")[0].startswith(f"pod {meta(pending)['name']} cannot")
+    assert readiness.explain([leaving], EVENTS, {}, "x") == ("", False)
+
+
+def test_logs_are_wanted_only_for_containers_that_crashed_and_wait_to_restart():
+    crash = next(p for p in PODS if meta(p)["name"].startswith("baseline-smollm2"))
+    first = copy.deepcopy(crash)
+    first["status"]["containerStatuses"][0]["restartCount"] = 0         # no previous run to read
+    running = copy.deepcopy(crash)
+    running["status"]["containerStatuses"][0]["state"] = {"running": {"startedAt": "2026-11-20T10:00:00Z"}}
+    assert readiness.logs_wanted([first, running]) == []
+    assert readiness.logs_wanted([first, crash]) == [(meta(crash)["name"], "vllm")]
+
+
+def test_changes_are_the_states_not_shown_yet():
+    a, b = readiness.State("a", False, "0/1 ready"), readiness.State("b", True, "Ready")
+    assert readiness.changes({}, [a, b]) == [a, b]
+    assert readiness.changes({"a": a, "b": b}, [a, b]) == []
+    later = readiness.State("a", True, "1/1 ready")
+    assert readiness.changes({"a": a, "b": b}, [later, b]) == [later]
 
 
 def test_verdict():
@@ -228,6 +430,24 @@ def test_follow_fails_fast_and_fetches_crash_logs_once_per_restart():
     assert "(failed)" in str(err.value) and "Insufficient memory for KV cache" in str(err.value)
     assert fetched == [("lightrail", meta(pod)["name"], "vllm")] * 2   # restart 1, then restart 4
     assert clock.now < 10   # did not wait for the timeout
+
+
+def test_follow_judges_a_workload_by_the_pods_of_its_own_namespace():
+    """Mutant M12 (wait selects pods from all namespaces): the same pattern deployed by another team
+    in namespace team-b has pods with the same labels; its crash loop is not ours and must neither
+    explain nor fail our rollout."""
+    desired = obj("Deployment", "caching-qwen2-5-3b-instruct-decode")
+    ours = [p for p in PODS if meta(p)["name"].startswith("caching-qwen2-5-3b-instruct-decode")]
+    crash = next(p for p in PODS if meta(p)["name"].startswith("baseline-smollm2"))
+    theirs = copy.deepcopy(crash)
+    theirs["metadata"].update(namespace="team-b", labels=copy.deepcopy(ours[0]["metadata"]["labels"]))
+    clock = Clock()
+    with pytest.raises(wait.NotReady) as err:
+        wait.follow([desired], ticking([("ADDED", desired), ("ADDED", theirs), *[("ADDED", p) for p in ours]], clock),
+                    timeout=30, out=lambda _: None, clock=clock)
+    text = str(err.value)
+    assert "timed out after 30 s" in text and "Insufficient google.com/tpu" in text
+    assert "crash-looping" not in text and "(failed)" not in text
 
 
 def test_follow_forgets_deleted_objects():

@@ -195,6 +195,47 @@ def test_prefix_check_says_when_there_is_nothing_to_read_the_counter_from():
     assert not not_vllm.ok and not_vllm.got.startswith("no vllm:prefix_cache_queries_total at ")
 
 
+@contextlib.contextmanager
+def answering_as(model: str):
+    """A real HTTP server that answers every completion and chat request as `model` would: a gateway
+    whose route (or a model-name rewrite) sends requests to another model's server."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            asked = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            choice = {"index": 0, "finish_reason": "length"}
+            choice.update({"message": {"role": "assistant", "content": "Hello there"}} if "messages" in asked
+                          else {"text": " jumps over"})
+            body = json.dumps({"id": "x", "object": "text_completion", "model": model, "choices": [choice],
+                               "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_text_from_another_model_fails_the_completion_and_chat_checks():
+    """Mutant M8 (the completion check passes whatever model answered): text is not enough, it must
+    come from the model the request named."""
+    with answering_as(PHI) as url, httpx.Client(base_url=url, timeout=10) as client:
+        wrong = [checks.completion(client, QWEN), checks.chat(client, QWEN)]
+        right = [checks.completion(client, PHI), checks.chat(client, PHI)]
+    for check in wrong:
+        assert not check.ok and check.expected == f"text from {QWEN}" and check.got.endswith(f"chars from {PHI}")
+    assert all(c.ok for c in right), right
+
+
 def test_check_url_takes_an_openai_client_base_url():
     assert checks.check_url("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000"
     assert checks.check_url("https://gw.example.com/ns/svc/v1") == "https://gw.example.com/ns/svc"

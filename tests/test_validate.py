@@ -169,6 +169,11 @@ def test_upstream_kserve_presets_pass():
     (HTTPROUTE, ["metadata", "name"], "Not_A_Name", "metadata.name: 'Not_A_Name' is not a valid DNS subdomain"),
     (HTTPROUTE, ["metadata", "labels"], {"a": 1}, "metadata.labels.a: 1 is not of type 'string'"),
     (POOL, ["metadata", "name"], DELETE, "metadata: 'name' is a required property"),
+    (POOL, ["metadata", "namespace"], "Team_B", "metadata.namespace: 'Team_B' is not a valid DNS label"),
+    (DEPLOYMENT, ["metadata", "labels"], {"not a key!": "x"}, "metadata.labels: 'not a key!' is not a valid key"),
+    (OBJECTIVE, ["metadata", "annotations"], {"bad key!": "v"},
+     "metadata.annotations: 'bad key!' is not a valid key"),
+    (OBJECTIVE, ["metadata", "annotations"], {"ok": 1}, "metadata.annotations.ok: 1 is not of type 'string'"),
     # one CRD file each
     (HTTPROUTE, ["spec", "hostnamez"], ["a"], "spec: Additional properties are not allowed ('hostnamez'"),
     (GATEWAYCLASS, ["spec", "controllerName"], DELETE, "spec: 'controllerName' is a required property"),
@@ -197,7 +202,9 @@ def test_broken_objects_are_caught_for_each_schema_source(obj, path, value, expe
     problems = validate_objects([broken])
     assert problems, "a broken object passed validation"
     assert any(expected in str(p) for p in problems), [str(p) for p in problems]
-    assert {(p.kind, p.name) for p in problems} == {(obj["kind"], broken["metadata"].get("name", ""))}
+    meta = broken["metadata"]
+    assert {(p.kind, p.name, p.namespace) for p in problems} == {(obj["kind"], meta.get("name", ""),
+                                                                  meta.get("namespace", ""))}
 
 
 @needs_schemas
@@ -253,7 +260,9 @@ def test_versions_that_a_crd_does_not_define_or_serve():
 
 def test_not_an_object():
     (problem,) = validate_objects([{"kind": "Service"}])
-    assert "needs apiVersion and kind" in str(problem)
+    assert problem == Problem("?", "", "", "", "not a Kubernetes object (needs apiVersion and kind): {'kind': 'Service'}")
+    (long,) = validate_objects([{"kind": "x" * 200}])
+    assert long.message.endswith(": {'kind': '" + "x" * 70)   # the object quoted up to 80 characters
     (problem,) = validate_objects([{"apiVersion": "v1", "kind": "ConfigMap", "data": {}}])
     assert str(problem) == "ConfigMap: 'metadata' is a required property"
 
@@ -277,6 +286,7 @@ def test_chart_values_are_checked_against_values_schemas():
     assert validate_values("llm-d-modelservice", {"modelArtifacts": {"uri": f"hf://{QWEN}", "name": QWEN},
                                                   "multinode": False, "decode": {"replicas": 3}}) == []
     problems = validate_values("llm-d-modelservice", {"modelArtifacts": {"bogus": 1}, "multinode": "yes"})
+    assert problems[1] == Problem("values", "llm-d-modelservice", "", "multinode", "'yes' is not of type 'boolean'")
     assert [str(p) for p in problems] == [
         "values/llm-d-modelservice: modelArtifacts: Additional properties are not allowed ('bogus' was unexpected)",
         "values/llm-d-modelservice: multinode: 'yes' is not of type 'boolean'",
@@ -289,10 +299,12 @@ def test_chart_values_are_checked_against_values_schemas():
 def test_chart_without_a_values_schema_is_reported_only_when_strict(tmp_path):
     assert validate_values("llm-d-router-gateway", {"anything": 1}) == []
     (missing,) = validate_values("llm-d-router-gateway", {}, strict=True)
+    assert (missing.kind, missing.name, missing.namespace, missing.path) == ("values", "llm-d-router-gateway", "", "")
     assert str(missing) == ("values/llm-d-router-gateway: no values schema for chart llm-d-router-gateway "
                             "(none listed under `chart-schemas:` in patterns/versions.yaml)")
     # a schema that is listed but absent is never a silent pass
     (absent,) = validate_values("llm-d-modelservice", {}, schemas_dir=tmp_path)
+    assert (absent.namespace, absent.path) == ("", "")
     assert str(absent) == (f"values/llm-d-modelservice: values schema chart-schemas/llm-d-modelservice-v0.4.12"
                            f".values.schema.json for chart llm-d-modelservice not found in {tmp_path} "
                            "(set LIGHTRAIL_SCHEMAS=DIR)")

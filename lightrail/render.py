@@ -113,13 +113,24 @@ def _cache_key(plan: Plan, charts: Path | None, schemas: Path | None, offline: b
 
 
 def _cache_get(key: str | None) -> Rendered | None:
+    """A cached render, or None when there is none or it is not one (a corrupt entry is rebuilt, never fatal)."""
     path = cache_dir("render") / f"{key}.json" if key else None
-    if not path or not path.exists():
-        return None
     try:
-        return Rendered(**json.loads(path.read_text()))
-    except (ValueError, TypeError):
+        data = json.loads(path.read_text()) if path else None
+    except (OSError, ValueError):
         return None
+    return Rendered(**data) if _is_rendered(data) else None
+
+
+def _is_rendered(data) -> bool:
+    """The exact shape `_cache_put` writes."""
+    def strings(items):
+        return all(isinstance(i, str) for i in items)
+
+    return (isinstance(data, dict) and set(data) == {"objects", "artifacts", "notes", "complete"}
+            and isinstance(data["objects"], list) and all(isinstance(o, dict) for o in data["objects"])
+            and isinstance(data["artifacts"], dict) and strings(data["artifacts"]) and strings(data["artifacts"].values())
+            and isinstance(data["notes"], list) and strings(data["notes"]) and isinstance(data["complete"], bool))
 
 
 def _cache_put(key: str | None, result: Rendered) -> None:
@@ -135,7 +146,14 @@ def _cache_put(key: str | None, result: Rendered) -> None:
         pass
 
 
-_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
+    """YAML without anchors and aliases (`&id001`): every file reads on its own, as a person wrote it."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
+_DUMPER = _Dumper
 
 
 class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
@@ -167,16 +185,30 @@ def dump_yaml(data) -> str:
     return yaml.dump(data, Dumper=_DUMPER, sort_keys=False)
 
 
-def write(rendered: Rendered, out: Path) -> list[Path]:
-    """Write manifests.yaml and the artifacts into `out`, all or nothing."""
+def check_out(out: Path) -> Path:
+    """Refuse an --out that `write` would refuse, before any rendering work."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise LightrailError(f"--out {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
         raise LightrailError(f"--out {out} is not empty and was not written by `invoke render`",
                              fix="choose a new or empty directory")
-    parent = out.parent if out.parent.exists() else Path.cwd()
-    stage = Path(tempfile.mkdtemp(prefix=".lightrail-out-", dir=parent))
+    return out
+
+
+def write(rendered: Rendered, out: Path) -> list[Path]:
+    """Write manifests.yaml and the artifacts into `out`, all or nothing."""
+    out = check_out(out)
+    try:
+        return _write(rendered, out)
+    except OSError as err:
+        raise LightrailError(f"cannot write --out {out}: {err.strerror or err}") from None
+
+
+def _write(rendered: Rendered, out: Path) -> list[Path]:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".lightrail-out-", dir=out.parent))
+    stage.chmod(0o777 & ~_umask())   # mkdtemp makes 0700; the user's umask decides, as for any directory
     try:
         files = {"manifests.yaml": to_yaml(rendered.objects), **rendered.artifacts,
                  MARKER: "written by `invoke render`; the whole directory is replaced on the next render\n"}
@@ -184,7 +216,6 @@ def write(rendered: Rendered, out: Path) -> list[Path]:
             path = stage / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-        out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():
             shutil.rmtree(out)
         os.replace(stage, out)
@@ -192,3 +223,9 @@ def write(rendered: Rendered, out: Path) -> list[Path]:
         if stage.exists():
             shutil.rmtree(stage)
     return sorted(out / rel for rel in files)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lightrail.errors import LightrailError
+
 ROOT = Path(__file__).resolve().parent.parent
 PATTERNS_DIR = ROOT / "patterns"
 HELMFILES_DIR = ROOT / "helmfiles"
@@ -12,18 +14,29 @@ TOOLS_BIN = ROOT / ".tools" / "bin"
 
 
 def charts_dir(override: str | None = None) -> Path | None:
-    """LIGHTRAIL_CHARTS: a directory holding <chart-name>/ or <chart-name>.tgz for every upstream chart."""
-    value = override or os.environ.get("LIGHTRAIL_CHARTS")
-    return Path(value).expanduser().resolve() if value else None
+    """LIGHTRAIL_CHARTS (or --charts): a directory holding <chart-name>/ or <chart-name>.tgz for every upstream chart."""
+    return _given_dir(override, "--charts", "LIGHTRAIL_CHARTS")
 
 
 def schemas_dir(override: str | None = None) -> Path | None:
-    """LIGHTRAIL_SCHEMAS: upstream CRDs and chart values schemas (default ../shared/upstream)."""
-    value = override or os.environ.get("LIGHTRAIL_SCHEMAS")
-    if value:
-        return Path(value).expanduser().resolve()
+    """LIGHTRAIL_SCHEMAS (or --schemas): upstream CRDs and chart values schemas (default ../shared/upstream)."""
+    given = _given_dir(override, "--schemas", "LIGHTRAIL_SCHEMAS")
+    if given:
+        return given
     default = ROOT.parent / "shared" / "upstream"
     return default if default.is_dir() else None
+
+
+def _given_dir(override: str | None, flag: str, variable: str) -> Path | None:
+    """The directory from the flag, else the variable; one that is not a directory is refused naming where it came from."""
+    source, value = (flag, override) if override else (variable, os.environ.get(variable))
+    if not value:
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        raise LightrailError(f"{source}={value}: {'not a directory' if path.exists() else 'no such directory'}",
+                             fix=f"point {flag} or {variable} at a directory, or leave both unset")
+    return path
 
 
 def results_dir(override: str | None = None) -> Path:

@@ -23,16 +23,37 @@ REQUEST_TIMEOUT = 30      # seconds for one API request
 WATCH_WINDOW = 60         # seconds one watch request stays open before it is renewed
 
 
+def kubeconfig_paths() -> list[Path]:
+    """The kubeconfig files kubectl would read: $KUBECONFIG's list, else ~/.kube/config."""
+    return [Path(p).expanduser() for p in (os.environ.get("KUBECONFIG") or "~/.kube/config").split(os.pathsep) if p]
+
+
 def kubeconfig_contexts() -> tuple[list[str], str | None]:
-    """Context names in the kubeconfig files and the current one, merged the way kubectl merges them."""
+    """Context names in the kubeconfig files and the current one, merged the way kubectl merges them.
+
+    A missing file is skipped (as kubectl does); a file that cannot be used is an error naming it.
+    """
     names: list[str] = []
     current = None
-    for path in (os.environ.get("KUBECONFIG") or "~/.kube/config").split(os.pathsep):
-        try:
-            data = yaml.safe_load(Path(path).expanduser().read_text()) or {}
-        except (OSError, yaml.YAMLError):
+    for path in kubeconfig_paths():
+        if not path.exists():
             continue
-        names += [c["name"] for c in data.get("contexts") or [] if c.get("name") and c["name"] not in names]
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except IsADirectoryError:
+            raise LightrailError(f"kubeconfig {path} is a directory; valid: a kubeconfig file "
+                                 "(check KUBECONFIG)") from None
+        except OSError as err:
+            raise LightrailError(f"cannot read kubeconfig {path}: {err.strerror}") from None
+        except yaml.YAMLError as err:
+            where = getattr(err, "problem_mark", None)
+            line = f" (line {where.line + 1})" if where else ""
+            raise LightrailError(f"kubeconfig {path} is not valid YAML{line}") from None
+        contexts = data.get("contexts") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or not isinstance(contexts or [], list):
+            raise LightrailError(f"kubeconfig {path} is not a kubeconfig (expected a mapping with contexts:, "
+                                 f"got {type(data).__name__})")
+        names += [c["name"] for c in contexts or [] if isinstance(c, dict) and c.get("name") and c["name"] not in names]
         current = current or data.get("current-context") or None
     return names, current
 

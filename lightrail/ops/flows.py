@@ -19,7 +19,7 @@ from lightrail.errors import LightrailError
 from lightrail.ops import checks as ck
 from lightrail.ops import kind as kindops
 from lightrail.ops import teardown as td
-from lightrail.ops.cluster import KubeCluster, kubeconfig_contexts
+from lightrail.ops.cluster import KubeCluster, kubeconfig_contexts, kubeconfig_paths
 from lightrail.ops.deploy import DeployPlan, Desired, Live, plan_deploy, plan_rollback
 from lightrail.ops.desired import desired_state
 from lightrail.ops.executor import DryRun, Journal, Live as LiveExecutor, run_steps
@@ -28,32 +28,44 @@ from lightrail.ops.prereqs import Prereqs, plan_prereqs
 from lightrail.ops.secrets import Token
 from lightrail.ops.status import KINDS, Row, aggregate
 from lightrail.ops.steps import show
-from lightrail.ops.target import Target, resolve
+from lightrail.ops.target import Target, check_namespace, resolve
 from lightrail.plan import HF_TOKEN_SECRET, Plan
 from lightrail.smoke.discovery import GATEWAY_NAME_LABEL, gateway_service, gateway_url, kserve_endpoint
 
 Out = Callable[[str], None]
 
 
-def connect(kube_context: str, namespace: str, dry_run: bool, out: Out) -> tuple[Target, KubeCluster | None]:
-    """Resolve the target and reach its cluster; a dry run goes on without one (planning against nothing)."""
+def connect(kube_context: str, namespace: str, dry_run: bool, out: Out,
+            reads_only: bool = False) -> tuple[Target, KubeCluster | None]:
+    """Resolve the target and reach its cluster. A dry run goes on without one (planning against nothing);
+    a task that only reads (doctor) goes on too and reports the cluster as a failed check."""
+    check_namespace(namespace)
     contexts, current = kubeconfig_contexts()
     try:
         target = resolve(kube_context or None, contexts, current, namespace)
     except LightrailError as err:
-        if not dry_run or (kube_context and contexts):
-            raise
-        out(f"note: {err}; a dry run plans against an empty cluster")
-        return Target(kube_context or "(no kube context)", namespace, "dry run"), None
+        if not (dry_run or reads_only) or (kube_context and contexts):
+            raise LightrailError(err.message + _kubeconfig_hint(contexts), fix=err.fix) from None
+        out(f"note: {err}" + ("; a dry run plans against an empty cluster and names no context in its commands"
+                               if dry_run else ""))
+        return Target(kube_context or None, namespace, "no kube context"), None
     try:
         cluster = KubeCluster(target.context)
         cluster.version()
     except LightrailError as err:
-        if not dry_run:
+        if not (dry_run or reads_only):
             raise
-        out(f"note: {err}; a dry run plans against an empty cluster")
+        out(f"note: {err}" + ("; a dry run plans against an empty cluster" if dry_run else ""))
         return target, None
     return target, cluster
+
+
+def _kubeconfig_hint(contexts: list[str]) -> str:
+    """Which kubeconfig files were looked at, when none gave a context."""
+    if contexts:
+        return ""
+    files = ", ".join(f"{p}{'' if p.exists() else ' (no such file)'}" for p in kubeconfig_paths())
+    return f" [kubeconfig: {files}]"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,6 +350,8 @@ def up(name: str, namespace: str, *, dry_run: bool, out: Out, timeout: float = 9
     from lightrail.plan import Request, build_plan
     from lightrail.settings import charts_dir
 
+    kindops.check_name(name)   # everything is validated before the first step changes anything
+    plan = build_plan(Request(pattern="baseline", accel="sim", stack="llmd", namespace=namespace))
     problem = kindops.docker_problem()
     if problem and not dry_run:
         raise LightrailError(f"`invoke up` runs a kind cluster and needs a Docker engine: {problem}",
@@ -349,6 +363,5 @@ def up(name: str, namespace: str, *, dry_run: bool, out: Out, timeout: float = 9
     (DryRun(out) if dry_run else LiveExecutor(None, out)).run(kindops.create_step(name))
     cluster = None if dry_run else KubeCluster(target.context)
     prereqs(target, cluster, stack="llmd", provider="istio", istio=True, dry_run=dry_run, out=out)
-    plan = build_plan(Request(pattern="baseline", accel="sim", stack="llmd", namespace=namespace))
     deploy(plan, target, cluster, dry_run=dry_run, out=out, timeout=timeout,
            smoke=smoke_for(plan, target) if smoke_for else None, charts=charts_dir())

@@ -11,7 +11,8 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from urllib.parse import urlparse
+from typing import Callable
+from urllib.parse import parse_qsl, urlencode, urlparse
 
 import httpx
 from tenacity import RetryError, retry, retry_if_exception, stop_after_delay, wait_exponential
@@ -52,13 +53,38 @@ class Report:
                 "checks": [asdict(c) for c in self.checks]}
 
 
-def check_url(url: str) -> str:
+REFUSED_GRACE = 5.0    # seconds a refused connection is retried (a port-forward starting), then it is the answer
+SECRET_QUERY = ("token", "key", "api_key", "apikey", "access_token", "auth", "sig", "signature", "password", "secret")
+
+
+def check_url(url: str, flag: str = "--url") -> str:
     """The base URL without a trailing /v1 (OpenAI clients' base URLs end in /v1; ours do not)."""
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise LightrailError(f"--url {url!r} is not an HTTP URL", fix="use http://HOST:PORT or https://HOST")
+    try:
+        parsed = urlparse(url)
+        port = parsed.port
+    except ValueError as err:   # an unclosed [IPv6 bracket, a port out of range
+        raise LightrailError(f"{flag} {mask_url(url)!r} is not a valid URL: {err}",
+                             fix="use http://HOST:PORT or https://HOST") from None
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise LightrailError(f"{flag} {mask_url(url)!r} is not an HTTP URL", fix="use http://HOST:PORT or https://HOST")
+    if port == 0:
+        raise LightrailError(f"{flag} {mask_url(url)!r}: port 0 is not a port; valid: 1-65535")
     url = url.rstrip("/")
     return url.removesuffix("/v1") if urlparse(url).path.endswith("/v1") else url
+
+
+def mask_url(url: str) -> str:
+    """A URL as it may be shown: no user:password, and no token-like query values."""
+    try:
+        parsed = urlparse(str(url))
+    except ValueError:
+        return "<a URL that cannot be parsed>"
+    netloc = parsed.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = urlencode([(k, "***" if any(w in k.lower() for w in SECRET_QUERY) else v)
+                       for k, v in parse_qsl(parsed.query, keep_blank_values=True)], safe="*")
+    return parsed._replace(netloc=netloc, query=query).geturl()
 
 
 def _timed(fn):
@@ -67,28 +93,63 @@ def _timed(fn):
     return result, (time.perf_counter() - start) * 1000
 
 
-def warm_up(client: httpx.Client, timeout: float) -> float:
-    """Wait (with backoff) until GET /v1/models answers 200; return how long it took in ms."""
+def warm_up(client: httpx.Client, timeout: float, progress: Callable[[float, str], None] | None = None) -> float:
+    """Wait (with backoff) until GET /v1/models answers 200; return how long it took in ms.
+
+    Retried: 5xx (still starting) and timeouts until `timeout`; a refused connection only for
+    REFUSED_GRACE seconds. Not retried: an answer that is not an OpenAI API (a web page, a 404).
+    `progress(elapsed_s, last_reason)` is called before every retry.
+    """
     start = time.perf_counter()
+    where = mask_url(client.base_url)
+
+    def retryable(err: BaseException) -> bool:
+        if isinstance(err, httpx.ConnectError) and _refused(err):
+            return time.perf_counter() - start < REFUSED_GRACE
+        return isinstance(err, (httpx.HTTPError, _NotReady))
+
+    def before_sleep(state):
+        if progress:
+            progress(time.perf_counter() - start, _describe(state.outcome.exception()))
 
     @retry(stop=stop_after_delay(timeout), wait=wait_exponential(multiplier=0.25, max=5),
-           retry=retry_if_exception(lambda e: isinstance(e, (httpx.HTTPError, _NotReady))), reraise=False)
+           retry=retry_if_exception(retryable), reraise=False, before_sleep=before_sleep)
     def ping():
         resp = client.get("/v1/models")
-        if resp.status_code != 200:
-            raise _NotReady(f"GET /v1/models answered {resp.status_code}: {resp.text[:200]}")
-        if not _is_model_list(resp):   # a web page or another API: waiting will not change it
-            raise LightrailError(f"{client.base_url} answers HTTP but is not an OpenAI-compatible API: GET /v1/models "
-                                 f"returned {resp.headers.get('content-type', 'no content type')}: {resp.text[:80]!r}",
+        if resp.status_code >= 500:
+            raise _NotReady(f"GET /v1/models answered HTTP {resp.status_code}{_error_message(resp)}")
+        if resp.status_code != 200 or not _is_model_list(resp):   # waiting will not change it
+            raise LightrailError(f"{where} answers HTTP but is not an OpenAI-compatible API: GET /v1/models returned "
+                                 f"HTTP {resp.status_code} ({resp.headers.get('content-type', 'no content type')})"
+                                 f"{_error_message(resp)}",
                                  fix="point --url at the OpenAI base URL (the one whose /v1/models lists models)")
 
     try:
         ping()
     except RetryError as err:
         cause = err.last_attempt.exception()
-        reason = _describe(cause)
-        raise LightrailError(f"{client.base_url} did not answer within {timeout:g} s: {reason}") from None
+        waited = time.perf_counter() - start
+        raise LightrailError(f"{where} did not answer within {waited:.0f} s: {_describe(cause)}") from None
+    except httpx.HTTPError as err:   # not retried: refused for longer than the grace period
+        raise LightrailError(f"{where} did not answer: {_describe(err)}") from None
     return (time.perf_counter() - start) * 1000
+
+
+def _refused(err: httpx.ConnectError) -> bool:
+    return "refused" in str(err).lower() or isinstance(err.__context__, ConnectionRefusedError)
+
+
+def _error_message(resp: httpx.Response) -> str:
+    """The server's own error message when it sent one as JSON (never an HTML page)."""
+    try:
+        data = resp.json()
+    except ValueError:
+        return ""
+    if not isinstance(data, dict):
+        return ""
+    error = data.get("error", data.get("message", data.get("detail")))
+    text = error.get("message") if isinstance(error, dict) else error
+    return f": {str(text)[:300]}" if text else ""
 
 
 class _NotReady(Exception):
@@ -117,8 +178,13 @@ def _no_answer_fails(name: str, expected: str):
 
 
 def _describe(err: BaseException | None) -> str:
+    text = str(err)
+    if isinstance(err, httpx.ConnectError) and ("SSL" in text or "TLS" in text or "certificate" in text):
+        return f"TLS handshake failed ({text[:160]}); is the server plain http?"
+    if isinstance(err, httpx.ConnectError) and _refused(err):
+        return "connection refused (nothing listens on that port)"
     if isinstance(err, httpx.ConnectError):
-        return "connection refused or host unreachable"
+        return f"host unreachable ({text[:160]})"
     if isinstance(err, httpx.TimeoutException):
         return "timed out"
     if isinstance(err, httpx.RemoteProtocolError):
@@ -154,7 +220,7 @@ def chat(client: httpx.Client, model: str) -> Check:
 def _generation_check(client, name, path, body, model, text_of) -> Check:
     resp, ms = _timed(lambda: client.post(path, json=body))
     if resp.status_code != 200:
-        return Check(name, False, ms, expected="HTTP 200 with text", got=f"HTTP {resp.status_code}: {resp.text[:200]}")
+        return Check(name, False, ms, expected="HTTP 200 with text", got=f"HTTP {resp.status_code}{_error_message(resp)}")
     data = resp.json()
     text = text_of((data.get("choices") or [{}])[0]) or ""
     tokens = (data.get("usage") or {}).get("completion_tokens", 0)
@@ -173,8 +239,9 @@ def streaming(client: httpx.Client, model: str) -> Check:
     try:
         with client.stream("POST", "/v1/chat/completions", json=body) as resp:
             if resp.status_code != 200:
+                resp.read()
                 return Check(f"stream {model}", False, 0, expected="HTTP 200 event stream",
-                             got=f"HTTP {resp.status_code}: {resp.read().decode(errors='replace')[:200]}")
+                             got=f"HTTP {resp.status_code}{_error_message(resp)}")
             for line in resp.iter_lines():
                 if not line.startswith("data:"):
                     continue
@@ -260,11 +327,11 @@ def unknown_model(client: httpx.Client) -> Check:
 
 
 def run(url: str, pattern: str, models: list[str], *, metrics_urls: list[str], timeout: float,
-        prefix_check: str = "auto") -> Report:
+        prefix_check: str = "auto", progress: Callable[[float, str], None] | None = None) -> Report:
     """All checks for a pattern. prefix_check: "required" (caching), "auto" (report if readable)."""
     url = check_url(url)
     with httpx.Client(base_url=url, timeout=httpx.Timeout(timeout, connect=min(timeout, 10))) as client:
-        warm_ms = warm_up(client, timeout)
+        warm_ms = warm_up(client, timeout, progress)
         checks = [Check("warm-up", True, warm_ms, detail="first answer")]
         checks.append(models_listed(client, models))
         for model in models:
@@ -277,7 +344,7 @@ def run(url: str, pattern: str, models: list[str], *, metrics_urls: list[str], t
                 checks[-1].ok = True   # informational outside the caching pattern
                 checks[-1].detail += " (informational)"
         checks.append(unknown_model(client))
-    return Report(url=url, pattern=pattern, models=models, checks=checks)
+    return Report(url=mask_url(url), pattern=pattern, models=models, checks=checks)
 
 
 def _readable(urls: list[str]) -> bool:

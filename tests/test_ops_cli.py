@@ -113,7 +113,8 @@ def test_prereqs_dry_run_lists_pinned_installs(kubeconfig):
                      "[5] install Istio 1.29.2 CRDs (chart base)",
                      "[6] install istiod 1.29.2 with the Gateway API inference extension"]
     kserve = invoke("prereqs", "--stack=kserve", "--dry-run", kubeconfig=kubeconfig)
-    assert kserve.returncode == 1 and "missing: KServe v0.20.0 with the LLMInferenceService controller" in kserve.stdout
+    assert kserve.returncode == 0 and "missing: KServe v0.20.0 with the LLMInferenceService controller" in kserve.stdout
+    assert "note: a real run ends with exit code 1 unless these 2 prerequisite(s) exist" in kserve.stdout
 
 
 def test_teardown_needs_a_choice_and_status_needs_a_cluster(kubeconfig):

@@ -28,7 +28,7 @@ def smoke(*args, timeout=300):
 
 
 def smoke_json(*args):
-    proc = smoke(*args, "--json")
+    proc = smoke(*args, "--output=json")
     return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else None, proc
 
 

@@ -52,7 +52,7 @@ def test_dry_run_uses_the_chosen_context_everywhere_and_redacts_the_token(kubeco
     commands = [line for line in out.splitlines() if line.startswith("    $ ")]
     assert len(commands) == 3 and all("--context=chosen" in c for c in commands)
     assert "current" not in "\n".join(commands)
-    assert "HF_TOKEN: <redacted>" in out and "lightrail.dev/token-sha256" in out
+    assert "HF_TOKEN: <redacted>" in out and "lightrail.dev/token-digest: pbkdf2-sha256$" in out
     assert [line.split("] ")[1] for line in out.splitlines() if line.startswith("[")] == [
         "create namespace lightrail", "store the HF token in Secret lightrail/lightrail-hf-token",
         "apply built-in objects (6)", "apply custom resources (1)", "wait until ready (timeout 900 s)"]

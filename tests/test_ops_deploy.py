@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 
 import pytest
 
@@ -142,7 +143,10 @@ def test_token_secret_is_created_then_left_alone():
     dp = plan_deploy(plan, desired, Live(namespaces={"lightrail"}), TARGET, TOKEN, wait=False)
     secret_step = next(s for s in dp.steps if s.action == "secret")
     (secret,) = secret_step.objects
-    assert secret["metadata"]["annotations"]["lightrail.dev/token-sha256"] == TOKEN.digest()
+    digest = secret["metadata"]["annotations"]["lightrail.dev/token-digest"]
+    assert TOKEN.matches(digest) and not Token("hf_another").matches(digest)
+    assert digest.startswith("pbkdf2-sha256$200000$") and hashlib.sha256(TOKEN.reveal().encode()).hexdigest() not in digest
+    assert TOKEN.digest() != TOKEN.digest(), "every digest has its own random salt"
     assert "data" not in secret and "stringData" not in secret and TOKEN.reveal() not in repr(dp)
     again = Live(namespaces={"lightrail"}, objects={key(o): applied(o) for o in desired.objects},
                  secret=applied(secret))
@@ -313,7 +317,7 @@ def test_dry_run_text_shows_commands_objects_and_files_with_the_secret_redacted(
     dp = plan_deploy(plan, desired, Live(namespaces={"lightrail"}), TARGET, TOKEN)
     text = "\n".join(st.show(s, i) for i, s in enumerate(dp.steps, 1))
     assert TOKEN.reveal() not in text
-    assert "HF_TOKEN: <redacted>" in text and "(value from HF_TOKEN, never shown)" in text
+    assert "HF_TOKEN: <redacted>" in text and "(the HF token given, never shown)" in text
     assert "$ kubectl --context=prod-east apply --server-side" in text
     custom = st.show(dp.steps[-2], len(dp.steps) - 1)
     assert custom in text

@@ -1,12 +1,14 @@
 """Extra vLLM flags (`--vllm-arg`): refused before anything is rendered when vLLM would refuse them at pod start,
 or when they would break what the pattern and the probes rely on.
 
-The check uses the installed vLLM's own OpenAI-server argument parser (the same release as the pinned
-image), imported only when extra flags are given: importing vLLM takes seconds.
+The check uses the OpenAI-server argument parser of the vLLM installed here (pinned in
+patterns/versions.yaml `python`; the images may pin another release, whose flags can differ a little),
+imported only when extra flags are given: importing vLLM takes seconds.
 """
 from __future__ import annotations
 
 import functools
+import importlib.util
 
 from lightrail.errors import LightrailError
 
@@ -42,21 +44,20 @@ def check_extra_args(extra: tuple[str, ...], pattern_args: tuple[str, ...], patt
 
 
 def _parse(argv: tuple[str, ...]) -> None:
-    try:
-        parser, version = _parser()
-    except ImportError:   # vLLM is not installed here: the pod's vLLM will be the judge
+    if importlib.util.find_spec("vllm") is None:   # not installed here: the pod's vLLM will be the judge
         return
+    parser, version = _parser()
     try:
         parser.parse_args(list(argv))
     except _Refused as err:
-        raise LightrailError(f"--vllm-arg {' '.join(argv)}: vLLM {version} refuses it: {err}",
+        raise LightrailError(f"--vllm-arg {' '.join(argv)}: vLLM {version} (installed here) refuses it: {err}",
                              fix="see `vllm serve --help`") from None
 
 
 @functools.lru_cache(maxsize=1)
 def _parser():
     import vllm
-    from vllm.entrypoints.openai.cli_args import make_arg_parser
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
     class Raising(FlexibleArgumentParser):

@@ -8,7 +8,7 @@ import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 
-from invoke import Collection
+from invoke import Collection, Program
 from rich.table import Table
 
 from lightrail.bench import compare as comparing
@@ -91,6 +91,10 @@ def run(c, pattern="", accel="gpu", stack="llmd", namespace="lightrail", kube_co
 def compare(c, runs, out="", mixed=False):
     """Compare stored runs: a Markdown table and PNG plots."""
     refs = [r for r in re.split(r"[,\s]+", runs) if r]
+    if refs in (["-h"], ["--help"]):   # invoke takes the positional before its own --help: show that help
+        root = Collection()
+        root.add_collection(Collection("bench", compare))
+        Program(namespace=root, binary="invoke").run(["invoke", "--help", "bench.compare"])
     if any(r.startswith("-") for r in refs):
         raise LightrailError(f"{refs[0]!r} is not a run name; usage: invoke bench.compare RUN_A,RUN_B [--out=DIR] "
                              "(see `invoke bench.compare --help`)")

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lightrail.errors import LightrailError
+from lightrail.catalog import STACKS
+from lightrail.errors import LightrailError, choose
 from lightrail.plan import Request
 
 PLAN_HELP = {
@@ -37,6 +38,7 @@ def make_request(pattern, accel, stack="llmd", model=(), replicas=None, namespac
         replicas = whole_number(replicas, "--replicas")
     else:
         replicas = None
+    choose("stack", stack, STACKS)
     given = {"provider": provider, "kserve_api": kserve_api}
     for name, (only, _) in STACK_ONLY.items():
         if given[name] and stack != only:

@@ -32,7 +32,8 @@ class FakeKubeAPI:
 
     def __init__(self, objects: list[dict]):
         self.objects = objects
-        self.requests: list[str] = []
+        self.requests: list[str] = []   # paths of the reads
+        self.writes: list[str] = []     # "METHOD path" of every refused write
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self.kubeconfig = Path(tempfile.mkstemp(prefix="kubeconfig-", suffix=".yaml")[1])
@@ -72,6 +73,7 @@ class FakeKubeAPI:
                 self._send(status, body)
 
             def do_POST(self):
+                api.writes.append(f"{self.command} {self.path}")
                 self._send(405, {"kind": "Status", "status": "Failure", "code": 405, "message": "read-only"})
 
             do_PUT = do_PATCH = do_DELETE = do_POST

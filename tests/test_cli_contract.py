@@ -308,3 +308,66 @@ def test_bench_offline_without_a_tokenizer_says_what_to_pass(place, capsys, monk
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code, out, err = run(["bench", "--pattern=baseline", "--scenario=smoke", URL, "--dry-run"], capsys)
     assert code == 1 and err.strip().endswith("pass --tokenizer=PATH (offline)")
+
+
+# ---------------------------------------------------------------------------------------------
+# One flag convention, as `invoke --help TASK` shows it, and as docs/conventions.md states it
+
+
+def all_tasks():
+    names = []
+    for name, coll in [("", tasks.ns), *[(n + ".", c) for n, c in tasks.ns.collections.items()]]:
+        names += [f"{name}{t}" for t in coll.tasks]
+    return names
+
+
+def task_help(name: str, capsys) -> str:
+    code, out, err = run(["--help", name], capsys)
+    assert code == 0 and out.startswith("Usage: "), err
+    return out
+
+
+def documented_flags() -> dict[str, tuple[str, set[str]]]:
+    """short -> (long, tasks) from the flags table of docs/conventions.md."""
+    table = {}
+    for line in (ROOT / "docs" / "conventions.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`-") and cells[0] != "`-h`":
+            listed = {t.split("`")[1] for t in cells[3].split(", ")}
+            table[cells[0].strip("`")] = (cells[1].strip("`"), {"bench.run" if t == "bench" else t for t in listed})
+    return table
+
+
+def test_every_task_keeps_the_flag_convention_in_its_help(capsys):
+    documented = documented_flags()
+    assert set(documented) == {"-k", "-n", "-o"}
+    seen: dict[str, set[str]] = {short: set() for short in documented}
+    for name in all_tasks():
+        text = task_help(name, capsys)
+        options = [line.split("   ")[0].strip() for line in text.split("Options:")[-1].splitlines() if line.strip()]
+        for option in options:
+            if option.startswith("-") and not option.startswith("--"):
+                short, long = option.split(",")[0].split()[0], (option.split("--") + [""])[1].split("=")[0]
+                assert short in documented, f"{name}: short flag {short} is not in docs/conventions.md"
+                assert documented[short][0] == f"--{long}", f"{name}: {short} is --{long}"
+                seen[short].add(name)
+        assert not any(o.startswith("-h") for o in options), f"{name}: -h must be help"
+        if name == "test":
+            continue
+        assert "--json" not in text and "--markdown" not in text, f"{name}: one output flag, -o/--output"
+    for short, (long, listed) in documented.items():
+        assert seen[short] == listed, f"docs/conventions.md lists {long} for {sorted(listed)}; tasks: {sorted(seen[short])}"
+
+
+@pytest.mark.parametrize("name", all_tasks())
+def test_dash_h_is_help_everywhere(name, capsys):
+    code, out, err = run([name, "-h"], capsys)
+    assert code == 0 and out.startswith("Usage: ") and f" {name} " in out.splitlines()[0], out[:200] + err
+
+
+def test_documented_exit_codes_are_the_ones_used():
+    text = (ROOT / "docs" / "conventions.md").read_text()
+    for code in ("| 0 |", "| 1 |", "| 130 |"):
+        assert code in text
+    source = "".join(p.read_text() for p in (ROOT / "lightrail" / "cli").glob("*.py"))
+    assert "Exit(code=1)" in source and "Exit(code=130)" in source

@@ -22,8 +22,10 @@ from lightrail.smoke import metrics
 
 MAX_TOKENS = 8
 UNKNOWN_MODEL = "lightrail/no-such-model"
-# ~900 tokens of shared prefix: several full KV-cache blocks (vLLM's CPU block size is 128).
-SHARED_PREFIX = ("You are a meticulous assistant for platform engineers. " * 60).strip()
+PREFIX_SENTENCE = "You are a meticulous assistant for platform engineers. "
+PREFIX_BLOCKS = 8          # the shared prefix spans this many KV-cache blocks when the context allows
+MIN_PREFIX_BLOCKS = 2      # fewer and a hit is not a meaningful test of prefix caching
+DEFAULT_BLOCK = 16         # vLLM's default block size, when the server does not say
 
 
 @dataclass
@@ -109,7 +111,7 @@ def warm_up(client: httpx.Client, timeout: float, progress: Callable[[float, str
         return isinstance(err, (httpx.HTTPError, _NotReady))
 
     def before_sleep(state):
-        if progress:
+        if progress and time.perf_counter() - start >= 2:   # short waits need no progress
             progress(time.perf_counter() - start, _describe(state.outcome.exception()))
 
     @retry(stop=stop_after_delay(timeout), wait=wait_exponential(multiplier=0.25, max=5),
@@ -128,8 +130,7 @@ def warm_up(client: httpx.Client, timeout: float, progress: Callable[[float, str
         ping()
     except RetryError as err:
         cause = err.last_attempt.exception()
-        waited = time.perf_counter() - start
-        raise LightrailError(f"{where} did not answer within {waited:.0f} s: {_describe(cause)}") from None
+        raise LightrailError(f"{where} did not answer within {timeout:g} s: {_describe(cause)}") from None
     except httpx.HTTPError as err:   # not retried: refused for longer than the grace period
         raise LightrailError(f"{where} did not answer: {_describe(err)}") from None
     return (time.perf_counter() - start) * 1000
@@ -285,13 +286,19 @@ def routing(client: httpx.Client, models: list[str], rounds: int = 6) -> Check:
 
 @_no_answer_fails("prefix cache hits", "prefix-cache counters that rise")
 def prefix_cache(client: httpx.Client, model: str, metrics_urls: list[str], requests: int = 8) -> Check:
-    """A burst sharing a long prefix must make the servers' prefix-cache hit counter rise."""
+    """A burst sharing a long prefix must make the servers' prefix-cache hit counter rise.
+
+    The prefix is sized from the server itself (its tokenizer via /tokenize, max_model_len, and the
+    block size in vllm:cache_config_info) so that it spans several KV blocks and still fits,
+    whatever the model's tokenizer. Requests that fail are the failure, with the server's message.
+    """
     expected = f"{metrics.PREFIX_HITS}_total rises"
     if not metrics_urls:
         return Check("prefix cache hits", False, 0, expected=expected, got="no metrics URL to read it from",
                      detail="pass --metrics-url=http://MODEL-SERVER:8000/metrics (one per server)")
     try:
         before = metrics.scrape(metrics_urls)
+        block = metrics.block_size(metrics_urls) or DEFAULT_BLOCK
     except httpx.HTTPError as err:
         return Check("prefix cache hits", False, 0, detail=f"cannot read metrics: {_describe(err)}",
                      expected=f"counters from {', '.join(metrics_urls)}", got="no metrics")
@@ -299,19 +306,75 @@ def prefix_cache(client: httpx.Client, model: str, metrics_urls: list[str], requ
         return Check("prefix cache hits", False, 0, expected=expected,
                      got=f"no {metrics.PREFIX_QUERIES}_total at {', '.join(metrics_urls)} "
                          "(not a vLLM server's /metrics?)")
+    sized = shared_prefix(client, model, block, metrics_urls)
+    if isinstance(sized, Check):
+        return sized
+    prefix, tokens = sized
 
     def one(i):
         return client.post("/v1/completions", json={"model": model, "max_tokens": 2,
-                                                    "prompt": f"{SHARED_PREFIX}\nQuestion {i}: what is {i} + {i}?"})
+                                                    "prompt": f"{prefix}\nQuestion {i}: what is {i} + {i}?"})
 
-    _, ms = _timed(lambda: [one(0)] + list(ThreadPoolExecutor(max_workers=4).map(one, range(1, requests))))
+    responses, ms = _timed(lambda: [one(0)] + list(ThreadPoolExecutor(max_workers=4).map(one, range(1, requests))))
+    failed = [r for r in responses if r.status_code != 200]
+    if failed:
+        return Check("prefix cache hits", False, ms, expected=f"{requests} answered requests, then {expected}",
+                     got=f"{len(failed)} of {requests} requests failed: HTTP {failed[0].status_code}"
+                         f"{_error_message(failed[0])}", detail=f"shared prefix of {tokens} tokens")
     after = metrics.scrape(metrics_urls)
     d = metrics.delta(before, after)
     hits, queries = d.get(metrics.PREFIX_HITS, 0.0), d.get(metrics.PREFIX_QUERIES, 0.0)
     rate = 100.0 * hits / queries if queries else 0.0
-    return Check("prefix cache hits", hits > 0, ms, detail=f"hit rate {rate:.0f} % ({hits:.0f}/{queries:.0f} tokens)",
+    return Check("prefix cache hits", hits > 0, ms,
+                 detail=f"hit rate {rate:.0f} % ({hits:.0f}/{queries:.0f} tokens); shared prefix {tokens} tokens "
+                        f"({tokens // block} blocks of {block})",
                  expected=expected, got=f"+{hits:.0f}",
-                 data={"hits": hits, "queries": queries, "hit_rate_pct": rate})
+                 data={"hits": hits, "queries": queries, "hit_rate_pct": rate, "prefix_tokens": tokens,
+                       "block_size": block})
+
+
+def shared_prefix(client: httpx.Client, model: str, block: int, metrics_urls: list[str]) -> tuple[str, int] | Check:
+    """(text, tokens): PREFIX_BLOCKS blocks of the model's own tokens, or as many as fit beside a question."""
+    def fail(got: str) -> Check:
+        return Check("prefix cache hits", False, 0, expected=f"a shared prefix of at least {MIN_PREFIX_BLOCKS} "
+                     f"KV blocks ({MIN_PREFIX_BLOCKS * block} tokens)", got=got)
+
+    probe = PREFIX_SENTENCE * 8
+    counted = _tokenize(client, model, probe, metrics_urls)
+    if counted is None:
+        return fail("no /tokenize on the endpoint or the model server to size it with")
+    per_sentence, limit = counted[0] / 8, counted[1]
+    room = limit - 64 if limit else PREFIX_BLOCKS * block   # the question, max_tokens and special tokens
+    want = min(PREFIX_BLOCKS * block, room)
+    if want < MIN_PREFIX_BLOCKS * block:
+        return fail(f"max_model_len {limit} leaves room for {max(room, 0)} prefix tokens")
+    sentences = max(1, int(want / per_sentence))
+    for _ in range(3):   # the estimate is per sentence; correct it by what the tokenizer says
+        text = (PREFIX_SENTENCE * sentences).strip()
+        tokens = (_tokenize(client, model, text, metrics_urls) or (room + 1,))[0]
+        if tokens <= room:
+            break
+        sentences = max(1, int(sentences * room / tokens) - 1)
+    if tokens > room or tokens < MIN_PREFIX_BLOCKS * block:
+        return fail(f"a prefix of {tokens} tokens (room for {room})")
+    return text, tokens
+
+
+def _tokenize(client: httpx.Client, model: str, text: str, metrics_urls: list[str]) -> tuple[int, int | None] | None:
+    """(tokens, max_model_len) from vLLM's /tokenize: the endpoint's, else the first model server's."""
+    bases = [None] + [url.removesuffix("/metrics") for url in metrics_urls[:1]]
+    for base in bases:
+        url = f"{base}/tokenize" if base else "/tokenize"
+        try:
+            resp = (client.post(url, json={"model": model, "prompt": text}) if base is None else
+                    httpx.post(url, json={"model": model, "prompt": text}, timeout=client.timeout,
+                               verify=urlparse(url).hostname not in metrics.LOOPBACK))
+            data = resp.json() if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("count"), int):
+            return data["count"], data.get("max_model_len")
+    return None
 
 
 @_no_answer_fails("unknown model is refused", "HTTP 4xx")

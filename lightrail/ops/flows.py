@@ -151,7 +151,8 @@ def check_table(checks: list[ck.Check]) -> list[str]:
 
 def deploy(plan: Plan, target: Target, cluster, *, dry_run: bool, out: Out, token: Token | None = None,
            wait: bool = True, timeout: float = 900, smoke: Callable[[], None] | None = None,
-           charts: Path | None = None) -> DeployPlan:
+           charts: Path | None = None, dry: DryRun | None = None) -> DeployPlan:
+    """`dry`: the dry run of a larger command this is part of (numbering continues, it sums up)."""
     out(f"deploy {plan.pattern.name} ({plan.accel}, {plan.stack}) to {target.banner()}"
         + (" — dry run, nothing is changed" if dry_run else ""))
     with tempfile.TemporaryDirectory(prefix="lightrail-deploy-") as work:
@@ -171,7 +172,7 @@ def deploy(plan: Plan, target: Target, cluster, *, dry_run: bool, out: Out, toke
         _summary(dp, out)
         if not dp.changes_anything:
             out(f"nothing to change: {len(dp.unchanged)} item(s) already as desired")
-        executor = DryRun(out) if dry_run else LiveExecutor(cluster, out, token, smoke)
+        executor = (dry or DryRun(out)) if dry_run else LiveExecutor(cluster, out, token, smoke)
         journal = Journal()
         serve = [s for s in dp.steps if s.action != "smoke"]
         try:
@@ -186,6 +187,8 @@ def deploy(plan: Plan, target: Target, cluster, *, dry_run: bool, out: Out, toke
             out(f"deploy failed: {err}")
             undone = roll_back(journal, target, executor, out)
             raise LightrailError(f"deploy of {plan.pattern.name} failed; {undone}") from None
+    if dry_run and dry is None:
+        out(executor.summary(target.context, target.namespace))
     return dp
 
 
@@ -276,7 +279,8 @@ def status(cluster, namespace: str = "", now=None) -> list[Row]:
     return aggregate(objects, pods, now or datetime.now(timezone.utc))
 
 
-def prereqs(target: Target, cluster, *, stack: str, provider: str, istio: bool, dry_run: bool, out: Out) -> Prereqs:
+def prereqs(target: Target, cluster, *, stack: str, provider: str, istio: bool, dry_run: bool, out: Out,
+            dry: DryRun | None = None) -> Prereqs:
     out(f"prereqs for {stack} on {target.banner()}" + (" — dry run, nothing is changed" if dry_run else ""))
     facts = observe_facts(cluster, target)
     if cluster is not None and facts.error:
@@ -287,13 +291,16 @@ def prereqs(target: Target, cluster, *, stack: str, provider: str, istio: bool, 
     if not result.steps:
         out("nothing to install")
     journal = Journal()
+    executor = (dry or DryRun(out)) if dry_run else LiveExecutor(cluster, out)
     try:
-        run_steps(result.steps, DryRun(out) if dry_run else LiveExecutor(cluster, out), journal)
+        run_steps(result.steps, executor, journal)
     except KeyboardInterrupt:
         report_interrupted(journal, target, out)
         raise
     for item in result.missing:
         out(f"  missing: {item}")
+    if dry_run and dry is None:
+        out(executor.summary(target.context, target.namespace))
     return result
 
 
@@ -314,12 +321,14 @@ def teardown(target: Target, cluster, *, pattern: str | None, stack: str | None,
         out(f"nothing to remove: no Lightrail objects of {what} in namespace {target.namespace}")
         return plan
     journal = Journal()
+    executor = DryRun(out) if dry_run else LiveExecutor(cluster, out)
     try:
-        run_steps(plan.steps, DryRun(out) if dry_run else LiveExecutor(cluster, out), journal)
+        run_steps(plan.steps, executor, journal)
     except KeyboardInterrupt:
         out(f"interrupted: teardown of {target.namespace} is incomplete; run it again to finish")
         raise
     if dry_run:
+        out(executor.summary(target.context, target.namespace))
         return plan
     deadline = time.monotonic() + timeout
     while True:
@@ -360,8 +369,11 @@ def up(name: str, namespace: str, *, dry_run: bool, out: Out, timeout: float = 9
     out(f"quick start on {target.banner()}" + (" — dry run, nothing is changed" if dry_run else ""))
     if problem:
         out(f"note: {problem}")
-    (DryRun(out) if dry_run else LiveExecutor(None, out)).run(kindops.create_step(name))
+    dry = DryRun(out) if dry_run else None   # one numbering and one summary for the three parts
+    (dry or LiveExecutor(None, out)).run(kindops.create_step(name))
     cluster = None if dry_run else KubeCluster(target.context)
-    prereqs(target, cluster, stack="llmd", provider="istio", istio=True, dry_run=dry_run, out=out)
+    prereqs(target, cluster, stack="llmd", provider="istio", istio=True, dry_run=dry_run, out=out, dry=dry)
     deploy(plan, target, cluster, dry_run=dry_run, out=out, timeout=timeout,
-           smoke=smoke_for(plan, target) if smoke_for else None, charts=charts_dir())
+           smoke=smoke_for(plan, target) if smoke_for else None, charts=charts_dir(), dry=dry)
+    if dry:
+        out(dry.summary(target.context, target.namespace))

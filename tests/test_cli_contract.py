@@ -191,7 +191,7 @@ CASES = cases()
 
 @pytest.fixture(scope="module")
 def api():
-    with FakeKubeAPI([]) as server:
+    with FakeKubeAPI([], discovery=True) as server:
         yield server
 
 
@@ -371,3 +371,84 @@ def test_documented_exit_codes_are_the_ones_used():
         assert code in text
     source = "".join(p.read_text() for p in (ROOT / "lightrail" / "cli").glob("*.py"))
     assert "Exit(code=1)" in source and "Exit(code=130)" in source
+
+
+# ---------------------------------------------------------------------------------------------
+# Valid input: dry runs exit 0 with runnable commands, documents on stdout, full width when piped
+
+
+def test_a_dry_run_without_a_kube_context_prints_runnable_commands(place, capsys, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(place / "absent"))
+    code, out, err = run(["deploy", *SIM, "--stack=kserve", "--dry-run"], capsys)
+    assert code == 0, err
+    commands = [line.strip()[2:] for line in out.splitlines() if line.startswith("    $ ")]
+    assert commands and all(c.startswith("kubectl apply --server-side") for c in commands)
+    assert "--context" not in out and "to no kube context, namespace lightrail — dry run" in out
+    assert out.splitlines()[-1].startswith("dry run: 4 step(s), 7 object(s) (LLMInferenceService x1, Namespace x1, ")
+    assert out.splitlines()[-1].endswith("; context (none), namespace lightrail; nothing was changed")
+
+
+def test_prereqs_dry_run_exits_0_and_says_what_a_real_run_would_need(place, capsys):
+    code, out, err = run(["prereqs", "--stack=kserve", "--dry-run"], capsys)
+    assert code == 0 and "missing: KServe" in out and "a real run ends with exit code 1" in out
+
+
+def test_doctor_does_not_call_itself_a_dry_run(place, capsys, monkeypatch):
+    code, out, err = run(["doctor", "-o", "json"], capsys)
+    assert "dry run" not in out + err
+    report = json.loads(out)   # one document, though checks fail (an empty cluster has no CRDs)
+    assert code == 1 and not report["ok"] and report["context"] == "fake"
+    assert err.splitlines() == ["doctor on context fake (current context), namespace lightrail (reads only)",
+                                f"error: {sum(c['status'] == 'fail' for c in report['checks'])} check(s) failed"]
+    assert {c["name"] for c in report["checks"]} >= {"tool helm", "cluster"}
+    code, out, err = run(["doctor"], capsys)
+    assert "doctor on context fake (current context), namespace lightrail (reads only)" in out
+    assert "dry run" not in out + err
+
+
+@pytest.mark.parametrize("extra", [[], ["--dry-run"]])
+def test_status_reads_with_or_without_dry_run(extra, place, capsys, api):
+    code, out, err = run(["status", *extra, "-o", "yaml"], capsys)
+    assert code == 0 and out == "[]\n", err
+    code, out, err = run(["status", *extra, "-n", "team-a"], capsys)
+    assert code == 0 and "no Lightrail deployments found" in out
+    assert any("/namespaces/team-a/" in r for r in api.requests)
+
+
+def test_piped_tables_are_not_cut_at_80_columns(place, capsys):
+    model = "some-organisation/a-model-with-a-rather-long-name-that-would-not-fit-in-eighty-columns"
+    code, out, err = run(["plan", "--pattern=baseline", "--accel=cpu", f"--model={model}",
+                          "--vllm-arg=--max-num-batched-tokens=8192"], capsys)
+    assert code == 0 and model in out and "--max-num-batched-tokens=8192" in out and "…" not in out
+
+
+def test_render_writes_plain_yaml_and_names_the_real_directory(place, capsys):
+    target = place / "deep" / "er" / "out"
+    charts = ROOT.parent / "shared" / "upstream" / "charts"
+    chosen = [f"--charts={charts}"] if charts.is_dir() else ["--offline"]
+    code, out, err = run(["render", *SIM, f"--out={target}", *chosen], capsys)
+    assert code == 0, err
+    assert f"  wrote {target}/helmfile/state.yaml\n" in out and "cd OUT/" not in out
+    if charts.is_dir():
+        assert f"cd {target}/helmfile && helmfile" in out
+    for path in target.rglob("*.yaml"):
+        text = path.read_text()
+        assert "&id0" not in text and "*id0" not in text, path
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_a_corrupt_render_cache_entry_is_rebuilt(place, capsys):
+    from lightrail import render as rendering
+    from lightrail.plan import Request, build_plan
+    from lightrail.settings import cache_dir
+
+    plan = build_plan(Request(pattern="baseline", accel="sim", stack="kserve"))
+    first = rendering.render_validated(plan)
+    (entry,) = cache_dir("render").glob("*.json")
+    for corrupt in ('{"objects": "not a list", "artifacts": {}, "notes": [], "complete": true}', "[1, 2]",
+                    '{"objects": [], "artifacts": {"a": 1}, "notes": [], "complete": true}', "{not json"):
+        entry.write_text(corrupt)
+        assert rendering.render_validated(plan).objects == first.objects
+        assert json.loads(entry.read_text())["objects"] == first.objects, "the entry was rebuilt"

@@ -107,6 +107,9 @@ def doctor(c, pattern="", accel="", stack="llmd", model=None, replicas="", names
     else:
         for line in flows.check_table(results):
             out(line)
+    if bad and fmt != "table":   # the document on stdout already says so
+        print(f"error: {len(bad)} check(s) failed", file=sys.stderr)
+        raise Exit(code=1)
     if bad:
         raise LightrailError(f"{len(bad)} check(s) failed")
     say("all checks passed" if not any(r.status == ck.WARN for r in results) else "passed with warnings")

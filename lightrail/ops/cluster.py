@@ -96,13 +96,21 @@ class KubeCluster:
             return self.dynamic.resources.get(api_version=api_version, kind=kind)
         except ResourceNotFoundError:
             return None
+        except LightrailError:
+            raise
+        except Exception as err:  # discovery refused or broken: say so instead of a traceback
+            raise LightrailError(f"cluster of context {self.context!r}: API discovery failed: {_short(err)}") from None
 
     def list(self, api_version: str, kind: str, namespace: str | None = None, selector: str | None = None) -> list[dict]:
         """Objects of a kind ([] when the cluster does not serve the kind)."""
         res = self._resource(api_version, kind)
         if res is None:
             return []
-        result = res.get(namespace=namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT).to_dict()
+        try:
+            result = res.get(namespace=namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT).to_dict()
+        except Exception as err:  # forbidden, timed out: one line naming what could not be read
+            raise LightrailError(f"cluster of context {self.context!r}: cannot list {kind}"
+                                 f"{f' in {namespace}' if namespace else ''}: {_short(err)}") from None
         items = result.get("items") or []
         for item in items:   # a list response omits these on its items
             item.setdefault("apiVersion", api_version)
@@ -119,6 +127,8 @@ class KubeCluster:
             return _without_secret_data(res.get(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT).to_dict())
         except NotFoundError:
             return None
+        except Exception as err:  # forbidden, timed out: one line naming what could not be read
+            raise LightrailError(f"cluster of context {self.context!r}: cannot read {kind} {name}: {_short(err)}") from None
 
     def kinds(self) -> list[tuple[str, str, bool]]:
         """Every listable kind the cluster serves, at its preferred version: (apiVersion, kind, namespaced)."""

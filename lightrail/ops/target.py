@@ -19,7 +19,8 @@ class Target:
     source: str          # why this context: "--kube-context" or "current context"
 
     def banner(self) -> str:
-        return f"context {self.context or '(none)'} ({self.source}), namespace {self.namespace}"
+        where = f"context {self.context} ({self.source})" if self.context else "no kube context"
+        return f"{where}, namespace {self.namespace}"
 
     def kubectl(self, *args: str) -> tuple[str, ...]:
         return (f"--context={self.context}", *args) if self.context else args

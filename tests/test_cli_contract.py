@@ -452,3 +452,10 @@ def test_a_corrupt_render_cache_entry_is_rebuilt(place, capsys):
         entry.write_text(corrupt)
         assert rendering.render_validated(plan).objects == first.objects
         assert json.loads(entry.read_text())["objects"] == first.objects, "the entry was rebuilt"
+
+
+def test_bench_dry_run_masks_credentials_in_the_url(place, capsys):
+    code, out, err = run(["bench", "--pattern=baseline", "--scenario=smoke", "--tokenizer=/",
+                          "--url=http://me:hunter2@127.0.0.1:9/?api_key=s3cret", "--dry-run"], capsys)
+    assert code == 0, err
+    assert "hunter2" not in out + err and "s3cret" not in out + err and "http://***@127.0.0.1:9" in out

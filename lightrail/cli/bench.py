@@ -21,7 +21,7 @@ from lightrail.errors import LightrailError, choose
 from lightrail.plan import Request, build_plan
 from lightrail.render import dump_yaml
 from lightrail.settings import results_dir
-from lightrail.smoke.checks import check_url
+from lightrail.smoke.checks import check_url, mask_url
 from lightrail.validate import check
 
 
@@ -182,7 +182,7 @@ def _dry_run_local(plan, scn, harness: str, target: Target, root: Path) -> None:
         print(f"# load point {load.label}")
         for name, text in files.items():
             print(f"# input file {name}:\n{text}")
-        print(shlex.join(argv))
+        print(shlex.join(mask_url(a) if a.startswith(("http://", "https://")) else a for a in argv))
 
 
 def _dry_run_job(plan, scn, harness: str, target: Target, root: Path) -> None:

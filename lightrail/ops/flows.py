@@ -330,14 +330,19 @@ def teardown(target: Target, cluster, *, pattern: str | None, stack: str | None,
     if dry_run:
         out(executor.summary(target.context, target.namespace))
         return plan
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    reported: tuple[float, int] = (start, -1)   # progress: when the count changes, or every 10 s
     while True:
         left = td.leftovers(find_labelled(cluster, sel), target.namespace, pattern, stack, keep_pvcs)
         if not left:
             break
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now - start >= timeout:
             raise LightrailError(f"teardown left {len(left)} labelled object(s) after {timeout:.0f} s:\n  "
                                  + "\n  ".join(left), fix="check their finalizers, then run teardown again")
+        if now - start >= 2 and (len(left) != reported[1] or now - reported[0] >= 10):
+            out(f"  {now - start:5.0f}s waiting for {len(left)} object(s) to be gone, e.g. {left[0]}")
+            reported = (now, len(left))
         time.sleep(poll)
     out(f"removed ({len(plan.removes)}):")
     for item in plan.removes:

@@ -459,3 +459,35 @@ def test_bench_dry_run_masks_credentials_in_the_url(place, capsys):
                           "--url=http://me:hunter2@127.0.0.1:9/?api_key=s3cret", "--dry-run"], capsys)
     assert code == 0, err
     assert "hunter2" not in out + err and "s3cret" not in out + err and "http://***@127.0.0.1:9" in out
+
+
+@pytest.fixture
+def web_page(tmp_path):
+    """A real HTTP server that is not an OpenAI API: an HTML directory listing, 404 pages."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("scheme, expected", [
+    ("http", "answers HTTP but is not an OpenAI-compatible API: GET /v1/models returned HTTP 404 (text/html"),
+    ("https", "did not answer: TLS handshake failed"),
+])
+def test_smoke_fails_at_once_when_waiting_cannot_help(scheme, expected, web_page, place, capsys):
+    import time
+
+    start = time.monotonic()
+    code, out, err = run(["smoke", "--pattern=baseline", f"--url={scheme}://127.0.0.1:{web_page}", "--timeout=60"],
+                         capsys)
+    assert code == 1 and time.monotonic() - start < 10
+    assert err.count("\n") == 1 and expected in err and "<html" not in err.lower() and "<!doctype" not in err.lower()

@@ -99,13 +99,16 @@ def warm_up(client: httpx.Client, timeout: float, progress: Callable[[float, str
     """Wait (with backoff) until GET /v1/models answers 200; return how long it took in ms.
 
     Retried: 5xx (still starting) and timeouts until `timeout`; a refused connection only for
-    REFUSED_GRACE seconds. Not retried: an answer that is not an OpenAI API (a web page, a 404).
+    REFUSED_GRACE seconds. Not retried: an answer that is not an OpenAI API (a web page, a 404),
+    a failed TLS handshake.
     `progress(elapsed_s, last_reason)` is called before every retry.
     """
     start = time.perf_counter()
     where = mask_url(client.base_url)
 
     def retryable(err: BaseException) -> bool:
+        if isinstance(err, httpx.ConnectError) and _tls(err):   # https against http: waiting will not change it
+            return False
         if isinstance(err, httpx.ConnectError) and _refused(err):
             return time.perf_counter() - start < REFUSED_GRACE
         return isinstance(err, (httpx.HTTPError, _NotReady))
@@ -134,6 +137,10 @@ def warm_up(client: httpx.Client, timeout: float, progress: Callable[[float, str
     except httpx.HTTPError as err:   # not retried: refused for longer than the grace period
         raise LightrailError(f"{where} did not answer: {_describe(err)}") from None
     return (time.perf_counter() - start) * 1000
+
+
+def _tls(err: BaseException) -> bool:
+    return any(word in str(err) for word in ("SSL", "TLS", "certificate"))
 
 
 def _refused(err: httpx.ConnectError) -> bool:
@@ -180,7 +187,7 @@ def _no_answer_fails(name: str, expected: str):
 
 def _describe(err: BaseException | None) -> str:
     text = str(err)
-    if isinstance(err, httpx.ConnectError) and ("SSL" in text or "TLS" in text or "certificate" in text):
+    if isinstance(err, httpx.ConnectError) and _tls(err):
         return f"TLS handshake failed ({text[:160]}); is the server plain http?"
     if isinstance(err, httpx.ConnectError) and _refused(err):
         return "connection refused (nothing listens on that port)"

@@ -491,3 +491,11 @@ def test_smoke_fails_at_once_when_waiting_cannot_help(scheme, expected, web_page
                          capsys)
     assert code == 1 and time.monotonic() - start < 10
     assert err.count("\n") == 1 and expected in err and "<html" not in err.lower() and "<!doctype" not in err.lower()
+
+
+def test_up_renders_its_plan_before_the_first_step(place, capsys, monkeypatch):
+    monkeypatch.setenv("LIGHTRAIL_CHARTS", str(place / "full"))   # a directory without the upstream charts
+    code, out, err = run(["up", "--dry-run"], capsys)
+    assert code == 1 and out == "" and err.count("\n") == 1, out + err
+    assert err.startswith("error: chart ") and f"not found in {place / 'full'}" in err
+    assert "point --charts / LIGHTRAIL_CHARTS elsewhere" in err

@@ -366,6 +366,8 @@ def up(name: str, namespace: str, *, dry_run: bool, out: Out, timeout: float = 9
 
     kindops.check_name(name)   # everything is validated before the first step changes anything
     plan = build_plan(Request(pattern="baseline", accel="sim", stack="llmd", namespace=namespace))
+    with tempfile.TemporaryDirectory(prefix="lightrail-up-") as work:   # renders and validates (cached for deploy)
+        desired_state(plan, Path(work), charts_dir())
     problem = kindops.docker_problem()
     if problem and not dry_run:
         raise LightrailError(f"`invoke up` runs a kind cluster and needs a Docker engine: {problem}",

@@ -403,6 +403,7 @@ def _args(pattern: Pattern, accel: Mapping[str, Any], shape: dict, extra: tuple[
             args += [f"--data-parallel-size={mn.data_parallel}", f"--data-parallel-size-local={mn.data_parallel_local}"]
             if mn.expert_parallel and "--enable-expert-parallel" not in args:
                 args.append("--enable-expert-parallel")
+    layout = {a.split("=", 1)[0]: a for a in args if a.startswith("--data-parallel-size")}   # the LWS layout
     for arg in extra:
         flag = arg.split("=", 1)[0]
         if flag == "--tensor-parallel-size" and arg != f"--tensor-parallel-size={shape['tp']}":
@@ -410,6 +411,8 @@ def _args(pattern: Pattern, accel: Mapping[str, Any], shape: dict, extra: tuple[
                 f"{arg} conflicts with the accelerator: tensor-parallel size must be {shape['tp']} "
                 f"(the {shape['type']} chips per pod)"
             )
+        if flag in layout and arg != layout[flag]:
+            raise LightrailError(f"{arg} conflicts with the multi-node layout; valid: {layout[flag]}")
         args = [a for a in args if a.split("=", 1)[0] != flag] + [arg]
     return tuple(args)
 

@@ -7,8 +7,11 @@ imported only when extra flags are given: importing vLLM takes seconds.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
+import os
+import sys
 
 from lightrail.errors import LightrailError
 
@@ -20,6 +23,26 @@ RESERVED = {
     "--host": "probes and Services reach the pod on all interfaces",
     "--uds": "probes and Services need the TCP port 8000",
 }
+
+
+@contextlib.contextmanager
+def _silenced():
+    """stdout and stderr to /dev/null at the descriptor level (vLLM's import writes from several places)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
 
 
 class _Refused(Exception):
@@ -56,9 +79,10 @@ def _parse(argv: tuple[str, ...]) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _parser():
-    import vllm
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
+    with _silenced():   # importing vLLM logs platform warnings (Triton, CPU); an error must stay one line
+        import vllm
+        from vllm.entrypoints.launchers.cli_args import make_arg_parser
+        from vllm.utils.argparse_utils import FlexibleArgumentParser
 
     class Raising(FlexibleArgumentParser):
         def error(self, message):

@@ -124,6 +124,10 @@ def cases():
     add("plan-caching-no-prefix-caching", ["plan", "--pattern=caching", "--accel=cpu",
                                            "--vllm-arg=--no-enable-prefix-caching"],
         "--no-enable-prefix-caching contradicts pattern 'caching', which needs --enable-prefix-caching")
+    add("plan-moe-dp-conflict", ["plan", "--pattern=moe", "--accel=gpu", "--vllm-arg=--data-parallel-size=3"],
+        "conflicts with the multi-node layout; valid: --data-parallel-size=")
+    add("plan-moe-no-expert-parallel", ["plan", "--pattern=moe", "--accel=gpu", "--vllm-arg=--no-enable-expert-parallel"],
+        "contradicts pattern 'moe'")
     add("plan-tp-conflict", ["plan", "--pattern=baseline", "--accel=tpu", "--vllm-arg=--tensor-parallel-size=3"],
         "conflicts with the accelerator")
     add("plan-vllm-arg-unknown", ["plan", "--pattern=baseline", "--accel=cpu", "--vllm-arg=--no-such-vllm-flag"],
@@ -254,6 +258,7 @@ def test_there_are_at_least_150_cases():
 @pytest.mark.parametrize("argv", [
     ["plan", *SIM, "--namespace=Bad_NS"], ["up", "--dry-run", "--name=Bad_Name!"], ["teardown", "--all", "--timeout=abc"],
     ["smoke", "--pattern=baseline", "--url=http://[::1"], ["bench.compare", "RUN_A"],
+    ["plan", "--pattern=moe", "--accel=gpu", "--vllm-arg=--data-parallel-size=3"],   # imports vLLM, which logs
 ])
 def test_the_real_entry_point_keeps_the_contract(argv, place, api):
     proc = subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(ROOT), *argv], cwd=place,

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from lightrail import __version__
 from lightrail.catalog import STACKS, Catalog, Pattern, load_catalog
 from lightrail.errors import LightrailError, choose
+from lightrail.vllm_args import check_extra_args
 
 LABEL_PREFIX = "lightrail.dev"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "lightrail"}
@@ -193,7 +194,7 @@ class Plan:
         return dict(sorted(totals.items()))
 
     def to_dict(self) -> dict[str, Any]:
-        """The plan as plain JSON-able data (what `invoke plan --json` prints)."""
+        """The plan as plain JSON-able data (what `invoke plan --output=json` prints)."""
         req = asdict(self.request)
         return {
             "pattern": self.pattern.name,
@@ -250,6 +251,7 @@ def build_plan(request: Request, catalog: Catalog | None = None) -> Plan:
                                          or not 1 <= request.replicas <= MAX_REPLICAS):
         raise LightrailError(f"replicas must be a whole number from 1 to {MAX_REPLICAS}, got {request.replicas!r}")
 
+    check_extra_args(request.extra_args, pattern.vllm_args, pattern.name)
     settings = dict(pattern.accelerators.get(request.accel, {}))
     models = _models(request, pattern, accel)
     replicas = request.replicas or pattern.replicas
@@ -301,10 +303,15 @@ def supported_combinations(pattern: str, catalog: Catalog | None = None) -> list
 
 
 def _check_namespace(namespace: str) -> None:
-    if not _DNS_LABEL.match(namespace or ""):
-        raise LightrailError(f"namespace {namespace!r} is not a valid Kubernetes name (lowercase letters, digits, '-')")
+    check_namespace_name(namespace)
     if namespace in RESERVED_NAMESPACES:
         raise LightrailError(f"refusing to deploy into {namespace!r}; choose your own namespace, e.g. --namespace=lightrail")
+
+
+def check_namespace_name(namespace: str) -> None:
+    if not _DNS_LABEL.match(namespace or ""):
+        raise LightrailError(f"namespace {namespace!r} is not a valid Kubernetes name: 1 to 63 lowercase letters, "
+                             "digits or '-', starting and ending with a letter or digit")
 
 
 def _models(request: Request, pattern: Pattern, accel: Mapping[str, Any]) -> tuple[str, ...]:
@@ -314,8 +321,9 @@ def _models(request: Request, pattern: Pattern, accel: Mapping[str, Any]) -> tup
         swap = accel.get("models", {})
         models = tuple(swap.get(m, m) for m in pattern.models)
     for m in models:
-        if not (_HF_MODEL.match(m) or m.startswith(("/", "./", "../"))):
-            raise LightrailError(f"model {m!r} is not a Hugging Face id (org/name) or a local path (/path or ./path)")
+        if not (_HF_MODEL.match(m) or m.startswith(("/", "./", "../"))) or ".." in m.split("/"):
+            raise LightrailError(f"model {m!r} is not a Hugging Face id (org/name) or a local path in the container "
+                                 "(/path or ./path, without '..')")
     if len(set(models)) != len(models):
         raise LightrailError(f"model names must be distinct, got {', '.join(models)}")
     if len(models) < pattern.min_models:
@@ -406,6 +414,7 @@ def _args(pattern: Pattern, accel: Mapping[str, Any], shape: dict, extra: tuple[
             args += [f"--data-parallel-size={mn.data_parallel}", f"--data-parallel-size-local={mn.data_parallel_local}"]
             if mn.expert_parallel and "--enable-expert-parallel" not in args:
                 args.append("--enable-expert-parallel")
+    layout = {a.split("=", 1)[0]: a for a in args if a.startswith("--data-parallel-size")}   # the LWS layout
     for arg in extra:
         flag = arg.split("=", 1)[0]
         if flag == "--tensor-parallel-size" and arg != f"--tensor-parallel-size={shape['tp']}":
@@ -413,6 +422,8 @@ def _args(pattern: Pattern, accel: Mapping[str, Any], shape: dict, extra: tuple[
                 f"{arg} conflicts with the accelerator: tensor-parallel size must be {shape['tp']} "
                 f"(the {shape['type']} chips per pod)"
             )
+        if flag in layout and arg != layout[flag]:
+            raise LightrailError(f"{arg} conflicts with the multi-node layout; valid: {layout[flag]}")
         args = [a for a in args if a.split("=", 1)[0] != flag] + [arg]
     return tuple(args)
 

@@ -113,13 +113,24 @@ def _cache_key(plan: Plan, charts: Path | None, schemas: Path | None, offline: b
 
 
 def _cache_get(key: str | None) -> Rendered | None:
+    """A cached render, or None when there is none or it is not one (a corrupt entry is rebuilt, never fatal)."""
     path = cache_dir("render") / f"{key}.json" if key else None
-    if not path or not path.exists():
-        return None
     try:
-        return Rendered(**json.loads(path.read_text()))
-    except (ValueError, TypeError):
+        data = json.loads(path.read_text()) if path else None
+    except (OSError, ValueError):
         return None
+    return Rendered(**data) if _is_rendered(data) else None
+
+
+def _is_rendered(data) -> bool:
+    """The exact shape `_cache_put` writes."""
+    def strings(items):
+        return all(isinstance(i, str) for i in items)
+
+    return (isinstance(data, dict) and set(data) == {"objects", "artifacts", "notes", "complete"}
+            and isinstance(data["objects"], list) and all(isinstance(o, dict) for o in data["objects"])
+            and isinstance(data["artifacts"], dict) and strings(data["artifacts"]) and strings(data["artifacts"].values())
+            and isinstance(data["notes"], list) and strings(data["notes"]) and isinstance(data["complete"], bool))
 
 
 def _cache_put(key: str | None, result: Rendered) -> None:
@@ -135,7 +146,14 @@ def _cache_put(key: str | None, result: Rendered) -> None:
         pass
 
 
-_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
+    """YAML without anchors and aliases (`&id001`): every file reads on its own, as a person wrote it."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
+_DUMPER = _Dumper
 
 
 class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
@@ -170,6 +188,13 @@ def dump_yaml(data) -> str:
 _MARKER_HEAD = "# written by `invoke render`; the next render into this directory replaces these files (and no others):\n"
 
 
+def check_out(out: Path) -> Path:
+    """Refuse an --out that `write` would refuse, before any rendering work."""
+    out = Path(out)
+    _our_files(out)
+    return out
+
+
 def _our_files(out: Path) -> list[str]:
     """The files an earlier render wrote into `out` (listed in its marker); refuse a foreign directory."""
     if out.exists() and not out.is_dir():
@@ -192,6 +217,13 @@ def write(rendered: Rendered, out: Path) -> list[Path]:
     the directory are never touched.
     """
     out = Path(out)
+    try:
+        return _write(rendered, out)
+    except OSError as err:
+        raise LightrailError(f"cannot write --out {out}: {err.strerror or err}") from None
+
+
+def _write(rendered: Rendered, out: Path) -> list[Path]:
     previous = _our_files(out)
     files = {"manifests.yaml": to_yaml(rendered.objects), **rendered.artifacts}
     files[MARKER] = _MARKER_HEAD + "".join(f"{rel}\n" for rel in sorted(files))
@@ -199,14 +231,14 @@ def write(rendered: Rendered, out: Path) -> list[Path]:
     if theirs:
         raise LightrailError(f"--out {out} holds {', '.join(theirs)}, which `invoke render` did not write",
                              fix="move them away or choose another directory")
-    parent = out.parent if out.parent.exists() else Path.cwd()
-    stage = Path(tempfile.mkdtemp(prefix=".lightrail-out-", dir=parent))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".lightrail-out-", dir=out.parent))
     try:
         for rel, text in files.items():
             path = stage / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(exist_ok=True)   # mode from the user's umask (not mkdtemp's 0700)
         for rel in previous:
             (out / rel).unlink(missing_ok=True)
             _prune_empty(out, (out / rel).parent)

@@ -16,13 +16,12 @@ SHARED_UPSTREAM = ROOT.parent / "shared" / "upstream"
 
 
 def charts_dir(override: str | None = None) -> Path | None:
-    """LIGHTRAIL_CHARTS: a directory holding <chart-name>/ or <chart-name>.tgz for every upstream chart.
+    """LIGHTRAIL_CHARTS (or --charts): a directory holding <chart-name>/ or <chart-name>.tgz for every upstream chart.
 
     No default: users get the charts from their pinned repositories unless they set it (the test
     suite defaults it to shared_charts()).
     """
-    value = override or os.environ.get("LIGHTRAIL_CHARTS")
-    return Path(value).expanduser().resolve() if value else None
+    return _given_dir(override, "--charts", "LIGHTRAIL_CHARTS")
 
 
 def shared_charts() -> Path | None:
@@ -32,10 +31,10 @@ def shared_charts() -> Path | None:
 
 
 def schemas_dir(override: str | None = None) -> Path | None:
-    """LIGHTRAIL_SCHEMAS: upstream CRDs and chart values schemas (default ../shared/upstream)."""
-    value = override or os.environ.get("LIGHTRAIL_SCHEMAS")
-    if value:
-        return Path(value).expanduser().resolve()
+    """LIGHTRAIL_SCHEMAS (or --schemas): upstream CRDs and chart values schemas (default ../shared/upstream)."""
+    given = _given_dir(override, "--schemas", "LIGHTRAIL_SCHEMAS")
+    if given:
+        return given
     return SHARED_UPSTREAM if SHARED_UPSTREAM.is_dir() else None
 
 
@@ -45,6 +44,18 @@ def kserve_tls() -> bool:
     if value not in ("", "0", "1", "true", "false"):
         raise LightrailError(f"LIGHTRAIL_KSERVE_TLS={value!r} is not a switch; valid: 1, 0, true, false")
     return value in ("1", "true")
+
+
+def _given_dir(override: str | None, flag: str, variable: str) -> Path | None:
+    """The directory from the flag, else the variable; one that is not a directory is refused naming where it came from."""
+    source, value = (flag, override) if override else (variable, os.environ.get(variable))
+    if not value:
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        raise LightrailError(f"{source}={value}: {'not a directory' if path.exists() else 'no such directory'}",
+                             fix=f"point {flag} or {variable} at a directory, or leave both unset")
+    return path
 
 
 def results_dir(override: str | None = None) -> Path:

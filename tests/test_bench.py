@@ -296,12 +296,15 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(tmp_path, args, message
 
 def test_list_and_compare_cli(tmp_path):
     run = stored_run(tmp_path)
+    other = stored_run(tmp_path, when="20260102-000000")
     proc = invoke("bench.list", f"--out={tmp_path}")
     assert proc.returncode == 0 and run.name in proc.stdout
+    listed = json.loads(invoke("bench.list", f"--out={tmp_path}", "-o", "json").stdout)
+    assert [r["run"] for r in listed] == [other.name, run.name] and listed[0]["requests"]["ok"] > 0
     out = tmp_path / "cmp"
-    proc = invoke("bench.compare", str(run), f"--out={out}")
+    proc = invoke("bench.compare", f"{run},{other}", f"--out={out}")
     assert proc.returncode == 0, proc.stderr
-    assert (out / "compare.md").read_text().count("| baseline/llmd/gpu") == 1
+    assert (out / "compare.md").read_text().count("| baseline/llmd/gpu") == 2
     proc = invoke("bench.compare", f"{run},{tmp_path / 'missing'}", f"--out={out}")
     assert proc.returncode == 1 and "is not a complete benchmark run" in proc.stderr
 

@@ -103,8 +103,10 @@ def test_harness_error_is_clear_and_leaves_no_run(vllm_server, tiny_model, tmp_p
     assert store.runs(tmp_path) == [] and len(list((tmp_path / ".failed").iterdir())) == 1
     crash = bench("bench", "--pattern=baseline", f"--url={vllm_server.url}", "--tokenizer=/no/such/tokenizer",
                   "--scenario=smoke", f"--out={tmp_path}")
-    assert crash.returncode == 1 and "error: harness failed (exit 1)" in crash.stderr and "Traceback" not in crash.stderr
-    assert store.runs(tmp_path) == []
+    assert crash.returncode == 1 and "Traceback" not in crash.stderr   # refused before the harness starts
+    assert crash.stderr == "error: --tokenizer /no/such/tokenizer: no such file or directory; valid: a local " \
+                           "tokenizer directory or a Hugging Face id\n"
+    assert store.runs(tmp_path) == [] and len(list((tmp_path / ".failed").iterdir())) == 1
 
 
 def test_multimodel_mix_spreads_requests_over_both_models(vllm_multimodel, tiny_model, tmp_path):

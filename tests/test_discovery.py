@@ -195,7 +195,7 @@ def test_discovered_caching_deployment_passes_with_the_pods_metrics(vllm_server)
     objects = [at(load("gateway-programmed.yaml"), "127.0.0.1", port),
                at(load("pod-llmd-decode.yaml"), "127.0.0.1", port)]
     with FakeKubeAPI(objects) as api:
-        proc = smoke(api.kubeconfig, "--pattern=caching", "--json")
+        proc = smoke(api.kubeconfig, "--pattern=caching", "--output=json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = yaml.safe_load(proc.stdout)
     assert report["url"] == vllm_server.url
@@ -209,6 +209,6 @@ def test_discovered_caching_deployment_passes_with_the_pods_metrics(vllm_server)
 def test_discovered_kserve_deployment_passes(vllm_server):
     llmisvc = at(load("llmisvc-ready.yaml"), "127.0.0.1", vllm_server.port)
     with FakeKubeAPI([llmisvc]) as api:
-        proc = smoke(api.kubeconfig, "--pattern=baseline", "--stack=kserve", "--json")
+        proc = smoke(api.kubeconfig, "--pattern=baseline", "--stack=kserve", "--output=json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert yaml.safe_load(proc.stdout)["url"] == vllm_server.url

@@ -9,7 +9,7 @@ from lightrail.settings import ROOT
 def test_readme_support_matrix_matches_the_catalog():
     readme = (ROOT / "README.md").read_text()
     table = readme.split("<!-- matrix:start -->\n")[1].split("\n<!-- matrix:end -->")[0]
-    assert table == matrix_markdown(), "README matrix is stale: paste `invoke patterns --markdown`"
+    assert table == matrix_markdown(), "README matrix is stale: paste `invoke patterns --output=markdown`"
 
 
 def test_pattern_pages_are_up_to_date():

@@ -90,7 +90,7 @@ def test_deploy_smoke_teardown(prepared, stack, pattern):
     assert "endpoint:" in deployed.stdout and "all checks passed" in deployed.stdout
     again = invoke(prepared, "deploy", "--accel=sim", *common)
     assert "nothing to change" in again.stdout
-    status = json.loads(invoke(prepared, "status", "--json", f"--kube-context=kind-{NAME}").stdout)
+    status = json.loads(invoke(prepared, "status", "--output=json", f"--kube-context=kind-{NAME}").stdout)
     row = next(r for r in status if (r["pattern"], r["stack"], r["namespace"]) == (pattern, stack, NAMESPACE))
     assert row["ready"] == row["desired"] > 0
     gone = invoke(prepared, "teardown", f"--pattern={pattern}", f"--stack={stack}", f"--namespace={NAMESPACE}",

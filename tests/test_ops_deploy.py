@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 import shlex
 
@@ -163,7 +164,10 @@ def test_token_secret_is_created_then_left_alone():
     dp = plan_deploy(plan, desired, Live(namespaces={"lightrail"}), TARGET, TOKEN, wait=False)
     secret_step = next(s for s in dp.steps if s.action == "secret")
     (secret,) = secret_step.objects
-    assert secret["metadata"]["annotations"]["lightrail.dev/token-sha256"] == TOKEN.digest()
+    digest = secret["metadata"]["annotations"]["lightrail.dev/token-digest"]
+    assert TOKEN.matches(digest) and not Token("hf_another").matches(digest)
+    assert digest.startswith("pbkdf2-sha256$200000$") and hashlib.sha256(TOKEN.reveal().encode()).hexdigest() not in digest
+    assert TOKEN.digest() != TOKEN.digest(), "every digest has its own random salt"
     assert "data" not in secret and "stringData" not in secret and TOKEN.reveal() not in repr(dp)
     assert (secret_step.title, secret_step.timeout) == ("store the HF token in Secret lightrail/lightrail-hf-token", 60)
     assert secret_step.changes == (st.Change("Secret lightrail/lightrail-hf-token", previous=None),)
@@ -380,7 +384,7 @@ def test_dry_run_text_shows_commands_objects_and_files_with_the_secret_redacted(
     assert (namespace["kind"], namespace["metadata"]["name"]) == ("Namespace", "lightrail")
     secret = sections["store the HF token in Secret lightrail/lightrail-hf-token"]
     assert secret["commands"] == [] and secret["notes"][0].startswith("API: server-side apply Secret lightrail/")
-    assert "(value from HF_TOKEN, never shown)" in secret["notes"][0]
+    assert "(the HF token given, never shown)" in secret["notes"][0]
     (shown,) = secret["objects"]
     assert shown["stringData"] == {"HF_TOKEN": "<redacted>"} and "data" not in shown
     _, llmd, live = llmd_state()

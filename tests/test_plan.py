@@ -169,20 +169,20 @@ def _invoke(*args):
 
 
 def test_cli_plan_json_and_errors():
-    ok = _invoke("plan", "--pattern=caching", "--accel=tpu", "--stack=kserve", "--json")
+    ok = _invoke("plan", "--pattern=caching", "--accel=tpu", "--stack=kserve", "--output=json")
     assert ok.returncode == 0, ok.stderr
     data = json.loads(ok.stdout)
     assert data["accelerators_total"] == {"google.com/tpu": 12} and data["replicas_total"] == 3
     assert data["servers"][0]["node_selector"]["cloud.google.com/gke-tpu-topology"] == "2x2"
     assert data["cost"]["per_day"] == pytest.approx(data["cost"]["per_hour"] * 24, abs=0.25)
     bad = _invoke("plan", "--pattern=caching", "--accel=tpu", "--replicas=zero")
-    assert bad.returncode == 1 and bad.stderr.strip() == "error: replicas must be a whole number from 1 to 2147483647, got 'zero'"
+    assert bad.returncode == 1 and bad.stderr.strip() == "error: --replicas must be a whole number from 1 to 2147483647, got 'zero'"
     human = _invoke("plan", "--pattern=multimodel", "--accel=gpu", "--model=a/x", "--model=b/y")
     assert human.returncode == 0 and "multimodel-x" in human.stdout and "USD/hour" in human.stdout
 
 
 def test_cli_patterns_lists_unsupported_reasons():
-    out = _invoke("patterns", "--json")
+    out = _invoke("patterns", "--output=json")
     rows = json.loads(out.stdout)
     assert len(rows) == len(ALL)
     moe_cpu = next(r for r in rows if (r["pattern"], r["accel"], r["stack"]) == ("moe", "cpu", "llmd"))

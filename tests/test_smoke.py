@@ -28,7 +28,7 @@ def smoke(*args, timeout=300):
 
 
 def smoke_json(*args):
-    proc = smoke(*args, "--json")
+    proc = smoke(*args, "--output=json")
     return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else None, proc
 
 
@@ -104,8 +104,8 @@ def test_endpoint_that_stops_mid_way_fails_then_is_reported_unreachable(vllm_ser
     start = time.monotonic()
     proc = smoke("--pattern=baseline", f"--url={router.url}", "--timeout=3")
     assert proc.returncode == 1 and time.monotonic() - start < 30
-    assert proc.stderr.strip() == (f"error: {router.url} did not answer within 3 s: "
-                                   "connection refused or host unreachable")
+    assert proc.stderr.strip().splitlines()[-1] == (f"error: {router.url} did not answer within 3 s: "
+                                                    "connection refused (nothing listens on that port)")
 
 
 def test_nothing_listening_fails_within_the_timeout():
@@ -278,3 +278,16 @@ def test_a_vllm_that_cannot_start_says_why_and_leaves_nothing_running(tmp_path):
     assert server.log_path.exists()
     with pytest.raises(ProcessLookupError):
         os.killpg(server.proc.pid, 0)                             # its process group is gone
+
+
+@pytest.mark.vllm
+def test_prefix_check_sizes_the_prefix_from_the_server(tiny_model):
+    """A short context: the shared prefix is sized by the server's tokenizer and block size to fit in it."""
+    with VLLMServer(tiny_model, QWEN, max_model_len=1024) as server, \
+            httpx.Client(base_url=server.url, timeout=60) as client:
+        check = checks.prefix_cache(client, QWEN, [server.metrics_url])
+        too_small = checks.shared_prefix(client, QWEN, 1024, [server.metrics_url])
+    block = check.data["block_size"]
+    assert check.ok, check
+    assert 2 * block <= check.data["prefix_tokens"] <= 1024 - 64 and check.data["hits"] > 0
+    assert not too_small.ok and too_small.got == "max_model_len 1024 leaves room for 960 prefix tokens"

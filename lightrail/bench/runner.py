@@ -26,6 +26,7 @@ from lightrail.errors import LightrailError
 from lightrail.plan import Plan
 from lightrail.settings import ROOT
 from lightrail.smoke import metrics
+from lightrail.smoke.checks import mask_url
 from lightrail.validate import check
 
 
@@ -91,7 +92,7 @@ def _local_point(scenario: Scenario, harness: str, target: Target, staged: Path,
     out.mkdir(parents=True, exist_ok=True)
     for fname, text in files.items():
         (out / fname).write_text(text)
-    log(f"[{i + 1}/{len(scenario.points)}] {harness} {load.label}: {scenario.requests} requests to {target.url}")
+    log(f"[{i + 1}/{len(scenario.points)}] {harness} {load.label}: {scenario.requests} requests to {mask_url(target.url)}")
     before = scrape(target.metrics_urls)
     execute(argv, out / "harness.log", timeout=timeout, offline=target.tokenizer.startswith(("/", "./", "../")))
     p = adapter(harness).parse(out)
@@ -106,7 +107,7 @@ def _in_cluster(plan: Plan, scenario: Scenario, target: Target, staged: Path, pr
     check([manifest])
     (staged / "raw" / "job.json").write_text(json.dumps(manifest, indent=2))
     log(f"running Job {plan.namespace}/{manifest['metadata']['name']}: {len(scenario.points)} load point(s) "
-        f"against {target.url}")
+        f"against {mask_url(target.url)}")
     before = scrape(target.metrics_urls)
     text = incluster.run_job(manifest, kube_context=kube_context, timeout=timeout + 300)
     after = scrape(target.metrics_urls)
@@ -129,7 +130,7 @@ def _in_cluster(plan: Plan, scenario: Scenario, target: Target, staged: Path, pr
 def _check_ok(point: dict, load, target: Target) -> None:
     if point["requests"]["ok"] == 0:
         raise LightrailError(f"no request succeeded at {load.label}: {point['first_error'] or 'no error reported'}",
-                             fix=f"does {target.url} serve {', '.join(target.models)}? (--model)")
+                             fix=f"does {mask_url(target.url)} serve {', '.join(target.models)}? (--model)")
 
 
 def _version(mod, plan: Plan, in_cluster: bool) -> str:
@@ -141,10 +142,10 @@ def check_reachable(url: str, timeout: float = 10) -> None:
     try:
         resp = httpx.get(f"{url.rstrip('/')}/v1/models", timeout=timeout)
     except httpx.HTTPError as err:
-        raise LightrailError(f"cannot reach {url}: {err or type(err).__name__}",
+        raise LightrailError(f"cannot reach {mask_url(url)}: {err or type(err).__name__}",
                              fix="check --url (or the deployment and its gateway)") from None
     if resp.status_code != 200:
-        raise LightrailError(f"{url}/v1/models answered {resp.status_code}: {resp.text[:200]}",
+        raise LightrailError(f"{mask_url(url)}/v1/models answered HTTP {resp.status_code}",
                              fix="is this an OpenAI-compatible endpoint?")
 
 
@@ -166,10 +167,11 @@ def metadata(plan: Plan, scenario: Scenario, harness: str, harness_version: str,
         "namespace": plan.namespace,
         "models": list(plan.served_models), "replicas_total": plan.replicas_total,
         "cost": {"per_hour": plan.cost.per_hour, "currency": plan.cost.currency, "basis": plan.cost.basis},
-        "target": {"url": target.url, "models": list(target.models), "tokenizer": target.tokenizer,
-                   "metrics_urls": list(target.metrics_urls)},
-        "harness": {"name": harness, "version": harness_version,
-                    "commands": [[a.replace(f".staging-{prepared.name}", prepared.name) for a in argv]
+        "target": {"url": mask_url(target.url), "models": list(target.models), "tokenizer": target.tokenizer,
+                   "metrics_urls": [mask_url(u) for u in target.metrics_urls]},
+        "harness": {"name": harness, "version": harness_version,   # stored runs never keep credentials
+                    "commands": [[mask_url(a) if a.startswith(("http://", "https://")) else
+                                  a.replace(f".staging-{prepared.name}", prepared.name) for a in argv]
                                  for argv, _ in prepared.commands]},
         "scenario": scenario.to_dict(),
         "versions": {"lightrail": __version__, **plan.versions},

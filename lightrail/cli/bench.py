@@ -2,28 +2,30 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 
-from invoke import Collection, task
-from rich.console import Console
+from invoke import Collection, Program
 from rich.table import Table
 
 from lightrail.bench import compare as comparing
 from lightrail.bench import incluster, runner, scenarios, store
 from lightrail.bench.harnesses import HARNESSES, Target
-from lightrail.cli import user_errors
-from lightrail.errors import LightrailError
+from lightrail.cli import command, user_errors
+from lightrail.cli.common import models, out_dir, seconds
+from lightrail.cli.output import OUTPUT_HELP, console, emit, output_format
+from lightrail.errors import LightrailError, choose
 from lightrail.plan import Request, build_plan
 from lightrail.render import dump_yaml
 from lightrail.settings import results_dir
-from lightrail.smoke.checks import check_url
+from lightrail.smoke.checks import check_url, mask_url
 from lightrail.validate import check
 
 
-@task(
+@command(
     default=True,
     help={
         "pattern": "the deployed pattern: baseline | multimodel | caching | moe",
@@ -48,22 +50,24 @@ from lightrail.validate import check
 @user_errors
 def run(c, pattern="", accel="gpu", stack="llmd", namespace="lightrail", kube_context="", url="", model=None,
         metrics_url=None, tokenizer="", scenario="", harness="vllm", in_cluster=False, out="", dry_run=False,
-        timeout=3600):
+        timeout="3600"):
     """Run a scenario with a real harness against a pattern's endpoint; store the run."""
     if not pattern:
         raise LightrailError("--pattern is required (e.g. --pattern=baseline --accel=gpu --scenario=smoke)")
     if not scenario:
         raise LightrailError(f"--scenario is required; valid: {', '.join(scenarios.available())}")
-    plan = build_plan(Request(pattern=pattern, accel=accel, stack=stack, namespace=namespace,
-                              models=tuple(m for group in model or () for m in group.split(",") if m)))
+    limit = seconds(timeout)
+    choose("harness", harness, HARNESSES)
+    plan = build_plan(Request(pattern=pattern, accel=accel, stack=stack, namespace=namespace, models=models(model)))
     scn = scenarios.load_scenario(scenario)
-    root = results_dir(out or None)
+    root = out_dir(str(results_dir(out or None)))
+    _check_tokenizer(tokenizer, in_cluster)
     kube_context = kube_context or None
     if in_cluster:
         target = _target(plan, url or incluster.default_url(plan), tokenizer, metrics_url)
         if dry_run:
             return _dry_run_job(plan, scn, harness, target, root)
-        path = runner.run(plan, scn, harness, target, root, timeout=float(timeout), in_cluster=True,
+        path = runner.run(plan, scn, harness, target, root, timeout=limit, in_cluster=True,
                           kube_context=kube_context)
         return _report(path)
     endpoint = contextlib.nullcontext(check_url(url)) if url else _discover(plan, kube_context, dry_run)
@@ -72,14 +76,14 @@ def run(c, pattern="", accel="gpu", stack="llmd", namespace="lightrail", kube_co
         target = _target(plan, base, tokenizer, metrics_url or default_metrics)
         if dry_run:
             return _dry_run_local(plan, scn, harness, target, root)
-        path = runner.run(plan, scn, harness, target, root, timeout=float(timeout))
+        path = runner.run(plan, scn, harness, target, root, timeout=limit)
     _report(path)
 
 
-@task(
+@command(
     help={
-        "runs": "run directories or names from `bench.list`, separated by commas or spaces",
-        "out": "where to write compare.md and the PNGs (default <results>/compare-<timestamp>)",
+        "runs": "two or more run directories or names from `bench.list`, separated by commas or spaces",
+        "out": "a new or empty directory for compare.md and the PNGs (default <results>/compare-<timestamp>)",
         "mixed": "allow comparing runs of different scenarios",
     },
 )
@@ -87,20 +91,40 @@ def run(c, pattern="", accel="gpu", stack="llmd", namespace="lightrail", kube_co
 def compare(c, runs, out="", mixed=False):
     """Compare stored runs: a Markdown table and PNG plots."""
     refs = [r for r in re.split(r"[,\s]+", runs) if r]
-    paths = [store.resolve(r) for r in refs]
-    target = Path(out) if out else results_dir() / f"compare-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    if refs in (["-h"], ["--help"]):   # invoke takes the positional before its own --help: show that help
+        root = Collection()
+        root.add_collection(Collection("bench", compare))
+        Program(namespace=root, binary="invoke").run(["invoke", "--help", "bench.compare"])
+    if any(r.startswith("-") for r in refs):
+        raise LightrailError(f"{refs[0]!r} is not a run name; usage: invoke bench.compare RUN_A,RUN_B [--out=DIR] "
+                             "(see `invoke bench.compare --help`)")
+    paths = list(dict.fromkeys(store.resolve(r) for r in refs))
+    if len(paths) < 2:
+        raise LightrailError(f"comparing needs two or more different runs, got {len(paths)}",
+                             fix="see `invoke bench.list` for stored runs")
+    target = out_dir(out) if out else results_dir() / f"compare-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    if target.is_dir() and any(target.iterdir()):
+        raise LightrailError(f"--out {target} is not empty; valid: a new or empty directory")
     result = comparing.compare(paths, target, mixed=mixed)
     print(result.table)
     for f in result.files:
         print(f"wrote {f}")
 
 
-@task(name="list", help={"out": "results root (default benchmarks/results, or LIGHTRAIL_RESULTS)"})
+@command(name="list", help={"out": "results root (default benchmarks/results, or LIGHTRAIL_RESULTS)",
+                             "output": OUTPUT_HELP})
 @user_errors
-def list_(c, out=""):
+def list_(c, out="", output="table"):
     """The stored runs, newest first."""
+    fmt = output_format(output)
     root = results_dir(out or None)
+    if out and not root.is_dir():
+        raise LightrailError(f"--out {root} is {'not a directory' if root.exists() else 'missing'}; "
+                             "valid: a results directory (see LIGHTRAIL_RESULTS)")
     found = store.runs(root)
+    if fmt != "table":
+        emit([{"run": p.name, "path": str(p), **_brief(store.load(p)[0])} for p in found], fmt)
+        return
     if not found:
         print(f"no stored runs in {root}")
         return
@@ -115,7 +139,23 @@ def list_(c, out=""):
                       f"{totals['requests']['ok']}/{totals['requests']['failed']}",
                       f"{first['latency_ms']['ttft']['p90']:.1f}", f"{first['throughput']['output_tokens_per_s']:.1f}",
                       "n/a" if hit is None else f"{hit:.1%}")
-    Console(width=200).print(table)
+    console().print(table)
+
+
+def _brief(s: dict) -> dict:
+    return {"scenario": s["scenario"], "harness": s["harness"], "points": len(s["points"]),
+            "requests": s["totals"]["requests"], "prefix_cache": s["totals"].get("prefix_cache")}
+
+
+def _check_tokenizer(tokenizer: str, in_cluster: bool) -> None:
+    """A tokenizer path must exist; offline, one is needed (the default is a Hugging Face id to download)."""
+    if tokenizer and tokenizer.startswith(("/", "./", "../", "~")) and not Path(tokenizer).expanduser().exists():
+        raise LightrailError(f"--tokenizer {tokenizer}: no such file or directory; valid: a local tokenizer "
+                             "directory or a Hugging Face id")
+    offline = any(os.environ.get(v, "") not in ("", "0") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    if offline and not tokenizer and not in_cluster:
+        raise LightrailError("HF_HUB_OFFLINE is set and the default tokenizer is a Hugging Face id to download; "
+                             "pass --tokenizer=PATH (offline)")
 
 
 def _target(plan, url: str, tokenizer: str, metrics_urls) -> Target:
@@ -142,7 +182,7 @@ def _dry_run_local(plan, scn, harness: str, target: Target, root: Path) -> None:
         print(f"# load point {load.label}")
         for name, text in files.items():
             print(f"# input file {name}:\n{text}")
-        print(shlex.join(argv))
+        print(shlex.join(mask_url(a) if a.startswith(("http://", "https://")) else a for a in argv))
 
 
 def _dry_run_job(plan, scn, harness: str, target: Target, root: Path) -> None:
@@ -169,7 +209,7 @@ def _report(path: Path) -> None:
                       f"{lat['e2e']['p90']:.1f}", f"{p['throughput']['output_tokens_per_s']:.1f}",
                       "n/a" if cache.get("hit_rate") is None else f"{cache['hit_rate']:.1%}",
                       "n/a" if cost is None else f"{cost:.4g}")
-    Console(width=160).print(table)
+    console().print(table)
     print(f"stored {path}")
 
 

@@ -1,17 +1,17 @@
 """`invoke patterns` and `invoke plan`: the catalog and what a deployment would create."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import shlex
 
-from invoke import task
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lightrail.catalog import STACKS, load_catalog
-from lightrail.cli import user_errors
+from lightrail.cli import command, user_errors
+from lightrail.cli.common import PLAN_HELP, PLAN_ITERABLE, make_request, out_dir
+from lightrail.cli.output import FORMATS, OUTPUT_HELP, emit, output_format
+from lightrail.cli.output import console as screen
 from lightrail.errors import LightrailError
-from lightrail.cli.common import PLAN_HELP, PLAN_ITERABLE, make_request
 from lightrail.plan import Plan, build_plan
 
 
@@ -25,10 +25,11 @@ def matrix_markdown() -> str:
     return "\n".join(lines)
 
 
-@task(help={"json_": "print every combination as JSON", "markdown": "print the support matrix as Markdown"})
+@command(help={"output": "table | json | yaml | markdown (markdown: the support matrix README.md embeds)"})
 @user_errors
-def patterns(c, json_=False, markdown=False):
+def patterns(c, output="table"):
     """The catalog: patterns x accelerators x stacks, with the reason for every unsupported one."""
+    fmt = output_format(output, (*FORMATS, "markdown"))
     cat = load_catalog()
     rows = []
     for p in cat.patterns.values():
@@ -36,10 +37,10 @@ def patterns(c, json_=False, markdown=False):
             for s in STACKS:
                 rows.append({"pattern": p.name, "accel": a, "stack": s,
                              "supported": not p.unsupported_reason(a, s), "reason": p.unsupported_reason(a, s) or ""})
-    if json_:
-        print(json.dumps(rows, indent=2))
+    if fmt in ("json", "yaml"):
+        emit(rows, fmt)
         return
-    if markdown:
+    if fmt == "markdown":
         print(matrix_markdown())
         return
     table = Table(title="Lightrail patterns: stacks supported per accelerator")
@@ -52,7 +53,7 @@ def patterns(c, json_=False, markdown=False):
             reasons = {s: p.unsupported_reason(a, s) for s in STACKS}
             cells.append(" ".join(s for s in STACKS if not reasons[s]) or "no")
         table.add_row(p.name, *cells)
-    console = Console()
+    console = screen()
     console.print(table)
     for p in cat.patterns.values():
         console.print(f"[bold]{p.name}[/]: {p.summary}")
@@ -63,7 +64,7 @@ def patterns(c, json_=False, markdown=False):
 
 def plan_table(plan: Plan) -> None:
     """Print a plan for humans: units in order, servers, resources, cost."""
-    console = Console()
+    console = screen()
     d = plan.to_dict()
     console.print(f"[bold]{plan.pattern.name}[/] on [bold]{plan.accel}[/] ({plan.accel_type}) with "
                   f"[bold]{plan.stack}[/] in namespace [bold]{plan.namespace}[/]")
@@ -92,27 +93,28 @@ def plan_table(plan: Plan) -> None:
                   f"{cost['per_day']:.2f} {cost['currency']}/day ({cost['basis']})")
 
 
-@task(help={**PLAN_HELP, "json_": "print the plan as one JSON object"}, iterable=PLAN_ITERABLE)
+@command(help={**PLAN_HELP, "output": OUTPUT_HELP}, iterable=PLAN_ITERABLE)
 @user_errors
-def plan(c, pattern="", accel="", stack="llmd", model=None, replicas=None, namespace="lightrail",
-         gpu_type="", topology="", provider="istio", kserve_api="v1alpha2", vllm_arg=None, json_=False):
+def plan(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespace="lightrail",
+         gpu_type="", topology="", provider="", kserve_api="", vllm_arg=None, output="table"):
     """What a deployment would create: units in apply order, objects, images, resources, cost."""
+    fmt = output_format(output)
     p = build_plan(make_request(pattern, accel, stack, model, replicas, namespace, gpu_type, topology,
                                 provider, kserve_api, vllm_arg))
-    if json_:
-        print(json.dumps(p.to_dict(), indent=2))
-    else:
+    if fmt == "table":
         plan_table(p)
+    else:
+        emit(p.to_dict(), fmt)
 
 
-@task(help={**PLAN_HELP, "out": "directory to write manifests.yaml and the tool inputs into (required)",
-            "charts": "directory of upstream charts, DIR/<chart-name> (default: $LIGHTRAIL_CHARTS)",
-            "schemas": "directory of CRDs and values schemas for validation (default: $LIGHTRAIL_SCHEMAS)",
-            "offline": "llmd without charts: check the composed helmfile state and values, render no objects"},
-      iterable=PLAN_ITERABLE)
+@command(help={**PLAN_HELP, "out": "directory to write manifests.yaml and the tool inputs into (required)",
+               "charts": "directory of upstream charts, DIR/<chart-name> (default: $LIGHTRAIL_CHARTS)",
+               "schemas": "directory of CRDs and values schemas for validation (default: $LIGHTRAIL_SCHEMAS)",
+               "offline": "llmd without charts: check the composed helmfile state and values, render no objects"},
+         iterable=PLAN_ITERABLE)
 @user_errors
-def render(c, pattern="", accel="", stack="llmd", model=None, replicas=None, namespace="lightrail",
-           gpu_type="", topology="", provider="istio", kserve_api="v1alpha2", vllm_arg=None, out="",
+def render(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespace="lightrail",
+           gpu_type="", topology="", provider="", kserve_api="", vllm_arg=None, out="",
            charts="", schemas="", offline=False):
     """Render the manifests with the real tools, validate every object, write them to --out."""
     from lightrail import render as rendering
@@ -120,12 +122,13 @@ def render(c, pattern="", accel="", stack="llmd", model=None, replicas=None, nam
 
     if not out:
         raise LightrailError("--out=DIR is required (where manifests.yaml is written)")
+    target = rendering.check_out(out_dir(out))
     p = build_plan(make_request(pattern, accel, stack, model, replicas, namespace, gpu_type, topology,
                                 provider, kserve_api, vllm_arg))
     result = rendering.render_validated(p, charts=charts_dir(charts or None), schemas=schemas_dir(schemas or None),
                                         offline=offline)
-    files = rendering.write(result, Path(out))
-    console = Console()
+    files = rendering.write(result, target)
+    console = screen()
     kinds: dict[str, int] = {}
     for obj in result.objects:
         kinds[obj["kind"]] = kinds.get(obj["kind"], 0) + 1
@@ -133,6 +136,6 @@ def render(c, pattern="", accel="", stack="llmd", model=None, replicas=None, nam
         console.print(f"rendered {len(result.objects)} objects, all valid: "
                       + ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())))
     for f in files:
-        console.print(f"  wrote {f}")
-    for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"  wrote {f}", markup=False, highlight=False)
+    for note in result.notes:   # notes name the output directory OUT; say which one it is
+        console.print("[yellow]note:[/] " + escape(note.replace("cd OUT/", f"cd {shlex.quote(str(target))}/")))

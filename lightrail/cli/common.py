@@ -1,7 +1,15 @@
-"""Flags shared by every task that builds a plan (plan, render, deploy, smoke, bench...)."""
+"""Flags shared by every task that builds a plan (plan, render, deploy, smoke, bench...), and their checks.
+
+Every value is checked here or in the plan before a task does anything: no task starts acting on
+input it will later refuse.
+"""
 from __future__ import annotations
 
-from lightrail.errors import LightrailError
+import os
+from pathlib import Path
+
+from lightrail.catalog import STACKS
+from lightrail.errors import LightrailError, choose
 from lightrail.plan import MAX_REPLICAS, Request
 from lightrail.settings import kserve_tls
 
@@ -14,27 +22,76 @@ PLAN_HELP = {
     "namespace": "Kubernetes namespace (default: lightrail)",
     "gpu_type": "NVIDIA GPU type for --accel=gpu: t4 | l4 | a100 | a100-80gb | h100",
     "topology": "TPU v6e topology for --accel=tpu: 1x1 | 2x2 | 2x4 (one host; multi-host 4x4 | 4x8 are refused)",
-    "provider": "llmd gateway provider: istio | gke | agentgateway (default istio)",
-    "kserve_api": "LLMInferenceService API version for --stack=kserve: v1alpha2 | v1alpha1",
-    "vllm_arg": "extra vLLM flag, e.g. --vllm-arg=--max-model-len=8192 (repeatable)",
+    "provider": "gateway provider for --stack=llmd: istio | gke | agentgateway (default istio)",
+    "kserve_api": "LLMInferenceService API version for --stack=kserve: v1alpha2 | v1alpha1 (default v1alpha2)",
+    "vllm_arg": "extra vLLM flag, e.g. --vllm-arg=--max-model-len=8192 (repeatable; checked with vLLM's own parser)",
 }
 PLAN_ITERABLE = ["model", "vllm_arg"]
+STACK_ONLY = {"provider": ("llmd", "istio"), "kserve_api": ("kserve", "v1alpha2")}
 
 
 def make_request(pattern, accel, stack="llmd", model=(), replicas=None, namespace="lightrail",
-                 gpu_type=None, topology=None, provider="istio", kserve_api="v1alpha2", vllm_arg=()) -> Request:
+                 gpu_type=None, topology=None, provider="", kserve_api="", vllm_arg=()) -> Request:
     """Turn raw flag values into a Request; the plan does the real checking."""
     if not pattern or not accel:
         raise LightrailError("--pattern and --accel are required (e.g. --pattern=baseline --accel=gpu)")
     if replicas not in (None, ""):
-        try:
-            replicas = int(replicas)
-        except (TypeError, ValueError):
-            raise LightrailError(f"replicas must be a whole number from 1 to {MAX_REPLICAS}, got {replicas!r}") from None
+        replicas = whole_number(replicas, "--replicas", maximum=MAX_REPLICAS)
     else:
         replicas = None
-    models = tuple(m for group in (model or ()) for m in str(group).split(",") if m)
-    return Request(pattern=pattern, accel=accel, stack=stack, models=models, replicas=replicas,
+    choose("stack", stack, STACKS)
+    given = {"provider": provider, "kserve_api": kserve_api}
+    for name, (only, _) in STACK_ONLY.items():
+        if given[name] and stack != only:
+            raise LightrailError(f"--{name.replace('_', '-')} applies to --stack={only} only (got stack={stack})")
+    return Request(pattern=pattern, accel=accel, stack=stack, models=models(model), replicas=replicas,
                    namespace=namespace, gpu_type=gpu_type or None, topology=topology or None,
-                   provider=provider, kserve_api=kserve_api, kserve_tls=stack == "kserve" and kserve_tls(),
-                   extra_args=tuple(vllm_arg or ()))
+                   provider=provider or STACK_ONLY["provider"][1], kserve_api=kserve_api or STACK_ONLY["kserve_api"][1],
+                   kserve_tls=stack == "kserve" and kserve_tls(), extra_args=tuple(vllm_arg or ()))
+
+
+def models(values) -> tuple[str, ...]:
+    """--model values (repeatable, or comma-separated); an empty one is a mistake, not 'the default'."""
+    found = tuple(m.strip() for group in (values or ()) for m in str(group).split(","))
+    if any(not m for m in found):
+        raise LightrailError("--model is empty; valid: a Hugging Face id (org/name) or a local path (/path)")
+    return found
+
+
+def whole_number(value, flag: str, minimum: int = 1, maximum: int | None = None) -> int:
+    try:
+        number = int(str(value))
+    except ValueError:
+        number = None
+    if number is None or number < minimum or (maximum is not None and number > maximum):
+        bounds = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
+        raise LightrailError(f"{flag} must be a whole number {bounds}, got {value!r}")
+    return number
+
+
+def seconds(value, flag: str = "--timeout") -> float:
+    """A duration flag in seconds (taken as a string: invoke would crash on `--timeout=abc` for an int flag)."""
+    try:
+        number = float(str(value))
+    except ValueError:
+        number = float("nan")
+    if not 0 < number < float("inf"):
+        raise LightrailError(f"{flag} must be a positive number of seconds, got {value!r}")
+    return number
+
+
+def out_dir(value: str, flag: str = "--out") -> Path:
+    """A directory a task will write into, checked before any work: under no file, not in /proc or /sys, writable."""
+    path = Path(value).expanduser().absolute()
+    if path.parts[1:2] in (("proc",), ("sys",), ("dev",)):
+        raise LightrailError(f"{flag} {path} is inside /{path.parts[1]}, which holds no files; valid: a directory of yours")
+    if path.exists() and not path.is_dir():
+        raise LightrailError(f"{flag} {path} exists and is not a directory; valid: a new or empty directory")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise LightrailError(f"{flag} {path} is under {existing}, which is a file; valid: a new or empty directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LightrailError(f"{flag} {path}: {existing} is not writable; valid: a directory you can write to")
+    return path

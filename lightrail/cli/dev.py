@@ -1,11 +1,11 @@
 """Developer tasks: the test suite."""
 from __future__ import annotations
 
-from invoke import task
+from lightrail.cli import command
 
 
-@task(help={"k": "only tests matching this expression", "args": "extra pytest arguments"})
-def test(c, k="", args=""):
+@command(help={"match": "only tests matching this pytest -k expression", "args": "extra pytest arguments"})
+def test(c, match="", args=""):
     """Run the whole test suite (what CI runs)."""
-    select = f"-k {k!r}" if k else ""
+    select = f"-k {match!r}" if match else ""
     c.run(f".venv/bin/python -m pytest {select} {args}", pty=False)

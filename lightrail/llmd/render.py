@@ -63,7 +63,7 @@ def chart_refs(plan: Plan, charts: Path | None, stub: Path | None = None) -> tup
             if local is None:
                 raise LightrailError(f"chart {name} not found in {charts} (looked for "
                                      f"{', '.join(p.name for p in candidates)})",
-                                     fix="put the upstream chart there or unset LIGHTRAIL_CHARTS")
+                                     fix="put the upstream chart there, or point --charts / LIGHTRAIL_CHARTS elsewhere")
             found.append((local, name))
             refs[key] = {"chart": str(local), "version": ""}
         else:

@@ -24,16 +24,37 @@ REQUEST_TIMEOUT = 30      # seconds for one API request
 WATCH_WINDOW = 60         # seconds one watch request stays open before it is renewed
 
 
+def kubeconfig_paths() -> list[Path]:
+    """The kubeconfig files kubectl would read: $KUBECONFIG's list, else ~/.kube/config."""
+    return [Path(p).expanduser() for p in (os.environ.get("KUBECONFIG") or "~/.kube/config").split(os.pathsep) if p]
+
+
 def kubeconfig_contexts() -> tuple[list[str], str | None]:
-    """Context names in the kubeconfig files and the current one, merged the way kubectl merges them."""
+    """Context names in the kubeconfig files and the current one, merged the way kubectl merges them.
+
+    A missing file is skipped (as kubectl does); a file that cannot be used is an error naming it.
+    """
     names: list[str] = []
     current = None
-    for path in (os.environ.get("KUBECONFIG") or "~/.kube/config").split(os.pathsep):
-        try:
-            data = yaml.safe_load(Path(path).expanduser().read_text()) or {}
-        except (OSError, yaml.YAMLError):
+    for path in kubeconfig_paths():
+        if not path.exists():
             continue
-        names += [c["name"] for c in data.get("contexts") or [] if c.get("name") and c["name"] not in names]
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except IsADirectoryError:
+            raise LightrailError(f"kubeconfig {path} is a directory; valid: a kubeconfig file "
+                                 "(check KUBECONFIG)") from None
+        except OSError as err:
+            raise LightrailError(f"cannot read kubeconfig {path}: {err.strerror}") from None
+        except yaml.YAMLError as err:
+            where = getattr(err, "problem_mark", None)
+            line = f" (line {where.line + 1})" if where else ""
+            raise LightrailError(f"kubeconfig {path} is not valid YAML{line}") from None
+        contexts = data.get("contexts") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or not isinstance(contexts or [], list):
+            raise LightrailError(f"kubeconfig {path} is not a kubeconfig (expected a mapping with contexts:, "
+                                 f"got {type(data).__name__})")
+        names += [c["name"] for c in contexts or [] if isinstance(c, dict) and c.get("name") and c["name"] not in names]
         current = current or data.get("current-context") or None
     return names, current
 
@@ -90,13 +111,21 @@ class KubeCluster:
             return self.dynamic.resources.get(api_version=api_version, kind=kind)
         except ResourceNotFoundError:
             return None
+        except LightrailError:
+            raise
+        except Exception as err:  # discovery refused or broken: say so instead of a traceback
+            raise LightrailError(f"cluster of context {self.context!r}: API discovery failed: {_short(err)}") from None
 
     def list(self, api_version: str, kind: str, namespace: str | None = None, selector: str | None = None) -> list[dict]:
         """Objects of a kind ([] when the cluster does not serve the kind)."""
         res = self._resource(api_version, kind)
         if res is None:
             return []
-        result = res.get(namespace=namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT).to_dict()
+        try:
+            result = res.get(namespace=namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT).to_dict()
+        except Exception as err:  # forbidden, timed out: one line naming what could not be read
+            raise LightrailError(f"cluster of context {self.context!r}: cannot list {kind}"
+                                 f"{f' in {namespace}' if namespace else ''}: {_short(err)}") from None
         items = result.get("items") or []
         for item in items:   # a list response omits these on its items
             item.setdefault("apiVersion", api_version)
@@ -113,6 +142,8 @@ class KubeCluster:
             return _without_secret_data(res.get(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT).to_dict())
         except NotFoundError:
             return None
+        except Exception as err:  # forbidden, timed out: one line naming what could not be read
+            raise LightrailError(f"cluster of context {self.context!r}: cannot read {kind} {name}: {_short(err)}") from None
 
     def kinds(self) -> list[tuple[str, str, bool]]:
         """Every listable kind the cluster serves, at its preferred version: (apiVersion, kind, namespaced).

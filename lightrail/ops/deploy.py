@@ -131,7 +131,7 @@ def _secret_step(plan: Plan, live: Live, target: Target, token: Token | None, ou
         return
     obj = secret_object(plan, token)
     what = ref(obj)
-    if live.secret is not None and annotations(live.secret).get(DIGEST_ANNOTATION) == token.digest():
+    if live.secret is not None and token.matches(annotations(live.secret).get(DIGEST_ANNOTATION)):
         out.unchanged.append(f"{what} (same token)")
         return
     out.changed.append(f"{what}: {'new' if live.secret is None else 'different token'}")

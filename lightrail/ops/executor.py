@@ -33,13 +33,25 @@ class Journal:
 
 
 class DryRun:
+    """Prints steps numbered across a whole command (`up` runs three flows), and sums them up at the end."""
+
     def __init__(self, out: Out):
         self.out = out
         self.count = 0
+        self.kinds: dict[str, int] = {}
 
     def run(self, step: Step) -> None:
         self.count += 1
+        if step.action in ("run", "secret"):
+            for obj in step.objects:
+                self.kinds[obj.get("kind", "?")] = self.kinds.get(obj.get("kind", "?"), 0) + 1
         self.out(show(step, self.count))
+
+    def summary(self, context: str | None, namespace: str) -> str:
+        """The last line of a long dry run: how much it would do, and where."""
+        kinds = ", ".join(f"{k} x{n}" for k, n in sorted(self.kinds.items()))
+        return (f"dry run: {self.count} step(s), {sum(self.kinds.values())} object(s)" + (f" ({kinds})" if kinds else "")
+                + f"; context {context or '(none)'}, namespace {namespace}; nothing was changed")
 
 
 class Live:

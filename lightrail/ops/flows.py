@@ -21,7 +21,7 @@ from lightrail.ops import kind as kindops
 from lightrail.ops import kwok as kwokops
 from lightrail.ops import steps as st
 from lightrail.ops import teardown as td
-from lightrail.ops.cluster import KubeCluster, kubeconfig_contexts
+from lightrail.ops.cluster import KubeCluster, kubeconfig_contexts, kubeconfig_paths
 from lightrail.ops.deploy import DeployPlan, Desired, Live, plan_deploy, plan_rollback
 from lightrail.ops.desired import desired_state
 from lightrail.ops.executor import DryRun, Journal, Live as LiveExecutor, run_steps
@@ -30,32 +30,44 @@ from lightrail.ops.prereqs import Prereqs, plan_prereqs
 from lightrail.ops.secrets import Token
 from lightrail.ops.status import KINDS, Row, aggregate
 from lightrail.ops.steps import show
-from lightrail.ops.target import Target, resolve
+from lightrail.ops.target import Target, check_namespace, resolve
 from lightrail.plan import HF_TOKEN_SECRET, Plan
 from lightrail.smoke.discovery import GATEWAY_NAME_LABEL, gateway_service, gateway_url, kserve_endpoint
 
 Out = Callable[[str], None]
 
 
-def connect(kube_context: str, namespace: str, dry_run: bool, out: Out) -> tuple[Target, KubeCluster | None]:
-    """Resolve the target and reach its cluster; a dry run goes on without one (planning against nothing)."""
+def connect(kube_context: str, namespace: str, dry_run: bool, out: Out,
+            reads_only: bool = False) -> tuple[Target, KubeCluster | None]:
+    """Resolve the target and reach its cluster. A dry run goes on without one (planning against nothing);
+    a task that only reads (doctor) goes on too and reports the cluster as a failed check."""
+    check_namespace(namespace)
     contexts, current = kubeconfig_contexts()
     try:
         target = resolve(kube_context or None, contexts, current, namespace)
     except LightrailError as err:
-        if not dry_run or (kube_context and contexts):
-            raise
-        out(f"note: {err}; a dry run plans against an empty cluster")
-        return Target(kube_context or "(no kube context)", namespace, "dry run"), None
+        if not (dry_run or reads_only) or (kube_context and contexts):
+            raise LightrailError(err.message + _kubeconfig_hint(contexts), fix=err.fix) from None
+        out(f"note: {err}" + ("; a dry run plans against an empty cluster and names no context in its commands"
+                               if dry_run else ""))
+        return Target(kube_context or None, namespace, "no kube context"), None
     try:
         cluster = KubeCluster(target.context)
         cluster.version()
     except LightrailError as err:
-        if not dry_run:
+        if not (dry_run or reads_only):
             raise
-        out(f"note: {err}; a dry run plans against an empty cluster")
+        out(f"note: {err}" + ("; a dry run plans against an empty cluster" if dry_run else ""))
         return target, None
     return target, cluster
+
+
+def _kubeconfig_hint(contexts: list[str]) -> str:
+    """Which kubeconfig files were looked at, when none gave a context."""
+    if contexts:
+        return ""
+    files = ", ".join(f"{p}{'' if p.exists() else ' (no such file)'}" for p in kubeconfig_paths())
+    return f" [kubeconfig: {files}]"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,7 +153,8 @@ def check_table(checks: list[ck.Check]) -> list[str]:
 
 def deploy(plan: Plan, target: Target, cluster, *, dry_run: bool, out: Out, token: Token | None = None,
            wait: bool = True, timeout: float = 900, smoke: Callable[[], None] | None = None,
-           charts: Path | None = None) -> DeployPlan:
+           charts: Path | None = None, dry: DryRun | None = None) -> DeployPlan:
+    """`dry`: the dry run of a larger command this is part of (numbering continues, it sums up)."""
     out(f"deploy {plan.pattern.name} ({plan.accel}, {plan.stack}) to {target.banner()}"
         + (" — dry run, nothing is changed" if dry_run else ""))
     with tempfile.TemporaryDirectory(prefix="lightrail-deploy-") as work:
@@ -161,7 +174,7 @@ def deploy(plan: Plan, target: Target, cluster, *, dry_run: bool, out: Out, toke
         _summary(dp, out)
         if not dp.changes_anything:
             out(f"nothing to change: {len(dp.unchanged)} item(s) already as desired")
-        executor = DryRun(out) if dry_run else LiveExecutor(cluster, out, token, smoke)
+        executor = (dry or DryRun(out)) if dry_run else LiveExecutor(cluster, out, token, smoke)
         journal = Journal()
         serve = [s for s in dp.steps if s.action != "smoke"]
         try:
@@ -176,6 +189,8 @@ def deploy(plan: Plan, target: Target, cluster, *, dry_run: bool, out: Out, toke
             out(f"deploy failed: {err}")
             undone = roll_back(journal, target, executor, out)
             raise LightrailError(f"deploy of {plan.pattern.name} failed; {undone}") from None
+    if dry_run and dry is None:
+        out(executor.summary(target.context, target.namespace))
     return dp
 
 
@@ -267,7 +282,7 @@ def status(cluster, namespace: str = "", now=None) -> list[Row]:
 
 
 def prereqs(target: Target, cluster, *, stack: str, provider: str, istio: bool, dry_run: bool, out: Out,
-            local_crds: Path | None = None) -> Prereqs:
+            local_crds: Path | None = None, dry: DryRun | None = None) -> Prereqs:
     out(f"prereqs for {stack} on {target.banner()}" + (" — dry run, nothing is changed" if dry_run else ""))
     facts = observe_facts(cluster, target)
     if cluster is not None and facts.error:
@@ -278,13 +293,16 @@ def prereqs(target: Target, cluster, *, stack: str, provider: str, istio: bool, 
     if not result.steps:
         out("nothing to install")
     journal = Journal()
+    executor = (dry or DryRun(out)) if dry_run else LiveExecutor(cluster, out)
     try:
-        run_steps(result.steps, DryRun(out) if dry_run else LiveExecutor(cluster, out), journal)
+        run_steps(result.steps, executor, journal)
     except KeyboardInterrupt:
         report_interrupted(journal, target, out)
         raise
     for item in result.missing:
         out(f"  missing: {item}")
+    if dry_run and dry is None:
+        out(executor.summary(target.context, target.namespace))
     return result
 
 
@@ -305,21 +323,28 @@ def teardown(target: Target, cluster, *, pattern: str | None, stack: str | None,
         out(f"nothing to remove: no Lightrail objects of {what} in namespace {target.namespace}")
         return plan
     journal = Journal()
+    executor = DryRun(out) if dry_run else LiveExecutor(cluster, out)
     try:
-        run_steps(plan.steps, DryRun(out) if dry_run else LiveExecutor(cluster, out), journal)
+        run_steps(plan.steps, executor, journal)
     except KeyboardInterrupt:
         out(f"interrupted: teardown of {target.namespace} is incomplete; run it again to finish")
         raise
     if dry_run:
+        out(executor.summary(target.context, target.namespace))
         return plan
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    reported: tuple[float, int] = (start, -1)   # progress: when the count changes, or every 10 s
     while True:
         left = td.leftovers(find_labelled(cluster, sel), target.namespace, pattern, stack, keep_pvcs)
         if not left:
             break
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now - start >= timeout:
             raise LightrailError(f"teardown left {len(left)} labelled object(s) after {timeout:.0f} s:\n  "
                                  + "\n  ".join(left), fix="check their finalizers, then run teardown again")
+        if now - start >= 2 and (len(left) != reported[1] or now - reported[0] >= 10):
+            out(f"  {now - start:5.0f}s waiting for {len(left)} object(s) to be gone, e.g. {left[0]}")
+            reported = (now, len(left))
         time.sleep(poll)
     out(f"removed ({len(plan.removes)}):")
     for item in plan.removes:
@@ -342,10 +367,16 @@ def up(name: str, namespace: str, *, engine: str = "kind", nodes: str = kwokops.
     from lightrail.settings import charts_dir, schemas_dir
 
     plan = build_plan(Request(pattern="baseline", accel="sim", stack="llmd", namespace=namespace))
-    executor = DryRun(out) if dry_run else LiveExecutor(None, out)
-    if engine == "kwok":
+    if engine == "kwok":   # everything is validated before the first step changes anything
         kwokops.check_name(name)
         node_objects = kwokops.node_objects(kwokops.parse_nodes(nodes))
+    else:
+        kindops.check_name(name)
+    with tempfile.TemporaryDirectory(prefix="lightrail-up-") as work:   # renders and validates (cached for deploy)
+        desired_state(plan, Path(work), charts_dir())
+    dry = DryRun(out) if dry_run else None   # one numbering and one summary for every part
+    executor = dry or LiveExecutor(None, out)
+    if engine == "kwok":
         missing = kwokops.missing_binaries()
         if missing and not dry_run:
             raise LightrailError(f"the local control plane is not built: {', '.join(missing)} missing in .tools/bin",
@@ -371,13 +402,15 @@ def up(name: str, namespace: str, *, engine: str = "kind", nodes: str = kwokops.
         crds = None
     cluster = None if dry_run else KubeCluster(target.context)
     prereqs(target, cluster, stack="llmd", provider="istio", istio=engine == "kind", dry_run=dry_run, out=out,
-            local_crds=crds)
+            local_crds=crds, dry=dry)
     if engine == "kwok":   # after the CRDs: istiod watches the Gateway API kinds from its start
         executor.run(kwokops.controller_step(name))
     smoke = smoke_for(plan, target) if smoke_for and engine == "kind" else None
     if smoke_for and engine == "kwok":
         out("note: no smoke on kwok: its pods are simulated, nothing serves requests")
-    deploy(plan, target, cluster, dry_run=dry_run, out=out, timeout=timeout, smoke=smoke, charts=charts_dir())
+    deploy(plan, target, cluster, dry_run=dry_run, out=out, timeout=timeout, smoke=smoke, charts=charts_dir(), dry=dry)
+    if dry:
+        out(dry.summary(target.context, target.namespace))
     if cluster is not None:
         for row in status(cluster, namespace):
             out(f"status: {row.pattern} ({row.stack}, {row.accel}) {row.ready}/{row.desired} ready, {row.last_condition}")
@@ -390,5 +423,6 @@ def down(name: str, *, engine: str, dry_run: bool, out: Out) -> None:
         kwokops.check_name(name)
         executor.run(kwokops.delete_step(name))
     else:
+        kindops.check_name(name)
         executor.run(st.Step(f"delete kind cluster {name}", tool="kind", args=("delete", "cluster", "--name", name),
                              timeout=300))

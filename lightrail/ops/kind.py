@@ -6,6 +6,7 @@ kind comes from PATH, or pytest-kind downloads the pinned version (patterns/vers
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from types import SimpleNamespace
@@ -14,6 +15,17 @@ from lightrail.catalog import load_catalog
 from lightrail.errors import LightrailError
 from lightrail.ops.steps import Step
 from lightrail.settings import cache_dir
+
+
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$")
+
+
+def check_name(name: str) -> str:
+    """A kind cluster name that also makes a valid context (kind-NAME) and node container names."""
+    if not _NAME.match(name or ""):
+        raise LightrailError(f"--name {name!r} is not a valid kind cluster name: 1 to 32 lowercase letters, digits "
+                             "or '-', starting and ending with a letter or digit")
+    return name
 
 
 def docker_problem() -> str | None:

@@ -2,12 +2,15 @@
 
 A `Token` prints as `<redacted>` wherever it ends up (f-strings, reprs, tracebacks), and
 `scrub` removes its value from any text a tool or the API hands back before we show it. The
-Secret we create carries a SHA-256 digest of the token in an annotation, so a second deploy can
-tell "same token" without reading the Secret's data back.
+Secret we create carries a salted, slow digest of the token in an annotation (PBKDF2 with a random
+salt: no lookup table or cheap guessing from metadata), so a second deploy can tell "same token"
+without reading the Secret's data back.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import os
 from pathlib import Path
 from typing import Mapping
@@ -17,7 +20,8 @@ from lightrail.plan import Plan
 
 REDACTED = "<redacted>"
 SECRET_KEY = "HF_TOKEN"
-DIGEST_ANNOTATION = "lightrail.dev/token-sha256"
+DIGEST_ANNOTATION = "lightrail.dev/token-digest"
+_SCHEME, _ROUNDS = "pbkdf2-sha256", 200_000
 
 
 class Token:
@@ -30,8 +34,22 @@ class Token:
         """The value, for the one API call that stores it."""
         return self._value
 
-    def digest(self) -> str:
-        return hashlib.sha256(self._value.encode()).hexdigest()
+    def digest(self, salt: bytes | None = None) -> str:
+        """`pbkdf2-sha256$ROUNDS$SALT$HASH`, with a fresh random salt unless one is given."""
+        salt = os.urandom(16) if salt is None else salt
+        derived = hashlib.pbkdf2_hmac("sha256", self._value.encode(), salt, _ROUNDS)
+        return "$".join((_SCHEME, str(_ROUNDS), _b64(salt), _b64(derived)))
+
+    def matches(self, digest: str | None) -> bool:
+        """Whether a digest made by `digest` is of this token."""
+        parts = (digest or "").split("$")
+        if len(parts) != 4 or parts[:2] != [_SCHEME, str(_ROUNDS)]:
+            return False
+        try:
+            salt = base64.urlsafe_b64decode(parts[2] + "==")
+        except ValueError:
+            return False
+        return hmac.compare_digest(self.digest(salt), digest)
 
     def scrub(self, text: str) -> str:
         return text.replace(self._value, REDACTED) if self._value else text
@@ -43,6 +61,10 @@ class Token:
 
     def __reduce__(self):
         raise TypeError("a Token is never pickled or written anywhere")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
 def read_token(token_file: str | None, env: Mapping[str, str] = os.environ) -> Token | None:

@@ -61,7 +61,7 @@ def show(step: Step, number: int) -> str:
     if step.action == "run":
         lines.append("    $ " + shlex.join([step.tool, *step.args]))
     elif step.action == "secret":
-        lines.append(f"    API: server-side apply {', '.join(ref(o) for o in step.objects)} (value from HF_TOKEN, "
+        lines.append(f"    API: server-side apply {', '.join(ref(o) for o in step.objects)} (the HF token given, "
                      "never shown)")
     elif step.action == "controller":
         lines.append(f"    local process: {step.args[1]} (built from its pinned Go module), kubeconfig of kwok cluster "

@@ -9,23 +9,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lightrail.errors import LightrailError
-from lightrail.plan import RESERVED_NAMESPACES
+from lightrail.plan import RESERVED_NAMESPACES, check_namespace_name
 
 
 @dataclass(frozen=True)
 class Target:
-    context: str
+    context: str | None  # None: a dry run with no kube context (its commands then name none)
     namespace: str
     source: str          # why this context: "--kube-context" or "current context"
 
     def banner(self) -> str:
-        return f"context {self.context} ({self.source}), namespace {self.namespace}"
+        where = f"context {self.context} ({self.source})" if self.context else "no kube context"
+        return f"{where}, namespace {self.namespace}"
 
     def kubectl(self, *args: str) -> tuple[str, ...]:
-        return (f"--context={self.context}", *args)
+        return (f"--context={self.context}", *args) if self.context else args
 
     def helm(self, *args: str) -> tuple[str, ...]:
-        return (f"--kube-context={self.context}", *args)
+        return (f"--kube-context={self.context}", *args) if self.context else args
 
 
 def resolve(requested: str | None, contexts: list[str], current: str | None, namespace: str) -> Target:
@@ -43,6 +44,8 @@ def resolve(requested: str | None, contexts: list[str], current: str | None, nam
 
 
 def check_namespace(namespace: str) -> None:
+    """A namespace Lightrail may act on: a valid name, and not one of the cluster's own."""
+    check_namespace_name(namespace)
     if namespace in RESERVED_NAMESPACES:
         raise LightrailError(f"refusing to act on namespace {namespace!r}; valid: any namespace except "
                              f"{', '.join(RESERVED_NAMESPACES)}")

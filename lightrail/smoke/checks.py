@@ -11,7 +11,8 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from urllib.parse import urlparse
+from typing import Callable
+from urllib.parse import parse_qsl, urlencode, urlparse
 
 import httpx
 from tenacity import RetryError, retry, retry_if_exception, stop_after_delay, wait_exponential
@@ -21,8 +22,10 @@ from lightrail.smoke import metrics
 
 MAX_TOKENS = 8
 UNKNOWN_MODEL = "lightrail/no-such-model"
-# ~900 tokens of shared prefix: several full KV-cache blocks (vLLM's CPU block size is 128).
-SHARED_PREFIX = ("You are a meticulous assistant for platform engineers. " * 60).strip()
+PREFIX_SENTENCE = "You are a meticulous assistant for platform engineers. "
+PREFIX_BLOCKS = 8          # the shared prefix spans this many KV-cache blocks when the context allows
+MIN_PREFIX_BLOCKS = 2      # fewer and a hit is not a meaningful test of prefix caching
+DEFAULT_BLOCK = 16         # vLLM's default block size, when the server does not say
 
 
 @dataclass
@@ -52,13 +55,38 @@ class Report:
                 "checks": [asdict(c) for c in self.checks]}
 
 
-def check_url(url: str) -> str:
+REFUSED_GRACE = 5.0    # seconds a refused connection is retried (a port-forward starting), then it is the answer
+SECRET_QUERY = ("token", "key", "api_key", "apikey", "access_token", "auth", "sig", "signature", "password", "secret")
+
+
+def check_url(url: str, flag: str = "--url") -> str:
     """The base URL without a trailing /v1 (OpenAI clients' base URLs end in /v1; ours do not)."""
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise LightrailError(f"--url {url!r} is not an HTTP URL", fix="use http://HOST:PORT or https://HOST")
+    try:
+        parsed = urlparse(url)
+        port = parsed.port
+    except ValueError as err:   # an unclosed [IPv6 bracket, a port out of range
+        raise LightrailError(f"{flag} {mask_url(url)!r} is not a valid URL: {err}",
+                             fix="use http://HOST:PORT or https://HOST") from None
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise LightrailError(f"{flag} {mask_url(url)!r} is not an HTTP URL", fix="use http://HOST:PORT or https://HOST")
+    if port == 0:
+        raise LightrailError(f"{flag} {mask_url(url)!r}: port 0 is not a port; valid: 1-65535")
     url = url.rstrip("/")
     return url.removesuffix("/v1") if urlparse(url).path.endswith("/v1") else url
+
+
+def mask_url(url: str) -> str:
+    """A URL as it may be shown: no user:password, and no token-like query values."""
+    try:
+        parsed = urlparse(str(url))
+    except ValueError:
+        return "<a URL that cannot be parsed>"
+    netloc = parsed.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = urlencode([(k, "***" if any(w in k.lower() for w in SECRET_QUERY) else v)
+                       for k, v in parse_qsl(parsed.query, keep_blank_values=True)], safe="*")
+    return parsed._replace(netloc=netloc, query=query).geturl()
 
 
 def _timed(fn):
@@ -67,28 +95,69 @@ def _timed(fn):
     return result, (time.perf_counter() - start) * 1000
 
 
-def warm_up(client: httpx.Client, timeout: float) -> float:
-    """Wait (with backoff) until GET /v1/models answers 200; return how long it took in ms."""
+def warm_up(client: httpx.Client, timeout: float, progress: Callable[[float, str], None] | None = None) -> float:
+    """Wait (with backoff) until GET /v1/models answers 200; return how long it took in ms.
+
+    Retried: 5xx (still starting) and timeouts until `timeout`; a refused connection only for
+    REFUSED_GRACE seconds. Not retried: an answer that is not an OpenAI API (a web page, a 404),
+    a failed TLS handshake.
+    `progress(elapsed_s, last_reason)` is called before every retry.
+    """
     start = time.perf_counter()
+    where = mask_url(client.base_url)
+
+    def retryable(err: BaseException) -> bool:
+        if isinstance(err, httpx.ConnectError) and _tls(err):   # https against http: waiting will not change it
+            return False
+        if isinstance(err, httpx.ConnectError) and _refused(err):
+            return time.perf_counter() - start < REFUSED_GRACE
+        return isinstance(err, (httpx.HTTPError, _NotReady))
+
+    def before_sleep(state):
+        if progress and time.perf_counter() - start >= 2:   # short waits need no progress
+            progress(time.perf_counter() - start, _describe(state.outcome.exception()))
 
     @retry(stop=stop_after_delay(timeout), wait=wait_exponential(multiplier=0.25, max=5),
-           retry=retry_if_exception(lambda e: isinstance(e, (httpx.HTTPError, _NotReady))), reraise=False)
+           retry=retry_if_exception(retryable), reraise=False, before_sleep=before_sleep)
     def ping():
         resp = client.get("/v1/models")
-        if resp.status_code != 200:
-            raise _NotReady(f"GET /v1/models answered {resp.status_code}: {resp.text[:200]}")
-        if not _is_model_list(resp):   # a web page or another API: waiting will not change it
-            raise LightrailError(f"{client.base_url} answers HTTP but is not an OpenAI-compatible API: GET /v1/models "
-                                 f"returned {resp.headers.get('content-type', 'no content type')}: {resp.text[:80]!r}",
+        if resp.status_code >= 500:
+            raise _NotReady(f"GET /v1/models answered HTTP {resp.status_code}{_error_message(resp)}")
+        if resp.status_code != 200 or not _is_model_list(resp):   # waiting will not change it
+            raise LightrailError(f"{where} answers HTTP but is not an OpenAI-compatible API: GET /v1/models returned "
+                                 f"HTTP {resp.status_code} ({resp.headers.get('content-type', 'no content type')})"
+                                 f"{_error_message(resp)}",
                                  fix="point --url at the OpenAI base URL (the one whose /v1/models lists models)")
 
     try:
         ping()
     except RetryError as err:
         cause = err.last_attempt.exception()
-        reason = _describe(cause)
-        raise LightrailError(f"{client.base_url} did not answer within {timeout:g} s: {reason}") from None
+        raise LightrailError(f"{where} did not answer within {timeout:g} s: {_describe(cause)}") from None
+    except httpx.HTTPError as err:   # not retried: refused for longer than the grace period
+        raise LightrailError(f"{where} did not answer: {_describe(err)}") from None
     return (time.perf_counter() - start) * 1000
+
+
+def _tls(err: BaseException) -> bool:
+    return any(word in str(err) for word in ("SSL", "TLS", "certificate"))
+
+
+def _refused(err: httpx.ConnectError) -> bool:
+    return "refused" in str(err).lower() or isinstance(err.__context__, ConnectionRefusedError)
+
+
+def _error_message(resp: httpx.Response) -> str:
+    """The server's own error message when it sent one as JSON (never an HTML page)."""
+    try:
+        data = resp.json()
+    except ValueError:
+        return ""
+    if not isinstance(data, dict):
+        return ""
+    error = data.get("error", data.get("message", data.get("detail")))
+    text = error.get("message") if isinstance(error, dict) else error
+    return f": {str(text)[:300]}" if text else ""
 
 
 class _NotReady(Exception):
@@ -117,8 +186,13 @@ def _no_answer_fails(name: str, expected: str):
 
 
 def _describe(err: BaseException | None) -> str:
+    text = str(err)
+    if isinstance(err, httpx.ConnectError) and _tls(err):
+        return f"TLS handshake failed ({text[:160]}); is the server plain http?"
+    if isinstance(err, httpx.ConnectError) and _refused(err):
+        return "connection refused (nothing listens on that port)"
     if isinstance(err, httpx.ConnectError):
-        return "connection refused or host unreachable"
+        return f"host unreachable ({text[:160]})"
     if isinstance(err, httpx.TimeoutException):
         return "timed out"
     if isinstance(err, httpx.RemoteProtocolError):
@@ -154,7 +228,7 @@ def chat(client: httpx.Client, model: str) -> Check:
 def _generation_check(client, name, path, body, model, text_of) -> Check:
     resp, ms = _timed(lambda: client.post(path, json=body))
     if resp.status_code != 200:
-        return Check(name, False, ms, expected="HTTP 200 with text", got=f"HTTP {resp.status_code}: {resp.text[:200]}")
+        return Check(name, False, ms, expected="HTTP 200 with text", got=f"HTTP {resp.status_code}{_error_message(resp)}")
     data = resp.json()
     text = text_of((data.get("choices") or [{}])[0]) or ""
     tokens = (data.get("usage") or {}).get("completion_tokens", 0)
@@ -173,8 +247,9 @@ def streaming(client: httpx.Client, model: str) -> Check:
     try:
         with client.stream("POST", "/v1/chat/completions", json=body) as resp:
             if resp.status_code != 200:
+                resp.read()
                 return Check(f"stream {model}", False, 0, expected="HTTP 200 event stream",
-                             got=f"HTTP {resp.status_code}: {resp.read().decode(errors='replace')[:200]}")
+                             got=f"HTTP {resp.status_code}{_error_message(resp)}")
             for line in resp.iter_lines():
                 if not line.startswith("data:"):
                     continue
@@ -218,13 +293,19 @@ def routing(client: httpx.Client, models: list[str], rounds: int = 6) -> Check:
 
 @_no_answer_fails("prefix cache hits", "prefix-cache counters that rise")
 def prefix_cache(client: httpx.Client, model: str, metrics_urls: list[str], requests: int = 8) -> Check:
-    """A burst sharing a long prefix must make the servers' prefix-cache hit counter rise."""
+    """A burst sharing a long prefix must make the servers' prefix-cache hit counter rise.
+
+    The prefix is sized from the server itself (its tokenizer via /tokenize, max_model_len, and the
+    block size in vllm:cache_config_info) so that it spans several KV blocks and still fits,
+    whatever the model's tokenizer. Requests that fail are the failure, with the server's message.
+    """
     expected = f"{metrics.PREFIX_HITS}_total rises"
     if not metrics_urls:
         return Check("prefix cache hits", False, 0, expected=expected, got="no metrics URL to read it from",
                      detail="pass --metrics-url=http://MODEL-SERVER:8000/metrics (one per server)")
     try:
         before = metrics.scrape(metrics_urls)
+        block = metrics.block_size(metrics_urls) or DEFAULT_BLOCK
     except httpx.HTTPError as err:
         return Check("prefix cache hits", False, 0, detail=f"cannot read metrics: {_describe(err)}",
                      expected=f"counters from {', '.join(metrics_urls)}", got="no metrics")
@@ -232,19 +313,75 @@ def prefix_cache(client: httpx.Client, model: str, metrics_urls: list[str], requ
         return Check("prefix cache hits", False, 0, expected=expected,
                      got=f"no {metrics.PREFIX_QUERIES}_total at {', '.join(metrics_urls)} "
                          "(not a vLLM server's /metrics?)")
+    sized = shared_prefix(client, model, block, metrics_urls)
+    if isinstance(sized, Check):
+        return sized
+    prefix, tokens = sized
 
     def one(i):
         return client.post("/v1/completions", json={"model": model, "max_tokens": 2,
-                                                    "prompt": f"{SHARED_PREFIX}\nQuestion {i}: what is {i} + {i}?"})
+                                                    "prompt": f"{prefix}\nQuestion {i}: what is {i} + {i}?"})
 
-    _, ms = _timed(lambda: [one(0)] + list(ThreadPoolExecutor(max_workers=4).map(one, range(1, requests))))
+    responses, ms = _timed(lambda: [one(0)] + list(ThreadPoolExecutor(max_workers=4).map(one, range(1, requests))))
+    failed = [r for r in responses if r.status_code != 200]
+    if failed:
+        return Check("prefix cache hits", False, ms, expected=f"{requests} answered requests, then {expected}",
+                     got=f"{len(failed)} of {requests} requests failed: HTTP {failed[0].status_code}"
+                         f"{_error_message(failed[0])}", detail=f"shared prefix of {tokens} tokens")
     after = metrics.scrape(metrics_urls)
     d = metrics.delta(before, after)
     hits, queries = d.get(metrics.PREFIX_HITS, 0.0), d.get(metrics.PREFIX_QUERIES, 0.0)
     rate = 100.0 * hits / queries if queries else 0.0
-    return Check("prefix cache hits", hits > 0, ms, detail=f"hit rate {rate:.0f} % ({hits:.0f}/{queries:.0f} tokens)",
+    return Check("prefix cache hits", hits > 0, ms,
+                 detail=f"hit rate {rate:.0f} % ({hits:.0f}/{queries:.0f} tokens); shared prefix {tokens} tokens "
+                        f"({tokens // block} blocks of {block})",
                  expected=expected, got=f"+{hits:.0f}",
-                 data={"hits": hits, "queries": queries, "hit_rate_pct": rate})
+                 data={"hits": hits, "queries": queries, "hit_rate_pct": rate, "prefix_tokens": tokens,
+                       "block_size": block})
+
+
+def shared_prefix(client: httpx.Client, model: str, block: int, metrics_urls: list[str]) -> tuple[str, int] | Check:
+    """(text, tokens): PREFIX_BLOCKS blocks of the model's own tokens, or as many as fit beside a question."""
+    def fail(got: str) -> Check:
+        return Check("prefix cache hits", False, 0, expected=f"a shared prefix of at least {MIN_PREFIX_BLOCKS} "
+                     f"KV blocks ({MIN_PREFIX_BLOCKS * block} tokens)", got=got)
+
+    probe = PREFIX_SENTENCE * 8
+    counted = _tokenize(client, model, probe, metrics_urls)
+    if counted is None:
+        return fail("no /tokenize on the endpoint or the model server to size it with")
+    per_sentence, limit = counted[0] / 8, counted[1]
+    room = limit - 64 if limit else PREFIX_BLOCKS * block   # the question, max_tokens and special tokens
+    want = min(PREFIX_BLOCKS * block, room)
+    if want < MIN_PREFIX_BLOCKS * block:
+        return fail(f"max_model_len {limit} leaves room for {max(room, 0)} prefix tokens")
+    sentences = max(1, int(want / per_sentence))
+    for _ in range(3):   # the estimate is per sentence; correct it by what the tokenizer says
+        text = (PREFIX_SENTENCE * sentences).strip()
+        tokens = (_tokenize(client, model, text, metrics_urls) or (room + 1,))[0]
+        if tokens <= room:
+            break
+        sentences = max(1, int(sentences * room / tokens) - 1)
+    if tokens > room or tokens < MIN_PREFIX_BLOCKS * block:
+        return fail(f"a prefix of {tokens} tokens (room for {room})")
+    return text, tokens
+
+
+def _tokenize(client: httpx.Client, model: str, text: str, metrics_urls: list[str]) -> tuple[int, int | None] | None:
+    """(tokens, max_model_len) from vLLM's /tokenize: the endpoint's, else the first model server's."""
+    bases = [None] + [url.removesuffix("/metrics") for url in metrics_urls[:1]]
+    for base in bases:
+        url = f"{base}/tokenize" if base else "/tokenize"
+        try:
+            resp = (client.post(url, json={"model": model, "prompt": text}) if base is None else
+                    httpx.post(url, json={"model": model, "prompt": text}, timeout=client.timeout,
+                               verify=urlparse(url).hostname not in metrics.LOOPBACK))
+            data = resp.json() if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("count"), int):
+            return data["count"], data.get("max_model_len")
+    return None
 
 
 @_no_answer_fails("unknown model is refused", "HTTP 4xx")
@@ -260,11 +397,11 @@ def unknown_model(client: httpx.Client) -> Check:
 
 
 def run(url: str, pattern: str, models: list[str], *, metrics_urls: list[str], timeout: float,
-        prefix_check: str = "auto") -> Report:
+        prefix_check: str = "auto", progress: Callable[[float, str], None] | None = None) -> Report:
     """All checks for a pattern. prefix_check: "required" (caching), "auto" (report if readable)."""
     url = check_url(url)
     with httpx.Client(base_url=url, timeout=httpx.Timeout(timeout, connect=min(timeout, 10))) as client:
-        warm_ms = warm_up(client, timeout)
+        warm_ms = warm_up(client, timeout, progress)
         checks = [Check("warm-up", True, warm_ms, detail="first answer")]
         checks.append(models_listed(client, models))
         for model in models:
@@ -277,7 +414,7 @@ def run(url: str, pattern: str, models: list[str], *, metrics_urls: list[str], t
                 checks[-1].ok = True   # informational outside the caching pattern
                 checks[-1].detail += " (informational)"
         checks.append(unknown_model(client))
-    return Report(url=url, pattern=pattern, models=models, checks=checks)
+    return Report(url=mask_url(url), pattern=pattern, models=models, checks=checks)
 
 
 def _readable(urls: list[str]) -> bool:

@@ -6,6 +6,7 @@ from urllib.parse import urlparse
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+CACHE_CONFIG = "vllm:cache_config_info"
 PREFIX_HITS = "vllm:prefix_cache_hits"
 PREFIX_QUERIES = "vllm:prefix_cache_queries"
 REQUESTS_OK = "vllm:request_success"
@@ -43,3 +44,15 @@ def scrape(urls: list[str], timeout: float = 10) -> dict[str, float]:
 
 def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in set(before) | set(after)}
+
+
+def block_size(urls: list[str], timeout: float = 10) -> int | None:
+    """The KV-cache block size (tokens) from the first server's `vllm:cache_config_info`, or None."""
+    for url in urls[:1]:
+        resp = httpx.get(url, timeout=timeout, verify=urlparse(url).hostname not in LOOPBACK)
+        resp.raise_for_status()
+        for family in text_string_to_metric_families(resp.text):
+            for sample in family.samples:
+                if sample.name == CACHE_CONFIG and str(sample.labels.get("block_size", "")).isdigit():
+                    return int(sample.labels["block_size"])
+    return None

@@ -5,6 +5,7 @@ Shared by `invoke smoke` and `invoke deploy --smoke`, so both check the same thi
 from __future__ import annotations
 
 import contextlib
+from typing import Callable
 
 from lightrail.plan import Plan
 from lightrail.smoke import checks
@@ -18,7 +19,7 @@ def prefix_check(plan: Plan) -> str:
 
 
 def smoke_plan(plan: Plan, *, url: str = "", metrics_urls: tuple[str, ...] = (), kube_context: str | None = None,
-               timeout: float = 60.0) -> checks.Report:
+               timeout: float = 60.0, progress: Callable[[float, str], None] | None = None) -> checks.Report:
     """Run every check for the plan's pattern and models.
 
     No url: discover the endpoint. Metrics: the given URLs, else URL/metrics, else (discovered,
@@ -37,4 +38,4 @@ def smoke_plan(plan: Plan, *, url: str = "", metrics_urls: tuple[str, ...] = (),
         else:
             metrics = []
         return checks.run(base, plan.pattern.name, list(plan.served_models), metrics_urls=metrics, timeout=timeout,
-                          prefix_check=prefix)
+                          prefix_check=prefix, progress=progress)

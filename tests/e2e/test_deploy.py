@@ -57,7 +57,7 @@ def test_deploy_status_redeploy_teardown(gateway, pattern, accel):
     assert all(p["spec"]["nodeName"].startswith(want_node) for p in servers), \
         [(p["metadata"]["name"], p["spec"].get("nodeName")) for p in servers]
 
-    status = json.loads(invoke(cluster, "status", f"--namespace={namespace}", "--json").stdout)
+    status = json.loads(invoke(cluster, "status", f"--namespace={namespace}", "--output=json").stdout)
     (row,) = status
     assert (row["pattern"], row["stack"], row["accel"]) == (pattern, "llmd", accel)
     assert row["ready"] == row["desired"] == want
@@ -121,6 +121,6 @@ def test_interrupted_and_restarted_deploys_converge(gateway):
     out = "".join(seen)
     assert second.wait(300) == 0, out
     assert "endpoint:" in out, out
-    status = json.loads(invoke(cluster, "status", f"--namespace={namespace}", "--json").stdout)
+    status = json.loads(invoke(cluster, "status", f"--namespace={namespace}", "--output=json").stdout)
     assert status[0]["ready"] == status[0]["desired"]
     invoke(cluster, "teardown", "--pattern=baseline", f"--namespace={namespace}")

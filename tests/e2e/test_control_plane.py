@@ -61,7 +61,7 @@ def test_nodes_are_shaped_like_gke_and_the_scheduler_places_by_accelerator(clust
         assert wait_for(lambda: "FailedScheduling" in cluster.kubectl(
             "get", "events", "-n", "sched", f"--field-selector=involvedObject.name={name}").stdout)
         assert phase(name) == "Pending"
-    cluster.kubectl("delete", "namespace", "sched", "--wait=false")
+    cluster.kubectl("delete", "namespace", "sched", "--timeout=120s")   # gone before the next test counts namespaces
 
 
 def test_prereqs_from_local_crds_then_nothing_to_install(cluster):

@@ -124,3 +124,35 @@ def test_interrupted_and_restarted_deploys_converge(gateway):
     status = json.loads(invoke(cluster, "status", f"--namespace={namespace}", "--output=json").stdout)
     assert status[0]["ready"] == status[0]["desired"]
     invoke(cluster, "teardown", "--pattern=baseline", f"--namespace={namespace}")
+
+
+@pytest.fixture(scope="module")
+def kserve(gateway, tmp_path_factory):
+    """KServe's LLMInferenceService controller beside istiod, and KServe's ingress Gateway, as a KServe
+    install provides them."""
+    from tests.e2e.test_controllers import KSERVE_GATEWAY
+
+    try:
+        controllers.installed("kserve")
+    except LightrailError as err:
+        pytest.skip(str(err))
+    with controllers.running("kserve", gateway.kubeconfig, tmp_path_factory.mktemp("kserve")):
+        gateway.kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(KSERVE_GATEWAY))
+        yield gateway
+
+
+def test_kserve_deploy_reconciled_by_the_real_controller_then_torn_down(kserve):
+    """`invoke deploy --stack=kserve`: the LLMInferenceService becomes Ready through KServe (model server
+    and endpoint picker Deployments, InferencePool, HTTPRoute on the ingress Gateway that istiod accepts)."""
+    cluster = kserve
+    namespace = f"{NAMESPACE}-kserve"
+    args = ("--pattern=baseline", "--accel=sim", "--stack=kserve", f"--namespace={namespace}")
+    first = invoke(cluster, "deploy", *args, "--timeout=300")
+    assert "endpoint:" in first.stdout, first.stdout
+    deployments = json.loads(cluster.kubectl("get", "deployments", "-n", namespace, "-o", "json").stdout)["items"]
+    assert len(deployments) == 2 and all(d["status"].get("readyReplicas") == 1 for d in deployments)
+    (row,) = json.loads(invoke(cluster, "status", f"--namespace={namespace}", "--output=json").stdout)
+    assert (row["stack"], row["ready"], row["desired"]) == ("kserve", 1, 1)
+    assert "nothing to change" in invoke(cluster, "deploy", *args, "--timeout=300").stdout
+    invoke(cluster, "teardown", "--pattern=baseline", "--stack=kserve", f"--namespace={namespace}")
+    assert labelled(cluster, namespace) == []

@@ -378,28 +378,29 @@ def up(name: str, namespace: str, *, engine: str = "kind", nodes: str = kwokops.
     executor = dry or LiveExecutor(None, out)
     if engine == "kwok":
         missing = kwokops.missing_binaries()
-        if missing and not dry_run:
-            raise LightrailError(f"the local control plane is not built: {', '.join(missing)} missing in .tools/bin",
-                                 fix="run scripts/setup (needs a Go toolchain)")
+        problem = f"the local control plane is not built: {', '.join(missing)} missing in .tools/bin" if missing else None
+        fix = "run scripts/setup (needs a Go toolchain)"
         target = Target(kwokops.context(name), namespace, f"kwok cluster {name}")
-        out(f"quick start on {target.banner()}" + (" — dry run, nothing is changed" if dry_run else ""))
-        executor.run(kwokops.create_step(name))
+        create = kwokops.create_step(name)
+    else:
+        problem = kindops.docker_problem()
+        problem = problem and f"`invoke up` with kind needs a Docker engine: {problem}"
+        fix = "start Docker, or use --engine=kwok (a local control plane, no Docker)"
+        target = Target(kindops.context(name), namespace, f"kind cluster {name}")
+        create = kindops.create_step(name)
+    if problem and not dry_run:
+        raise LightrailError(problem, fix=fix)
+    out(f"quick start on {target.banner()}" + (" — dry run, nothing is changed" if dry_run else ""))
+    if problem:
+        out(f"note: {problem}")
+    executor.run(create)
+    crds = None
+    if engine == "kwok":
         if not dry_run:
             executor = LiveExecutor(KubeCluster(target.context), out)
         executor.run(st.apply(target, node_objects, f"create {len(node_objects)} simulated node(s): {nodes}",
                               force=True))
         crds = schemas_dir()
-    else:
-        problem = kindops.docker_problem()
-        if problem and not dry_run:
-            raise LightrailError(f"`invoke up` with kind needs a Docker engine: {problem}",
-                                 fix="start Docker, or use --engine=kwok (a local control plane, no Docker)")
-        target = Target(kindops.context(name), namespace, f"kind cluster {name}")
-        out(f"quick start on {target.banner()}" + (" — dry run, nothing is changed" if dry_run else ""))
-        if problem:
-            out(f"note: {problem}")
-        executor.run(kindops.create_step(name))
-        crds = None
     cluster = None if dry_run else KubeCluster(target.context)
     prereqs(target, cluster, stack="llmd", provider="istio", istio=engine == "kind", dry_run=dry_run, out=out,
             local_crds=crds, dry=dry)

@@ -176,7 +176,7 @@ def start_controller(name: str, controller: str) -> str:
     workdir = cluster_dir(name) / "lightrail" / controller
     workdir.mkdir(parents=True, exist_ok=True)
     kubeconfig = workdir / "kubeconfig"
-    kubeconfig.write_text(tools.run("kwokctl", "get", "kubeconfig", "--name", name, env=_env()).stdout)
+    kubeconfig.write_text(tools.run("kwokctl", "get", "kubeconfig", "--name", name, env=kwokctl_env()).stdout)
     pid = controllers.start_detached(controller, kubeconfig, workdir)
     (workdir / "pid").write_text(str(pid))
     return f"{controller} running (pid {pid}, log {workdir}/)"
@@ -203,7 +203,7 @@ def kubeconfig_path() -> str:
 
 
 def clusters(env: dict[str, str] | None = None) -> list[str]:
-    return tools.run("kwokctl", "get", "clusters", timeout=60, env=_env(env)).stdout.split()
+    return tools.run("kwokctl", "get", "clusters", timeout=60, env=kwokctl_env(env)).stdout.split()
 
 
 def run(args: tuple[str, ...], timeout: float, env: dict[str, str] | None = None) -> str:
@@ -216,7 +216,7 @@ def run(args: tuple[str, ...], timeout: float, env: dict[str, str] | None = None
         if name not in clusters(env):
             return f"no kwok cluster {name}"
         stop_controllers(name)
-    proc = tools.run("kwokctl", *args, timeout=timeout, env=_env(env), check=False)
+    proc = tools.run("kwokctl", *args, timeout=timeout, env=kwokctl_env(env), check=False)
     text = _messages(proc.stderr + proc.stdout)
     if proc.returncode != 0:
         raise LightrailError(f"kwokctl {' '.join(args[:2])} failed: {text.strip()[-800:]}")
@@ -238,6 +238,6 @@ def _messages(text: str) -> str:
     return "\n".join(out)
 
 
-def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+def kwokctl_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """kwokctl renders each component's flags for this Kubernetes version."""
     return {"KWOK_KUBE_VERSION": load_catalog().versions["control-plane"]["kubernetes"]["version"], **(extra or {})}

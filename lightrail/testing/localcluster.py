@@ -36,7 +36,7 @@ class LocalCluster:
 
     def restart(self) -> None:
         """Stop every component (etcd keeps its data) and start them again: an API server restart."""
-        env = {**kwok._env(), "KWOK_WORKDIR": self.env["KWOK_WORKDIR"]}
+        env = {**kwok.kwokctl_env(), "KWOK_WORKDIR": self.env["KWOK_WORKDIR"]}
         tools.run("kwokctl", "stop", "cluster", "--name", self.name, env=env, timeout=120)
         tools.run("kwokctl", "start", "cluster", "--name", self.name, "--wait=60s", env=env, timeout=120)
 

@@ -197,6 +197,27 @@ def test_the_printed_plan_of_caching_on_tpu():
                                      "rates; model servers only"}
 
 
+def test_server_names_are_unique_slugs_of_the_models():
+    plan = build_plan(Request("multimodel", "gpu", "llmd", models=("a/Qwen", "b/qwen", "/models/qwen/")))
+    assert [s.name for s in plan.servers] == ["multimodel-qwen", "multimodel-qwen-2", "multimodel-qwen-3"]
+    (long,) = build_plan(Request("baseline", "gpu", "llmd", models=("org/" + "X" * 60,))).servers
+    assert long.name == "baseline-" + "x" * 40
+
+
+@pytest.mark.parametrize("pattern,accel,args", [
+    ("baseline", "sim", ["--mode=random", "--force-dummy-tokenizer", "--time-to-first-token=20",
+                         "--inter-token-latency=5", "--max-model-len=4096"]),
+    ("baseline", "cpu", ["--max-model-len=4096"]),
+    ("moe", "gpu", ["--max-model-len=8192", "--enable-expert-parallel", "--data-parallel-size=8",
+                    "--data-parallel-size-local=4"]),
+    ("moe", "tpu", ["--max-model-len=8192", "--enable-expert-parallel", "--tensor-parallel-size=4",
+                    "--data-parallel-size=4", "--data-parallel-size-local=1"]),
+])
+def test_model_server_arguments_in_full(pattern, accel, args):
+    (server,) = build_plan(Request(pattern, accel, "llmd")).servers
+    assert list(server.args) == args
+
+
 def _invoke(*args):
     return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True, text=True)
 

@@ -164,6 +164,64 @@ def test_supported_combinations_lists_accel_and_stack():
     assert supported_combinations("moe") == ["gpu/llmd", "gpu/kserve"]
 
 
+def test_the_printed_plan_of_caching_on_tpu():
+    """What `invoke plan --json` prints, checked against the catalog's facts (v6e 2x2 = 4 chips per
+    pod, 3 replicas) and prices.yaml (chips, then each pod's vCPUs and GiB), not against itself."""
+    data = json.loads(json.dumps(build_plan(Request("caching", "tpu", "llmd")).to_dict()))
+    assert {k: data[k] for k in ("pattern", "accel", "accel_type", "stack", "namespace")} == {
+        "pattern": "caching", "accel": "tpu", "accel_type": "v6e-2x2", "stack": "llmd", "namespace": "lightrail"}
+    assert data["request"] == {"pattern": "caching", "accel": "tpu", "stack": "llmd", "models": [], "replicas": None,
+                               "namespace": "lightrail", "gpu_type": None, "topology": None, "provider": "istio",
+                               "kserve_api": "v1alpha2", "extra_args": [], "hf_token": False}
+    assert data["labels"] == promised_labels("caching", "tpu", "llmd")
+    assert data["gateway"] == {"name": "caching-gateway", "provider": "istio", "class_name": "istio"}
+    (server,) = data["servers"]
+    assert server == {
+        "name": "caching-qwen2-5-3b-instruct", "model": "Qwen/Qwen2.5-3B-Instruct",
+        "source": "hf://Qwen/Qwen2.5-3B-Instruct", "image": CATALOG.versions["images"]["vllm-tpu"], "replicas": 3,
+        "args": ["--max-model-len=4096", "--enable-prefix-caching", "--tensor-parallel-size=4"],
+        "env": {"PJRT_DEVICE": "TPU", "VLLM_XLA_CACHE_PATH": "/tmp/xla-cache"},
+        "resources": {"cpu": "8", "memory": "64Gi", "google.com/tpu": "4"},
+        "node_selector": {"cloud.google.com/gke-tpu-accelerator": "tpu-v6e-slice",
+                          "cloud.google.com/gke-tpu-topology": "2x2"},
+        "tolerations": [{"key": "google.com/tpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "tensor_parallel": 4, "multinode": None, "command": [], "pods": 3}
+    assert data["router"] == {"scorers": {"prefix-cache-scorer": 3, "queue-scorer": 2, "kv-cache-utilization-scorer": 2},
+                              "body_based_routing": False, "epp_image": CATALOG.versions["images"]["epp"]}
+    assert [(u["name"], u["source"]) for u in data["units"]] == [
+        ("caching-infra", "llm-d-infra"), ("caching-qwen2-5-3b-instruct", "llm-d-router-gateway"),
+        ("caching-qwen2-5-3b-instruct-ms", "llm-d-modelservice")]
+    assert data["images"] == [CATALOG.versions["images"]["vllm-tpu"], CATALOG.versions["images"]["epp"]]
+    assert (data["replicas_total"], data["pods_total"], data["accelerators_total"]) == (3, 3, {"google.com/tpu": 12})
+    prices = CATALOG.prices
+    per_hour = 12 * prices["accelerators"]["google.com/tpu"]["v6e"] + 3 * (
+        8 * prices["cpu"]["per_vcpu_hour"] + 64 * prices["cpu"]["per_gib_hour"])
+    assert data["cost"] == {"per_hour": round(per_hour, 2), "per_day": round(per_hour * 24, 2), "currency": "USD",
+                            "basis": "12 x google.com/tpu v6e @ 2.7/h; pod CPU and memory at patterns/prices.yaml "
+                                     "rates; model servers only"}
+
+
+def test_server_names_are_unique_slugs_of_the_models():
+    plan = build_plan(Request("multimodel", "gpu", "llmd", models=("a/Qwen", "b/qwen", "/models/qwen/")))
+    assert [s.name for s in plan.servers] == ["multimodel-qwen", "multimodel-qwen-2", "multimodel-qwen-3"]
+    (long,) = build_plan(Request("baseline", "gpu", "llmd", models=("org/" + "X" * 60,))).servers
+    assert long.name == "baseline-" + "x" * 40
+
+
+@pytest.mark.parametrize("pattern,accel,args", [
+    ("baseline", "sim", ["--mode=random", "--force-dummy-tokenizer", "--time-to-first-token=20",
+                         "--inter-token-latency=5", "--max-model-len=4096"]),
+    ("baseline", "cpu", ["--max-model-len=4096"]),
+    ("moe", "gpu", ["--max-model-len=8192", "--enable-expert-parallel", "--data-parallel-size=8",
+                    "--data-parallel-size-local=4"]),
+    ("moe", "tpu", ["--max-model-len=8192", "--enable-expert-parallel", "--tensor-parallel-size=4",
+                    "--data-parallel-size=4", "--data-parallel-size-local=1"]),
+])
+def test_model_server_arguments_in_full(pattern, accel, args):
+    (server,) = build_plan(Request(pattern, accel, "llmd")).servers
+    assert list(server.args) == args
+
+
 def _invoke(*args):
     return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True, text=True)
 

@@ -155,6 +155,22 @@ def test_unknown_pattern_is_refused_before_any_request():
 
 
 @contextlib.contextmanager
+def serving(handler):
+    """A real HTTP server on a free loopback port, quiet, in a thread; its base URL."""
+    class Quiet(handler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
 def http_server(body: bytes, content_type: str):
     """A real HTTP server answering 200 with `body` to every GET (a web page, a non-vLLM /metrics)."""
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -165,16 +181,8 @@ def http_server(body: bytes, content_type: str):
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield url
 
 
 def test_a_web_page_is_not_an_openai_api_and_fails_without_waiting():
@@ -213,16 +221,8 @@ def answering_as(model: str):
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield url
 
 
 def test_text_from_another_model_fails_the_completion_and_chat_checks():

@@ -87,6 +87,7 @@ def test_teardown_steps_uninstall_releases_then_delete_the_rest_in_order():
     assert [o["kind"] for o in delete.objects] == ["LLMInferenceService", "InferenceObjective", "Secret", "ConfigMap",
                                                    "PersistentVolumeClaim"]
     assert "--timeout=120s" in delete.args
+    assert "--wait=false" in delete.args   # teardown waits itself and names what a finalizer holds (tests/e2e)
     assert plan.removes[:2] == ["helm release caching-infra", "helm release caching-qwen2-5-3b-instruct-ms"]
     assert len(plan.removes) == 2 + len(found) and plan.kept == []
     keeping = td.plan_teardown(found, [], TARGET, keep_pvcs=True)

@@ -48,9 +48,10 @@ def apply(target: Target, objects: list[dict], title: str, changes=(), force: bo
     return Step(title, tool="kubectl", args=args, objects=tuple(objects), timeout=timeout, changes=tuple(changes))
 
 
-def delete(target: Target, objects: list[dict], title: str, timeout: float = 300) -> Step:
-    """`kubectl delete -f -` of object stubs, waiting until they are gone."""
-    args = target.kubectl("delete", "--ignore-not-found", "--wait=true", f"--timeout={int(timeout)}s",
+def delete(target: Target, objects: list[dict], title: str, timeout: float = 300, wait: bool = True) -> Step:
+    """`kubectl delete -f -` of object stubs, waiting until they are gone unless the caller waits itself
+    (teardown does, and names what a finalizer still holds where kubectl would only say "timed out")."""
+    args = target.kubectl("delete", "--ignore-not-found", f"--wait={str(wait).lower()}", f"--timeout={int(timeout)}s",
                           f"--request-timeout={REQUEST_TIMEOUT}s", "-f", "-")
     return Step(title, tool="kubectl", args=args, objects=tuple(objects), timeout=timeout + 30)
 

@@ -75,7 +75,7 @@ def plan_teardown(found: list[dict], releases: list[str], target: Target, keep_p
     loose.sort(key=_delete_order)
     if loose:
         steps.append(st.delete(target, [stub(o) for o in loose], f"delete {len(loose)} labelled object(s)",
-                               timeout=timeout))
+                               timeout=timeout, wait=False))   # flows.teardown waits, and names what is left
     removes = [f"helm release {r}" for r in names] + [ref(o) for o in removable]
     return TeardownPlan(steps, removes, [ref(o) for o in kept])
 

@@ -9,7 +9,9 @@ dependencies through a .pth file pointing at .venv's site-packages.
 
 Each module runs on its own: a copy of the checkout's files in ~/.cache/lightrail/mutation/work/
 <module>, mutmut mutating that one file, with only the tests that decide it (tests that start a
-real vLLM are left out: one per mutant would take hours). For the modules renders depend on,
+real vLLM are left out: one per mutant would take hours; for smoke/checks two vLLM servers are started
+once and its vLLM tests attach to them). Hits in the tests' subprocesses (`invoke smoke`) are
+counted too (benchmarks/mutation_hits.py): mutmut alone sees only its own process. For the modules renders depend on,
 renders are not cached (LIGHTRAIL_NO_CACHE=1): a mutant must not hide behind a render of the
 original code; the others keep the render cache (their mutants cannot change a render). Prints one
 line per module: killed / mutants and the score; `--list` names every surviving mutant
@@ -19,6 +21,7 @@ scores and the survivors we accept.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -45,8 +48,13 @@ MODULES = {
     "ops/teardown": ("lightrail/ops/teardown.py", ["tests/test_ops_teardown.py", "tests/test_ops_flows.py",
                                                    "-k", "teardown or children or status"]),
     "ops/checks": ("lightrail/ops/checks.py", ["tests/test_ops_checks.py"]),
-    "smoke/checks": ("lightrail/smoke/checks.py", ["tests/test_smoke.py"]),
+    # with real vLLM (started once, see VLLM_MODULES); minus the two tests that start servers of their own
+    "smoke/checks": ("lightrail/smoke/checks.py", ["tests/test_smoke.py", "-k",
+                                                   "not sizes_the_prefix and not cannot_start"]),
 }
+# modules whose deciding tests talk to a real vLLM: two servers (Qwen, Phi) are started once for the
+# whole run and the tests attach to them (tests/conftest.py RUNNING)
+VLLM_MODULES = {"smoke/checks"}
 FEED_RENDERS = {"plan", "render", "validate"}
 ALSO_COPY = ["patterns", "helmfiles", "kustomize", "tasks.py", "benchmarks", "docs", "README.md", "DEVELOPERS.md"]
 SURVIVED = ("survived", "no tests", "timeout", "suspicious")
@@ -66,7 +74,7 @@ def mutmut_venv() -> Path:
     return home
 
 
-def workdir(name: str, source: str, tests: list[str]) -> Path:
+def workdir(name: str, source: str, tests: list[str], markers: str) -> Path:
     """A fresh copy of the checkout's files, configured for mutmut to mutate `source` only."""
     work = cache_dir("mutation") / "work" / name.replace("/", "-")
     shutil.rmtree(work, ignore_errors=True)
@@ -79,9 +87,10 @@ def workdir(name: str, source: str, tests: list[str]) -> Path:
     def listed(values):
         return "".join(f"\n    {v}" for v in values)
 
-    selection = [*tests, "-m", "not vllm and not kind", "-p", "no:cacheprovider"]
+    selection = [*tests, "-m", markers, "-p", "no:cacheprovider"]
     (work / "setup.cfg").write_text(f"[mutmut]\nsource_paths = lightrail\nonly_mutate = {source}\n"
                                     f"also_copy ={listed(ALSO_COPY)}\n"
+                                    f"pytest_add_cli_args ={listed(['-p', 'benchmarks.mutation_hits'])}\n"
                                     f"pytest_add_cli_args_test_selection ={listed(selection)}\n")
     # the pinned tools stay where they are: settings.TOOLS_BIN is <root>/.tools/bin, and mutmut's root is mutants/
     (work / "mutants").mkdir()
@@ -89,10 +98,30 @@ def workdir(name: str, source: str, tests: list[str]) -> Path:
     return work
 
 
+@contextlib.contextmanager
+def vllm_servers():
+    """The two servers the vLLM tests attach to, for the whole run (env for tests/conftest.py)."""
+    from lightrail.testing.tinymodel import generate
+    from lightrail.testing.vllm import VLLMServer
+    from tests.conftest import PHI, QWEN
+
+    model = generate(cache_dir("mutation") / "tiny-model")
+    with VLLMServer(model, QWEN) as qwen, VLLMServer(model, PHI) as phi:
+        yield {"LIGHTRAIL_TEST_MODEL": str(model), "LIGHTRAIL_TEST_VLLM_URLS": f"{qwen.url},{phi.url}"}
+
+
 def run(name: str, home: Path, max_children: int) -> dict:
     source, tests = MODULES[name]
-    work = workdir(name, source, tests)
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    if name in VLLM_MODULES:
+        with vllm_servers() as attach:
+            return measure(name, source, tests, home, max_children, attach, "not kind")
+    return measure(name, source, tests, home, max_children, {}, "not vllm and not kind")
+
+
+def measure(name: str, source: str, tests: list[str], home: Path, max_children: int, attach: dict,
+            markers: str) -> dict:
+    work = workdir(name, source, tests, markers)
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", **attach)
     if name in FEED_RENDERS:
         env["LIGHTRAIL_NO_CACHE"] = "1"
     for var, value in (("LIGHTRAIL_SCHEMAS", schemas_dir()), ("LIGHTRAIL_CHARTS", charts_dir())):

@@ -1,0 +1,37 @@
+"""pytest plugin of the mutation benchmark: while mutmut maps tests to the functions they reach
+("stats"), count the functions a test reached in its subprocesses too. Without it, every mutant
+of code the tests run through `invoke` (smoke, status...) is reported "no tests" and never run."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+SITE = Path(__file__).resolve().parent / "mutation_site"
+
+
+def _mapping() -> bool:
+    from mutmut.mutation.trampoline import get_mutant_under_test
+
+    return get_mutant_under_test() == "stats"
+
+
+def pytest_configure(config):
+    if _mapping():
+        os.environ["LIGHTRAIL_MUTATION_HITS"] = tempfile.mkdtemp(prefix="mutation-hits-")
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SITE), os.environ.get("PYTHONPATH")]))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Before mutmut files this test's hits, add the ones its subprocesses wrote."""
+    hits = os.environ.get("LIGHTRAIL_MUTATION_HITS")
+    if not hits or not _mapping():
+        return
+    from mutmut.state import state
+
+    for path in Path(hits).glob("*.hits"):
+        state()._stats.update(path.read_text().split())
+        path.unlink()

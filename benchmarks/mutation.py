@@ -45,8 +45,7 @@ MODULES = {
     "validate": ("lightrail/validate.py", ["tests/test_validate.py"]),
     "ops/readiness": ("lightrail/ops/readiness.py", ["tests/test_ops_readiness.py"]),
     "ops/deploy": ("lightrail/ops/deploy.py", ["tests/test_ops_deploy.py"]),
-    "ops/teardown": ("lightrail/ops/teardown.py", ["tests/test_ops_teardown.py", "tests/test_ops_flows.py",
-                                                   "-k", "teardown or children or status"]),
+    "ops/teardown": ("lightrail/ops/teardown.py", ["tests/test_ops_teardown.py"]),
     "ops/checks": ("lightrail/ops/checks.py", ["tests/test_ops_checks.py"]),
     # with real vLLM (started once, see VLLM_MODULES); minus the two tests that start servers of their own
     "smoke/checks": ("lightrail/smoke/checks.py", ["tests/test_smoke.py", "-k",

@@ -16,7 +16,7 @@ from invoke import Program
 
 import tasks
 from lightrail.settings import ROOT
-from lightrail.testing.kubeapi import FakeKubeAPI
+from lightrail.testing.kubeapi import RecordingKubeAPI
 from tests.conftest import HAS_VLLM
 
 PATTERNS = "valid: baseline, multimodel, caching, moe"
@@ -204,7 +204,7 @@ CASES = cases()
 
 @pytest.fixture(scope="module")
 def api():
-    with FakeKubeAPI([], discovery=True) as server:
+    with RecordingKubeAPI() as server:
         yield server
 
 

@@ -270,3 +270,16 @@ def test_prereqs_upgrade_old_crds_and_name_what_they_cannot_install():
 def test_prereqs_never_install_other_gateway_providers(provider):
     result = plan_prereqs(facts(gateway_classes=[]), TARGET, "llmd", provider, istio=True)
     assert result.steps == [] and provider in result.missing[0]
+
+
+def test_doctor_without_a_reachable_cluster_fails_that_check_alone():
+    """`invoke doctor` on a context whose server does not answer: the tools are still checked (for real),
+    the cluster check fails, nothing else is judged (the cluster checks run against the local control
+    plane in tests/e2e/test_control_plane.py)."""
+    from lightrail.ops import flows
+
+    checks = flows.doctor(TARGET, None, "llmd", "istio")
+    assert [c.name for c in checks if c.status == "fail"] == ["cluster"]
+    table = "\n".join(flows.check_table(checks))
+    assert "fail  cluster" in table and "not reachable" in table
+    assert {c.name for c in checks if c.status == "ok"} >= {"tool helm", "tool helmfile", "tool kubectl"}

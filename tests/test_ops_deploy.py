@@ -392,3 +392,63 @@ def test_dry_run_text_shows_commands_objects_and_files_with_the_secret_redacted(
                           Live(namespaces={"lightrail"}), TARGET, wait=False).steps
     shown = st.show(sync, 1)
     assert "--- file /tmp/w/state.yaml ---\n    pattern: baseline" in shown and "--- objects ---" in shown
+
+
+# ---------------------------------------------------------------------------------------------
+# What the executor reports and lets through (Ctrl-C mid-step; errors that echo the token)
+
+
+def test_ctrl_c_reports_half_applied_state_and_how_to_undo_it():
+    """Interrupted while the custom resources were being applied: the journal says what was applied,
+    what may be half-applied, and the commands that undo both (a real Ctrl-C during the wait runs in
+    tests/e2e/test_deploy.py)."""
+    from lightrail.ops.executor import Journal
+    from lightrail.ops.flows import report_interrupted
+
+    plan, desired = kserve()
+    dp = plan_deploy(plan, desired, Live(namespaces={"kserve"}), TARGET)
+    assert [s.title for s in dp.steps[:3]] == ["create namespace lightrail", "apply built-in objects (5)",
+                                               "apply custom resources (1)"]
+    lines: list[str] = []
+    report_interrupted(Journal(started=list(dp.steps[:3]), finished=2), TARGET, lines.append, plan)
+    assert lines[:4] == ["interrupted on context prod-east (--kube-context), namespace lightrail; "
+                         "the cluster is left as it is:", "  applied: create namespace lightrail",
+                         "  applied: apply built-in objects (5)",
+                         "  HALF-APPLIED (interrupted while running): apply custom resources (1)"]
+    assert lines[4] == ("to undo, run these (or `invoke teardown --pattern=baseline --stack=kserve "
+                        "--namespace=lightrail`):")
+    assert len(lines) == 8 and all(l.startswith("    $ kubectl --context=prod-east delete") for l in lines[5:])
+    quiet: list[str] = []
+    report_interrupted(Journal(started=[], finished=0), TARGET, quiet.append, plan)
+    assert quiet == ["interrupted: nothing had been changed"]
+
+
+class Echoing:
+    """Stands in for the cluster where no real server can be made to answer like this: an API error
+    and a tool error that echo the request, token included."""
+
+    def apply_secret(self, obj, token):
+        raise LightrailError(f"could not store Secret: 422 Unprocessable: stringData.HF_TOKEN={token.reveal()}")
+
+    def run(self, tool, args, stdin=None, timeout=300):
+        raise LightrailError(f"kubectl apply failed: saw {TOKEN.reveal()}")
+
+
+def test_errors_that_echo_the_token_are_scrubbed_before_they_travel_on():
+    from lightrail.ops.executor import Live as LiveExecutor
+
+    plan, desired = kserve(accel="cpu", hf_token=True)
+    dp = plan_deploy(plan, desired, Live(namespaces={"kserve"}), TARGET, TOKEN)
+    secret = next(s for s in dp.steps if s.action == "secret")
+    apply = next(s for s in dp.steps if s.action == "run")
+    lines: list[str] = []
+    executor = LiveExecutor(Echoing(), lines.append, TOKEN)
+    errors = []
+    for step in (secret, apply):
+        with pytest.raises(LightrailError) as err:
+            executor.run(step)
+        errors.append(err.value)
+    assert str(errors[0]).endswith("stringData.HF_TOKEN=<redacted>") and str(errors[1]).endswith("saw <redacted>")
+    for text in [*map(str, errors), *map(repr, errors), *lines, repr(TOKEN), f"{TOKEN}"]:
+        assert TOKEN.reveal() not in text
+    assert all(e.__cause__ is None and e.__suppress_context__ for e in errors)

@@ -39,3 +39,24 @@ def test_endpoint_pickers_are_not_counted_as_model_servers():
     assert (caching.ready, caching.desired) == (2, 5)   # model servers: 1/3 (TPU) + 1/1 + 0/1
     assert caching.models == sorted(caching.models) and len(caching.models) == 3
     assert not any("epp" in m for m in caching.models)
+
+
+def test_rows_of_every_deployment_from_what_the_cluster_lists():
+    """What `flows.status` hands `aggregate`: the labelled objects and pods of every kind it lists (the
+    listing itself runs against the real API server in tests/e2e/test_deploy.py)."""
+    live = load("ops/workloads.yaml", "ops/routing.yaml")
+    helm_gateway = copy.deepcopy(load("cluster/gateway-programmed.yaml")[0])
+    helm_gateway["metadata"]["labels"].update({"lightrail.dev/accel": "tpu", "lightrail.dev/pattern": "caching"})
+    pods = [o for o in live if o["kind"] == "Pod"]
+    rows = aggregate([o for o in live if o["kind"] != "Pod"] + [helm_gateway], pods, NOW)
+    summary = {(r.pattern, r.stack): r for r in rows}
+    assert sorted(summary) == [("baseline", "kserve"), ("baseline", "llmd"), ("caching", "llmd"), ("moe", "llmd")]
+    caching = summary[("caching", "llmd")]
+    assert (caching.accel, caching.ready, caching.desired) == ("tpu", 2, 5)   # model servers: 1/3 (TPU) + 1/1 + 0/1
+    assert caching.endpoint == "http://34.118.10.20" and caching.age == "3h30m"
+    kserve = summary[("baseline", "kserve")]
+    assert (kserve.accel, kserve.models, kserve.ready, kserve.desired) == ("cpu", ["Qwen/Qwen2.5-0.5B-Instruct"], 1, 2)
+    assert kserve.endpoint == "http://34.118.10.30/lightrail/baseline-qwen2-5-0-5b-instruct"
+    assert kserve.last_condition == ("LLMInferenceService baseline-qwen2-5-0-5b-instruct: Ready=False "
+                                     "(MinimumReplicasUnavailable)")
+    assert aggregate([], [], NOW) == []

@@ -22,9 +22,9 @@ def cluster(tmp_path_factory):
     if MISSING:
         pytest.skip(f"local control plane not built ({', '.join(MISSING)} missing in .tools/bin): "
                     "run scripts/setup with a Go toolchain")
-    local = LocalCluster("e2e", tmp_path_factory.mktemp("control-plane")).start()
-    try:
-        yield local
+    local = LocalCluster("e2e", tmp_path_factory.mktemp("control-plane"))
+    try:   # a start that fails half-way (a timeout on a busy machine) leaves processes: stop them too
+        yield local.start()
     finally:
         local.stop()
 

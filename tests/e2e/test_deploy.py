@@ -4,7 +4,9 @@ server (server-side apply, CRD schemas and CEL rules), the real scheduler places
 shaped like GKE's, kwok makes them Ready, and readiness is followed through real watches."""
 from __future__ import annotations
 
+import base64
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -13,8 +15,9 @@ import pytest
 
 from lightrail.errors import LightrailError
 from lightrail.ops import controllers
-from lightrail.settings import ROOT
+from lightrail.settings import ROOT, TOOLS_BIN
 from tests.e2e.conftest import PLANTED, apply_nodes, invoke
+from tests.written import written_files  # noqa: F401  (a fixture)
 
 NAMESPACE = "e2e-deploy"
 
@@ -90,6 +93,51 @@ def test_pods_that_cannot_be_created_are_explained_and_the_deploy_rolled_back(ga
     assert releases.strip() == "", releases
 
 
+def replicas(cluster, namespace: str, kind: str = "deployments") -> dict[str, int]:
+    found = json.loads(cluster.kubectl("get", kind, "-n", namespace, "-o", "json").stdout)["items"]
+    return {d["metadata"]["name"]: d["spec"].get("replicas") for d in found}
+
+
+def test_a_change_that_never_gets_ready_is_rolled_back_to_the_working_helm_revision(gateway):
+    """`helm rollback` for real: a working baseline, then --replicas=2 under a quota that admits no
+    further pod. At the timeout the model-server release alone goes back to revision 1."""
+    cluster = gateway
+    namespace = f"{NAMESPACE}-rollback"
+    args = ("--pattern=baseline", "--accel=sim", "--stack=llmd", f"--namespace={namespace}")
+    invoke(cluster, "deploy", *args, "--timeout=300")
+    before = replicas(cluster, namespace)
+    pods = len(json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)["items"])
+    cluster.kubectl("create", "quota", "no-more-pods", f"--hard=pods={pods}", "-n", namespace)
+    proc = invoke(cluster, "deploy", *args, "--replicas=2", "--timeout=20", ok=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "rolled back" in out and "exceeded quota" in out, out
+    (release,) = re.findall(r"roll back helm release (\S+) to revision 1", out)
+    history = json.loads(subprocess.run(
+        [str(TOOLS_BIN / "helm"), "--kube-context", cluster.context, "history", release, "-n", namespace, "-o", "json"],
+        env=cluster.env, capture_output=True, text=True, check=True).stdout)
+    assert [(h["revision"], h["status"]) for h in history][-1] == (3, "deployed") and \
+        history[-1]["description"] == "Rollback to 1", history
+    assert replicas(cluster, namespace) == before
+    cluster.kubectl("delete", "quota", "no-more-pods", "-n", namespace)
+    invoke(cluster, "teardown", "--pattern=baseline", f"--namespace={namespace}")
+    assert labelled(cluster, namespace) == []
+
+
+def test_a_cluster_without_a_node_for_the_model_stops_the_deploy_before_any_change(cluster):
+    """doctor's failures, observed on a real cluster (no node of this GPU type is in it), stop a deploy
+    before the first step; a dry run says a real deploy would stop there."""
+    namespace = f"{NAMESPACE}-not-ready"
+    args = ("deploy", "--pattern=baseline", "--accel=gpu", "--gpu-type=a100-80gb", f"--namespace={namespace}")
+    proc = invoke(cluster, *args, ok=False)
+    assert proc.returncode == 1 and "the cluster is not ready for this deployment" in proc.stderr, proc.stderr
+    assert re.search(r"fail +capacity", proc.stderr) and "nvidia-a100-80gb" in proc.stderr, proc.stderr
+    assert cluster.kubectl("get", "namespace", namespace, check=False).returncode == 1   # nothing was created
+    dry = invoke(cluster, *args, "--dry-run")
+    assert "note: a real deploy would stop here; the cluster is not ready for it:" in dry.stdout
+    assert re.search(rf"^\[1\] create namespace {namespace}", dry.stdout, re.M), dry.stdout
+    assert cluster.kubectl("get", "namespace", namespace, check=False).returncode == 1
+
+
 def test_interrupted_and_restarted_deploys_converge(gateway):
     """Ctrl-C during the wait: exit 130 with what was applied; an API server restart during the next
     wait: the watches report it and resume; the deploy then converges."""
@@ -154,5 +202,37 @@ def test_kserve_deploy_reconciled_by_the_real_controller_then_torn_down(kserve):
     (row,) = json.loads(invoke(cluster, "status", f"--namespace={namespace}", "--output=json").stdout)
     assert (row["stack"], row["ready"], row["desired"]) == ("kserve", 1, 1)
     assert "nothing to change" in invoke(cluster, "deploy", *args, "--timeout=300").stdout
+
+    invoke(cluster, "teardown", "--pattern=baseline", "--stack=kserve", f"--namespace={namespace}")
+    assert labelled(cluster, namespace) == []
+    again = invoke(cluster, "teardown", "--pattern=baseline", "--stack=kserve", f"--namespace={namespace}")
+    assert "nothing to remove" in again.stdout, again.stdout
+
+
+def test_the_token_reaches_the_api_and_nothing_else(kserve, written_files, tmp_path, monkeypatch):
+    """A deploy in this process (so every file it writes is read while it exists) through the real
+    client: the Secret holds the token; no output line, error or written file does."""
+    from lightrail.ops import flows
+    from lightrail.ops.cluster import KubeCluster
+    from lightrail.ops.secrets import Token
+    from lightrail.ops.target import Target
+    from lightrail.plan import Request, build_plan
+
+    cluster = kserve
+    namespace = f"{NAMESPACE}-token"
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    plan = build_plan(Request(pattern="baseline", accel="cpu", stack="kserve", hf_token=True, namespace=namespace))
+    lines: list[str] = []
+    flows.deploy(plan, Target(cluster.context, namespace, "--kube-context"), KubeCluster(cluster.context),
+                 dry_run=False, out=lines.append, token=Token(PLANTED), wait=False)
+    stored = json.loads(cluster.kubectl("get", "secret", "lightrail-hf-token", "-n", namespace, "-o", "json").stdout)
+    assert base64.b64decode(stored["data"]["HF_TOKEN"]).decode() == PLANTED   # it reached the API
+    assert PLANTED not in "\n".join(lines)
+    texts = written_files.read(tmp_path)
+    written = {moved or path for path, moved in written_files.opened.items()}
+    assert any("lightrail-render-" in str(p) for p in written)   # the kustomize tree the deploy renders in
+    assert written <= set(texts), "a file the deploy wrote was not read while it existed"
+    for path, text in texts.items():
+        assert PLANTED not in text, path
     invoke(cluster, "teardown", "--pattern=baseline", "--stack=kserve", f"--namespace={namespace}")
     assert labelled(cluster, namespace) == []

@@ -1,0 +1,48 @@
+"""`ops.cluster.KubeCluster` — the thin client every flow reads through — against the real API
+server: what it returns for a Secret holding a token (the server sends the data, and kubectl's
+client-side apply copies it into an annotation)."""
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from lightrail.ops.cluster import KubeCluster
+from tests.e2e.conftest import PLANTED
+
+
+@pytest.fixture
+def token_secret(cluster, monkeypatch):
+    """A Secret applied the way a user's `kubectl apply` would: data, and a last-applied copy of it."""
+    ns = "e2e-boundary"
+    cluster.kubectl("create", "namespace", ns, check=False)
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+              "metadata": {"name": "lightrail-hf-token", "namespace": ns, "annotations": {"keep": "me"}},
+              "stringData": {"HF_TOKEN": PLANTED}}
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(secret))
+    stored = json.loads(cluster.kubectl("get", "secret", "lightrail-hf-token", "-n", ns, "-o", "json").stdout)
+    assert base64.b64decode(stored["data"]["HF_TOKEN"]).decode() == PLANTED
+    assert PLANTED in stored["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    return KubeCluster(cluster.context), ns
+
+
+def test_get_returns_a_secret_without_its_values(token_secret):
+    """Mutant M6 (`get()` returns a Secret with its data): deploy reads the token Secret with get()
+    to plan the rollback; what the API answers (data, kubectl's last-applied copy) stays out."""
+    client, ns = token_secret
+    secret = client.get("v1", "Secret", "lightrail-hf-token", ns)
+    assert secret["metadata"]["name"] == "lightrail-hf-token" and secret["metadata"]["resourceVersion"]
+    assert "data" not in secret and "stringData" not in secret
+    assert secret["metadata"]["annotations"] == {"keep": "me"}
+    assert PLANTED not in json.dumps(secret) and base64.b64encode(PLANTED.encode()).decode() not in json.dumps(secret)
+    assert client.get("v1", "Secret", "no-such-secret", ns) is None
+
+
+def test_list_returns_secrets_without_their_values(token_secret):
+    client, ns = token_secret
+    (secret,) = client.list("v1", "Secret", ns)
+    assert secret["kind"] == "Secret" and secret["type"] == "Opaque" and "data" not in secret
+    assert secret["metadata"]["annotations"] == {"keep": "me"}
+    assert PLANTED not in json.dumps(secret)

@@ -236,6 +236,42 @@ def test_text_from_another_model_fails_the_completion_and_chat_checks():
     assert all(c.ok for c in right), right
 
 
+@contextlib.contextmanager
+def refusing(status: int, body: bytes, content_type: str = "application/json"):
+    """A real HTTP server that refuses every request with `status` and `body`."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    with serving(Handler) as url:
+        yield url
+
+
+@pytest.mark.parametrize("status, answer, got", [
+    (404, {"error": {"message": "The model `x` does not exist.", "type": "NotFoundError", "code": 404}},
+     "HTTP 404: The model `x` does not exist."),                                          # vLLM / OpenAI
+    (503, {"object": "error", "message": "engine overloaded", "code": 503}, "HTTP 503: engine overloaded"),
+    (404, {"detail": "Not Found"}, "HTTP 404: Not Found"),                                  # FastAPI's own
+    (429, {"error": "rate limited"}, "HTTP 429: rate limited"),
+    (400, {"error": "x" * 400}, "HTTP 400: " + "x" * 300),                                 # cut at 300
+    (400, {"error": {"type": "BadRequest"}}, "HTTP 400"),
+    (400, ["not", "an", "object"], "HTTP 400"),
+    (502, b"<html><body>Bad Gateway</body></html>", "HTTP 502"),                            # never a page
+])
+def test_a_refused_request_shows_the_servers_own_message(status, answer, got):
+    body = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+    kind = "text/html" if isinstance(answer, bytes) else "application/json"
+    with refusing(status, body, kind) as url, httpx.Client(base_url=url, timeout=10) as client:
+        completion, chat = checks.completion(client, QWEN), checks.chat(client, QWEN)
+    for check in (completion, chat):
+        assert not check.ok and check.got == got and check.expected == "HTTP 200 with text"
+
+
 def test_check_url_takes_an_openai_client_base_url():
     assert checks.check_url("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000"
     assert checks.check_url("https://gw.example.com/ns/svc/v1") == "https://gw.example.com/ns/svc"

@@ -46,5 +46,7 @@ def apply_nodes(cluster: LocalCluster, spec: str) -> list[dict]:
 
     nodes = kwok.node_objects(kwok.parse_nodes(spec))
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=to_yaml(nodes))
+    # kwok marks them Ready; until it has, doctor counts no schedulable node (slow on a busy machine)
+    cluster.kubectl("wait", "--for=condition=Ready", "--timeout=180s", *(f"node/{n['metadata']['name']}" for n in nodes))
     return nodes
 

@@ -91,7 +91,7 @@ _PATTERN_NAMES = {
 }
 
 
-def _metadata_validator(kind: str) -> jsonschema.Draft7Validator:
+def _metadata_validator(kind: str | None) -> jsonschema.Draft7Validator:
     return jsonschema.Draft7Validator({
         "type": "object",
         "required": ["name"],
@@ -106,7 +106,16 @@ def _metadata_validator(kind: str) -> jsonschema.Draft7Validator:
     })
 
 
-_METADATA = {kind: _metadata_validator(kind) for kind in (*_NAME_RULES, None)}
+_METADATA: dict[str | None, jsonschema.Draft7Validator] = {}
+
+
+def _metadata_for(kind: str) -> jsonschema.Draft7Validator:
+    """Built on first use, not at import: a process that never validates never pays for it, and
+    the mutation benchmark's workers (forked after import) run the builder they test."""
+    rule = kind if kind in _NAME_RULES else None
+    if rule not in _METADATA:   # threads of render_many may both build it: same result, no harm
+        _METADATA[rule] = _metadata_validator(rule)
+    return _METADATA[rule]
 
 
 def _validate_object(obj: Any, schemas_dir: Path | None) -> list[Problem]:
@@ -122,7 +131,7 @@ def _validate_object(obj: Any, schemas_dir: Path | None) -> list[Problem]:
     if "metadata" not in obj:
         found.append(("", "'metadata' is a required property"))
     else:
-        meta_validator = _METADATA.get(kind, _METADATA[None])
+        meta_validator = _metadata_for(kind)
         found += [(_path(e, "metadata"), _message(e)) for e in _errors(meta_validator, obj["metadata"])]
     # the kind's schema and the metadata check may both report a wrong label type
     return [Problem(kind, name, ns, path, msg) for path, msg in dict.fromkeys(found)]

@@ -1,15 +1,21 @@
-"""pytest plugin of the mutation benchmark: while mutmut maps tests to the functions they reach
-("stats"), count the functions a test reached in its subprocesses too. Without it, every mutant
-of code the tests run through `invoke` (smoke, status...) is reported "no tests" and never run."""
+"""pytest plugin of the mutation benchmark.
+
+While mutmut maps tests to the functions they reach ("stats"), count the functions a test reached
+in its subprocesses too: without it, every mutant of code the tests run through `invoke` (smoke,
+status...) is reported "no tests" and never run. And in every run, empty the caches a module fills
+on first use: mutmut forks its workers from a process that already ran the tests, so a cached
+value built by the original code would hide the mutants of the code that builds it."""
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
 SITE = Path(__file__).resolve().parent / "mutation_site"
+CACHES = {"lightrail.validate": "_METADATA"}   # module -> a dict it fills on first use
 
 
 def _mapping() -> bool:
@@ -19,6 +25,9 @@ def _mapping() -> bool:
 
 
 def pytest_configure(config):
+    for module, name in CACHES.items():
+        if module in sys.modules:
+            getattr(sys.modules[module], name).clear()
     if _mapping():
         os.environ["LIGHTRAIL_MUTATION_HITS"] = tempfile.mkdtemp(prefix="mutation-hits-")
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SITE), os.environ.get("PYTHONPATH")]))

@@ -45,6 +45,10 @@ def test_baseline_passes_every_check(vllm_server):
         assert names[name]["ok"], names[name]
     stream = names[f"stream {QWEN}"]
     assert stream["data"]["chunks"] > 0 and stream["data"]["ttft_ms"] > 0
+    assert (report["url"], report["pattern"], report["models"], report["ok"]) == (vllm_server.url, "baseline", [QWEN],
+                                                                                  True)
+    for name in (f"completion {QWEN}", f"chat {QWEN}"):   # vLLM honoured max_tokens (its default: the whole context)
+        assert 0 < int(names[name]["detail"].removesuffix(" tokens")) <= checks.MAX_TOKENS, names[name]
 
 
 @pytest.mark.vllm
@@ -204,12 +208,15 @@ def test_prefix_check_says_when_there_is_nothing_to_read_the_counter_from():
 
 
 @contextlib.contextmanager
-def answering_as(model: str):
+def answering_as(model: str, seen: list | None = None):
     """A real HTTP server that answers every completion and chat request as `model` would: a gateway
-    whose route (or a model-name rewrite) sends requests to another model's server."""
+    whose route (or a model-name rewrite) sends requests to another model's server. `seen` collects
+    (path, request body) of each request."""
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
             asked = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if seen is not None:
+                seen.append((self.path, asked))
             choice = {"index": 0, "finish_reason": "length"}
             choice.update({"message": {"role": "assistant", "content": "Hello there"}} if "messages" in asked
                           else {"text": " jumps over"})
@@ -270,6 +277,19 @@ def test_a_refused_request_shows_the_servers_own_message(status, answer, got):
         completion, chat = checks.completion(client, QWEN), checks.chat(client, QWEN)
     for check in (completion, chat):
         assert not check.ok and check.got == got and check.expected == "HTTP 200 with text"
+
+
+def test_completion_and_chat_send_a_prompt_and_ask_for_a_short_answer():
+    """What the checks send: a prompt (chat: a user message with content) and max_tokens, so a smoke run
+    costs a few tokens whatever the server's default length (vLLM's: the rest of the context)."""
+    seen: list = []
+    with answering_as(QWEN, seen) as url, httpx.Client(base_url=url, timeout=10) as client:
+        assert checks.completion(client, QWEN).ok and checks.chat(client, QWEN).ok
+    (completion_path, completion), (chat_path, chat) = seen
+    assert completion_path == "/v1/completions" and completion["model"] == QWEN and completion["prompt"].strip()
+    assert chat_path == "/v1/chat/completions" and chat["model"] == QWEN
+    assert [m["role"] for m in chat["messages"]] == ["user"] and chat["messages"][0]["content"].strip()
+    assert completion["max_tokens"] == chat["max_tokens"] == checks.MAX_TOKENS
 
 
 def test_check_url_takes_an_openai_client_base_url():

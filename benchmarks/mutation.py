@@ -1,6 +1,6 @@
 """Mutation score of the core decision modules: how many small code changes the tests notice.
 
-    .venv/bin/python benchmarks/mutation.py [--module NAME ...] [--max-children N] [--only GLOB] [--list]
+    .venv/bin/python benchmarks/mutation.py [--module NAME ...] [--max-children N] [--only GLOB ...] [--list]
 
 mutmut (pinned in patterns/versions.yaml under `mutation:`) is installed on first use into its
 own venv under ~/.cache/lightrail/mutation — never into .venv, and never run by CI (it runs the
@@ -110,7 +110,7 @@ def vllm_servers():
         yield {"LIGHTRAIL_TEST_MODEL": str(model), "LIGHTRAIL_TEST_VLLM_URLS": f"{qwen.url},{phi.url}"}
 
 
-def run(name: str, home: Path, max_children: int, only: str | None) -> dict:
+def run(name: str, home: Path, max_children: int, only: list[str]) -> dict:
     source, tests = MODULES[name]
     if name in VLLM_MODULES:
         with vllm_servers() as attach:
@@ -119,7 +119,7 @@ def run(name: str, home: Path, max_children: int, only: str | None) -> dict:
 
 
 def measure(name: str, source: str, tests: list[str], home: Path, max_children: int, attach: dict,
-            markers: str, only: str | None) -> dict:
+            markers: str, only: list[str]) -> dict:
     work = workdir(name, source, tests, markers)
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", **attach)
     if name in FEED_RENDERS:
@@ -130,13 +130,13 @@ def measure(name: str, source: str, tests: list[str], home: Path, max_children: 
     mutmut = str(home / "bin" / "mutmut")
     log = work / "mutmut-run.log"
     with log.open("w") as out:
-        subprocess.run([mutmut, "run", "--max-children", str(max_children), *([only] if only else [])], cwd=work,
+        subprocess.run([mutmut, "run", "--max-children", str(max_children), *only], cwd=work,
                        env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
     listing = subprocess.run([mutmut, "results", "--all=true"], cwd=work, env=env, capture_output=True, text=True)
     statuses = {}
     for line in listing.stdout.splitlines():
         mutant, _, status = line.strip().rpartition(": ")
-        if mutant and not (only and not fnmatch.fnmatch(mutant, only)):
+        if mutant and (not only or any(fnmatch.fnmatch(mutant, glob) for glob in only)):
             statuses[mutant] = status
     killed = sum(1 for s in statuses.values() if s in ("killed", "caught by type check"))
     survivors = sorted(m for m, s in statuses.items() if s in SURVIVED)
@@ -152,8 +152,9 @@ def main() -> None:
     parser.add_argument("--module", action="append", choices=list(MODULES), help="default: every module")
     parser.add_argument("--max-children", type=int, default=1, help="parallel mutant runs (default 1)")
     parser.add_argument("--list", action="store_true", help="name every surviving mutant")
-    parser.add_argument("--only", metavar="GLOB", help="only the mutants whose names match, e.g. a sample: "
-                        "'*[05]' (one in five) or one function: '*.x_run__mutmut_*'")
+    parser.add_argument("--only", metavar="GLOB", action="append", default=[],
+                        help="only the mutants whose names match (repeatable), e.g. a sample: '*[05]' (one in "
+                        "five), one function: '*.x_run__mutmut_*', or the survivors of a previous run")
     args = parser.parse_args()
     home = mutmut_venv()
     results = []

@@ -2,9 +2,9 @@
 
 While mutmut maps tests to the functions they reach ("stats"), count the functions a test reached
 in its subprocesses too: without it, every mutant of code the tests run through `invoke` (smoke,
-status...) is reported "no tests" and never run. And in every run, empty the caches a module fills
-on first use: mutmut forks its workers from a process that already ran the tests, so a cached
-value built by the original code would hide the mutants of the code that builds it."""
+status...) is reported "no tests" and never run. And before every test, empty the caches a module
+fills on first use: otherwise only the first test maps to the code that builds them, and mutmut's
+workers (forked from a process that already ran the tests) never run that code at all."""
 from __future__ import annotations
 
 import os
@@ -24,10 +24,13 @@ def _mapping() -> bool:
     return get_mutant_under_test() == "stats"
 
 
-def pytest_configure(config):
+def pytest_runtest_setup(item):
     for module, name in CACHES.items():
         if module in sys.modules:
             getattr(sys.modules[module], name).clear()
+
+
+def pytest_configure(config):
     if _mapping():
         os.environ["LIGHTRAIL_MUTATION_HITS"] = tempfile.mkdtemp(prefix="mutation-hits-")
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SITE), os.environ.get("PYTHONPATH")]))

@@ -292,6 +292,29 @@ def test_completion_and_chat_send_a_prompt_and_ask_for_a_short_answer():
     assert completion["max_tokens"] == chat["max_tokens"] == checks.MAX_TOKENS
 
 
+@pytest.mark.parametrize("url, shown", [
+    ("http://me:hunter2@gw.example.com:8080/v1?api_key=s3cret&model=x",
+     "http://***@gw.example.com:8080/v1?api_key=***&model=x"),
+    ("https://gw.example.com/?X-Amz-Signature=ab12&Token=t0k&page=2&Auth=z&empty=",
+     "https://gw.example.com/?X-Amz-Signature=***&Token=***&page=2&Auth=***&empty="),
+    ("http://user@host@gw.example.com/", "http://***@gw.example.com/"),     # the last @ ends the userinfo
+    ("http://gw.example.com:8000", "http://gw.example.com:8000"),
+    ("http://[::1", "<a URL that cannot be parsed>"),
+])
+def test_urls_are_shown_without_credentials(url, shown):
+    assert checks.mask_url(url) == shown
+
+
+def test_a_refused_url_is_named_without_its_credentials():
+    for url, said in (("ftp://me:hunter2@gw.example.com/?token=s3cret", "is not an HTTP URL"),
+                      ("http://me:hunter2@gw.example.com:0/?token=s3cret", "port 0 is not a port"),
+                      ("http://me:hunter2@[::1/?token=s3cret", "is not a valid URL")):
+        with pytest.raises(LightrailError) as err:
+            checks.check_url(url, flag="--gateway")
+        assert said in str(err.value) and str(err.value).startswith("--gateway ")
+        assert "hunter2" not in str(err.value) and "s3cret" not in str(err.value)
+
+
 def test_check_url_takes_an_openai_client_base_url():
     assert checks.check_url("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000"
     assert checks.check_url("https://gw.example.com/ns/svc/v1") == "https://gw.example.com/ns/svc"

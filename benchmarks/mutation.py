@@ -106,7 +106,7 @@ def vllm_servers():
     from tests.conftest import PHI, QWEN
 
     model = generate(cache_dir("mutation") / "tiny-model")
-    with VLLMServer(model, QWEN) as qwen, VLLMServer(model, PHI) as phi:
+    with VLLMServer(model, QWEN, startup_timeout=900) as qwen, VLLMServer(model, PHI, startup_timeout=900) as phi:
         yield {"LIGHTRAIL_TEST_MODEL": str(model), "LIGHTRAIL_TEST_VLLM_URLS": f"{qwen.url},{phi.url}"}
 
 

@@ -15,7 +15,7 @@ from lightrail.errors import LightrailError
 from lightrail.settings import PATTERNS_DIR
 
 STACKS = ("llmd", "kserve")
-DATA_FILES = ("accelerators.yaml", "gateways.yaml", "prices.yaml", "versions.yaml")
+DATA_FILES = ("accelerators.yaml", "gateways.yaml", "migration.yaml", "prices.yaml", "versions.yaml")
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class Catalog:
     patterns: Mapping[str, Pattern]
     accelerators: Mapping[str, Mapping[str, Any]]
     gateways: Mapping[str, Mapping[str, Any]]
+    migration: Mapping[str, Any]
     prices: Mapping[str, Any]
     versions: Mapping[str, Any]
 
@@ -109,6 +110,7 @@ def load_catalog(directory: Path = PATTERNS_DIR) -> Catalog:
         patterns=ordered,
         accelerators=_freeze(data["accelerators.yaml"]),
         gateways=_freeze(data["gateways.yaml"]),
+        migration=_freeze(data["migration.yaml"]),
         prices=_freeze(data["prices.yaml"]),
         versions=_freeze(data["versions.yaml"]),
     )

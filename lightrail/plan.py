@@ -43,6 +43,8 @@ class Request:
     kserve_tls: bool = False   # KServe's enableLLMInferenceServiceTLS (LIGHTRAIL_KSERVE_TLS); off, as KServe defaults
     extra_args: tuple[str, ...] = ()
     hf_token: bool = False     # a token will be provided: mount secret HF_TOKEN_SECRET (never the value)
+    front: str = ""            # "namespace/name" of an existing Gateway: served through Lightrail's front route
+                               # on it (what `invoke migrate` leaves); the stack then creates no Gateway or route
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,11 @@ class Gateway:
     name: str
     provider: str
     class_name: str
+    namespace: str = ""       # set when the Gateway is not the deployment's own (Request.front)
+
+    @property
+    def external(self) -> bool:
+        return bool(self.namespace)
 
 
 @dataclass(frozen=True)
@@ -279,12 +286,27 @@ def build_plan(request: Request, catalog: Catalog | None = None) -> Plan:
     provider = request.provider if request.stack == "llmd" else "istio"
     gateway = Gateway(name=f"{pattern.name}-gateway", provider=provider,
                       class_name=catalog.gateways[provider]["class"])
+    if request.front:
+        gw_namespace, gw_name = _gateway_ref(request.front)
+        gateway = replace(gateway, name=gw_name, namespace=gw_namespace)
     plan = Plan(
         request=request, pattern=pattern, accel_type=shape["type"], labels=labels, gateway=gateway,
         servers=servers, scorers=pattern.scorers, body_based_routing=pattern.body_based_routing,
         epp_image=catalog.image("epp"), cost=_cost(servers, shape, catalog), versions=catalog.versions,
     )
     return replace(plan, units=tuple(stack_units(plan)))
+
+
+def front_route(server: ModelServer) -> str:
+    """The HTTPRoute Lightrail owns in front of a model's pool(s) while and after it migrates."""
+    return f"{server.name}-front"
+
+
+def _gateway_ref(ref: str) -> tuple[str, str]:
+    parts = ref.split("/")
+    if len(parts) != 2 or not all(_DNS_LABEL.match(p) for p in parts):
+        raise LightrailError(f"gateway reference must be NAMESPACE/NAME (DNS labels), got {ref!r}")
+    return parts[0], parts[1]
 
 
 def stack_units(plan: Plan) -> list[Unit]:

@@ -12,7 +12,7 @@ import hashlib
 from pathlib import Path
 
 from lightrail.errors import LightrailError
-from lightrail.plan import VLLM_PORT, ModelServer, Plan
+from lightrail.plan import VLLM_PORT, ModelServer, Plan, front_route
 from lightrail.render import dump_yaml
 from lightrail.router import epp_config, metrics_scheme
 from lightrail.settings import KUSTOMIZE_DIR
@@ -150,6 +150,10 @@ def llmisvc_patch(plan: Plan, server: ModelServer) -> list[dict]:
          "value": {"containers": [{"name": "main", "image": plan.epp_image, "command": epp_command(plan, server)}]}},
         {"op": "replace", "path": "/spec/template", "value": _pod(plan, server)},
     ]
+    if plan.gateway.external:   # served through Lightrail's front route on an existing Gateway (Request.front)
+        ops += [{"op": "replace", "path": "/spec/router/gateway",
+                 "value": {"refs": [{"name": plan.gateway.name, "namespace": plan.gateway.namespace}]}},
+                {"op": "replace", "path": "/spec/router/route", "value": {"http": {"refs": [{"name": front_route(server)}]}}}]
     mn = server.multinode
     if mn:
         ops.append({"op": "add", "path": "/spec/parallelism",

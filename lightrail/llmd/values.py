@@ -71,7 +71,8 @@ def bbr_values(plan: Plan) -> dict:
 
 
 def router_values(plan: Plan, server: ModelServer) -> dict:
-    route = {"create": True, "inferenceGatewayName": plan.gateway.name}
+    # served through Lightrail's front route (Request.front): the chart's own route would compete with it
+    route = {"create": not plan.gateway.external, "inferenceGatewayName": plan.gateway.name}
     if plan.body_based_routing:
         route["headerMatches"] = {MODEL_HEADER: server.model}
     return {
@@ -177,7 +178,7 @@ def modelservice_values(plan: Plan, server: ModelServer) -> dict:
 
 def release_values(plan: Plan) -> dict[str, tuple[str, dict]]:
     """Every release: name -> (chart: a name in versions.yaml or one of OWN_CHARTS, values)."""
-    out = {f"{plan.pattern.name}-infra": ("llm-d-infra", infra_values(plan))}
+    out = {} if plan.gateway.external else {f"{plan.pattern.name}-infra": ("llm-d-infra", infra_values(plan))}
     if plan.body_based_routing:
         out[f"{plan.pattern.name}-bbr"] = (bbr_chart(plan), bbr_values(plan))
     for s in plan.servers:

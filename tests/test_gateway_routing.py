@@ -110,3 +110,16 @@ def test_filters_rewrite_the_full_path_and_modify_headers_in_order():
     path, headers = routing.apply_filters(filters, prefix("/"), "/anything", {"x-set": "old", "x-add": "a", "x-gone": "1"})
     assert path == "/v1/models"
     assert headers == {"x-set": "new", "x-add": "a,b"}
+
+
+def test_a_header_gated_probe_on_a_shorter_prefix_loses_to_the_client_rule():
+    """The migrator's pitfall: headers count only between matches of equal path; a probe rule must
+    repeat the client rule's path to take the probe requests."""
+    probe_header = [{"name": "x-lightrail-migration", "value": "target"}]
+    client = rule("source", prefix("/v1"))
+    short_probe = route("front", [client, rule("target", prefix("/", headers=probe_header))])
+    same_path_probe = route("front", [client, rule("target", prefix("/v1", headers=probe_header))])
+    probe = req("/v1/completions", headers={"x-lightrail-migration": "target"})
+    assert winner([short_probe], probe) == "source"
+    assert winner([same_path_probe], probe) == "target"
+    assert winner([same_path_probe], req("/v1/completions")) == "source"

@@ -55,4 +55,6 @@ def test_failures_are_summed_by_backend_and_reason():
     assert report.total == 4 and len(report.failures) == 3
     assert report.by_backend == {"ns/a": 3}
     assert report.reasons() == {"ns/a: HTTP 503: no healthy upstream": 2, "-: ConnectError: refused": 1}
-    assert [(t, dict(c)) for t, c in report.buckets(width=2.0)] == [(0, {"ns/a": 3}), (2, {"-": 1})]
+    first, second = report.buckets(width=2.0)
+    assert (first.start, dict(first.counts), first.share("ns/a")) == (0, {"ns/a": 3}, 1.0)
+    assert (second.start, dict(second.counts), second.share("ns/a")) == (2, {"-": 1}, None)

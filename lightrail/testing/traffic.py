@@ -44,6 +44,17 @@ class Record:
 
 
 @dataclass
+class Bucket:
+    start: float
+    counts: Counter
+
+    def share(self, backend: str) -> float | None:
+        """The backend's share of the requests that reached a backend in this bucket (None: none did)."""
+        routed = sum(n for b, n in self.counts.items() if b != "-")
+        return self.counts[backend] / routed if routed else None
+
+
+@dataclass
 class Report:
     records: list[Record]
     failures: list[Record] = field(init=False)
@@ -66,15 +77,15 @@ class Report:
         lines += [f"  {n} x {reason}" for reason, n in self.reasons().most_common(10)]
         return "\n".join(lines)
 
-    def buckets(self, width: float = 5.0) -> list[tuple[float, Counter]]:
-        """(bucket start, requests per backend) for consecutive `width`-second buckets by start time."""
+    def buckets(self, width: float = 5.0) -> list[Bucket]:
+        """Requests per backend ("-": none answered) in consecutive `width`-second buckets by start time."""
         if not self.records:
             return []
         first = self.records[0].start
         out: dict[int, Counter] = {}
         for r in self.records:
             out.setdefault(int((r.start - first) // width), Counter())[r.backend or "-"] += 1
-        return [(first + i * width, out.get(i, Counter())) for i in range(max(out) + 1)]
+        return [Bucket(first + i * width, out.get(i, Counter())) for i in range(max(out) + 1)]
 
     def share_problems(self, timeline: Sequence[tuple[float, float]], target: str, *, tolerance: float = 0.15,
                        settle: float = 2.0, min_requests: int = 10) -> list[str]:
@@ -126,9 +137,13 @@ class TrafficDriver:
         return self
 
     def stop(self) -> Report:
-        """Stop sending, let requests in flight end (up to their timeout), and report."""
+        """Stop sending, let requests in flight end (up to their timeout), and report; a request
+        still open after that counts as failed."""
         self._stop.set()
         self._thread.join(self.timeout + 10)
+        for record in list(self.records):
+            if not record.end:
+                record.error, record.end = "still open when the driver stopped", time.monotonic()
         return self.report()
 
     def __enter__(self) -> "TrafficDriver":
@@ -138,6 +153,7 @@ class TrafficDriver:
         self.stop()
 
     def report(self) -> Report:
+        """The requests that have ended (all of them once stopped)."""
         return Report([r for r in list(self.records) if r.end])
 
     async def _run(self) -> None:

@@ -176,17 +176,21 @@ def test_an_empty_pool_is_503_a_missing_one_500_and_no_match_404(space):
     space.pool("empty", pods=0)
     space.pool("unready", schedulable=False)
     space.pool("old")
+    space.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "old-svc"},
+                 "spec": {"selector": {"app": "old"}, "ports": [{"port": 8000}]}})
+    service = {"matches": case("service"), "backendRefs": [{"name": "old-svc", "port": 8000}]}
     space.route("cases", rule(("empty", 1), matches=case("empty")), rule(("unready", 1), matches=case("unready")),
                 rule(("missing", 1), matches=case("missing")), rule(("old", 0), matches=case("weightless")),
-                rule(("old", 1), matches=[{"path": {"type": "PathPrefix", "value": "/v1"}}]))
-    model = space.model(delay=1.0, serving={"old": "old", "missing": "new"})
+                rule(("old", 1), matches=[{"path": {"type": "PathPrefix", "value": "/v1"}}]), service)
+    model = space.model(delay=1.0, serving={"old": "old", "missing": "new", "old-svc": "old"})
 
     def get(value=None, path="/v1/models"):
         return httpx.get(model.url + path, headers={"x-case": value} if value else {}, timeout=30)
 
-    answers = {value: get(value) for value in ("empty", "unready", "missing", "weightless")}
+    answers = {value: get(value) for value in ("empty", "unready", "missing", "weightless", "service")}
     assert {v: r.status_code for v, r in answers.items()} == {"empty": 503, "unready": 503, "missing": 500,
-                                                              "weightless": 500}
+                                                              "weightless": 500, "service": 200}
+    assert answers["service"].headers["x-lightrail-backend"] == f"{space.ns}/old-svc"
     assert answers["missing"].headers["x-lightrail-backend"] == f"{space.ns}/missing"
     assert "does not exist" in answers["missing"].text
     assert get().status_code == 200 and get(path="/other").status_code == 404

@@ -34,9 +34,9 @@ BASE = {
     "plan": SIM, "render": (*SIM, "--out=OUT/new"), "doctor": (), "prereqs": ("--dry-run",),
     "deploy": (*SIM, "--dry-run"), "status": (), "teardown": ("--all", "--dry-run"), "up": ("--engine=kind", "--dry-run"),
     "smoke": ("--pattern=baseline", URL), "bench": ("--pattern=baseline", "--scenario=smoke", URL, "--dry-run"),
-    "bench.list": (), "patterns": (),
+    "bench.list": (), "patterns": (), "migrate": ("--pattern=caching", "--accel=sim", "--to=kserve", "--dry-run"),
 }
-NAMESPACED = ["plan", "render", "doctor", "prereqs", "deploy", "status", "teardown", "up", "smoke", "bench"]
+NAMESPACED = ["plan", "render", "doctor", "prereqs", "deploy", "status", "teardown", "up", "smoke", "bench", "migrate"]
 PLANNED = ["plan", "render", "deploy", "doctor"]    # tasks taking every plan flag
 
 
@@ -196,6 +196,30 @@ def cases():
     add("bench-compare-out-not-empty", ["bench.compare", "RUN_A,RUN_B", "--out=OUT/full"], "is not empty; valid:")
     add("bench-list-out-file", ["bench.list", "--out=OUT/afile"], "is not a directory")
     add("bench-list-out-missing", ["bench.list", "--out=OUT/nope"], "is missing")
+    # migrate: every flag is checked before the cluster is read
+    mig = BASE["migrate"]
+    add("migrate-to-bad", ["migrate", "--pattern=caching", "--accel=sim", "--to=foo", "--dry-run"], STACKS)
+    add("migrate-to-missing", ["migrate", "--pattern=caching", "--accel=sim", "--dry-run"], STACKS)
+    add("migrate-no-pattern", ["migrate", "--to=kserve", "--dry-run"], PATTERNS)
+    add("migrate-pattern-nope", ["migrate", "--pattern=nope", "--to=kserve", "--dry-run"], PATTERNS)
+    add("migrate-no-accel", ["migrate", "--pattern=caching", "--to=kserve", "--dry-run"], "gpu | tpu | cpu | sim")
+    add("migrate-multimodel", ["migrate", "--pattern=multimodel", "--accel=sim", "--to=kserve", "--dry-run"],
+        "body-based router")
+    for bad, expected in (("50,10,100", "must rise strictly"), ("10,50", "to 100"), ("abc", "--steps must be a whole"),
+                          ("0,100", "--steps must be a whole number from 1"), ("10,,100", "--steps must be a whole"),
+                          ("10,150", "from 1 to 100")):
+        add(f"migrate-steps-{bad}", ["migrate", *mig, f"--steps={bad}"], expected)
+    for flag in ("hold", "settle", "drain", "timeout"):
+        add(f"migrate-{flag}-abc", ["migrate", *mig, f"--{flag}=abc"], SECONDS)
+        add(f"migrate-{flag}-negative", ["migrate", *mig, f"--{flag}=-5"], SECONDS)
+    add("migrate-resume-and-rollback", ["migrate", "--pattern=caching", "--resume", "--rollback", "--dry-run"],
+        "exclude each other")
+    add("migrate-resume-with-to", ["migrate", "--pattern=caching", "--resume", "--to=kserve", "--dry-run"], "drop --to")
+    add("migrate-no-surge", ["migrate", *mig, "--no-surge"], "--no-surge")
+    add("migrate-url-bad", ["migrate", *mig, "--url=http://[::1"], "not a valid URL")
+    add("migrate-url-scheme", ["migrate", *mig, "--url=ftp://x"], "not an HTTP URL")
+    add("migrate-live-without-yes", ["migrate", "--pattern=caching", "--accel=sim", "--to=kserve"], "pass --yes")
+    add("migrate-topology-on-sim", ["migrate", *mig, "--topology=2x2"], "--topology")
     return out
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from lightrail.errors import LightrailError
 from lightrail.migrate.plan import DEFAULT_STEPS, Options, describe, plan_migration
-from lightrail.migrate.routes import MIGRATION_LABEL, PROBE_HEADER, client_rules, pool_name
+from lightrail.migrate.routes import PROBE_HEADER, client_rules, pool_name
+from lightrail.ops.objects import MIGRATION_LABEL
 from lightrail.migrate.state import State, from_config_map
 from lightrail.plan import Request, build_plan
 
@@ -250,3 +251,18 @@ def test_a_fronted_deployment_renders_and_validates_without_a_gateway_or_route_o
 def test_a_gateway_reference_must_be_namespace_slash_name(ref):
     with pytest.raises(LightrailError, match="NAMESPACE/NAME"):
         build_plan(Request(pattern="caching", accel="sim", front=ref))
+
+
+def test_guards_trip_on_a_failed_probe_missing_endpoints_or_slow_answers_and_say_why():
+    from lightrail.migrate.guards import Limits, Sample, verdict
+
+    fast = [Sample(True, 0.10)] * 5
+    assert verdict(fast, baseline=0.08, ready=3, desired=3) is None
+    assert "1 of 6 target probe(s) failed, last: HTTP 503" in verdict([*fast, Sample(False, 0, "HTTP 503")], 0.08, 3, 3)
+    assert verdict([*fast, Sample(False, 0, "x")], 0.08, 3, 3, Limits(failures=1)) is None
+    assert verdict(fast, 0.08, 2, 3) == "only 2 of 3 target endpoint(s) ready"
+    slow = [Sample(True, 1.5)] * 3     # limit: max(3 x 0.1, 0.1 + 1.0) = 1.1 s
+    assert "latency median 1500 ms is above the limit 1100 ms (source baseline 100 ms)" in verdict(slow, 0.1, 3, 3)
+    assert verdict(slow[:2], 0.1, 3, 3) is None, "two samples are not enough to judge latency"
+    assert verdict([Sample(True, 2.9)] * 3, 1.0, 3, 3) is None, "3 x baseline is the limit when that is larger"
+    assert verdict(slow, None, 3, 3) is None, "no baseline, no latency guard"

@@ -51,7 +51,7 @@ def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type=""
             url="", resume=False, rollback=False, yes=False, timeout="900", hf_token_file="", charts="",
             keep_pvcs=True, dry_run=False):
     """Move a running pattern between stacks behind its Gateway, weight by weight, with zero failed requests."""
-    from lightrail.migrate.plan import Options
+    from lightrail.migrate.plan import Options, check_migratable
     from lightrail.migrate.run import Context, resume as resume_migration, start
     from lightrail.settings import charts_dir
     from lightrail.smoke.checks import check_url
@@ -81,6 +81,7 @@ def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type=""
         request = make_request(pattern, accel, source_stack, model, replicas, namespace, gpu_type, topology,
                                vllm_arg=vllm_arg)
         source = build_plan(dataclasses.replace(request, hf_token=token is not None))
+        check_migratable(source, to)
     elif to or accel:
         raise LightrailError("--resume and --rollback take the migration from the cluster: drop --to and --accel")
     target, cluster = flows.connect(kube_context, namespace, dry_run, out)

@@ -198,6 +198,8 @@ def status(c, namespace="", kube_context="", output="table", dry_run=False):
         table.add_row(r.namespace, r.pattern, r.stack, r.accel, "\n".join(r.models), f"{r.ready}/{r.desired}",
                       r.endpoint, r.age, r.last_condition)
     console().print(table)
+    for where, line in sorted({(f"{r.namespace}/{r.pattern}", r.migration) for r in rows if r.migration}):
+        out(f"migration in progress ({where}): {line}")
 
 
 @command(help={**COMMON_HELP, "pattern": "remove this pattern's deployment", "all_": "remove every Lightrail "

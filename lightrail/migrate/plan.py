@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 from lightrail.errors import LightrailError
-from lightrail.migrate.routes import MIGRATION_LABEL, front_route_object, pool_name
-from lightrail.ops.objects import stub
+from lightrail.migrate.routes import front_route_object, pool_name
+from lightrail.ops.objects import MIGRATION_LABEL, stub
 from lightrail.plan import Plan, build_plan
 
 DEFAULT_STEPS = (1, 5, 10, 25, 50, 75, 100)
@@ -97,14 +97,7 @@ def plan_migration(source: Plan, to: str, gateway: tuple[str, str], rules: Mappi
                    parent_refs: Mapping[str, list[dict]], options: Options = Options(),
                    source_fronted: bool = False) -> Migration:
     """Every phase of moving `source` to stack `to`, or LightrailError when it cannot be done."""
-    if to == source.stack:
-        raise LightrailError(f"pattern {source.pattern.name} already runs on the {to} stack; valid --to: "
-                             f"{'kserve' if to == 'llmd' else 'llmd'}")
-    if source.body_based_routing:
-        raise LightrailError(f"migrating pattern {source.pattern.name} is not supported yet: its body-based router "
-                             "is part of the Gateway's data path and would have to move with it",
-                             fix="deploy the target stack in another namespace and move clients, or migrate "
-                                 "baseline, caching or moe")
+    check_migratable(source, to)
     missing = [s.name for s in source.servers if s.name not in rules]
     if missing:
         raise LightrailError(f"no client rules known for {', '.join(missing)}")
@@ -113,6 +106,18 @@ def plan_migration(source: Plan, to: str, gateway: tuple[str, str], rules: Mappi
                   parent_refs={k: tuple(v) for k, v in parent_refs.items()},
                   source_fronted=source_fronted, options=options)
     return replace(m, phases=tuple(_phases(m)))
+
+
+def check_migratable(source: Plan, to: str) -> None:
+    """What can be refused from the request alone, before the cluster is read."""
+    if to == source.stack:
+        raise LightrailError(f"pattern {source.pattern.name} already runs on the {to} stack; valid --to: "
+                             f"{'kserve' if to == 'llmd' else 'llmd'}")
+    if source.body_based_routing:
+        raise LightrailError(f"migrating pattern {source.pattern.name} is not supported yet: its body-based router "
+                             "is part of the Gateway's data path and would have to move with it",
+                             fix="deploy the target stack in another namespace and move clients, or migrate "
+                                 "baseline, caching or moe")
 
 
 def front_routes(m: Migration, weight: int, probes: tuple[str, ...] = ("source", "target"),

@@ -14,7 +14,6 @@ from lightrail.ops.objects import meta
 from lightrail.plan import ModelServer, Plan, front_route
 
 PROBE_HEADER = "x-lightrail-migration"
-MIGRATION_LABEL = "lightrail.dev/migration"
 POOL_GROUP = "inference.networking.k8s.io"
 
 

@@ -20,7 +20,7 @@ from lightrail.errors import LightrailError
 from lightrail.migrate import guards
 from lightrail.migrate.plan import Migration, Op, Options, fronted, plan_migration
 from lightrail.migrate.preflight import (Problem, gateway_splits, selectors_apart, source_present, target_selector)
-from lightrail.migrate.routes import (MIGRATION_LABEL, PROBE_HEADER, client_rules, own_route_name, parent_gateway,
+from lightrail.migrate.routes import (PROBE_HEADER, client_rules, own_route_name, parent_gateway,
                                       pool_name)
 from lightrail.migrate.state import State, from_config_map, state_name
 from lightrail.ops import checks as ck
@@ -29,7 +29,7 @@ from lightrail.ops import steps as st
 from lightrail.ops.deploy import conflicts
 from lightrail.ops.desired import desired_state
 from lightrail.ops.executor import DryRun, Live as LiveExecutor
-from lightrail.ops.objects import (FIELD_MANAGER, GATEWAY_NAME_LABEL, HELM_RELEASE, STACK_LABEL, annotations, generated,
+from lightrail.ops.objects import (FIELD_MANAGER, GATEWAY_NAME_LABEL, HELM_RELEASE, MIGRATION_LABEL, STACK_LABEL, annotations, generated,
                                    labels, meta, stub)
 from lightrail.ops.secrets import Token
 from lightrail.ops.target import Target
@@ -212,8 +212,9 @@ def forward(m: Migration, state: State, ctx: Context) -> None:
             save(state, ctx)
             ctx.out(f"phase {i + 1}/{len(m.phases)} {phase.name}")
             if phase.name == "verify-target":
-                ctx.baseline = _baseline(m, ctx)
+                state.baseline = ctx.baseline = _baseline(m, ctx)
                 state.note(f"source baseline {ctx.baseline * 1000:.0f} ms")
+            ctx.baseline = ctx.baseline or state.baseline
             for op in phase.forward:
                 run_op(m, op, ctx, state)
             state.position = i + 1
@@ -396,7 +397,7 @@ def _probe(m: Migration, side: str, ctx: Context) -> guards.Sample:
             check = smoke.completion(client, plan.client_model(server))
         except httpx.HTTPError as err:
             return guards.Sample(False, 0.0, f"{type(err).__name__}: {err}")
-    return guards.Sample(check.ok, check.ms / 1000, "" if check.ok else f"{check.got}")
+    return guards.Sample(check.ok, check.latency_ms / 1000, "" if check.ok else f"{check.got}")
 
 
 def _baseline(m: Migration, ctx: Context, n: int = 5) -> float:
@@ -417,7 +418,7 @@ def _verify(m: Migration, side: str, ctx: Context) -> None:
         for server in plan.servers:
             model = plan.client_model(server)
             for check in (smoke.completion(client, model), smoke.chat(client, model), smoke.streaming(client, model)):
-                ctx.out(f"    {'ok  ' if check.ok else 'FAIL'}  {check.name}  {check.ms:.0f} ms  {check.got}")
+                ctx.out(f"    {'ok  ' if check.ok else 'FAIL'}  {check.name}  {check.latency_ms:.0f} ms  {check.got}")
                 if not check.ok:
                     raise LightrailError(f"the {side} failed {check.name}: expected {check.expected}, got {check.got}")
 

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from lightrail.errors import LightrailError
 from lightrail.migrate.plan import Migration, Options, plan_migration
-from lightrail.migrate.routes import MIGRATION_LABEL
+from lightrail.ops.objects import MIGRATION_LABEL
 from lightrail.plan import LABEL_PREFIX, MANAGED_BY, Request, build_plan
 
 KEY = "state.json"
@@ -41,6 +41,7 @@ class State:
     status: str = "running"       # running | paused (Ctrl-C, a guard) | failed
     weight: int = 0               # the target's share now (%)
     phase: str = ""               # name of the phase at `position`
+    baseline: float | None = None # the source's probe latency median (s), what the latency guard compares with
     since: str = field(default_factory=now)
     updated: str = field(default_factory=now)
     reason: str = ""              # why it paused or failed

@@ -25,7 +25,7 @@ from lightrail.ops.cluster import KubeCluster, kubeconfig_contexts, kubeconfig_p
 from lightrail.ops.deploy import DeployPlan, Desired, Live, plan_deploy, plan_rollback
 from lightrail.ops.desired import desired_state
 from lightrail.ops.executor import DryRun, Journal, Live as LiveExecutor, run_steps
-from lightrail.ops.objects import HELM_RELEASE, annotations, generated, key, meta
+from lightrail.ops.objects import HELM_RELEASE, MIGRATION_LABEL, annotations, generated, key, meta
 from lightrail.ops.prereqs import Prereqs, plan_prereqs
 from lightrail.ops.secrets import Token
 from lightrail.ops.status import KINDS, Row, aggregate
@@ -286,7 +286,8 @@ def status(cluster, namespace: str = "", now=None) -> list[Row]:
     selector = td.selector()
     objects = [o for api, kind in KINDS for o in cluster.list(api, kind, namespace or None, selector)]
     pods = cluster.list("v1", "Pod", namespace or None, selector)
-    return aggregate(objects, pods, now or datetime.now(timezone.utc))
+    states = cluster.list("v1", "ConfigMap", namespace or None, MIGRATION_LABEL)
+    return aggregate(objects, pods, now or datetime.now(timezone.utc), states)
 
 
 def prereqs(target: Target, cluster, *, stack: str, provider: str, istio: bool, dry_run: bool, out: Out,

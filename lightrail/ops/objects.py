@@ -11,6 +11,7 @@ FIELD_MANAGER = "lightrail"
 PATTERN_LABEL = f"{LABEL_PREFIX}/pattern"
 STACK_LABEL = f"{LABEL_PREFIX}/stack"   # on every object a deploy creates (Helm rewrites managed-by)
 ACCEL_LABEL = f"{LABEL_PREFIX}/accel"
+MIGRATION_LABEL = f"{LABEL_PREFIX}/migration"   # on what a migration in progress owns: its front routes, its state
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 HELM_RELEASE = "meta.helm.sh/release-name"
 GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"   # set by gateway controllers on what they make

@@ -120,17 +120,21 @@ class GatewayModel:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._tasks: list[asyncio.Task] = []
+        self._problems: dict[str, str] = {}      # watch path -> last error (why a start timed out)
         self._propagating = False
 
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self, timeout: float = 30) -> "GatewayModel":
         self._thread.start()
+        starting = asyncio.run_coroutine_threadsafe(self._start(), self._loop)
         try:
-            asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout)
+            starting.result(timeout)
         except Exception as err:
+            starting.cancel()
             self.stop()
-            raise LightrailError(f"gateway model could not start against {self.api.host}: {err!r}") from None
+            why = "; ".join(f"{path}: {problem}" for path, problem in self._problems.items()) or repr(err)
+            raise LightrailError(f"gateway model could not start against {self.api.host}: {why}") from None
         return self
 
     async def _start(self) -> None:
@@ -144,7 +148,7 @@ class GatewayModel:
             synced.append(done)
             handle = (lambda k: lambda event, payload: self._observe(k, event, payload))(kind)
             self._tasks.append(asyncio.ensure_future(kubewatch.list_and_watch(self._api_session, self.api, path,
-                                                                              handle, done)))
+                                                                              handle, done, self._problems)))
         await asyncio.gather(*(s.wait() for s in synced))
         self._propagating = True
         self._tasks.append(asyncio.ensure_future(self._propagate()))

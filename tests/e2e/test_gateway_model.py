@@ -300,3 +300,22 @@ def test_a_stream_in_flight_breaks_when_its_pool_loses_its_last_pod(space):
     late = httpx.get(f"{model.url}/v1/models", timeout=30)
     assert late.status_code == 503 and "upstream connect error" in late.text
     assert model.stats()[f"{space.ns}/old"].failed == 2
+
+
+def test_traffic_flows_through_an_api_server_restart_and_the_watch_resumes_after(space):
+    """A data plane keeps its last configuration while the control plane is down (a migration's
+    "API server restart" case relies on it), and follows changes again once it is back."""
+    space.pool("old")
+    space.pool("new")
+    space.route("front", rule(("old", 1)))
+    model = space.model(delay=0.5)
+    with TrafficDriver(model.url, QWEN, rate=4, concurrency=4, max_tokens=4) as traffic:
+        space.cluster.restart()
+        time.sleep(1)
+    report = traffic.report()
+    assert report.failures == [] and report.by_backend == {f"{space.ns}/old": report.total} and report.total >= 8, \
+        report.summary()
+
+    space.route("front", rule(("new", 1)))
+    assert wait_for(lambda: httpx.get(f"{model.url}/v1/models", timeout=30).headers["x-lightrail-backend"]
+                    == f"{space.ns}/new", 20)

@@ -66,7 +66,8 @@ class Space:
         cluster.kubectl("create", "namespace", namespace)
         # Pods are admitted only once the controller-manager made the namespace's default ServiceAccount.
         assert wait_for(lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", namespace,
-                                                check=False).returncode == 0), "no default ServiceAccount"
+                                                check=False).returncode == 0), \
+            "no default ServiceAccount: is the kube-controller-manager running (leader election lost under load)?"
 
     def apply(self, *objects: dict) -> None:
         for obj in objects:

@@ -123,3 +123,36 @@ def test_a_header_gated_probe_on_a_shorter_prefix_loses_to_the_client_rule():
     assert winner([short_probe], probe) == "source"
     assert winner([same_path_probe], probe) == "target"
     assert winner([same_path_probe], req("/v1/completions")) == "source"
+
+
+def test_hostnames_filter_routes_and_the_most_specific_name_wins_first():
+    anywhere = route("anywhere", [rule("anywhere", {"path": {"type": "Exact", "value": "/v1/models"}})])
+    wildcard = route("wildcard", [rule("wildcard", prefix("/"))])
+    wildcard["spec"]["hostnames"] = ["*.example.com"]
+    named = route("named", [rule("named", prefix("/"))])
+    named["spec"]["hostnames"] = ["api.example.com", "other.test"]
+
+    def to(host, path="/v1/models"):
+        return winner([anywhere, wildcard, named], routing.Request("GET", path, {}, {}, host))
+
+    assert to("api.example.com") == "named"              # a hostname outranks an Exact path
+    assert to("API.example.com") == "named"
+    assert to("a.b.example.com") == "wildcard"
+    assert to("example.com") == "anywhere" and to("127.0.0.1") == "anywhere"
+    assert to("127.0.0.1", "/v1/other") is None          # only hostname-bound rules take other paths
+
+
+def test_a_probe_header_ties_with_a_model_header_and_the_first_rule_wins():
+    """llm-d's router chart matches `/` plus X-Gateway-Base-Model-Name (multimodel, set by BBR): a
+    probe rule of `/` plus one probe header ties on header count, so rule order decides and a
+    probe listed after the client rule joins the weighted split. Repeating the client's header in
+    the probe's match makes it win."""
+    model_header = {"name": "X-Gateway-Base-Model-Name", "value": "qwen"}
+    probe_header = {"name": "x-lightrail-migration", "value": "target"}
+    client = rule("weighted", prefix("/", headers=[model_header]))
+    probe = rule("target", prefix("/", headers=[probe_header]))
+    both = rule("target", prefix("/", headers=[model_header, probe_header]))
+    request = req("/v1/completions", headers={"x-gateway-base-model-name": "qwen", "x-lightrail-migration": "target"})
+    assert winner([route("front", [client, probe])], request) == "weighted"
+    assert winner([route("front", [probe, client])], request) == "target"
+    assert winner([route("front", [client, both])], request) == "target"

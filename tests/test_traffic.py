@@ -24,6 +24,8 @@ def test_loopback_urls_are_accepted(url):
 @pytest.mark.parametrize("status, stream, text, verdict", [
     (200, True, 'data: {"choices": []}\n\ndata: [DONE]\n\n', None),
     (200, True, 'data: {"choices": []}\n\n', "stream ended without data: [DONE]"),
+    (200, True, 'data: {"error": {"message": "boom"}}\n\ndata: [DONE]\n\n',
+     'error event in the stream: {"error": {"message": "boom"}}'),
     (200, False, '{"choices": [{"text": "hi"}]}', None),
     (200, False, '{"error": "x"}', "answer without choices"),
     (503, False, "no healthy upstream\n", "HTTP 503: no healthy upstream"),

@@ -120,17 +120,21 @@ class GatewayModel:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._tasks: list[asyncio.Task] = []
+        self._problems: dict[str, str] = {}      # watch path -> last error (why a start timed out)
         self._propagating = False
 
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self, timeout: float = 30) -> "GatewayModel":
         self._thread.start()
+        starting = asyncio.run_coroutine_threadsafe(self._start(), self._loop)
         try:
-            asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout)
+            starting.result(timeout)
         except Exception as err:
+            starting.cancel()
             self.stop()
-            raise LightrailError(f"gateway model could not start against {self.api.host}: {err!r}") from None
+            why = "; ".join(f"{path}: {problem}" for path, problem in self._problems.items()) or repr(err)
+            raise LightrailError(f"gateway model could not start against {self.api.host}: {why}") from None
         return self
 
     async def _start(self) -> None:
@@ -144,7 +148,7 @@ class GatewayModel:
             synced.append(done)
             handle = (lambda k: lambda event, payload: self._observe(k, event, payload))(kind)
             self._tasks.append(asyncio.ensure_future(kubewatch.list_and_watch(self._api_session, self.api, path,
-                                                                              handle, done)))
+                                                                              handle, done, self._problems)))
         await asyncio.gather(*(s.wait() for s in synced))
         self._propagating = True
         self._tasks.append(asyncio.ensure_future(self._propagate()))
@@ -204,7 +208,7 @@ class GatewayModel:
         headers = {k.lower(): v for k, v in request.headers.items()}
         path = request.raw_path.split("?", 1)[0]
         choice = routing.select(self.seen.routes(*self.gateway),
-                                routing.Request(request.method, path, headers, dict(request.query)))
+                                routing.Request(request.method, path, headers, dict(request.query), request.url.host or ""))
         ref = choice and routing.pick_backend(choice.rule.get("backendRefs") or [], self._rng)
         if ref is None:
             self.unrouted += 1
@@ -231,53 +235,46 @@ class GatewayModel:
             {k: v for k, v in headers.items() if k not in HOP_BY_HOP})
         query = request.rel_url.raw_query_string
         url = f"{upstream.rstrip('/')}{forward_path}{'?' + query if query else ''}"
-        return await self._forward(request, url, forward_headers, label, stats, _Flight(namespace, selector))
+        return await self._forward(request, url, forward_headers, _Flight(namespace, selector, label, stats))
 
-    async def _forward(self, request, url, headers, label, stats, flight) -> web.StreamResponse:
+    async def _forward(self, request, url, headers, flight: _Flight) -> web.StreamResponse:
         """Relay to the upstream until it ends, the client leaves, or the backend's pods die."""
         body = await request.read()
-        sent: list[web.StreamResponse] = []
         self._flights.add(flight)
-        relay = asyncio.ensure_future(self._relay(request, url, body, headers, label, sent))
+        relay = asyncio.ensure_future(self._relay(request, url, body, headers, flight))
         killed = asyncio.ensure_future(flight.killed.wait())
         try:
             await asyncio.wait({relay, killed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._flights.discard(flight)
             killed.cancel()
-        if relay.done() and not relay.cancelled():
-            outcome, response = relay.result()
-        else:
+        if not relay.done():
             relay.cancel()
             await asyncio.gather(relay, return_exceptions=True)
-            outcome, response = "failed", None
-        setattr(stats, outcome, getattr(stats, outcome) + 1)
-        if response is None and not sent:
-            return _reply(503, RESET_BEFORE_HEADERS, backend=label)
-        if outcome == "failed" and request.transport:
+            flight.settle("failed")
+        if flight.response is None:
+            return _reply(503, RESET_BEFORE_HEADERS, backend=flight.label)
+        if flight.outcome == "failed" and request.transport:
             request.transport.abort()      # headers already sent: the client sees a truncated stream
-        return response or sent[0]
+        return flight.response
 
-    async def _relay(self, request, url, body, headers, label, sent) -> tuple[str, web.StreamResponse | None]:
+    async def _relay(self, request, url, body, headers, flight: _Flight) -> None:
         try:
             async with self._upstream.request(request.method, url, data=body, headers=headers,
                                               allow_redirects=False) as upstream:
                 response = web.StreamResponse(status=upstream.status, headers={
                     **{k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP},
-                    BACKEND_HEADER: label})
+                    BACKEND_HEADER: flight.label})
                 await response.prepare(request)
-                sent.append(response)
+                flight.response = response
                 async for chunk in upstream.content.iter_any():
-                    try:
-                        await response.write(chunk)
-                    except ConnectionResetError:
-                        return "cancelled", response        # the client hung up
+                    await response.write(chunk)
+                flight.settle("finished")
                 await response.write_eof()
-                return "finished", response
         except ConnectionResetError:
-            return "cancelled", None
+            flight.settle("cancelled")      # the client hung up (aiohttp's reset error is also a ClientError)
         except (aiohttp.ClientError, asyncio.TimeoutError):
-            return "failed", None                           # upstream refused or broke mid-way
+            flight.settle("failed")         # the upstream refused or broke mid-way
 
 
 @dataclass(eq=False)
@@ -285,9 +282,20 @@ class _Flight:
     """A request being relayed to a backend whose pods (by this selector) it depends on."""
     namespace: str
     selector: dict
+    label: str
+    stats: BackendStats
 
     def __post_init__(self):
         self.killed = asyncio.Event()
+        self.response: web.StreamResponse | None = None    # once the headers are sent
+        self.outcome: str | None = None
+
+    def settle(self, outcome: str) -> None:
+        """Count the request once, by its first outcome. A complete answer counts before its last
+        byte leaves, so a client holding the answer reads counters that include it."""
+        if self.outcome is None:
+            self.outcome = outcome
+            setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
 
 
 def _reply(status: int, text: str, backend: str | None = None) -> web.Response:

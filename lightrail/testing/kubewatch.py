@@ -42,9 +42,10 @@ class ApiAccess:
 
 
 async def list_and_watch(session: aiohttp.ClientSession, api: ApiAccess, path: str, handle: Handler,
-                         synced: asyncio.Event) -> None:
+                         synced: asyncio.Event, problems: dict[str, str]) -> None:
     """Feed `handle` forever: ("SYNC", items) after each LIST, then every watch event in order.
-    A kind the server does not serve (yet: CRDs may come later) counts as an empty list."""
+    A kind the server does not serve (yet: CRDs may come later) counts as an empty list; the last
+    error that made it list again is in problems[path]."""
     while True:
         try:
             async with session.get(f"{api.host}{path}", headers=api.headers, ssl=api.ssl) as resp:
@@ -67,7 +68,8 @@ async def list_and_watch(session: aiohttp.ClientSession, api: ApiAccess, path: s
                 url = url.rsplit("&resourceVersion=", 1)[0] + f"&resourceVersion={version}"
         except asyncio.CancelledError:
             raise
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as err:
+            problems[path] = f"{type(err).__name__}: {err}"[:300]
             await asyncio.sleep(1)                          # API server restarting: list again
 
 

@@ -21,6 +21,7 @@ class Request:
     path: str                                   # without the query string
     headers: Mapping[str, str]                  # names lower-case
     query: Mapping[str, str] = field(default_factory=dict)
+    host: str = ""                              # the Host header without its port
 
 
 @dataclass(frozen=True)
@@ -79,14 +80,30 @@ def matches(match: dict, request: Request) -> bool:
     return all(_value_matches(q, request.query.get(q["name"])) for q in match.get("queryParams") or [])
 
 
-def _rank(route: dict, rule_index: int, match_index: int, match: dict) -> tuple:
-    """Sort key, best first: Exact path > longest prefix > method > most headers > most query params >
-    oldest route > namespace/name alphabetical > first rule > first match (the spec's order)."""
+def host_rank(route: dict, host: str) -> tuple[int, int] | None:
+    """How specifically the route's hostnames match the host: (-characters of a matching exact name,
+    -characters of a matching wildcard), (0, 0) for a route without hostnames, None for no match.
+    `*.example.com` matches `a.example.com` and `a.b.example.com`, not `example.com`."""
+    names = (route.get("spec") or {}).get("hostnames") or []
+    if not names:
+        return (0, 0)
+    host = host.lower()
+    exact = [len(n) for n in names if n.lower() == host]
+    wild = [len(n) for n in names if n.startswith("*.") and host.endswith(n[1:].lower())]
+    if exact:
+        return (-max(exact), 0)
+    return (0, -max(wild)) if wild else None
+
+
+def _rank(host: tuple[int, int], route: dict, rule_index: int, match_index: int, match: dict) -> tuple:
+    """Sort key, best first: most specific hostname > Exact path > longest prefix > method > most
+    headers > most query params > oldest route > namespace/name alphabetical > first rule > first
+    match (the spec's order)."""
     path = match.get("path") or DEFAULT_MATCH["path"]
     exact = path.get("type", "PathPrefix") == "Exact"
     length = len(path.get("value", "/")) if exact else len(_prefix(path.get("value", "/")))
     meta = route.get("metadata") or {}
-    return (not exact, -length, not match.get("method"), -len(match.get("headers") or []),
+    return (*host, not exact, -length, not match.get("method"), -len(match.get("headers") or []),
             -len(match.get("queryParams") or []), meta.get("creationTimestamp") or "",
             f"{meta.get('namespace')}/{meta.get('name')}", rule_index, match_index)
 
@@ -95,10 +112,13 @@ def select(routes: Sequence[dict], request: Request) -> Choice | None:
     """The rule that takes the request among every attached route, or None (the gateway answers 404)."""
     best = None
     for route in routes:
+        host = host_rank(route, request.host)
+        if host is None:
+            continue
         for rule_index, rule in enumerate((route.get("spec") or {}).get("rules") or []):
             for match_index, match in enumerate(rule.get("matches") or [DEFAULT_MATCH]):
                 if matches(match, request):
-                    key = _rank(route, rule_index, match_index, match)
+                    key = _rank(host, route, rule_index, match_index, match)
                     if best is None or key < best[0]:
                         best = (key, Choice(route, rule_index, rule, match))
     return best[1] if best else None

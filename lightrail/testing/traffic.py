@@ -196,12 +196,23 @@ def _verdict(status: int, stream: bool, text: str) -> str | None:
     if status != 200:
         return f"HTTP {status}: {text.strip()[:200]}"
     if stream:
-        lines = [line for line in text.splitlines() if line.strip()]
-        return None if lines and lines[-1].strip() == "data: [DONE]" else "stream ended without data: [DONE]"
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("data: {") and "error" in _json(line[6:])]
+        if errors:                           # vLLM reports a failure mid-stream as an error event
+            return f"error event in the stream: {errors[0][6:200]}"
+        return None if lines and lines[-1] == "data: [DONE]" else "stream ended without data: [DONE]"
+    answer = _json(text)
+    if not answer:
+        return f"answer is not a JSON object: {text[:100]!r}"
+    return None if answer.get("choices") else "answer without choices"
+
+
+def _json(text: str) -> dict:
     try:
-        return None if json.loads(text).get("choices") else "answer without choices"
+        value = json.loads(text)
     except ValueError:
-        return f"answer is not JSON: {text[:100]!r}"
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _require_loopback(url: str) -> None:

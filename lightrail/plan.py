@@ -9,7 +9,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
-from lightrail import __version__
+from lightrail import __version__, engines
 from lightrail.catalog import STACKS, Catalog, Pattern, load_catalog
 from lightrail.errors import LightrailError, choose
 from lightrail.vllm_args import check_extra_args
@@ -19,6 +19,7 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "lightrail"}
 RESERVED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 HF_TOKEN_SECRET = "lightrail-hf-token"
 VLLM_PORT = 8000
+KSERVE_MODEL_DIR = "/mnt/models"   # where KServe's storage initializer (or model car) puts the weights
 # `replicas` is an int32 in Deployment, LeaderWorkerSet and LLMInferenceService: the API server's
 # bound, checked before any arithmetic (pods, accelerators, cost) uses the number.
 MAX_REPLICAS = 2**31 - 1
@@ -43,6 +44,7 @@ class Request:
     kserve_tls: bool = False   # KServe's enableLLMInferenceServiceTLS (LIGHTRAIL_KSERVE_TLS); off, as KServe defaults
     extra_args: tuple[str, ...] = ()
     hf_token: bool = False     # a token will be provided: mount secret HF_TOKEN_SECRET (never the value)
+    engine: str = "vllm"       # inference engine (patterns/engines.yaml)
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,8 @@ class ModelServer:
     tensor_parallel: int
     startup: Mapping[str, int]   # startup probe periodSeconds / failureThreshold: the accelerator's budget
     multinode: Multinode | None = None
-    command: tuple[str, ...] = ()   # entrypoint when the image's default is not the server (sim)
+    command: tuple[str, ...] = ()   # entrypoint when the image's default is not the server (sim, other engines)
+    engine: str = "vllm"            # non-vLLM engines: `command` + `args` are the whole command line
 
     @property
     def pods(self) -> int:
@@ -159,9 +162,7 @@ class Plan:
         """The model name clients send to a server: on kserve behind body-based routing KServe's
         publisher-qualified name, which its route on the shared gateway matches and which is unique
         per namespace (two namespaces serving the same model never match the same requests)."""
-        if self.stack == "kserve" and self.body_based_routing:
-            return f"publishers/{self.namespace}/models/{server.model}"
-        return server.model
+        return client_model(self.stack, self.body_based_routing, self.namespace, server.model)
 
     @property
     def replicas_total(self) -> int:
@@ -219,6 +220,13 @@ class Plan:
         }
 
 
+def client_model(stack: str, body_based_routing: bool, namespace: str, model: str) -> str:
+    """See Plan.client_model (also the name a non-vLLM engine is told to serve)."""
+    if stack == "kserve" and body_based_routing:
+        return f"publishers/{namespace}/models/{model}"
+    return model
+
+
 def _server_dict(s: ModelServer) -> dict[str, Any]:
     d = asdict(s)
     d.update(env=dict(s.env), startup=dict(s.startup), resources=dict(s.resources), node_selector=dict(s.node_selector),
@@ -251,22 +259,25 @@ def build_plan(request: Request, catalog: Catalog | None = None) -> Plan:
                                          or not 1 <= request.replicas <= MAX_REPLICAS):
         raise LightrailError(f"replicas must be a whole number from 1 to {MAX_REPLICAS}, got {request.replicas!r}")
 
+    engine = engines.check(catalog, request.engine, pattern, request.accel, request.stack, request.extra_args,
+                           request.kserve_tls)
     check_extra_args(request.extra_args, pattern.vllm_args, pattern.name)
     settings = dict(pattern.accelerators.get(request.accel, {}))
-    models = _models(request, pattern, accel)
+    models = _models(request, pattern, accel, engine)
     replicas = request.replicas or pattern.replicas
     shape = _shape(request, pattern, accel, settings)
-    image = catalog.image(accel["image"])
+    image = catalog.image(accel["image"] if request.engine == engines.DEFAULT
+                          else engine["accelerators"][request.accel]["image"])
     args = _args(pattern, accel, shape, request.extra_args)
-    env = dict(accel.get("env", {}))
+    env = dict(accel.get("env", {})) if request.engine == engines.DEFAULT else {}
     names = _server_names(pattern.name, models)
     servers = tuple(
-        ModelServer(
+        _engine_server(request, engine, ModelServer(
             name=name, model=model, source=_source(model, accel), image=image, replicas=replicas,
             args=args, env=env, resources=shape["resources"], node_selector=shape["node_selector"],
             tolerations=tuple(accel.get("tolerations", ())), tensor_parallel=shape["tp"],
             startup=dict(accel["startup"]), multinode=shape["multinode"], command=tuple(accel.get("command", ())),
-        )
+        ), pattern)
         for name, model in zip(names, models)
     )
     labels = {
@@ -314,12 +325,12 @@ def check_namespace_name(namespace: str) -> None:
                              "digits or '-', starting and ending with a letter or digit")
 
 
-def _models(request: Request, pattern: Pattern, accel: Mapping[str, Any]) -> tuple[str, ...]:
+def _models(request: Request, pattern: Pattern, accel: Mapping[str, Any], engine: Mapping[str, Any]) -> tuple[str, ...]:
     if request.models:
         models = tuple(request.models)
     else:
         swap = accel.get("models", {})
-        models = tuple(swap.get(m, m) for m in pattern.models)
+        models = tuple(engines.model_swap(engine, swap.get(m, m)) for m in pattern.models)
     for m in models:
         if not (_HF_MODEL.match(m) or m.startswith(("/", "./", "../"))) or ".." in m.split("/"):
             raise LightrailError(f"model {m!r} is not a Hugging Face id (org/name) or a local path in the container "
@@ -340,6 +351,26 @@ def _source(model: str, accel: Mapping[str, Any]) -> str:
     if accel.get("simulator"):
         return ""
     return model if model.startswith(("/", "./", "../")) else f"hf://{model}"
+
+
+def _engine_server(request: Request, engine: Mapping[str, Any], server: ModelServer, pattern: Pattern) -> ModelServer:
+    """A non-vLLM server's whole command line from the engine's catalog entry (vLLM's is the stacks').
+
+    What the engine loads: on kserve the directory KServe puts the weights in; on llmd a Hugging
+    Face id the engine downloads itself, or the path in the container.
+    """
+    if request.engine == engines.DEFAULT:
+        return server
+    if request.stack == "kserve":
+        ref, kind = KSERVE_MODEL_DIR, "path"
+    elif server.source.startswith("hf://"):
+        ref, kind = server.source.removeprefix("hf://"), "hf"
+    else:
+        ref, kind = server.source, "path"
+    served = client_model(request.stack, pattern.body_based_routing, request.namespace, server.model)
+    command, args = engines.command_line(engine, request.accel, model=served, ref=ref, ref_kind=kind,
+                                         port=VLLM_PORT, tp=server.tensor_parallel, args=pattern.vllm_args)
+    return replace(server, command=command, args=args, engine=request.engine)
 
 
 def _slug(model: str) -> str:

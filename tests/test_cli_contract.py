@@ -110,6 +110,23 @@ def cases():
     add("plan-moe-on-cpu", ["plan", "--pattern=moe", "--accel=cpu"], "supported: gpu/llmd")
     add("plan-no-pattern", ["plan", "--accel=sim"], "--pattern and --accel are required")
     add("plan-no-accel", ["plan", "--pattern=baseline"], "--pattern and --accel are required")
+    # Inference engines (docs/engines.md): unknown, refused with the upstream reason, or off their cells.
+    for task in PLANNED:
+        plan_args = BASE[task] or SIM
+        add(f"{task}-engine-nope", [task, *plan_args, "--inference-engine=tgi"], "valid: vllm, sglang, trtllm, llamacpp")
+        add(f"{task}-engine-ollama", [task, *plan_args, "--inference-engine=ollama"], "no Prometheus metrics the endpoint picker")
+        add(f"{task}-engine-on-sim", [task, *plan_args, "--inference-engine=sglang"], "the simulator imitates vLLM")
+    gpu = ("--pattern=baseline", "--accel=gpu")
+    add("plan-engine-on-tpu", ["plan", "--pattern=baseline", "--accel=tpu", "--inference-engine=llamacpp"],
+        "TPU serving is vLLM TPU (tpu-inference) only (valid accelerators for llamacpp: cpu, gpu)")
+    add("plan-sglang-on-cpu", ["plan", "--pattern=baseline", "--accel=cpu", "--inference-engine=sglang"], "valid: gpu")
+    add("plan-engine-moe", ["plan", "--pattern=moe", "--accel=gpu", "--inference-engine=sglang"],
+        "valid patterns: baseline, multimodel, caching")
+    add("plan-engine-vllm-arg", ["plan", *gpu, "--inference-engine=trtllm", "--vllm-arg=--max-model-len=10"],
+        "--vllm-arg is for --inference-engine=vllm")
+    add("plan-trtllm-on-kserve", ["plan", *gpu, "--stack=kserve", "--inference-engine=trtllm"],
+        "LLMInferenceService is built around vLLM")
+    add("plan-llamacpp-on-kserve", ["plan", *gpu, "--stack=kserve", "--inference-engine=llamacpp"], "for SGLang only")
     # Models and replicas.
     for task in ("plan", "render", "deploy", "smoke", "bench"):
         add(f"{task}-model-empty", [task, *BASE[task], "--model="], "--model is empty; valid:")

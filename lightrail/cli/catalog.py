@@ -67,7 +67,7 @@ def plan_table(plan: Plan) -> None:
     console = screen()
     d = plan.to_dict()
     console.print(f"[bold]{plan.pattern.name}[/] on [bold]{plan.accel}[/] ({plan.accel_type}) with "
-                  f"[bold]{plan.stack}[/] in namespace [bold]{plan.namespace}[/]")
+                  f"[bold]{plan.stack}[/] in namespace [bold]{plan.namespace}[/], engine [bold]{plan.request.engine}[/]")
     units = Table(title="Apply order")
     for col in ("#", "unit", "tool", "source", "version", "objects"):
         units.add_column(col)
@@ -96,11 +96,11 @@ def plan_table(plan: Plan) -> None:
 @command(help={**PLAN_HELP, "output": OUTPUT_HELP}, iterable=PLAN_ITERABLE)
 @user_errors
 def plan(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespace="lightrail",
-         gpu_type="", topology="", provider="", kserve_api="", vllm_arg=None, output="table"):
+         gpu_type="", topology="", provider="", kserve_api="", vllm_arg=None, output="table", inference_engine=""):
     """What a deployment would create: units in apply order, objects, images, resources, cost."""
     fmt = output_format(output)
     p = build_plan(make_request(pattern, accel, stack, model, replicas, namespace, gpu_type, topology,
-                                provider, kserve_api, vllm_arg))
+                                provider, kserve_api, vllm_arg, inference_engine))
     if fmt == "table":
         plan_table(p)
     else:
@@ -115,7 +115,7 @@ def plan(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespa
 @user_errors
 def render(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespace="lightrail",
            gpu_type="", topology="", provider="", kserve_api="", vllm_arg=None, out="",
-           charts="", schemas="", offline=False):
+           charts="", schemas="", offline=False, inference_engine=""):
     """Render the manifests with the real tools, validate every object, write them to --out."""
     from lightrail import render as rendering
     from lightrail.settings import charts_dir, schemas_dir
@@ -124,7 +124,7 @@ def render(c, pattern="", accel="", stack="llmd", model=None, replicas="", names
         raise LightrailError("--out=DIR is required (where manifests.yaml is written)")
     target = rendering.check_out(out_dir(out))
     p = build_plan(make_request(pattern, accel, stack, model, replicas, namespace, gpu_type, topology,
-                                provider, kserve_api, vllm_arg))
+                                provider, kserve_api, vllm_arg, inference_engine))
     result = rendering.render_validated(p, charts=charts_dir(charts or None), schemas=schemas_dir(schemas or None),
                                         offline=offline)
     files = rendering.write(result, target)

@@ -98,7 +98,9 @@ def served_names(plan: Plan, server: ModelServer) -> list[str]:
 
 
 def _container(plan: Plan, server: ModelServer) -> dict:
-    if server.source:
+    if server.engine != "vllm":   # an advanced override: the engine's whole command replaces the preset's
+        args = list(server.args)
+    elif server.source:
         args = [a for a in server.args if a.split("=", 1)[0] not in _PARALLELISM_FLAGS]
         if plan.client_model(server) != server.model:   # appended after the preset's: the last flag wins
             args += ["--served-model-name", *served_names(plan, server)]

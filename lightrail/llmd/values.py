@@ -12,6 +12,7 @@ import shlex
 
 import yaml
 
+from lightrail import engines
 from lightrail.catalog import load_catalog
 from lightrail.plan import VLLM_PORT, ModelServer, Plan
 from lightrail.router import MODEL_HEADER, epp_config
@@ -34,13 +35,19 @@ def probes(server: ModelServer) -> dict:
     return {"startupProbe": {**HEALTH, **server.startup}, "readinessProbe": READINESS, "livenessProbe": LIVENESS}
 # NCCL and vLLM's worker queues use /dev/shm once a pod runs several ranks; containers get 64Mi.
 SHM = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}
+# llm-d-modelservice's modelArtifacts.mountPath default: where the model volume is mounted.
+MODEL_MOUNT = "/model-cache"
 # llm-d-modelservice `accelerator.type` per Lightrail accelerator.
 _MS_ACCELERATOR = {"gpu": "nvidia", "tpu": "google", "cpu": "cpu", "sim": "cpu"}
 
 
 def server_labels(server: ModelServer) -> dict[str, str]:
-    """Pod labels that the model's InferencePool selects on."""
-    return {"llm-d.ai/inference-serving": "true", "llm-d.ai/model": server.name}
+    """Pod labels that the model's InferencePool selects on; other engines also carry the label the
+    endpoint picker reads their metric map by (vLLM's is its default)."""
+    labels = {"llm-d.ai/inference-serving": "true", "llm-d.ai/model": server.name}
+    if server.engine != engines.DEFAULT:
+        labels[engines.ENGINE_LABEL] = load_catalog().engines[server.engine]["epp_engine"]
+    return labels
 
 
 def _image(ref: str) -> dict[str, str]:
@@ -132,7 +139,12 @@ def modelservice_values(plan: Plan, server: ModelServer) -> dict:
         "mountModelVolume": server.source.startswith("hf://"),
         "extraConfig": probes(server),
     }
-    if server.source:
+    if server.engine != engines.DEFAULT:   # the engine's whole command line, from the plan
+        container.update(modelCommand="custom", command=list(server.command), args=list(server.args))
+        cache_env = load_catalog().engines[server.engine].get("hf_cache_env")
+        if cache_env and server.source.startswith("hf://"):
+            container["env"].append({"name": cache_env, "value": MODEL_MOUNT})
+    elif server.source:
         command, args = vllm_command(server)
         container.update(modelCommand="custom", command=command, args=args)
     else:   # the simulator's own entrypoint; the chart adds --model, --port and the served name

@@ -9,7 +9,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
-from lightrail import __version__, engines
+from lightrail import __version__, aliases, engines
 from lightrail.catalog import STACKS, Catalog, Pattern, load_catalog
 from lightrail.errors import LightrailError, choose
 from lightrail.vllm_args import check_extra_args
@@ -45,6 +45,7 @@ class Request:
     extra_args: tuple[str, ...] = ()
     hf_token: bool = False     # a token will be provided: mount secret HF_TOKEN_SECRET (never the value)
     engine: str = "vllm"       # inference engine (patterns/engines.yaml)
+    aliases: tuple[tuple[str, str], ...] = ()   # (friendly name, served model) pairs (lightrail/aliases.py)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class ModelServer:
     multinode: Multinode | None = None
     command: tuple[str, ...] = ()   # entrypoint when the image's default is not the server (sim, other engines)
     engine: str = "vllm"            # non-vLLM engines: `command` + `args` are the whole command line
+    aliases: tuple[str, ...] = ()   # other names clients may send for `model`
 
     @property
     def pods(self) -> int:
@@ -161,8 +163,10 @@ class Plan:
     def client_model(self, server: ModelServer) -> str:
         """The model name clients send to a server: on kserve behind body-based routing KServe's
         publisher-qualified name, which its route on the shared gateway matches and which is unique
-        per namespace (two namespaces serving the same model never match the same requests)."""
-        return client_model(self.stack, self.body_based_routing, self.namespace, server.model)
+        per namespace (two namespaces serving the same model never match the same requests). On
+        kserve an alias is the model's name (spec.model.name), which vLLM answers with."""
+        name = server.aliases[0] if self.stack == "kserve" and server.aliases else server.model
+        return client_model(self.stack, self.body_based_routing, self.namespace, name)
 
     @property
     def replicas_total(self) -> int:
@@ -231,7 +235,7 @@ def _server_dict(s: ModelServer) -> dict[str, Any]:
     d = asdict(s)
     d.update(env=dict(s.env), startup=dict(s.startup), resources=dict(s.resources), node_selector=dict(s.node_selector),
              tolerations=[dict(t) for t in s.tolerations], args=list(s.args), command=list(s.command),
-             pods=s.pods)
+             aliases=list(s.aliases), pods=s.pods)
     return d
 
 
@@ -280,6 +284,8 @@ def build_plan(request: Request, catalog: Catalog | None = None) -> Plan:
         ), pattern)
         for name, model in zip(names, models)
     )
+    servers = aliases.assign(servers, request.aliases, stack=request.stack, pattern=pattern, engine=request.engine,
+                             engine_spec=engine)
     labels = {
         **MANAGED_BY,
         f"{LABEL_PREFIX}/pattern": pattern.name,

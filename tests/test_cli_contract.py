@@ -127,6 +127,17 @@ def cases():
     add("plan-trtllm-on-kserve", ["plan", *gpu, "--stack=kserve", "--inference-engine=trtllm"],
         "LLMInferenceService is built around vLLM")
     add("plan-llamacpp-on-kserve", ["plan", *gpu, "--stack=kserve", "--inference-engine=llamacpp"], "for SGLang only")
+    # Model aliases (docs/aliases.md).
+    for task in PLANNED:
+        plan_args = BASE[task] or SIM
+        add(f"{task}-alias-no-equals", [task, *plan_args, "--alias=chat"], "is not NAME=MODEL; valid: e.g. --alias chat=")
+        add(f"{task}-alias-unknown-target", [task, *plan_args, "--alias=chat=a/b"], "is not served by this plan; valid:")
+    add("smoke-alias-no-equals", ["smoke", *BASE["smoke"], "--alias=chat"], "is not NAME=MODEL")
+    add("plan-alias-multimodel", ["plan", "--pattern=multimodel", "--accel=sim", "--alias=chat=Qwen/Qwen2.5-3B-Instruct"],
+        "valid: aliases with baseline, caching or moe")
+    add("plan-alias-kserve-two", ["plan", *SIM, "--stack=kserve", "--alias=a=Qwen/Qwen2.5-3B-Instruct",
+                                  "--alias=b=Qwen/Qwen2.5-3B-Instruct"], "KServe names a model once")
+    add("plan-alias-bad-name", ["plan", *SIM, "--alias=a b=Qwen/Qwen2.5-3B-Instruct"], "is not a model name")
     # Models and replicas.
     for task in ("plan", "render", "deploy", "smoke", "bench"):
         add(f"{task}-model-empty", [task, *BASE[task], "--model="], "--model is empty; valid:")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lightrail.aliases import parse as parse_aliases
 from lightrail.catalog import STACKS
 from lightrail.errors import LightrailError, choose
 from lightrail.plan import MAX_REPLICAS, Request
@@ -26,13 +27,16 @@ PLAN_HELP = {
     "kserve_api": "LLMInferenceService API version for --stack=kserve: v1alpha2 | v1alpha1 (default v1alpha2)",
     "vllm_arg": "extra vLLM flag, e.g. --vllm-arg=--max-model-len=8192 (repeatable; checked with vLLM's own parser)",
     "inference_engine": "vllm (default) | sglang | trtllm | llamacpp: the model server (docs/engines.md)",
+    "alias": "another name for a served model, NAME=MODEL, e.g. --alias chat=Qwen/Qwen2.5-3B-Instruct (repeatable; "
+             "docs/aliases.md)",
 }
-PLAN_ITERABLE = ["model", "vllm_arg"]
+PLAN_ITERABLE = ["model", "vllm_arg", "alias"]
 STACK_ONLY = {"provider": ("llmd", "istio"), "kserve_api": ("kserve", "v1alpha2")}
 
 
 def make_request(pattern, accel, stack="llmd", model=(), replicas=None, namespace="lightrail",
-                 gpu_type=None, topology=None, provider="", kserve_api="", vllm_arg=(), inference_engine="") -> Request:
+                 gpu_type=None, topology=None, provider="", kserve_api="", vllm_arg=(), inference_engine="",
+                 alias=()) -> Request:
     """Turn raw flag values into a Request; the plan does the real checking."""
     if not pattern or not accel:
         raise LightrailError("--pattern and --accel are required (e.g. --pattern=baseline --accel=gpu)")
@@ -49,7 +53,7 @@ def make_request(pattern, accel, stack="llmd", model=(), replicas=None, namespac
                    namespace=namespace, gpu_type=gpu_type or None, topology=topology or None,
                    provider=provider or STACK_ONLY["provider"][1], kserve_api=kserve_api or STACK_ONLY["kserve_api"][1],
                    kserve_tls=stack == "kserve" and kserve_tls(), extra_args=tuple(vllm_arg or ()),
-                   engine=inference_engine or "vllm")
+                   engine=inference_engine or "vllm", aliases=parse_aliases(alias))
 
 
 def models(values) -> tuple[str, ...]:

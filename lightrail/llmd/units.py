@@ -9,6 +9,7 @@ import functools
 
 import yaml
 
+from lightrail.aliases import REWRITE_KIND
 from lightrail.llmd.values import OWN_CHARTS, bbr_chart
 from lightrail.plan import Plan, Unit
 
@@ -46,5 +47,6 @@ def units(plan: Plan) -> list[Unit]:
     for s in plan.servers:
         out.append(unit(s.name, "llm-d-router-gateway", ROUTER, "router"))
         workload = "LeaderWorkerSet" if s.multinode else "Deployment"
-        out.append(unit(f"{s.name}-ms", "llm-d-modelservice", {"ServiceAccount": 1, workload: 1}, "ms"))
+        rewrite = {REWRITE_KIND: 1} if s.aliases else {}   # the model's aliases, beside its servers (extraObjects)
+        out.append(unit(f"{s.name}-ms", "llm-d-modelservice", {"ServiceAccount": 1, workload: 1, **rewrite}, "ms"))
     return out

@@ -13,6 +13,7 @@ import shlex
 import yaml
 
 from lightrail import engines
+from lightrail.aliases import model_rewrite
 from lightrail.catalog import load_catalog
 from lightrail.plan import VLLM_PORT, ModelServer, Plan
 from lightrail.router import MODEL_HEADER, epp_config
@@ -175,7 +176,9 @@ def modelservice_values(plan: Plan, server: ModelServer) -> dict:
         artifacts["size"] = weights_volume(plan, server)
     if plan.hf_secret and server.source.startswith("hf://"):
         artifacts["authSecretName"] = plan.hf_secret
+    extra = {"extraObjects": [model_rewrite(server, plan.namespace)]} if server.aliases else {}
     return {
+        **extra,
         "fullnameOverride": server.name,
         "multinode": bool(server.multinode),
         "modelArtifacts": artifacts,

@@ -22,6 +22,8 @@ GATEWAY = ("gateway.networking.k8s.io", "Gateway", "v1", "gateway-api")
 HTTPROUTE = ("gateway.networking.k8s.io", "HTTPRoute", "v1", "gateway-api")
 INFERENCEPOOL = ("inference.networking.k8s.io", "InferencePool", "v1", "inference-extension")
 LWS = ("leaderworkerset.x-k8s.io", "LeaderWorkerSet", "v1", "lws")
+# Model aliases on llmd; the endpoint picker looks for this CRD once, when it starts.
+MODEL_REWRITE = ("llm-d.ai", "InferenceModelRewrite", "v1alpha2", "llm-d-router")
 BUNDLE_ANNOTATIONS = {"gateway-api": "gateway.networking.k8s.io/bundle-version",
                       "inference-extension": "inference.networking.k8s.io/bundle-version"}
 
@@ -100,6 +102,8 @@ def required_crds(stack: str, plan: Plan | None, objects: list[dict]) -> list[tu
         need.append(("serving.kserve.io", "LLMInferenceService", api, "kserve-llmisvc"))
     if plan is not None and any(s.multinode for s in plan.servers):
         need.append(LWS)
+    if plan is not None and stack == "llmd" and any(s.aliases for s in plan.servers):
+        need.append(MODEL_REWRITE)
     for obj in objects:
         if is_custom(obj):
             item = (group(obj["apiVersion"]), obj["kind"], version(obj["apiVersion"]), "")
@@ -115,7 +119,7 @@ def crd_checks(crds: list[dict], need: list[tuple[str, str, str, str]]) -> list[
         name = f"CRD {kind} {grp}/{ver}"
         crd = next((c for c in crds if (c.get("spec") or {}).get("group") == grp
                     and ((c.get("spec") or {}).get("names") or {}).get("kind") == kind), None)
-        fix = "run `invoke prereqs`" if pin_key in ("gateway-api", "inference-extension", "lws") \
+        fix = "run `invoke prereqs`" if pin_key in ("gateway-api", "inference-extension", "lws", "llm-d-router") \
             else f"install the component that provides {kind} ({grp})"
         if crd is None:
             out.append(Check(name, FAIL, "not installed", fix))

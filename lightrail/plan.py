@@ -9,7 +9,8 @@ import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
-from lightrail import __version__, aliases, engines
+from lightrail import __version__, aliases, engines, weights
+from lightrail.weights import Weights
 from lightrail.catalog import STACKS, Catalog, Pattern, load_catalog
 from lightrail.errors import LightrailError, choose
 from lightrail.vllm_args import check_extra_args
@@ -46,6 +47,8 @@ class Request:
     hf_token: bool = False     # a token will be provided: mount secret HF_TOKEN_SECRET (never the value)
     engine: str = "vllm"       # inference engine (patterns/engines.yaml)
     aliases: tuple[tuple[str, str], ...] = ()   # (friendly name, served model) pairs (lightrail/aliases.py)
+    weights: str = "hf"        # hf | pvc | pvc:CLAIM[/PATH] | oci:IMAGE (lightrail/weights.py)
+    cache_size: str | None = None   # download volume / created claim size; default: what the accelerators hold
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class ModelServer:
     command: tuple[str, ...] = ()   # entrypoint when the image's default is not the server (sim, other engines)
     engine: str = "vllm"            # non-vLLM engines: `command` + `args` are the whole command line
     aliases: tuple[str, ...] = ()   # other names clients may send for `model`
+    weights: Weights | None = None  # where the weights come from (None: a path in the image, or the simulator)
 
     @property
     def pods(self) -> int:
@@ -152,7 +156,7 @@ class Plan:
     @property
     def hf_secret(self) -> str | None:
         """The Secret holding HF_TOKEN that model servers read, when the user provides a token."""
-        needs = any(s.source.startswith("hf://") for s in self.servers)
+        needs = any(s.weights and s.weights.kind in ("hf", "pvc-cache") for s in self.servers)
         return HF_TOKEN_SECRET if self.request.hf_token and needs else None
 
     @property
@@ -275,13 +279,14 @@ def build_plan(request: Request, catalog: Catalog | None = None) -> Plan:
     args = _args(pattern, accel, shape, request.extra_args)
     env = dict(accel.get("env", {})) if request.engine == engines.DEFAULT else {}
     names = _server_names(pattern.name, models)
+    weights_source = (*weights.parse(request.weights), weights.check_cache_size(request.cache_size))
     servers = tuple(
-        _engine_server(request, engine, ModelServer(
+        _engine_server(request, engine, _weights(request, accel, shape, ModelServer(
             name=name, model=model, source=_source(model, accel), image=image, replicas=replicas,
             args=args, env=env, resources=shape["resources"], node_selector=shape["node_selector"],
             tolerations=tuple(accel.get("tolerations", ())), tensor_parallel=shape["tp"],
             startup=dict(accel["startup"]), multinode=shape["multinode"], command=tuple(accel.get("command", ())),
-        ), pattern)
+        ), weights_source, len(models)), pattern)
         for name, model in zip(names, models)
     )
     servers = aliases.assign(servers, request.aliases, stack=request.stack, pattern=pattern, engine=request.engine,
@@ -369,14 +374,43 @@ def _engine_server(request: Request, engine: Mapping[str, Any], server: ModelSer
         return server
     if request.stack == "kserve":
         ref, kind = KSERVE_MODEL_DIR, "path"
-    elif server.source.startswith("hf://"):
-        ref, kind = server.source.removeprefix("hf://"), "hf"
+    elif server.weights:
+        ref, kind = server.weights.load, ("path" if server.weights.load.startswith("/") else "hf")
     else:
         ref, kind = server.source, "path"
+    if server.weights and kind == "path" and not any("{model}" in a for a in engine["args"]):
+        raise LightrailError(f"--inference-engine={request.engine} names the model by what it loads (it takes no "
+                             f"served name), so it would answer as {ref}; valid: --weights=hf")
     served = client_model(request.stack, pattern.body_based_routing, request.namespace, server.model)
     command, args = engines.command_line(engine, request.accel, model=served, ref=ref, ref_kind=kind,
                                          port=VLLM_PORT, tp=server.tensor_parallel, args=pattern.vllm_args)
     return replace(server, command=command, args=args, engine=request.engine)
+
+
+def _weights(request: Request, accel: Mapping[str, Any], shape: dict, server: ModelServer, source: tuple,
+             models: int) -> ModelServer:
+    """The server with its weights source (--weights); a path in the image and the simulator have none."""
+    kind, arg, cache_size = source
+    if not server.source or not server.source.startswith("hf://"):
+        if kind != "hf" or cache_size:
+            what = "the simulator loads no weights" if not server.source else \
+                f"model {server.model!r} is a path inside the image"
+            raise LightrailError(f"--weights/--cache-size do not apply: {what}", fix="drop them, or give an org/name model")
+        return server
+    found = weights.resolve(kind, arg, stack=request.stack, model=server.model, server=server.name, pods=server.pods,
+                            models=models, default_cache=_default_cache(accel, shape, server), cache_size=cache_size)
+    return replace(server, source=found.uri, weights=found)
+
+
+def _default_cache(accel: Mapping[str, Any], shape: dict, server: ModelServer) -> str:
+    """What a download volume must hold (llm-d-modelservice's emptyDir defaults to 5Mi): a checkpoint
+    fits in the memory of the accelerators serving it (RAM on CPU), and every pod of a multi-node
+    group downloads the whole checkpoint."""
+    if "resource" not in accel:
+        return server.resources["memory"]
+    per_unit = accel["types"][shape["type"]]["memory_gib"] if "types" in accel else accel["memory_gib"]
+    units = int(server.resources[accel["resource"]]) * (server.multinode.size if server.multinode else 1)
+    return f"{per_unit * units}Gi"
 
 
 def _slug(model: str) -> str:

@@ -138,6 +138,18 @@ def cases():
     add("plan-alias-kserve-two", ["plan", *SIM, "--stack=kserve", "--alias=a=Qwen/Qwen2.5-3B-Instruct",
                                   "--alias=b=Qwen/Qwen2.5-3B-Instruct"], "KServe names a model once")
     add("plan-alias-bad-name", ["plan", *SIM, "--alias=a b=Qwen/Qwen2.5-3B-Instruct"], "is not a model name")
+    # Model weights (docs/weights.md).
+    for task in PLANNED:
+        plan_args = BASE[task] or SIM
+        add(f"{task}-weights-s3", [task, *plan_args, "--weights=s3://b/m"], "valid: hf, pvc, pvc:CLAIM[/PATH], oci:IMAGE")
+        add(f"{task}-cache-size-bad", [task, *plan_args, "--cache-size=lots"], "valid: a whole number of Mi, Gi or Ti")
+    add("plan-weights-on-sim", ["plan", *SIM, "--weights=pvc"], "the simulator loads no weights")
+    add("plan-weights-pvc-kserve", ["plan", "--pattern=baseline", "--accel=gpu", "--stack=kserve", "--weights=pvc"],
+        "valid: --weights=pvc:CLAIM[/PATH]")
+    add("plan-cache-size-kserve", ["plan", "--pattern=baseline", "--accel=gpu", "--stack=kserve", "--cache-size=9Gi"],
+        "--cache-size applies to --stack=llmd only")
+    add("plan-weights-oci-multimodel", ["plan", "--pattern=multimodel", "--accel=gpu", "--weights=oci:r.io/m/q:1"],
+        "valid: --weights=pvc:CLAIM (each model under its id), hf or pvc")
     # Models and replicas.
     for task in ("plan", "render", "deploy", "smoke", "bench"):
         add(f"{task}-model-empty", [task, *BASE[task], "--model="], "--model is empty; valid:")

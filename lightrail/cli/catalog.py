@@ -80,6 +80,9 @@ def plan_table(plan: Plan) -> None:
         servers.add_column(col)
     for s in d["servers"]:
         model = s["model"] + (f"\naliases: {', '.join(s['aliases'])}" if s["aliases"] else "")
+        if s["weights"]:
+            w = s["weights"]
+            model += f"\nweights: {w['uri']}" + (f" ({w['cache']})" if w["cache"] else "")
         servers.add_row(s["name"], model, str(s["replicas"]), str(s["pods"]),
                         ", ".join(f"{k}={v}" for k, v in s["resources"].items()),
                         "\n".join(f"{k}={v}" for k, v in s["node_selector"].items()) or "-",
@@ -98,11 +101,11 @@ def plan_table(plan: Plan) -> None:
 @user_errors
 def plan(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespace="lightrail",
          gpu_type="", topology="", provider="", kserve_api="", vllm_arg=None, output="table", inference_engine="",
-         alias=None):
+         alias=None, weights="", cache_size=""):
     """What a deployment would create: units in apply order, objects, images, resources, cost."""
     fmt = output_format(output)
     p = build_plan(make_request(pattern, accel, stack, model, replicas, namespace, gpu_type, topology,
-                                provider, kserve_api, vllm_arg, inference_engine, alias))
+                                provider, kserve_api, vllm_arg, inference_engine, alias, weights, cache_size))
     if fmt == "table":
         plan_table(p)
     else:
@@ -117,7 +120,7 @@ def plan(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespa
 @user_errors
 def render(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespace="lightrail",
            gpu_type="", topology="", provider="", kserve_api="", vllm_arg=None, out="",
-           charts="", schemas="", offline=False, inference_engine="", alias=None):
+           charts="", schemas="", offline=False, inference_engine="", alias=None, weights="", cache_size=""):
     """Render the manifests with the real tools, validate every object, write them to --out."""
     from lightrail import render as rendering
     from lightrail.settings import charts_dir, schemas_dir
@@ -126,7 +129,7 @@ def render(c, pattern="", accel="", stack="llmd", model=None, replicas="", names
         raise LightrailError("--out=DIR is required (where manifests.yaml is written)")
     target = rendering.check_out(out_dir(out))
     p = build_plan(make_request(pattern, accel, stack, model, replicas, namespace, gpu_type, topology,
-                                provider, kserve_api, vllm_arg, inference_engine, alias))
+                                provider, kserve_api, vllm_arg, inference_engine, alias, weights, cache_size))
     result = rendering.render_validated(p, charts=charts_dir(charts or None), schemas=schemas_dir(schemas or None),
                                         offline=offline)
     files = rendering.write(result, target)

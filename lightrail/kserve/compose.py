@@ -56,7 +56,10 @@ def startup_probe(plan: Plan, server: ModelServer) -> dict:
 
 def components(plan: Plan, server: ModelServer) -> list[str]:
     """Which kustomize/components/* this server needs."""
-    out = ["weights-download" if server.source else "simulator"]
+    if not server.source:
+        out = ["simulator"]
+    else:   # only a download needs the way out to Hugging Face; pvc:// and oci:// weights are in the cluster
+        out = ["weights-download"] if server.weights and server.weights.kind == "hf" else []
     if server.multinode:
         out.append("multinode")
     return out

@@ -47,6 +47,8 @@ def units(plan: Plan) -> list[Unit]:
     for s in plan.servers:
         out.append(unit(s.name, "llm-d-router-gateway", ROUTER, "router"))
         workload = "LeaderWorkerSet" if s.multinode else "Deployment"
-        rewrite = {REWRITE_KIND: 1} if s.aliases else {}   # the model's aliases, beside its servers (extraObjects)
-        out.append(unit(f"{s.name}-ms", "llm-d-modelservice", {"ServiceAccount": 1, workload: 1, **rewrite}, "ms"))
+        extra = {REWRITE_KIND: 1} if s.aliases else {}   # beside the servers (extraObjects): aliases, weights claim
+        if s.weights and s.weights.claim and s.weights.kind == "pvc-cache":
+            extra["PersistentVolumeClaim"] = 1
+        out.append(unit(f"{s.name}-ms", "llm-d-modelservice", {"ServiceAccount": 1, workload: 1, **extra}, "ms"))
     return out

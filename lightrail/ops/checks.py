@@ -14,6 +14,7 @@ from lightrail.catalog import load_catalog
 from lightrail.ops.objects import (annotations, condition, conditions, group, is_custom, is_true, labels, meta,
                                    quantity, version)
 from lightrail.plan import Plan
+from lightrail.weights import shared_claim_problem
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 KSERVE_GATEWAY = ("kserve", "kserve-ingress-gateway")
@@ -49,6 +50,7 @@ class Facts:
     nodes: list[dict] = field(default_factory=list)
     pods: list[dict] = field(default_factory=list)       # every non-terminated pod (for used capacity)
     secrets: list[str] = field(default_factory=list)     # Secret names in the target namespace (never data)
+    claims: list[dict] = field(default_factory=list)      # PersistentVolumeClaims in the target namespace
 
 
 def failed(checks: list[Check]) -> list[Check]:
@@ -91,6 +93,27 @@ def cluster_checks(facts: Facts, stack: str, provider: str, plan: Plan | None = 
     if plan is not None:
         out.append(capacity_check(plan, facts.nodes, facts.pods))
         out.append(token_check(plan, facts.secrets, token_given))
+        out += weights_checks(plan, facts.claims)
+    return out
+
+
+def weights_checks(plan: Plan, claims: list[dict]) -> list[Check]:
+    """Existing claims named by --weights=pvc:CLAIM: present, and mountable by every pod of the model."""
+    out = []
+    for server in plan.servers:
+        if not (server.weights and server.weights.kind == "pvc"):
+            continue
+        claim = server.weights.claim
+        found = next((c for c in claims if meta(c).get("name") == claim), None)
+        name = f"weights {claim}"
+        if found is None:
+            out.append(Check(name, FAIL, f"claim {claim} not found in namespace {plan.namespace}",
+                             f"create it with the weights under /{server.weights.uri.split('/', 3)[3]}, or use --weights=hf"))
+            continue
+        modes = list((found.get("spec") or {}).get("accessModes") or [])
+        problem = shared_claim_problem(modes, server.pods, claim)
+        out.append(Check(name, FAIL, problem, "use --replicas=1, or a ReadOnlyMany / ReadWriteMany claim") if problem
+                   else Check(name, OK, f"{'/'.join(modes) or 'no access mode'}, {server.pods} pod(s)"))
     return out
 
 
@@ -191,7 +214,7 @@ def capacity_check(plan: Plan, nodes: list[dict], pods: list[dict]) -> Check:
 
 
 def token_check(plan: Plan, secrets: list[str], token_given: bool) -> Check:
-    hf = [s.model for s in plan.servers if s.source.startswith("hf://")]
+    hf = [s.model for s in plan.servers if s.weights and s.weights.kind in ("hf", "pvc-cache")]
     if not hf:
         return Check("HF token", OK, "not needed (no model is downloaded from Hugging Face)")
     if token_given:

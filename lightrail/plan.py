@@ -10,10 +10,10 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
 from lightrail import __version__, aliases, engines, weights
-from lightrail.weights import Weights
 from lightrail.catalog import STACKS, Catalog, Pattern, load_catalog
 from lightrail.errors import LightrailError, choose
 from lightrail.vllm_args import check_extra_args
+from lightrail.weights import Weights
 
 LABEL_PREFIX = "lightrail.dev"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "lightrail"}

@@ -14,12 +14,12 @@ import yaml
 
 from lightrail import engines
 from lightrail.aliases import model_rewrite
-from lightrail.weights import MOUNT as MODEL_MOUNT
-from lightrail.weights import claim_object
 from lightrail.catalog import load_catalog
 from lightrail.plan import VLLM_PORT, ModelServer, Plan
 from lightrail.router import MODEL_HEADER, epp_config
 from lightrail.settings import HELMFILES_DIR
+from lightrail.weights import MOUNT as MODEL_MOUNT
+from lightrail.weights import claim_object
 
 # Charts Lightrail ships itself (helmfiles/charts/<name>): never fetched, never in LIGHTRAIL_CHARTS.
 OWN_CHARTS = HELMFILES_DIR / "charts"

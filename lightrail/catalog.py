@@ -1,4 +1,4 @@
-"""The catalog: patterns, accelerators, prices and pinned versions, read from patterns/*.yaml.
+"""The catalog: patterns, accelerators, engines, prices and pinned versions, read from patterns/*.yaml.
 
 Pure data with light checks; everything that turns it into something deployable is in plan.py.
 """
@@ -15,7 +15,7 @@ from lightrail.errors import LightrailError
 from lightrail.settings import PATTERNS_DIR
 
 STACKS = ("llmd", "kserve")
-DATA_FILES = ("accelerators.yaml", "gateways.yaml", "migration.yaml", "prices.yaml", "versions.yaml")
+DATA_FILES = ("accelerators.yaml", "engines.yaml", "gateways.yaml", "migration.yaml", "prices.yaml", "versions.yaml")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class Catalog:
     migration: Mapping[str, Any]
     prices: Mapping[str, Any]
     versions: Mapping[str, Any]
+    engines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def pattern(self, name: str) -> Pattern:
         if name not in self.patterns:
@@ -113,4 +114,5 @@ def load_catalog(directory: Path = PATTERNS_DIR) -> Catalog:
         migration=_freeze(data["migration.yaml"]),
         prices=_freeze(data["prices.yaml"]),
         versions=_freeze(data["versions.yaml"]),
+        engines=_freeze(data["engines.yaml"]),
     )

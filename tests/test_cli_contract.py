@@ -110,6 +110,46 @@ def cases():
     add("plan-moe-on-cpu", ["plan", "--pattern=moe", "--accel=cpu"], "supported: gpu/llmd")
     add("plan-no-pattern", ["plan", "--accel=sim"], "--pattern and --accel are required")
     add("plan-no-accel", ["plan", "--pattern=baseline"], "--pattern and --accel are required")
+    # Inference engines (docs/engines.md): unknown, refused with the upstream reason, or off their cells.
+    for task in PLANNED:
+        plan_args = BASE[task] or SIM
+        add(f"{task}-engine-nope", [task, *plan_args, "--inference-engine=tgi"], "valid: vllm, sglang, trtllm, llamacpp")
+        add(f"{task}-engine-ollama", [task, *plan_args, "--inference-engine=ollama"], "no Prometheus metrics the endpoint picker")
+        add(f"{task}-engine-on-sim", [task, *plan_args, "--inference-engine=sglang"], "the simulator imitates vLLM")
+    gpu = ("--pattern=baseline", "--accel=gpu")
+    add("plan-engine-on-tpu", ["plan", "--pattern=baseline", "--accel=tpu", "--inference-engine=llamacpp"],
+        "TPU serving is vLLM TPU (tpu-inference) only (valid accelerators for llamacpp: cpu, gpu)")
+    add("plan-sglang-on-cpu", ["plan", "--pattern=baseline", "--accel=cpu", "--inference-engine=sglang"], "valid: gpu")
+    add("plan-engine-moe", ["plan", "--pattern=moe", "--accel=gpu", "--inference-engine=sglang"],
+        "valid patterns: baseline, multimodel, caching")
+    add("plan-engine-vllm-arg", ["plan", *gpu, "--inference-engine=trtllm", "--vllm-arg=--max-model-len=10"],
+        "--vllm-arg is for --inference-engine=vllm")
+    add("plan-trtllm-on-kserve", ["plan", *gpu, "--stack=kserve", "--inference-engine=trtllm"],
+        "LLMInferenceService is built around vLLM")
+    add("plan-llamacpp-on-kserve", ["plan", *gpu, "--stack=kserve", "--inference-engine=llamacpp"], "for SGLang only")
+    # Model aliases (docs/aliases.md).
+    for task in PLANNED:
+        plan_args = BASE[task] or SIM
+        add(f"{task}-alias-no-equals", [task, *plan_args, "--alias=chat"], "is not NAME=MODEL; valid: e.g. --alias chat=")
+        add(f"{task}-alias-unknown-target", [task, *plan_args, "--alias=chat=a/b"], "is not served by this plan; valid:")
+    add("smoke-alias-no-equals", ["smoke", *BASE["smoke"], "--alias=chat"], "is not NAME=MODEL")
+    add("plan-alias-multimodel", ["plan", "--pattern=multimodel", "--accel=sim", "--alias=chat=Qwen/Qwen2.5-3B-Instruct"],
+        "valid: aliases with baseline, caching or moe")
+    add("plan-alias-kserve-two", ["plan", *SIM, "--stack=kserve", "--alias=a=Qwen/Qwen2.5-3B-Instruct",
+                                  "--alias=b=Qwen/Qwen2.5-3B-Instruct"], "KServe names a model once")
+    add("plan-alias-bad-name", ["plan", *SIM, "--alias=a b=Qwen/Qwen2.5-3B-Instruct"], "is not a model name")
+    # Model weights (docs/weights.md).
+    for task in PLANNED:
+        plan_args = BASE[task] or SIM
+        add(f"{task}-weights-s3", [task, *plan_args, "--weights=s3://b/m"], "valid: hf, pvc, pvc:CLAIM[/PATH], oci:IMAGE")
+        add(f"{task}-cache-size-bad", [task, *plan_args, "--cache-size=lots"], "valid: a whole number of Mi, Gi or Ti")
+    add("plan-weights-on-sim", ["plan", *SIM, "--weights=pvc"], "the simulator loads no weights")
+    add("plan-weights-pvc-kserve", ["plan", "--pattern=baseline", "--accel=gpu", "--stack=kserve", "--weights=pvc"],
+        "valid: --weights=pvc:CLAIM[/PATH]")
+    add("plan-cache-size-kserve", ["plan", "--pattern=baseline", "--accel=gpu", "--stack=kserve", "--cache-size=9Gi"],
+        "--cache-size applies to --stack=llmd only")
+    add("plan-weights-oci-multimodel", ["plan", "--pattern=multimodel", "--accel=gpu", "--weights=oci:r.io/m/q:1"],
+        "valid: --weights=pvc:CLAIM (each model under its id), hf or pvc")
     # Models and replicas.
     for task in ("plan", "render", "deploy", "smoke", "bench"):
         add(f"{task}-model-empty", [task, *BASE[task], "--model="], "--model is empty; valid:")

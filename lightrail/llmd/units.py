@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import yaml
 
+from lightrail.aliases import REWRITE_KIND
 from lightrail.llmd.values import OWN_CHARTS, bbr_chart
 from lightrail.plan import Plan, Unit
 
@@ -50,5 +51,8 @@ def units(plan: Plan) -> list[Unit]:
             router = replace(router, objects={k: v for k, v in router.objects.items() if k != "HTTPRoute"})
         out.append(router)
         workload = "LeaderWorkerSet" if s.multinode else "Deployment"
-        out.append(unit(f"{s.name}-ms", "llm-d-modelservice", {"ServiceAccount": 1, workload: 1}, "ms"))
+        extra = {REWRITE_KIND: 1} if s.aliases else {}   # beside the servers (extraObjects): aliases, weights claim
+        if s.weights and s.weights.claim and s.weights.kind == "pvc-cache":
+            extra["PersistentVolumeClaim"] = 1
+        out.append(unit(f"{s.name}-ms", "llm-d-modelservice", {"ServiceAccount": 1, workload: 1, **extra}, "ms"))
     return out

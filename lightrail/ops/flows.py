@@ -103,6 +103,7 @@ def observe_facts(cluster, target: Target) -> ck.Facts:
         gateways=cluster.list("gateway.networking.k8s.io/v1", "Gateway", ck.KSERVE_GATEWAY[0]),
         nodes=cluster.list("v1", "Node"), pods=cluster.list("v1", "Pod"),
         secrets=[meta(s)["name"] for s in cluster.list("v1", "Secret", target.namespace)] if target.namespace else [],
+        claims=cluster.list("v1", "PersistentVolumeClaim", target.namespace) if target.namespace else [],
     )
 
 

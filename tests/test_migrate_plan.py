@@ -14,7 +14,7 @@ import pytest
 
 from lightrail.errors import LightrailError
 from lightrail.migrate.plan import DEFAULT_STEPS, Options, describe, plan_migration
-from lightrail.migrate.routes import PROBE_HEADER, client_rules, pool_name
+from lightrail.migrate.routes import PROBE_HEADER, client_rules, client_weights, pool_name
 from lightrail.ops.objects import MIGRATION_LABEL
 from lightrail.migrate.state import State, from_config_map
 from lightrail.plan import Request, build_plan
@@ -153,21 +153,21 @@ def test_weights_follow_the_steps_and_no_backend_is_parked_at_zero():
     shifts = [p for p in m.phases if p.name.startswith("shift-")]
     assert [p.name for p in shifts] == ["shift-10", "shift-50", "shift-100"]
     src, tgt = "caching-qwen2-5-3b-instruct", "caching-qwen2-5-3b-instruct-inference-pool"
-    seen = [{b["name"]: b["weight"] for b in p.forward[0].objects[0]["spec"]["rules"][0]["backendRefs"]} for p in shifts]
+    seen = [client_weights(p.forward[0].objects[0]) for p in shifts]
     assert seen == [{src: 90, tgt: 10}, {src: 50, tgt: 50}, {tgt: 100}]
-    back = [{b["name"]: b["weight"] for b in p.backward[0].objects[0]["spec"]["rules"][0]["backendRefs"]} for p in shifts]
+    back = [client_weights(p.backward[0].objects[0]) for p in shifts]
     assert back == [{src: 100}, {src: 90, tgt: 10}, {src: 50, tgt: 50}]
     assert [op.seconds for p in shifts for op in p.forward if op.action == "hold"] == [60.0, 60.0, 60.0]
 
 
 def test_the_front_route_keeps_the_client_rules_and_probes_each_side():
     """KServe's managed route: its path match and URL rewrite stay; each backend becomes the weighted
-    pair; probe rules match `/` plus the header; the rule count stays within the API's 16."""
+    pair; probe rules (first: a tie on precedence goes to the first rule) match `/` plus the header."""
     m = migration("baseline", "sim", "kserve", "llmd", KSERVE_ROUTE)
     route = next(p for p in m.phases if p.name == "shift-25").forward[0].objects[0]
     assert route["metadata"]["name"] == "baseline-qwen2-5-3b-instruct-front"
     assert route["spec"]["parentRefs"] == KSERVE_ROUTE["spec"]["parentRefs"]
-    client, *probes = route["spec"]["rules"]
+    *probes, client = route["spec"]["rules"]
     assert client["matches"] == KSERVE_ROUTE["spec"]["rules"][0]["matches"]
     assert client["filters"] == KSERVE_ROUTE["spec"]["rules"][0]["filters"]
     assert "name" not in client   # rule names are the source's; ours must not clash with a later copy

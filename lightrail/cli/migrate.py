@@ -14,7 +14,8 @@ from lightrail.ops.secrets import read_token
 from lightrail.plan import build_plan
 
 HELP = {
-    **{k: PLAN_HELP[k] for k in ("pattern", "accel", "model", "replicas", "gpu_type", "topology", "vllm_arg")},
+    **{k: PLAN_HELP[k] for k in ("pattern", "accel", "model", "replicas", "gpu_type", "topology", "vllm_arg",
+                                 "inference_engine", "alias", "weights", "cache_size")},
     **COMMON_HELP,
     "to": "the stack to move to: kserve | llmd (the source is the other one, found running)",
     "steps": "the target's share in percent after each step, rising to 100 (default 1,5,10,25,50,75,100)",
@@ -47,7 +48,7 @@ def _steps(value: str) -> tuple[int, ...]:
 @user_errors
 @interruptible
 def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type="", topology="", vllm_arg=None,
-            namespace="lightrail", kube_context="", steps="", hold="60", settle="5", drain="30", surge=True,
+            inference_engine="", alias=None, weights="", cache_size="", namespace="lightrail", kube_context="", steps="", hold="60", settle="5", drain="30", surge=True,
             url="", resume=False, rollback=False, yes=False, timeout="900", hf_token_file="", charts="",
             keep_pvcs=True, dry_run=False):
     """Move a running pattern between stacks behind its Gateway, weight by weight, with zero failed requests."""
@@ -79,11 +80,13 @@ def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type=""
             raise LightrailError("--accel is required to find the source deployment (gpu | tpu | cpu | sim)")
         source_stack = next(s for s in STACKS if s != to)
         request = make_request(pattern, accel, source_stack, model, replicas, namespace, gpu_type, topology,
-                               vllm_arg=vllm_arg)
+                               vllm_arg=vllm_arg, inference_engine=inference_engine, alias=alias, weights=weights,
+                               cache_size=cache_size)
         source = build_plan(dataclasses.replace(request, hf_token=token is not None))
         check_migratable(source, to)
-    elif to or accel:
-        raise LightrailError("--resume and --rollback take the migration from the cluster: drop --to and --accel")
+    elif to or accel or model or alias:
+        raise LightrailError("--resume and --rollback take the migration from the cluster: drop --to, --accel, "
+                             "--model and --alias")
     target, cluster = flows.connect(kube_context, namespace, dry_run, out)
     ctx = Context(target=target, cluster=cluster, out=out, dry_run=dry_run, url=url, token=token, charts=chart_root)
     out(f"context {target.banner()}")

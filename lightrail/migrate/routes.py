@@ -31,7 +31,7 @@ def client_rules(route: dict) -> list[dict]:
     """The source route's rules without their backends and probe rules: what clients match."""
     rules = []
     for rule in route.get("spec", {}).get("rules") or []:
-        if any(h.get("name") == PROBE_HEADER for m in rule.get("matches") or [] for h in m.get("headers") or []):
+        if is_probe(rule):
             continue
         rules.append({k: copy.deepcopy(v) for k, v in rule.items() if k not in ("backendRefs", "name")})
     return rules
@@ -50,18 +50,29 @@ def front_route_object(plan: Plan, server: ModelServer, parent_refs: list[dict],
     `probes` maps a probe header value ("source", "target") to the pool it reaches. A probe rule
     matches `/` plus the header and calls the OpenAI paths as the pool serves them (`/v1/...`):
     no client rule matches those with the probe header alone, and one rule per side keeps the
-    route within the API's 16 rules (KServe's managed route has 13).
+    route within the API's 16 rules (KServe's managed route has 13). Probe rules come first: a
+    client rule matching `/` with one header of its own (llm-d's body-based routing) ties with
+    them on precedence, and a tie goes to the rule listed first.
     """
-    out_rules = [{**copy.deepcopy(rule), "backendRefs": backends(weights)} for rule in rules]
-    for side, pool in probes.items():
-        out_rules.append({"matches": [{"path": {"type": "PathPrefix", "value": "/"},
-                                       "headers": [{"type": "Exact", "name": PROBE_HEADER, "value": side}]}],
-                          "backendRefs": backends({pool: 1})})
+    out_rules = [{"matches": [{"path": {"type": "PathPrefix", "value": "/"},
+                               "headers": [{"type": "Exact", "name": PROBE_HEADER, "value": side}]}],
+                  "backendRefs": backends({pool: 1})} for side, pool in probes.items()]
+    out_rules += [{**copy.deepcopy(rule), "backendRefs": backends(weights)} for rule in rules]
     return {
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
         "metadata": {"name": front_route(server), "namespace": plan.namespace, "labels": dict(labels)},
         "spec": {"parentRefs": copy.deepcopy(parent_refs), "rules": out_rules},
     }
+
+
+def is_probe(rule: dict) -> bool:
+    return any(h.get("name") == PROBE_HEADER for m in rule.get("matches") or [] for h in m.get("headers") or [])
+
+
+def client_weights(route: dict) -> dict[str, int]:
+    """Pool -> weight of the front route's client rules (the first one: they all carry the same pair)."""
+    rule = next((r for r in route.get("spec", {}).get("rules") or [] if not is_probe(r)), {})
+    return {b["name"]: b.get("weight", 1) for b in rule.get("backendRefs") or []}
 
 
 def parent_gateway(route: dict) -> tuple[str, str]:

@@ -20,7 +20,7 @@ from lightrail.errors import LightrailError
 from lightrail.migrate import guards
 from lightrail.migrate.plan import Migration, Op, Options, fronted, plan_migration
 from lightrail.migrate.preflight import (Problem, gateway_splits, selectors_apart, source_present, target_selector)
-from lightrail.migrate.routes import (PROBE_HEADER, client_rules, own_route_name, parent_gateway,
+from lightrail.migrate.routes import (PROBE_HEADER, client_rules, client_weights, own_route_name, parent_gateway,
                                       pool_name)
 from lightrail.migrate.state import State, from_config_map, state_name
 from lightrail.ops import checks as ck
@@ -333,11 +333,9 @@ def _side_plan(m: Migration, op: Op) -> Plan:
 
 
 def _target_weight(m: Migration, route: dict) -> int:
-    tgt = pool_name(m.target, m.target.servers[0])
-    rule = (route.get("spec", {}).get("rules") or [{}])[0]
-    total = sum(b.get("weight", 1) for b in rule.get("backendRefs") or [])
-    return round(100 * sum(b.get("weight", 1) for b in rule.get("backendRefs") or [] if b["name"] == tgt) / total) \
-        if total else 0
+    weights = client_weights(route)
+    total = sum(weights.values())
+    return round(100 * weights.get(pool_name(m.target, m.target.servers[0]), 0) / total) if total else 0
 
 
 def _spared(m: Migration):

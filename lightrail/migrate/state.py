@@ -55,8 +55,8 @@ class State:
                    options=asdict(m.options), phase=m.phases[0].name)
 
     def migration(self) -> Migration:
-        request = Request(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.source.items()})
-        options = Options(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.options.items()})
+        request = Request(**{k: _tuples(v) for k, v in self.source.items()})
+        options = Options(**{k: _tuples(v) for k, v in self.options.items()})
         return plan_migration(build_plan(request), self.to, (self.gateway[0], self.gateway[1]), self.rules,
                               self.parent_refs, options, self.source_fronted)
 
@@ -71,6 +71,11 @@ class State:
                              "labels": {**MANAGED_BY, f"{LABEL_PREFIX}/pattern": pattern,
                                         MIGRATION_LABEL: f"{self.source['stack']}-to-{self.to}"}},
                 "data": {KEY: json.dumps({"format": FORMAT, **asdict(self)}, indent=1, sort_keys=True)}}
+
+
+def _tuples(value):
+    """JSON gives lists where the plan's frozen values hold tuples (models, aliases, steps)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def from_config_map(cm: dict) -> State:

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from lightrail.migrate.routes import PROBE_HEADER
+from lightrail.migrate.routes import client_weights
 from lightrail.settings import ROOT
 from lightrail.testing.gateway import GatewayModel
 from lightrail.testing.traffic import TrafficDriver
@@ -61,9 +61,8 @@ class Weights(threading.Thread):
             out = self.cluster.kubectl("get", "httproute", f"{NAME}-front", "-n", self.ns, "-o", "json",
                                        check=False).stdout
             if out.strip():
-                rule = json.loads(out)["spec"]["rules"][0]
-                total = sum(b.get("weight", 1) for b in rule["backendRefs"])
-                share = {b["name"]: b.get("weight", 1) / total for b in rule["backendRefs"]}
+                weights = client_weights(json.loads(out))
+                share = {pool: w / sum(weights.values()) for pool, w in weights.items()}
                 if not self.seen or self.seen[-1][1] != share:
                     self.seen.append((time.monotonic(), share))
             time.sleep(0.3)
@@ -152,7 +151,7 @@ def test_a_tripped_guard_restores_the_last_good_weights_and_rollback_restores_th
     assert proc.wait(120) == 1, out
     assert "guard tripped" in out or "probe(s) failed" in out, out
     route = json.loads(cluster.kubectl("get", "httproute", f"{NAME}-front", "-n", ns, "-o", "json").stdout)
-    assert {b["name"]: b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]} == \
+    assert client_weights(route) == \
         {POOLS["llmd"]: 90, POOLS["kserve"]: 10}, "the last good weights"
     state = json.loads(json.loads(cluster.kubectl("get", "configmap", "caching-migration", "-n", ns, "-o", "json")
                                   .stdout)["data"]["state.json"])

@@ -89,7 +89,7 @@ def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type=""
                              "--model and --alias")
     target, cluster = flows.connect(kube_context, namespace, dry_run, out)
     ctx = Context(target=target, cluster=cluster, out=out, dry_run=dry_run, url=url, token=token, charts=chart_root)
-    out(f"context {target.banner()}")
+    out(target.banner())
     if source is not None:
         start(source, to, options, ctx, confirm=lambda: _confirm(yes))
     else:

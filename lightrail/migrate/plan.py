@@ -183,7 +183,8 @@ def _phases(m: Migration) -> list[Phase]:
         (Op("deploy", f"deploy the source ({m.source.stack}) again behind the front route", side="source"),
          Op("apply", "the source's probe rule back", front_routes(m, 100)), settle,
          Op("verify", "verify the source through its probe rule", side="source"))))
-    gateway_release = f"{m.pattern}-infra" if m.source.stack == "llmd" and not m.source.gateway.external else ""
+    # the Gateway an llmd deployment once made (release <pattern>-infra) goes with the deployment, either way
+    gateway_release = f"{m.pattern}-infra" if m.source.stack == "llmd" or m.source_fronted else ""
     phases.append(Phase(
         "handover",
         (Op("relabel", f"the front route(s){' and the Gateway' if gateway_release else ''} now belong to the "

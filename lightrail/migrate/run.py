@@ -283,8 +283,8 @@ def save(state: State, ctx: Context) -> None:
 
 
 def _delete_state(m: Migration, ctx: Context) -> None:
-    ctx.cluster.run("kubectl", ctx.target.kubectl("delete", "configmap", state_name(m.pattern), "--ignore-not-found"),
-                    None, 60)
+    ctx.cluster.run("kubectl", ctx.target.kubectl("delete", "configmap", state_name(m.pattern), "-n", m.namespace,
+                                                  "--ignore-not-found"), None, 60)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,7 +311,8 @@ def run_op(m: Migration, op: Op, ctx: Context, state: State | None = None) -> No
         ctx.out(f"- {op.title}")
         _remove(m, op.side, ctx)
     elif op.action == "relabel":
-        executor.run(_relabel_step(m, op, ctx))
+        for step in _relabel_steps(m, op, ctx):
+            executor.run(step)
     elif op.action in ("settle", "drain"):
         _wait(op.title, op.seconds, ctx)
     elif op.action == "verify":
@@ -356,15 +357,23 @@ def _remove(m: Migration, side: str, ctx: Context) -> None:
                    spare_releases=releases, dry=ctx.dry)
 
 
-def _relabel_step(m: Migration, op: Op, ctx: Context) -> st.Step:
-    objects = list(op.objects)
+def _relabel_steps(m: Migration, op: Op, ctx: Context) -> list[st.Step]:
+    """`kubectl label` of the front routes, and of what the op's helm release holds (its Gateway); a label
+    set to None is removed, from the front routes only (nothing else carries it)."""
+    def step(title: str, objects: list[dict], lbl: dict) -> st.Step:
+        args = [f"{k}-" if v is None else f"{k}={v}" for k, v in lbl.items()]
+        return st.Step(title, tool="kubectl", objects=tuple(objects),
+                       args=ctx.target.kubectl("label", "--overwrite", *args, "-f", "-"))
+
+    steps = [step(op.title, list(op.objects), dict(op.labels))]
     if op.release and ctx.cluster is not None:
-        objects += [stub(o) for o in flows.find_labelled(ctx.cluster, f"lightrail.dev/pattern={m.pattern}")
-                    if annotations(o).get(HELM_RELEASE) == op.release and meta(o).get("namespace") == m.namespace
-                    and not generated(o)]
-    args = [f"{k}-" if v is None else f"{k}={v}" for k, v in op.labels.items()]
-    return st.Step(op.title, tool="kubectl", objects=tuple(objects),
-                   args=ctx.target.kubectl("label", "--overwrite", *args, "-f", "-"))
+        held = [stub(o) for o in flows.find_labelled(ctx.cluster, f"lightrail.dev/pattern={m.pattern}")
+                if annotations(o).get(HELM_RELEASE) == op.release and meta(o).get("namespace") == m.namespace
+                and not generated(o)]
+        if held:
+            steps.append(step(f"{op.title} (helm release {op.release})", held,
+                              {k: v for k, v in op.labels.items() if v is not None}))
+    return steps
 
 
 def _indent(out: Out) -> Out:
@@ -495,7 +504,8 @@ def _dry(m: Migration, op: Op, ctx: Context) -> None:
     elif op.action == "delete":
         dry.run(st.delete(ctx.target, list(op.objects), op.title, timeout=120))
     elif op.action == "relabel":
-        dry.run(_relabel_step(m, op, ctx))
+        for step in _relabel_steps(m, op, ctx):
+            dry.run(step)
     elif op.action == "deploy":
         dry.count += 1
         ctx.out(f"[{dry.count}] {op.title}: as `invoke deploy` would, now:")

@@ -116,7 +116,9 @@ def test_llmd_to_kserve_and_back_under_traffic_fails_no_request(deployed):
     assert served == {f"{ns}/{POOLS['llmd']}", f"{ns}/{POOLS['kserve']}"}, served
     # the target's share followed the weights the migration set (10, 50, 100 %)
     assert [round(s, 2) for _, s in there_timeline] == [0.0, 0.1, 0.5, 1.0], there_timeline
-    assert report.share_problems(there_timeline, f"{ns}/{POOLS['kserve']}", tolerance=0.25, settle=2.0) == [], \
+    whole = weights.timeline(POOLS["kserve"])   # there and back: 0 -> 10 -> 50 -> 100 -> 90 -> 50 -> 0 %
+    assert [round(s, 2) for _, s in whole] == [0.0, 0.1, 0.5, 1.0, 0.9, 0.5, 0.0], whole
+    assert report.share_problems(whole, f"{ns}/{POOLS['kserve']}", tolerance=0.25, settle=2.0) == [], \
         report.summary()
     # one Gateway the whole time: the same object, never replaced
     assert objects(cluster, ns, "gateways.gateway.networking.k8s.io").keys() == gateway_before.keys()

@@ -32,6 +32,7 @@ from lightrail.ops.status import KINDS, Row, aggregate
 from lightrail.ops.steps import show
 from lightrail.ops.target import Target, check_namespace, resolve
 from lightrail.plan import HF_TOKEN_SECRET, Plan
+from lightrail.settings import TOOLS_BIN
 from lightrail.smoke.discovery import GATEWAY_NAME_LABEL, gateway_service, gateway_url, kserve_endpoint
 
 Out = Callable[[str], None]
@@ -159,6 +160,9 @@ def deploy(plan: Plan, target: Target, cluster, *, dry_run: bool, out: Out, toke
         + (" — dry run, nothing is changed" if dry_run else ""))
     with tempfile.TemporaryDirectory(prefix="lightrail-deploy-") as work:
         desired = desired_state(plan, Path(work), charts)
+        if dry_run and desired.inputs:
+            out(f"note: helmfile reads the inputs kept in {desired.inputs} (named by their content; no secret is in "
+                f"them); the commands use the pinned tools: put {TOOLS_BIN} first on PATH to run them as printed")
         if cluster is not None:
             problems = ck.failed(doctor(target, cluster, plan.stack, plan.gateway.provider, plan, desired.objects,
                                         token is not None))

@@ -16,7 +16,7 @@ from rich.table import Table
 from lightrail.catalog import STACKS, load_catalog
 from lightrail.cli import command, user_errors
 from lightrail.cli.common import PLAN_HELP, PLAN_ITERABLE, make_request, seconds
-from lightrail.cli.output import OUTPUT_HELP, console, emit, message, output_format
+from lightrail.cli.output import OUTPUT_HELP, console, emit, message, output_format, progress
 from lightrail.errors import LightrailError, choose
 from lightrail.ops import checks as ck
 from lightrail.ops import flows
@@ -65,7 +65,8 @@ def _smoke_for(plan, target):
         from lightrail.cli.smoke import print_report
         from lightrail.smoke.runner import smoke_plan
 
-        report = smoke_plan(plan, kube_context=target.context, timeout=120.0)
+        with progress("smoke: waiting for the endpoint") as update:
+            report = smoke_plan(plan, kube_context=target.context, timeout=120.0, progress=update)
         print_report(report)
         if not report.ok:
             raise LightrailError("smoke failed: " + ", ".join(c.name for c in report.checks if not c.ok))
@@ -138,7 +139,7 @@ def prereqs(c, stack="llmd", provider="", istio=False, local_crds=False, kube_co
         raise LightrailError("--local-crds needs the upstream CRD files", fix="set LIGHTRAIL_SCHEMAS=DIR")
     target, cluster = flows.connect(kube_context, namespace, dry_run, out)
     result = flows.prereqs(target, cluster, stack=stack, provider=provider, istio=istio, dry_run=dry_run, out=out,
-                           local_crds=crds)
+                           local_crds=crds, progress=progress)
     if result.missing and dry_run:
         out(f"note: a real run ends with exit code 1 unless these {len(result.missing)} prerequisite(s) exist "
             "(listed above)")
@@ -171,7 +172,7 @@ def deploy(c, pattern="", accel="", stack="llmd", model=None, replicas="", names
     chart_root = charts_dir(charts or None)
     target, cluster = flows.connect(kube_context, namespace, dry_run, out)
     flows.deploy(plan, target, cluster, dry_run=dry_run, out=out, token=token, wait=wait, timeout=limit,
-                 smoke=_smoke_for(plan, target) if smoke else None, charts=chart_root)
+                 smoke=_smoke_for(plan, target) if smoke else None, charts=chart_root, progress=progress)
 
 
 @command(help={**COMMON_HELP, "namespace": "only this namespace (default: all namespaces)",
@@ -218,7 +219,7 @@ def teardown(c, pattern="", all_=False, stack="", namespace="lightrail", keep_pv
     limit = seconds(timeout)
     target, cluster = flows.connect(kube_context, namespace, dry_run, out)
     flows.teardown(target, cluster, pattern=pattern or None, stack=stack or None, keep_pvcs=keep_pvcs,
-                   dry_run=dry_run, out=out, timeout=limit)
+                   dry_run=dry_run, out=out, timeout=limit, progress=progress)
 
 
 ENGINE_HELP = "kind (needs Docker) | kwok (a real control plane built locally, simulated nodes and pods); " \
@@ -252,7 +253,7 @@ def up(c, name="lightrail", namespace="lightrail", kube_context="", engine="", n
         raise LightrailError(f"--kube-context={kube_context} but `up` acts on the cluster it creates, "
                              f"{engine}-{name}; valid: {engine}-{name}")
     flows.up(name, namespace, engine=engine, nodes=nodes, dry_run=dry_run, out=out, timeout=limit,
-             smoke_for=_smoke_for if smoke else None)
+             smoke_for=_smoke_for if smoke else None, progress=progress)
 
 
 @command(help={"name": "cluster name given to `invoke up` (default lightrail)", "engine": ENGINE_HELP,
@@ -260,4 +261,4 @@ def up(c, name="lightrail", namespace="lightrail", kube_context="", engine="", n
 @user_errors
 def down(c, name="lightrail", engine="", dry_run=False):
     """Stop the local cluster `invoke up` made and remove its files; no process is left behind."""
-    flows.down(name, engine=_engine(engine), dry_run=dry_run, out=out)
+    flows.down(name, engine=_engine(engine), dry_run=dry_run, out=out, progress=progress)

@@ -24,7 +24,7 @@ from lightrail.ops import teardown as td
 from lightrail.ops.cluster import KubeCluster, kubeconfig_contexts, kubeconfig_paths
 from lightrail.ops.deploy import DeployPlan, Desired, Live, plan_deploy, plan_rollback
 from lightrail.ops.desired import desired_state
-from lightrail.ops.executor import DryRun, Journal, Live as LiveExecutor, run_steps
+from lightrail.ops.executor import DryRun, Journal, Live as LiveExecutor, Progress, no_progress, run_steps
 from lightrail.ops.objects import key, meta
 from lightrail.ops.prereqs import Prereqs, plan_prereqs
 from lightrail.ops.secrets import Token
@@ -154,7 +154,7 @@ def check_table(checks: list[ck.Check]) -> list[str]:
 
 def deploy(plan: Plan, target: Target, cluster, *, dry_run: bool, out: Out, token: Token | None = None,
            wait: bool = True, timeout: float = 900, smoke: Callable[[], None] | None = None,
-           charts: Path | None = None, dry: DryRun | None = None) -> DeployPlan:
+           charts: Path | None = None, dry: DryRun | None = None, progress: Progress = no_progress) -> DeployPlan:
     """`dry`: the dry run of a larger command this is part of (numbering continues, it sums up)."""
     out(f"deploy {plan.pattern.name} ({plan.accel}, {plan.stack}) to {target.banner()}"
         + (" — dry run, nothing is changed" if dry_run else ""))
@@ -178,7 +178,7 @@ def deploy(plan: Plan, target: Target, cluster, *, dry_run: bool, out: Out, toke
         _summary(dp, out)
         if not dp.changes_anything:
             out(f"nothing to change: {len(dp.unchanged)} item(s) already as desired")
-        executor = (dry or DryRun(out)) if dry_run else LiveExecutor(cluster, out, token, smoke)
+        executor = (dry or DryRun(out)) if dry_run else LiveExecutor(cluster, out, token, smoke, progress)
         journal = Journal()
         serve = [s for s in dp.steps if s.action != "smoke"]
         try:
@@ -286,7 +286,7 @@ def status(cluster, namespace: str = "", now=None) -> list[Row]:
 
 
 def prereqs(target: Target, cluster, *, stack: str, provider: str, istio: bool, dry_run: bool, out: Out,
-            local_crds: Path | None = None, dry: DryRun | None = None) -> Prereqs:
+            local_crds: Path | None = None, dry: DryRun | None = None, progress: Progress = no_progress) -> Prereqs:
     out(f"prereqs for {stack} on {target.banner()}" + (" — dry run, nothing is changed" if dry_run else ""))
     facts = observe_facts(cluster, target)
     if cluster is not None and facts.error:
@@ -297,7 +297,7 @@ def prereqs(target: Target, cluster, *, stack: str, provider: str, istio: bool, 
     if not result.steps:
         out("nothing to install")
     journal = Journal()
-    executor = (dry or DryRun(out)) if dry_run else LiveExecutor(cluster, out)
+    executor = (dry or DryRun(out)) if dry_run else LiveExecutor(cluster, out, progress=progress)
     try:
         run_steps(result.steps, executor, journal)
     except KeyboardInterrupt:
@@ -311,7 +311,7 @@ def prereqs(target: Target, cluster, *, stack: str, provider: str, istio: bool, 
 
 
 def teardown(target: Target, cluster, *, pattern: str | None, stack: str | None, keep_pvcs: bool, dry_run: bool,
-             out: Out, timeout: float = 600, poll: float = 2) -> td.TeardownPlan:
+             out: Out, timeout: float = 600, poll: float = 2, progress: Progress = no_progress) -> td.TeardownPlan:
     what = f"pattern {pattern}" if pattern else "every Lightrail deployment"
     out(f"teardown of {what}{f' ({stack})' if stack else ''} on {target.banner()}"
         + (" — dry run, nothing is changed" if dry_run else ""))
@@ -327,7 +327,7 @@ def teardown(target: Target, cluster, *, pattern: str | None, stack: str | None,
         out(f"nothing to remove: no Lightrail objects of {what} in namespace {target.namespace}")
         return plan
     journal = Journal()
-    executor = DryRun(out) if dry_run else LiveExecutor(cluster, out)
+    executor = DryRun(out) if dry_run else LiveExecutor(cluster, out, progress=progress)
     try:
         run_steps(plan.steps, executor, journal)
     except KeyboardInterrupt:
@@ -337,19 +337,13 @@ def teardown(target: Target, cluster, *, pattern: str | None, stack: str | None,
         out(executor.summary(target.context, target.namespace))
         return plan
     start = time.monotonic()
-    reported: tuple[float, int] = (start, -1)   # progress: when the count changes, or every 10 s
-    while True:
-        left = td.leftovers(find_labelled(cluster, sel), target.namespace, pattern, stack, keep_pvcs)
-        if not left:
-            break
-        now = time.monotonic()
-        if now - start >= timeout:
-            raise LightrailError(f"teardown left {len(left)} labelled object(s) after {timeout:.0f} s:\n  "
-                                 + "\n  ".join(left), fix="check their finalizers, then run teardown again")
-        if now - start >= 2 and (len(left) != reported[1] or now - reported[0] >= 10):
-            out(f"  {now - start:5.0f}s waiting for {len(left)} object(s) to be gone, e.g. {left[0]}")
-            reported = (now, len(left))
-        time.sleep(poll)
+    with progress("waiting for the removed objects to be gone") as update:
+        while left := td.leftovers(find_labelled(cluster, sel), target.namespace, pattern, stack, keep_pvcs):
+            if time.monotonic() - start >= timeout:
+                raise LightrailError(f"teardown left {len(left)} labelled object(s) after {timeout:.0f} s:\n  "
+                                     + "\n  ".join(left), fix="check their finalizers, then run teardown again")
+            update(f"{len(left)} left, e.g. {left[0]}")
+            time.sleep(poll)
     out(f"removed ({len(plan.removes)}):")
     for item in plan.removes:
         out(f"  {item}")
@@ -365,7 +359,8 @@ def teardown(target: Target, cluster, *, pattern: str | None, stack: str | None,
 
 
 def up(name: str, namespace: str, *, engine: str = "kind", nodes: str = kwokops.DEFAULT_NODES, dry_run: bool,
-       out: Out, timeout: float = 900, smoke_for: Callable[[Plan, Target], Callable[[], None]] | None = None) -> None:
+       out: Out, timeout: float = 900, smoke_for: Callable[[Plan, Target], Callable[[], None]] | None = None,
+       progress: Progress = no_progress) -> None:
     """A local cluster -> prereqs -> sim baseline on llmd -> smoke (kind) or status (kwok: no data plane)."""
     from lightrail.plan import Request, build_plan
     from lightrail.settings import charts_dir, schemas_dir
@@ -379,7 +374,7 @@ def up(name: str, namespace: str, *, engine: str = "kind", nodes: str = kwokops.
     with tempfile.TemporaryDirectory(prefix="lightrail-up-") as work:   # renders and validates (cached for deploy)
         desired_state(plan, Path(work), charts_dir())
     dry = DryRun(out) if dry_run else None   # one numbering and one summary for every part
-    executor = dry or LiveExecutor(None, out)
+    executor = dry or LiveExecutor(None, out, progress=progress)
     if engine == "kwok":
         missing = kwokops.missing_binaries()
         problem = f"the local control plane is not built: {', '.join(missing)} missing in .tools/bin" if missing else None
@@ -401,19 +396,20 @@ def up(name: str, namespace: str, *, engine: str = "kind", nodes: str = kwokops.
     crds = None
     if engine == "kwok":
         if not dry_run:
-            executor = LiveExecutor(KubeCluster(target.context), out)
+            executor = LiveExecutor(KubeCluster(target.context), out, progress=progress)
         executor.run(st.apply(target, node_objects, f"create {len(node_objects)} simulated node(s): {nodes}",
                               force=True))
         crds = schemas_dir()
     cluster = None if dry_run else KubeCluster(target.context)
     prereqs(target, cluster, stack="llmd", provider="istio", istio=engine == "kind", dry_run=dry_run, out=out,
-            local_crds=crds, dry=dry)
+            local_crds=crds, dry=dry, progress=progress)
     if engine == "kwok":   # after the CRDs: istiod watches the Gateway API kinds from its start
         executor.run(kwokops.controller_step(name))
     smoke = smoke_for(plan, target) if smoke_for and engine == "kind" else None
     if smoke_for and engine == "kwok":
         out("note: no smoke on kwok: its pods are simulated, nothing serves requests")
-    deploy(plan, target, cluster, dry_run=dry_run, out=out, timeout=timeout, smoke=smoke, charts=charts_dir(), dry=dry)
+    deploy(plan, target, cluster, dry_run=dry_run, out=out, timeout=timeout, smoke=smoke, charts=charts_dir(), dry=dry,
+           progress=progress)
     if dry:
         out(dry.summary(target.context, target.namespace))
     if cluster is not None:
@@ -421,9 +417,9 @@ def up(name: str, namespace: str, *, engine: str = "kind", nodes: str = kwokops.
             out(f"status: {row.pattern} ({row.stack}, {row.accel}) {row.ready}/{row.desired} ready, {row.last_condition}")
 
 
-def down(name: str, *, engine: str, dry_run: bool, out: Out) -> None:
+def down(name: str, *, engine: str, dry_run: bool, out: Out, progress: Progress = no_progress) -> None:
     """Stop a local cluster made by `up` and remove its files (kind: the node containers)."""
-    executor = DryRun(out) if dry_run else LiveExecutor(None, out)
+    executor = DryRun(out) if dry_run else LiveExecutor(None, out, progress=progress)
     if engine == "kwok":
         kwokops.check_name(name)
         executor.run(kwokops.delete_step(name))

@@ -513,3 +513,28 @@ def test_up_renders_its_plan_before_the_first_step(place, capsys, monkeypatch):
     assert code == 1 and out == "" and err.count("\n") == 1, out + err
     assert err.startswith("error: chart ") and f"not found in {place / 'full'}" in err
     assert "point --charts / LIGHTRAIL_CHARTS elsewhere" in err
+
+
+def invoke_parse_errors() -> list[tuple[list[str], str]]:
+    """(argv, message) from the table of invoke's own parse errors in docs/conventions.md."""
+    text = (ROOT / "docs" / "conventions.md").read_text().split("### Flag syntax errors are invoke's")[1]
+    rows = []
+    for line in text.split("\n\n")[2].splitlines()[2:]:
+        typed, seen = (cell.strip() for cell in line.strip("|").split("|"))
+        rows.append((typed.split("`")[1].split()[1:], seen.strip("`")))
+    return rows
+
+
+def test_invokes_parse_errors_are_documented_as_the_user_sees_them(place, api, capsys):
+    """What Lightrail cannot word (invoke prints its ParseError itself) is at least one line, exit 1,
+    nothing done - and exactly what the docs say."""
+    rows = invoke_parse_errors()
+    assert len(rows) == 5
+    for argv, message in rows:
+        before = tree(place)
+        code, out, err = run(argv, capsys)
+        assert (code, out, err) == (1, "", message + "\n"), argv
+        assert tree(place) == before and api.requests == []
+    proc = subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(ROOT), *rows[0][0]], cwd=place,
+                          capture_output=True, text=True, timeout=120, env=os.environ)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", rows[0][1] + "\n")

@@ -158,6 +158,10 @@ def cases():
     add("render-charts-file", ["render", *SIM, "--out=OUT/new", "--charts=OUT/afile"], "not a directory")
     add("render-schemas-missing", ["render", *SIM, "--out=OUT/new", "--schemas=OUT/nope"], "--schemas=OUT/nope: no such")
     add("deploy-charts-missing", ["deploy", *BASE["deploy"], "--charts=OUT/nope"], "--charts=OUT/nope: no such directory")
+    for task in ("render", "deploy"):   # a chart of another version, from --charts: the fix names --charts too
+        add(f"{task}-charts-old-version", [task, *BASE[task], "--charts=OUT/oldcharts"],
+            "is version 0.0.1, but v1.4.0 is pinned (patterns/versions.yaml) (put llm-d-infra v1.4.0 there (helm pull "
+            "... --version v1.4.0), or point --charts / LIGHTRAIL_CHARTS at the pinned charts)")
     # Tokens.
     add("deploy-token-file-missing", ["deploy", *BASE["deploy"], "--hf-token-file=OUT/nope"], "cannot read --hf-token-file")
     add("deploy-token-file-empty", ["deploy", *BASE["deploy"], "--hf-token-file=OUT/empty"], "is empty")
@@ -215,6 +219,9 @@ def place(tmp_path, monkeypatch, api):
     (work / "full").mkdir(parents=True)
     (work / "full" / "mine.txt").write_text("the user's own file\n")
     (work / "afile").write_text("a file\n")
+    for chart in ("llm-d-infra", "llm-d-router-gateway", "llm-d-modelservice"):
+        (work / "oldcharts" / chart).mkdir(parents=True)
+        (work / "oldcharts" / chart / "Chart.yaml").write_text(f"apiVersion: v2\nname: {chart}\nversion: 0.0.1\n")
     (work / "empty").write_text("")
     for run in ("RUN_A", "RUN_B"):
         (work / "results" / run).mkdir(parents=True)

@@ -92,14 +92,15 @@ def doctor(c, pattern="", accel="", stack="llmd", model=None, replicas="", names
     token = read_token(hf_token_file or None)
     plan = _plan(pattern, accel, stack, model, replicas, namespace, gpu_type, topology, provider, kserve_api,
                  vllm_arg, token) if pattern or accel else None
-    target, cluster = flows.connect(kube_context, namespace, False, say, reads_only=True)
-    say(f"doctor on {target.banner()} (reads only)")
+    target = flows.choose_target(kube_context, namespace, False, say, reads_only=True)
     objects = None
-    if plan is not None:
+    if plan is not None:   # rendered before connecting: a bad render has asked the cluster nothing
         from lightrail.render import render_validated
         from lightrail.settings import charts_dir
 
         objects = render_validated(plan, charts=charts_dir(), offline=plan.stack == "llmd" and charts_dir() is None).objects
+    cluster = flows.reach(target, False, say, reads_only=True)
+    say(f"doctor on {target.banner()} (reads only)")
     results = flows.doctor(target, cluster, stack, provider or "istio", plan, objects, token is not None)
     bad = ck.failed(results)
     if fmt != "table":
@@ -161,6 +162,7 @@ def deploy(c, pattern="", accel="", stack="llmd", model=None, replicas="", names
            topology="", provider="", kserve_api="", vllm_arg=None, kube_context="", hf_token_file="",
            wait=True, timeout="900", smoke=False, charts="", dry_run=False):
     """Deploy a pattern: checks, namespace, HF token Secret, apply, wait, endpoint; roll back on failure."""
+    from lightrail.ops.desired import desired_state
     from lightrail.settings import charts_dir
 
     if smoke and not wait:
@@ -169,10 +171,11 @@ def deploy(c, pattern="", accel="", stack="llmd", model=None, replicas="", names
     token = read_token(hf_token_file or None)
     plan = _plan(pattern, accel, stack, model, replicas, namespace, gpu_type, topology, provider, kserve_api,
                  vllm_arg, token)
-    chart_root = charts_dir(charts or None)
-    target, cluster = flows.connect(kube_context, namespace, dry_run, out)
+    target = flows.choose_target(kube_context, namespace, dry_run, out)
+    desired = desired_state(plan, charts_dir(charts or None))   # a render that fails has asked the cluster nothing
+    cluster = flows.reach(target, dry_run, out)
     flows.deploy(plan, target, cluster, dry_run=dry_run, out=out, token=token, wait=wait, timeout=limit,
-                 smoke=_smoke_for(plan, target) if smoke else None, charts=chart_root, progress=progress)
+                 smoke=_smoke_for(plan, target) if smoke else None, desired=desired, progress=progress)
 
 
 @command(help={**COMMON_HELP, "namespace": "only this namespace (default: all namespaces)",

@@ -47,7 +47,8 @@ def check(path: Path, name: str, pin: str) -> None:
     if not _same(meta.get("version", ""), pin):
         raise LightrailError(
             f"chart {name} in {path} is version {meta.get('version')}, but {pin} is pinned (patterns/versions.yaml)",
-            fix=f"put {name} {pin} there (helm pull ... --version {pin}) or unset LIGHTRAIL_CHARTS")
+            fix=f"put {name} {pin} there (helm pull ... --version {pin}), or point --charts / LIGHTRAIL_CHARTS "
+                "at the pinned charts")
     missing = [d["name"] for d in meta.get("dependencies") or []
                if d["name"] not in bundled and not any(b.startswith(f"{d['name']}-") and b.endswith(".tgz")
                                                        for b in bundled)]

@@ -27,7 +27,8 @@ from lightrail.render import dump_yaml, load_manifests, render_validated
 from lightrail.settings import TOOLS_BIN, cache_dir
 
 
-def desired_state(plan: Plan, workdir: Path, charts: Path | None = None) -> Desired:
+def desired_state(plan: Plan, charts: Path | None = None) -> Desired:
+    """Rendered and validated; tasks call it before they connect, so a bad render has asked the cluster nothing."""
     rendered = render_validated(plan, charts=charts)
     if plan.stack == "kserve":
         return Desired(objects=rendered.objects)
@@ -36,7 +37,8 @@ def desired_state(plan: Plan, workdir: Path, charts: Path | None = None) -> Desi
                              fix="set LIGHTRAIL_CHARTS=DIR, or run where the chart repositories are reachable")
     kept = kept_state(plan, charts)
     files = {str(p): p.read_text() for p in [kept / "state.yaml", *sorted((kept / "values").glob("*.yaml"))]}
-    by_identity = _release_of_each_object(plan, kept, workdir)
+    with tempfile.TemporaryDirectory(prefix="lightrail-releases-") as work:
+        by_identity = _release_of_each_object(plan, kept, Path(work))
     releases: dict[str, list[dict]] = {r: [] for r in release_values(plan)}
     for obj in rendered.objects:
         release = by_identity.get(_identity(obj))

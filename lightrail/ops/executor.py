@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -17,18 +17,11 @@ from lightrail.errors import LightrailError
 from lightrail.ops import kind, kwok, wait
 from lightrail.ops.secrets import Token
 from lightrail.ops.steps import Step, reads_stdin, show
+from lightrail.progress import Progress, no_progress
 from lightrail.render import to_yaml
 
 Out = Callable[[str], None]
-# progress(label) -> a context manager around a wait, yielding update(detail); see lightrail.cli.output.progress
-Progress = Callable[[str], AbstractContextManager[Callable[[str], None]]]
 OUTPUT_LINES = 15
-
-
-@contextmanager
-def no_progress(label: str):
-    """For callers with nowhere to show progress (tests, library use)."""
-    yield lambda detail: None
 
 
 @dataclass

@@ -8,7 +8,6 @@ what was applied, what may be half-applied, how to undo it — and then re-raise
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -24,7 +23,7 @@ from lightrail.ops import teardown as td
 from lightrail.ops.cluster import KubeCluster, kubeconfig_contexts, kubeconfig_paths
 from lightrail.ops.deploy import DeployPlan, Desired, Live, plan_deploy, plan_rollback
 from lightrail.ops.desired import desired_state
-from lightrail.ops.executor import DryRun, Journal, Live as LiveExecutor, Progress, no_progress, run_steps
+from lightrail.ops.executor import DryRun, Journal, Live as LiveExecutor, run_steps
 from lightrail.ops.objects import key, meta
 from lightrail.ops.prereqs import Prereqs, plan_prereqs
 from lightrail.ops.secrets import Token
@@ -32,26 +31,41 @@ from lightrail.ops.status import KINDS, Row, aggregate
 from lightrail.ops.steps import show
 from lightrail.ops.target import Target, check_namespace, resolve
 from lightrail.plan import HF_TOKEN_SECRET, Plan
+from lightrail.progress import Progress, no_progress
 from lightrail.settings import TOOLS_BIN
 from lightrail.smoke.discovery import GATEWAY_NAME_LABEL, gateway_service, gateway_url, kserve_endpoint
 
 Out = Callable[[str], None]
+NO_CONTEXT = "no kube context"   # Target.source when the kubeconfig gave none
 
 
 def connect(kube_context: str, namespace: str, dry_run: bool, out: Out,
             reads_only: bool = False) -> tuple[Target, KubeCluster | None]:
-    """Resolve the target and reach its cluster. A dry run goes on without one (planning against nothing);
-    a task that only reads (doctor) goes on too and reports the cluster as a failed check."""
+    """Resolve the target and reach its cluster (`choose_target`, then `reach`)."""
+    target = choose_target(kube_context, namespace, dry_run, out, reads_only)
+    return target, reach(target, dry_run, out, reads_only)
+
+
+def choose_target(kube_context: str, namespace: str, dry_run: bool, out: Out, reads_only: bool = False) -> Target:
+    """The context and namespace from the flags and the kubeconfig, without a request to any cluster.
+    A dry run or a task that only reads goes on without a context (its commands then name none)."""
     check_namespace(namespace)
     contexts, current = kubeconfig_contexts()
     try:
-        target = resolve(kube_context or None, contexts, current, namespace)
+        return resolve(kube_context or None, contexts, current, namespace)
     except LightrailError as err:
         if not (dry_run or reads_only) or (kube_context and contexts):
             raise LightrailError(err.message + _kubeconfig_hint(contexts), fix=err.fix) from None
         out(f"note: {err}" + ("; a dry run plans against an empty cluster and names no context in its commands"
                                if dry_run else ""))
-        return Target(kube_context or None, namespace, "no kube context"), None
+        return Target(kube_context or None, namespace, NO_CONTEXT)
+
+
+def reach(target: Target, dry_run: bool, out: Out, reads_only: bool = False) -> KubeCluster | None:
+    """The target's cluster, or None for a dry run (planning against nothing) or a task that only reads
+    (doctor reports the cluster as a failed check)."""
+    if target.source == NO_CONTEXT:
+        return None
     try:
         cluster = KubeCluster(target.context)
         cluster.version()
@@ -59,8 +73,8 @@ def connect(kube_context: str, namespace: str, dry_run: bool, out: Out,
         if not (dry_run or reads_only):
             raise
         out(f"note: {err}" + ("; a dry run plans against an empty cluster" if dry_run else ""))
-        return target, None
-    return target, cluster
+        return None
+    return cluster
 
 
 def _kubeconfig_hint(contexts: list[str]) -> str:
@@ -154,45 +168,46 @@ def check_table(checks: list[ck.Check]) -> list[str]:
 
 def deploy(plan: Plan, target: Target, cluster, *, dry_run: bool, out: Out, token: Token | None = None,
            wait: bool = True, timeout: float = 900, smoke: Callable[[], None] | None = None,
-           charts: Path | None = None, dry: DryRun | None = None, progress: Progress = no_progress) -> DeployPlan:
-    """`dry`: the dry run of a larger command this is part of (numbering continues, it sums up)."""
+           charts: Path | None = None, dry: DryRun | None = None, progress: Progress = no_progress,
+           desired: Desired | None = None) -> DeployPlan:
+    """`dry`: the dry run of a larger command this is part of (numbering continues, it sums up).
+    `desired`: already rendered (tasks render before they connect); else rendered here from `charts`."""
     out(f"deploy {plan.pattern.name} ({plan.accel}, {plan.stack}) to {target.banner()}"
         + (" — dry run, nothing is changed" if dry_run else ""))
-    with tempfile.TemporaryDirectory(prefix="lightrail-deploy-") as work:
-        desired = desired_state(plan, Path(work), charts)
-        if dry_run and desired.inputs:
-            out(f"note: helmfile reads the inputs kept in {desired.inputs} (named by their content; no secret is in "
-                f"them); the commands use the pinned tools: put {TOOLS_BIN} first on PATH to run them as printed")
-        if cluster is not None:
-            problems = ck.failed(doctor(target, cluster, plan.stack, plan.gateway.provider, plan, desired.objects,
-                                        token is not None))
-            if problems and dry_run:
-                out("note: a real deploy would stop here; the cluster is not ready for it:")
-                for line in check_table(problems):
-                    out(line)
-            elif problems:
-                raise LightrailError("the cluster is not ready for this deployment:\n"
-                                     + "\n".join(check_table(problems)), fix="see `invoke doctor`")
-        dp = plan_deploy(plan, desired, observe_live(cluster, plan, desired), target, token, wait, timeout,
-                         smoke=smoke is not None)
-        _summary(dp, out)
-        if not dp.changes_anything:
-            out(f"nothing to change: {len(dp.unchanged)} item(s) already as desired")
-        executor = (dry or DryRun(out)) if dry_run else LiveExecutor(cluster, out, token, smoke, progress)
-        journal = Journal()
-        serve = [s for s in dp.steps if s.action != "smoke"]
-        try:
-            run_steps(serve, executor, journal)
-            if wait and not dry_run:
-                out(f"endpoint: {endpoint(cluster, plan)}")
-            run_steps([s for s in dp.steps if s.action == "smoke"], executor, journal)
-        except KeyboardInterrupt:
-            report_interrupted(journal, target, out, plan)
-            raise
-        except LightrailError as err:
-            out(f"deploy failed: {err}")
-            undone = roll_back(journal, target, executor, out)
-            raise LightrailError(f"deploy of {plan.pattern.name} failed; {undone}") from None
+    desired = desired or desired_state(plan, charts)
+    if dry_run and desired.inputs:
+        out(f"note: helmfile reads the inputs kept in {desired.inputs} (named by their content; no secret is in "
+            f"them); the commands use the pinned tools: put {TOOLS_BIN} first on PATH to run them as printed")
+    if cluster is not None:
+        problems = ck.failed(doctor(target, cluster, plan.stack, plan.gateway.provider, plan, desired.objects,
+                                    token is not None))
+        if problems and dry_run:
+            out("note: a real deploy would stop here; the cluster is not ready for it:")
+            for line in check_table(problems):
+                out(line)
+        elif problems:
+            raise LightrailError("the cluster is not ready for this deployment:\n"
+                                 + "\n".join(check_table(problems)), fix="see `invoke doctor`")
+    dp = plan_deploy(plan, desired, observe_live(cluster, plan, desired), target, token, wait, timeout,
+                     smoke=smoke is not None)
+    _summary(dp, out)
+    if not dp.changes_anything:
+        out(f"nothing to change: {len(dp.unchanged)} item(s) already as desired")
+    executor = (dry or DryRun(out)) if dry_run else LiveExecutor(cluster, out, token, smoke, progress)
+    journal = Journal()
+    serve = [s for s in dp.steps if s.action != "smoke"]
+    try:
+        run_steps(serve, executor, journal)
+        if wait and not dry_run:
+            out(f"endpoint: {endpoint(cluster, plan)}")
+        run_steps([s for s in dp.steps if s.action == "smoke"], executor, journal)
+    except KeyboardInterrupt:
+        report_interrupted(journal, target, out, plan)
+        raise
+    except LightrailError as err:
+        out(f"deploy failed: {err}")
+        undone = roll_back(journal, target, executor, out)
+        raise LightrailError(f"deploy of {plan.pattern.name} failed; {undone}") from None
     if dry_run and dry is None:
         out(executor.summary(target.context, target.namespace))
     return dp
@@ -371,8 +386,7 @@ def up(name: str, namespace: str, *, engine: str = "kind", nodes: str = kwokops.
         node_objects = kwokops.node_objects(kwokops.parse_nodes(nodes))
     else:
         kindops.check_name(name)
-    with tempfile.TemporaryDirectory(prefix="lightrail-up-") as work:   # renders and validates (cached for deploy)
-        desired_state(plan, Path(work), charts_dir())
+    desired = desired_state(plan, charts_dir())   # rendered and validated before the first step
     dry = DryRun(out) if dry_run else None   # one numbering and one summary for every part
     executor = dry or LiveExecutor(None, out, progress=progress)
     if engine == "kwok":
@@ -408,8 +422,8 @@ def up(name: str, namespace: str, *, engine: str = "kind", nodes: str = kwokops.
     smoke = smoke_for(plan, target) if smoke_for and engine == "kind" else None
     if smoke_for and engine == "kwok":
         out("note: no smoke on kwok: its pods are simulated, nothing serves requests")
-    deploy(plan, target, cluster, dry_run=dry_run, out=out, timeout=timeout, smoke=smoke, charts=charts_dir(), dry=dry,
-           progress=progress)
+    deploy(plan, target, cluster, dry_run=dry_run, out=out, timeout=timeout, smoke=smoke, dry=dry, progress=progress,
+           desired=desired)
     if dry:
         out(dry.summary(target.context, target.namespace))
     if cluster is not None:

@@ -118,3 +118,40 @@ def test_the_readiness_wait_reports_how_many_objects_are_ready():
     (waited,) = [details for label, details in shown.items() if label.startswith("wait until ready")]
     assert waited == [f"{n}/6 ready" for n in range(1, 7)]
     assert "apply built-in objects (5)" in shown   # every step shows progress, not only waits
+
+
+def test_reaching_a_cluster_that_does_not_answer_shows_progress_when_piped(tmp_path):
+    """A server that takes TCP connections and drops them 1.5 s later (what a stuck API server looks like)."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def drop_later():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Timer(1.5, conn.close).start()
+
+    threading.Thread(target=drop_later, daemon=True).start()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: one, cluster: {{server: "https://127.0.0.1:{listener.getsockname()[1]}"}}}}]
+users: [{{name: u, user: {{token: not-a-real-token}}}}]
+contexts: [{{name: stuck, context: {{cluster: one, user: u}}}}]
+current-context: stuck
+""")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "invoke", "status"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "KUBECONFIG": str(kubeconfig)})
+    finally:
+        listener.close()
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 1 and lines[-1].startswith("error: cluster of context 'stuck' is not reachable")
+    assert lines[0] == "reaching the cluster of context stuck: 2 s", lines
+    assert all(re.fullmatch(r"reaching the cluster of context stuck: \d+ s", line) for line in lines[:-1]), lines

@@ -99,7 +99,7 @@ def doctor(c, pattern="", accel="", stack="llmd", model=None, replicas="", names
         from lightrail.settings import charts_dir
 
         objects = render_validated(plan, charts=charts_dir(), offline=plan.stack == "llmd" and charts_dir() is None).objects
-    cluster = flows.reach(target, False, say, reads_only=True)
+    cluster = flows.reach(target, False, say, reads_only=True, progress=progress)
     say(f"doctor on {target.banner()} (reads only)")
     results = flows.doctor(target, cluster, stack, provider or "istio", plan, objects, token is not None)
     bad = ck.failed(results)
@@ -138,7 +138,7 @@ def prereqs(c, stack="llmd", provider="", istio=False, local_crds=False, kube_co
     crds = schemas_dir() if local_crds else None
     if local_crds and crds is None:
         raise LightrailError("--local-crds needs the upstream CRD files", fix="set LIGHTRAIL_SCHEMAS=DIR")
-    target, cluster = flows.connect(kube_context, namespace, dry_run, out)
+    target, cluster = flows.connect(kube_context, namespace, dry_run, out, progress=progress)
     result = flows.prereqs(target, cluster, stack=stack, provider=provider, istio=istio, dry_run=dry_run, out=out,
                            local_crds=crds, progress=progress)
     if result.missing and dry_run:
@@ -173,7 +173,7 @@ def deploy(c, pattern="", accel="", stack="llmd", model=None, replicas="", names
                  vllm_arg, token)
     target = flows.choose_target(kube_context, namespace, dry_run, out)
     desired = desired_state(plan, charts_dir(charts or None))   # a render that fails has asked the cluster nothing
-    cluster = flows.reach(target, dry_run, out)
+    cluster = flows.reach(target, dry_run, out, progress=progress)
     flows.deploy(plan, target, cluster, dry_run=dry_run, out=out, token=token, wait=wait, timeout=limit,
                  smoke=_smoke_for(plan, target) if smoke else None, desired=desired, progress=progress)
 
@@ -186,7 +186,8 @@ def status(c, namespace="", kube_context="", output="table", dry_run=False):
     fmt = output_format(output)
     if namespace:
         check_namespace_name(namespace)
-    target, cluster = flows.connect(kube_context, namespace or "default", False, out if fmt == "table" else message)
+    target, cluster = flows.connect(kube_context, namespace or "default", False, out if fmt == "table" else message,
+                                    progress=progress)
     rows = flows.status(cluster, namespace)
     if fmt != "table":
         emit([r.to_dict() for r in rows], fmt)
@@ -220,7 +221,7 @@ def teardown(c, pattern="", all_=False, stack="", namespace="lightrail", keep_pv
     if stack:
         choose("stack", stack, STACKS)
     limit = seconds(timeout)
-    target, cluster = flows.connect(kube_context, namespace, dry_run, out)
+    target, cluster = flows.connect(kube_context, namespace, dry_run, out, progress=progress)
     flows.teardown(target, cluster, pattern=pattern or None, stack=stack or None, keep_pvcs=keep_pvcs,
                    dry_run=dry_run, out=out, timeout=limit, progress=progress)
 

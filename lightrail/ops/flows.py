@@ -39,11 +39,11 @@ Out = Callable[[str], None]
 NO_CONTEXT = "no kube context"   # Target.source when the kubeconfig gave none
 
 
-def connect(kube_context: str, namespace: str, dry_run: bool, out: Out,
-            reads_only: bool = False) -> tuple[Target, KubeCluster | None]:
+def connect(kube_context: str, namespace: str, dry_run: bool, out: Out, reads_only: bool = False,
+            progress: Progress = no_progress) -> tuple[Target, KubeCluster | None]:
     """Resolve the target and reach its cluster (`choose_target`, then `reach`)."""
     target = choose_target(kube_context, namespace, dry_run, out, reads_only)
-    return target, reach(target, dry_run, out, reads_only)
+    return target, reach(target, dry_run, out, reads_only, progress)
 
 
 def choose_target(kube_context: str, namespace: str, dry_run: bool, out: Out, reads_only: bool = False) -> Target:
@@ -61,14 +61,16 @@ def choose_target(kube_context: str, namespace: str, dry_run: bool, out: Out, re
         return Target(kube_context or None, namespace, NO_CONTEXT)
 
 
-def reach(target: Target, dry_run: bool, out: Out, reads_only: bool = False) -> KubeCluster | None:
+def reach(target: Target, dry_run: bool, out: Out, reads_only: bool = False,
+          progress: Progress = no_progress) -> KubeCluster | None:
     """The target's cluster, or None for a dry run (planning against nothing) or a task that only reads
     (doctor reports the cluster as a failed check)."""
     if target.source == NO_CONTEXT:
         return None
     try:
-        cluster = KubeCluster(target.context)
-        cluster.version()
+        with progress(f"reaching the cluster of context {target.context}"):   # an unanswering server takes a while
+            cluster = KubeCluster(target.context)
+            cluster.version()
     except LightrailError as err:
         if not (dry_run or reads_only):
             raise

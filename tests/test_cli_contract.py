@@ -388,10 +388,20 @@ def test_dash_h_is_help_everywhere(name, capsys):
 
 def test_documented_exit_codes_are_the_ones_used():
     text = (ROOT / "docs" / "conventions.md").read_text()
-    for code in ("| 0 |", "| 1 |", "| 130 |"):
+    for code in ("| 0 |", "| 1 |", "| 130 |", "| 141 |"):
         assert code in text
     source = "".join(p.read_text() for p in (ROOT / "lightrail" / "cli").glob("*.py"))
-    assert "Exit(code=1)" in source and "Exit(code=130)" in source
+    assert "Exit(code=1)" in source and "Exit(code=130)" in source and "BROKEN_PIPE = 141" in source
+
+
+@pytest.mark.parametrize("argv", [["plan", "--pattern=multimodel", "--accel=gpu", "-o", "json"], ["patterns"]])
+def test_a_reader_that_stops_early_ends_the_task_quietly(argv, place):
+    """`invoke plan ... | head`: the pipe is closed before the task writes; no traceback, exit 141."""
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "--search-root", str(ROOT), *argv], cwd=place,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and err == "", err
 
 
 # ---------------------------------------------------------------------------------------------

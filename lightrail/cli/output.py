@@ -25,10 +25,17 @@ def output_format(value: str, formats=FORMATS) -> str:
     return choose("--output", value or "table", formats)
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """rich exits 1 on a closed pipe; let `lightrail.cli.user_errors` end every task the same way (141)."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def console(stderr: bool = False) -> Console:
     """A rich console at the terminal's width, or wide when not a terminal (no `...` in piped tables)."""
     stream = sys.stderr if stderr else sys.stdout
-    return Console(file=stream, width=None if stream.isatty() else PIPE_WIDTH, soft_wrap=not stream.isatty())
+    return _Console(file=stream, width=None if stream.isatty() else PIPE_WIDTH, soft_wrap=not stream.isatty())
 
 
 def emit(data, fmt: str) -> None:

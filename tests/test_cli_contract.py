@@ -325,6 +325,13 @@ def test_a_missing_kubeconfig_is_named(place, capsys, monkeypatch):
     assert f"[kubeconfig: {place / 'absent'} (no such file)]" in err
 
 
+def test_a_results_directory_named_by_lightrail_results_must_exist(place, capsys, monkeypatch):
+    monkeypatch.setenv("LIGHTRAIL_RESULTS", str(place / "typo"))
+    code, out, err = run(["bench.list"], capsys)
+    assert (code, out) == (1, "") and err == f"error: LIGHTRAIL_RESULTS {place / 'typo'} is missing; valid: a results " \
+        "directory (see LIGHTRAIL_RESULTS)\n"
+
+
 def test_bench_offline_without_a_tokenizer_says_what_to_pass(place, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code, out, err = run(["bench", "--pattern=baseline", "--scenario=smoke", URL, "--dry-run"], capsys)

@@ -118,8 +118,9 @@ def list_(c, out="", output="table"):
     """The stored runs, newest first."""
     fmt = output_format(output)
     root = results_dir(out or None)
-    if out and not root.is_dir():
-        raise LightrailError(f"--out {root} is {'not a directory' if root.exists() else 'missing'}; "
+    given = "--out" if out else "LIGHTRAIL_RESULTS" if os.environ.get("LIGHTRAIL_RESULTS") else ""
+    if given and not root.is_dir():   # only the default may be missing: no run stored yet
+        raise LightrailError(f"{given} {root} is {'not a directory' if root.exists() else 'missing'}; "
                              "valid: a results directory (see LIGHTRAIL_RESULTS)")
     found = store.runs(root)
     if fmt != "table":

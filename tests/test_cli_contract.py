@@ -318,6 +318,23 @@ def test_kubeconfig_problems_name_the_file(content, expected, place, capsys, mon
     assert code == 1 and err.startswith(f"error: kubeconfig {path} {expected}") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("content, expected", [
+    (b"\xff\xfe\x00garbage", "{path} is not a text file (UTF-8 YAML); valid: a kubeconfig file"),
+    (b"contexts: [a, b]\n", "{path} is not a kubeconfig (contexts: expected a list of entries with a name, got ['a', 'b'])"),
+    (b"users: 5\n", "{path} is not a kubeconfig (users: expected a list of entries with a name, got 5)"),
+    (b"contexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: y\n",
+     "the kubeconfig's current-context 'y' is not one of its contexts; valid: x"),
+])
+@pytest.mark.parametrize("task", [["status"], ["deploy", *SIM]])
+def test_kubeconfig_contents_that_kubectl_would_refuse_are_named(content, expected, task, place, capsys, monkeypatch):
+    path = place / "kubeconfig"
+    path.write_bytes(content)
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    code, out, err = run(task, capsys)
+    assert (code, out) == (1, "") and err.startswith("error: ") and err.count("\n") == 1, err
+    assert expected.format(path=path) in err
+
+
 def test_a_missing_kubeconfig_is_named(place, capsys, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", str(place / "absent"))
     code, out, err = run(["status"], capsys)

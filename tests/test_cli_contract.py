@@ -167,6 +167,9 @@ def cases():
     add("deploy-token-file-empty", ["deploy", *BASE["deploy"], "--hf-token-file=OUT/empty"], "is empty")
     add("deploy-token-file-dir", ["deploy", *BASE["deploy"], "--hf-token-file=OUT/full"], "cannot read --hf-token-file")
     add("doctor-token-file-missing", ["doctor", "--hf-token-file=OUT/nope"], "cannot read --hf-token-file")
+    add("deploy-token-file-binary", ["deploy", *BASE["deploy"], "--hf-token-file=OUT/binary"], "is not a text file")
+    add("deploy-token-file-two-words", ["deploy", *BASE["deploy"], "--hf-token-file=OUT/twowords"],
+        "holds more than one word (whitespace inside the token); valid: only the token")
     add("deploy-smoke-no-wait", ["deploy", *BASE["deploy"], "--smoke", "--no-wait"], "drop --no-wait")
     add("doctor-pattern-without-accel", ["doctor", "--pattern=baseline"], "--pattern and --accel are required")
     # teardown and up.
@@ -181,6 +184,7 @@ def cases():
                               ("ftp://host", "is not an HTTP URL"), ("not-a-url", "is not an HTTP URL"),
                               ("http://", "is not an HTTP URL"), ("http://127.0.0.1:0", "valid: 1-65535")):
             add(f"{task}-url-{bad[:12]}", [task, *argv, f"--url={bad}"], expected)
+        add(f"{task}-url-space", [task, *argv, "--url= http://127.0.0.1:9"], "has whitespace in it")
     add("smoke-metrics-url-bad", ["smoke", *BASE["smoke"], "--metrics-url=localhost:8000"], "--metrics-url")
     add("smoke-no-pattern", ["smoke", URL], PATTERNS)
     # bench.
@@ -223,6 +227,8 @@ def place(tmp_path, monkeypatch, api):
         (work / "oldcharts" / chart).mkdir(parents=True)
         (work / "oldcharts" / chart / "Chart.yaml").write_text(f"apiVersion: v2\nname: {chart}\nversion: 0.0.1\n")
     (work / "empty").write_text("")
+    (work / "binary").write_bytes(b"\xff\xfe\x00")
+    (work / "twowords").write_text("hf_one two\n")
     for run in ("RUN_A", "RUN_B"):
         (work / "results" / run).mkdir(parents=True)
         for name in ("summary.json", "metadata.json"):
@@ -340,6 +346,13 @@ def test_a_missing_kubeconfig_is_named(place, capsys, monkeypatch):
     code, out, err = run(["status"], capsys)
     assert code == 1 and err.startswith("error: no current kube context and no --kube-context given")
     assert f"[kubeconfig: {place / 'absent'} (no such file)]" in err
+
+
+def test_an_hf_token_variable_with_two_words_is_refused_without_quoting_it(place, capsys, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_first secondhalf")
+    code, out, err = run(["deploy", *SIM, "--dry-run"], capsys)
+    assert (code, out) == (1, "") and err.startswith("error: HF_TOKEN holds more than one word")
+    assert "first" not in err and "secondhalf" not in err
 
 
 def test_a_results_directory_named_by_lightrail_results_must_exist(place, capsys, monkeypatch):

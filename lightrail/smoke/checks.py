@@ -61,6 +61,9 @@ SECRET_QUERY = ("token", "key", "api_key", "apikey", "access_token", "auth", "si
 
 def check_url(url: str, flag: str = "--url") -> str:
     """The base URL without a trailing /v1 (OpenAI clients' base URLs end in /v1; ours do not)."""
+    if any(ch.isspace() for ch in url):   # urlparse drops leading spaces, the HTTP client does not
+        raise LightrailError(f"{flag} {mask_url(url.strip())!r} has whitespace in it; valid: http://HOST:PORT or "
+                             "https://HOST, nothing around it")
     try:
         parsed = urlparse(url)
         port = parsed.port

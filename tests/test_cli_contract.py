@@ -158,6 +158,9 @@ def cases():
     add("render-charts-file", ["render", *SIM, "--out=OUT/new", "--charts=OUT/afile"], "not a directory")
     add("render-schemas-missing", ["render", *SIM, "--out=OUT/new", "--schemas=OUT/nope"], "--schemas=OUT/nope: no such")
     add("deploy-charts-missing", ["deploy", *BASE["deploy"], "--charts=OUT/nope"], "--charts=OUT/nope: no such directory")
+    for task in ("render", "deploy"):
+        add(f"{task}-charts-not-gzip", [task, *BASE[task], "--charts=OUT/junkcharts"],
+            "llm-d-infra.tgz is not a readable chart archive (not a gzip, bzip2 or xz tar)")
     for task in ("render", "deploy"):   # a chart of another version, from --charts: the fix names --charts too
         add(f"{task}-charts-old-version", [task, *BASE[task], "--charts=OUT/oldcharts"],
             "is version 0.0.1, but v1.4.0 is pinned (patterns/versions.yaml) (put llm-d-infra v1.4.0 there (helm pull "
@@ -223,6 +226,9 @@ def place(tmp_path, monkeypatch, api):
     (work / "full").mkdir(parents=True)
     (work / "full" / "mine.txt").write_text("the user's own file\n")
     (work / "afile").write_text("a file\n")
+    (work / "junkcharts").mkdir()
+    for chart in ("llm-d-infra", "llm-d-router-gateway", "llm-d-modelservice"):
+        (work / "junkcharts" / f"{chart}.tgz").write_text("not a tar archive\n")
     for chart in ("llm-d-infra", "llm-d-router-gateway", "llm-d-modelservice"):
         (work / "oldcharts" / chart).mkdir(parents=True)
         (work / "oldcharts" / chart / "Chart.yaml").write_text(f"apiVersion: v2\nname: {chart}\nversion: 0.0.1\n")
@@ -339,6 +345,13 @@ def test_kubeconfig_contents_that_kubectl_would_refuse_are_named(content, expect
     code, out, err = run(task, capsys)
     assert (code, out) == (1, "") and err.startswith("error: ") and err.count("\n") == 1, err
     assert expected.format(path=path) in err
+
+
+def test_a_dry_run_without_a_kube_context_that_is_refused_prints_nothing_on_stdout(place, capsys, monkeypatch):
+    """The "no current kube context" note waits until the render is valid: a refused command prints only its error."""
+    monkeypatch.setenv("KUBECONFIG", str(place / "absent"))
+    code, out, err = run(["deploy", *SIM, "--dry-run", f"--charts={place}/junkcharts"], capsys)
+    assert (code, out) == (1, "") and err.startswith("error: ") and err.count("\n") == 1, out + err
 
 
 def test_a_missing_kubeconfig_is_named(place, capsys, monkeypatch):

@@ -92,13 +92,16 @@ def doctor(c, pattern="", accel="", stack="llmd", model=None, replicas="", names
     token = read_token(hf_token_file or None)
     plan = _plan(pattern, accel, stack, model, replicas, namespace, gpu_type, topology, provider, kserve_api,
                  vllm_arg, token) if pattern or accel else None
-    target = flows.choose_target(kube_context, namespace, False, say, reads_only=True)
+    notes: list[str] = []   # shown once the render is valid
+    target = flows.choose_target(kube_context, namespace, False, notes.append, reads_only=True)
     objects = None
     if plan is not None:   # rendered before connecting: a bad render has asked the cluster nothing
         from lightrail.render import render_validated
         from lightrail.settings import charts_dir
 
         objects = render_validated(plan, charts=charts_dir(), offline=plan.stack == "llmd" and charts_dir() is None).objects
+    for note in notes:
+        say(note)
     cluster = flows.reach(target, False, say, reads_only=True, progress=progress)
     say(f"doctor on {target.banner()} (reads only)")
     results = flows.doctor(target, cluster, stack, provider or "istio", plan, objects, token is not None)
@@ -171,8 +174,11 @@ def deploy(c, pattern="", accel="", stack="llmd", model=None, replicas="", names
     token = read_token(hf_token_file or None)
     plan = _plan(pattern, accel, stack, model, replicas, namespace, gpu_type, topology, provider, kserve_api,
                  vllm_arg, token)
-    target = flows.choose_target(kube_context, namespace, dry_run, out)
+    notes: list[str] = []   # shown once the render is valid: a refused deploy prints nothing on stdout
+    target = flows.choose_target(kube_context, namespace, dry_run, notes.append)
     desired = desired_state(plan, charts_dir(charts or None))   # a render that fails has asked the cluster nothing
+    for note in notes:
+        out(note)
     cluster = flows.reach(target, dry_run, out, progress=progress)
     flows.deploy(plan, target, cluster, dry_run=dry_run, out=out, token=token, wait=wait, timeout=limit,
                  smoke=_smoke_for(plan, target) if smoke else None, desired=desired, progress=progress)

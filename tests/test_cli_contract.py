@@ -332,7 +332,8 @@ def test_kubeconfig_problems_name_the_file(content, expected, place, capsys, mon
 
 @pytest.mark.parametrize("content, expected", [
     (b"\xff\xfe\x00garbage", "{path} is not a text file (UTF-8 YAML); valid: a kubeconfig file"),
-    (b"contexts: [a, b]\n", "{path} is not a kubeconfig (contexts: expected a list of entries with a name, got ['a', 'b'])"),
+    (b"contexts: [a, b]\n",
+     "{path} is not a kubeconfig (contexts: expected a list of entries with a name, got ['a', 'b'])"),
     (b"users: 5\n", "{path} is not a kubeconfig (users: expected a list of entries with a name, got 5)"),
     (b"contexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: y\n",
      "the kubeconfig's current-context 'y' is not one of its contexts; valid: x"),
@@ -371,8 +372,9 @@ def test_an_hf_token_variable_with_two_words_is_refused_without_quoting_it(place
 def test_a_results_directory_named_by_lightrail_results_must_exist(place, capsys, monkeypatch):
     monkeypatch.setenv("LIGHTRAIL_RESULTS", str(place / "typo"))
     code, out, err = run(["bench.list"], capsys)
-    assert (code, out) == (1, "") and err == f"error: LIGHTRAIL_RESULTS {place / 'typo'} is missing; valid: a results " \
-        "directory (see LIGHTRAIL_RESULTS)\n"
+    assert (code, out) == (1, "")
+    assert err == f"error: LIGHTRAIL_RESULTS {place / 'typo'} is missing; valid: a results directory " \
+                  "(see LIGHTRAIL_RESULTS)\n"
 
 
 def test_bench_offline_without_a_tokenizer_says_what_to_pass(place, capsys, monkeypatch):

@@ -181,7 +181,8 @@ def test_a_dry_runs_helmfile_command_runs_as_printed_after_the_dry_run_ended(kub
     assert ran.returncode == 0, ran.stderr
     rendered = sorted(f"{o['kind']} {o['metadata']['name']}" for o in yaml.safe_load_all(ran.stdout) if o)
     listed = proc.stdout.split("--- objects ---")[1].split("\n[")[0]
-    sent = sorted(f"{o['kind']} {o['metadata']['name']}" for o in yaml.safe_load_all("\n".join(line[4:] for line in listed.splitlines())) if o)
+    unindented = "\n".join(line[4:] for line in listed.splitlines())
+    sent = sorted(f"{o['kind']} {o['metadata']['name']}" for o in yaml.safe_load_all(unindented) if o)
     assert rendered == sent and len(rendered) == 16
     kept_text = "".join(p.read_text() for p in kept.rglob("*") if p.is_file())
     assert PLANTED not in kept_text
@@ -201,6 +202,7 @@ def test_kept_helmfile_inputs_that_were_edited_are_replaced(tmp_path, monkeypatc
     (kept / "state.yaml").unlink()
     assert kept_state(plan, charts_dir()) == kept
     assert values[0].read_text() == original and (kept / "state.yaml").is_file()
-    other = kept_state(build_plan(Request(pattern="baseline", accel="sim", stack="llmd", namespace="other")), charts_dir())
+    other_plan = build_plan(Request(pattern="baseline", accel="sim", stack="llmd", namespace="other"))
+    other = kept_state(other_plan, charts_dir())
     assert other != kept and "namespace: other" in (other / "state.yaml").read_text()
     assert sorted(p.name for p in (tmp_path / "lightrail" / "helmfile").iterdir()) == sorted([kept.name, other.name])

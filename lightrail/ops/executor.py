@@ -68,7 +68,7 @@ class Live:
 
     def run(self, step: Step) -> None:
         self.out(f"- {step.title}")
-        shown = no_progress if step.action == "smoke" else self.progress   # smoke shows its own (one live line at a time)
+        shown = no_progress if step.action == "smoke" else self.progress   # smoke shows its own: one live line
         try:
             with shown(step.title) as update:
                 self._run(step, update)

@@ -34,9 +34,9 @@ BASE = {
     "plan": SIM, "render": (*SIM, "--out=OUT/new"), "doctor": (), "prereqs": ("--dry-run",),
     "deploy": (*SIM, "--dry-run"), "status": (), "teardown": ("--all", "--dry-run"), "up": ("--engine=kind", "--dry-run"),
     "smoke": ("--pattern=baseline", URL), "bench": ("--pattern=baseline", "--scenario=smoke", URL, "--dry-run"),
-    "bench.list": (), "patterns": (),
+    "bench.list": (), "patterns": (), "migrate": ("--pattern=caching", "--accel=sim", "--to=kserve", "--dry-run"),
 }
-NAMESPACED = ["plan", "render", "doctor", "prereqs", "deploy", "status", "teardown", "up", "smoke", "bench"]
+NAMESPACED = ["plan", "render", "doctor", "prereqs", "deploy", "status", "teardown", "up", "smoke", "bench", "migrate"]
 PLANNED = ["plan", "render", "deploy", "doctor"]    # tasks taking every plan flag
 
 
@@ -110,6 +110,46 @@ def cases():
     add("plan-moe-on-cpu", ["plan", "--pattern=moe", "--accel=cpu"], "supported: gpu/llmd")
     add("plan-no-pattern", ["plan", "--accel=sim"], "--pattern and --accel are required")
     add("plan-no-accel", ["plan", "--pattern=baseline"], "--pattern and --accel are required")
+    # Inference engines (docs/engines.md): unknown, refused with the upstream reason, or off their cells.
+    for task in PLANNED:
+        plan_args = BASE[task] or SIM
+        add(f"{task}-engine-nope", [task, *plan_args, "--inference-engine=tgi"], "valid: vllm, sglang, trtllm, llamacpp")
+        add(f"{task}-engine-ollama", [task, *plan_args, "--inference-engine=ollama"], "no Prometheus metrics the endpoint picker")
+        add(f"{task}-engine-on-sim", [task, *plan_args, "--inference-engine=sglang"], "the simulator imitates vLLM")
+    gpu = ("--pattern=baseline", "--accel=gpu")
+    add("plan-engine-on-tpu", ["plan", "--pattern=baseline", "--accel=tpu", "--inference-engine=llamacpp"],
+        "TPU serving is vLLM TPU (tpu-inference) only (valid accelerators for llamacpp: cpu, gpu)")
+    add("plan-sglang-on-cpu", ["plan", "--pattern=baseline", "--accel=cpu", "--inference-engine=sglang"], "valid: gpu")
+    add("plan-engine-moe", ["plan", "--pattern=moe", "--accel=gpu", "--inference-engine=sglang"],
+        "valid patterns: baseline, multimodel, caching")
+    add("plan-engine-vllm-arg", ["plan", *gpu, "--inference-engine=trtllm", "--vllm-arg=--max-model-len=10"],
+        "--vllm-arg is for --inference-engine=vllm")
+    add("plan-trtllm-on-kserve", ["plan", *gpu, "--stack=kserve", "--inference-engine=trtllm"],
+        "LLMInferenceService is built around vLLM")
+    add("plan-llamacpp-on-kserve", ["plan", *gpu, "--stack=kserve", "--inference-engine=llamacpp"], "for SGLang only")
+    # Model aliases (docs/aliases.md).
+    for task in PLANNED:
+        plan_args = BASE[task] or SIM
+        add(f"{task}-alias-no-equals", [task, *plan_args, "--alias=chat"], "is not NAME=MODEL; valid: e.g. --alias chat=")
+        add(f"{task}-alias-unknown-target", [task, *plan_args, "--alias=chat=a/b"], "is not served by this plan; valid:")
+    add("smoke-alias-no-equals", ["smoke", *BASE["smoke"], "--alias=chat"], "is not NAME=MODEL")
+    add("plan-alias-multimodel", ["plan", "--pattern=multimodel", "--accel=sim", "--alias=chat=Qwen/Qwen2.5-3B-Instruct"],
+        "valid: aliases with baseline, caching or moe")
+    add("plan-alias-kserve-two", ["plan", *SIM, "--stack=kserve", "--alias=a=Qwen/Qwen2.5-3B-Instruct",
+                                  "--alias=b=Qwen/Qwen2.5-3B-Instruct"], "KServe names a model once")
+    add("plan-alias-bad-name", ["plan", *SIM, "--alias=a b=Qwen/Qwen2.5-3B-Instruct"], "is not a model name")
+    # Model weights (docs/weights.md).
+    for task in PLANNED:
+        plan_args = BASE[task] or SIM
+        add(f"{task}-weights-s3", [task, *plan_args, "--weights=s3://b/m"], "valid: hf, pvc, pvc:CLAIM[/PATH], oci:IMAGE")
+        add(f"{task}-cache-size-bad", [task, *plan_args, "--cache-size=lots"], "valid: a whole number of Mi, Gi or Ti")
+    add("plan-weights-on-sim", ["plan", *SIM, "--weights=pvc"], "the simulator loads no weights")
+    add("plan-weights-pvc-kserve", ["plan", "--pattern=baseline", "--accel=gpu", "--stack=kserve", "--weights=pvc"],
+        "valid: --weights=pvc:CLAIM[/PATH]")
+    add("plan-cache-size-kserve", ["plan", "--pattern=baseline", "--accel=gpu", "--stack=kserve", "--cache-size=9Gi"],
+        "--cache-size applies to --stack=llmd only")
+    add("plan-weights-oci-multimodel", ["plan", "--pattern=multimodel", "--accel=gpu", "--weights=oci:r.io/m/q:1"],
+        "valid: --weights=pvc:CLAIM (each model under its id), hf or pvc")
     # Models and replicas.
     for task in ("plan", "render", "deploy", "smoke", "bench"):
         add(f"{task}-model-empty", [task, *BASE[task], "--model="], "--model is empty; valid:")
@@ -207,6 +247,30 @@ def cases():
     add("bench-compare-out-not-empty", ["bench.compare", "RUN_A,RUN_B", "--out=OUT/full"], "is not empty; valid:")
     add("bench-list-out-file", ["bench.list", "--out=OUT/afile"], "is not a directory")
     add("bench-list-out-missing", ["bench.list", "--out=OUT/nope"], "is missing")
+    # migrate: every flag is checked before the cluster is read
+    mig = BASE["migrate"]
+    add("migrate-to-bad", ["migrate", "--pattern=caching", "--accel=sim", "--to=foo", "--dry-run"], STACKS)
+    add("migrate-to-missing", ["migrate", "--pattern=caching", "--accel=sim", "--dry-run"], STACKS)
+    add("migrate-no-pattern", ["migrate", "--to=kserve", "--dry-run"], PATTERNS)
+    add("migrate-pattern-nope", ["migrate", "--pattern=nope", "--to=kserve", "--dry-run"], PATTERNS)
+    add("migrate-no-accel", ["migrate", "--pattern=caching", "--to=kserve", "--dry-run"], "gpu | tpu | cpu | sim")
+    add("migrate-multimodel", ["migrate", "--pattern=multimodel", "--accel=sim", "--to=kserve", "--dry-run"],
+        "body-based router")
+    for bad, expected in (("50,10,100", "must rise strictly"), ("10,50", "to 100"), ("abc", "--steps must be a whole"),
+                          ("0,100", "--steps must be a whole number from 1"), ("10,,100", "--steps must be a whole"),
+                          ("10,150", "from 1 to 100")):
+        add(f"migrate-steps-{bad}", ["migrate", *mig, f"--steps={bad}"], expected)
+    for flag in ("hold", "settle", "drain", "timeout"):
+        add(f"migrate-{flag}-abc", ["migrate", *mig, f"--{flag}=abc"], SECONDS)
+        add(f"migrate-{flag}-negative", ["migrate", *mig, f"--{flag}=-5"], SECONDS)
+    add("migrate-resume-and-rollback", ["migrate", "--pattern=caching", "--resume", "--rollback", "--dry-run"],
+        "exclude each other")
+    add("migrate-resume-with-to", ["migrate", "--pattern=caching", "--resume", "--to=kserve", "--dry-run"], "drop --to")
+    add("migrate-no-surge", ["migrate", *mig, "--no-surge"], "--no-surge")
+    add("migrate-url-bad", ["migrate", *mig, "--url=http://[::1"], "not a valid URL")
+    add("migrate-url-scheme", ["migrate", *mig, "--url=ftp://x"], "not an HTTP URL")
+    add("migrate-live-without-yes", ["migrate", "--pattern=caching", "--accel=sim", "--to=kserve"], "pass --yes")
+    add("migrate-topology-on-sim", ["migrate", *mig, "--topology=2x2"], "--topology")
     return out
 
 

@@ -53,9 +53,9 @@ def interruptible(fn):
 
 
 def _plan(pattern, accel, stack, model, replicas, namespace, gpu_type, topology, provider, kserve_api, vllm_arg,
-          token=None):
+          token=None, inference_engine="", alias=(), weights="", cache_size=""):
     request = make_request(pattern, accel, stack, model, replicas, namespace, gpu_type, topology, provider,
-                           kserve_api, vllm_arg)
+                           kserve_api, vllm_arg, inference_engine, alias, weights, cache_size)
     return build_plan(dataclasses.replace(request, hf_token=token is not None))
 
 
@@ -81,7 +81,7 @@ def _smoke_for(plan, target):
 @user_errors
 def doctor(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespace="lightrail", gpu_type="",
            topology="", provider="", kserve_api="", vllm_arg=None, kube_context="", hf_token_file="",
-           dry_run=False, output="table"):
+           dry_run=False, output="table", inference_engine="", alias=None, weights="", cache_size=""):
     """Can this cluster run the plan? Tools, context, CRDs, GatewayClass, accelerator capacity, HF token."""
     fmt = output_format(output)
     say = out if fmt == "table" else message
@@ -91,7 +91,7 @@ def doctor(c, pattern="", accel="", stack="llmd", model=None, replicas="", names
     choose("gateway provider", provider or "istio", load_catalog().gateways)
     token = read_token(hf_token_file or None)
     plan = _plan(pattern, accel, stack, model, replicas, namespace, gpu_type, topology, provider, kserve_api,
-                 vllm_arg, token) if pattern or accel else None
+                 vllm_arg, token, inference_engine, alias, weights, cache_size) if pattern or accel else None
     notes: list[str] = []   # shown once the render is valid
     target = flows.choose_target(kube_context, namespace, False, notes.append, reads_only=True)
     objects = None
@@ -163,7 +163,8 @@ def prereqs(c, stack="llmd", provider="", istio=False, local_crds=False, kube_co
 @interruptible
 def deploy(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespace="lightrail", gpu_type="",
            topology="", provider="", kserve_api="", vllm_arg=None, kube_context="", hf_token_file="",
-           wait=True, timeout="900", smoke=False, charts="", dry_run=False):
+           wait=True, timeout="900", smoke=False, charts="", dry_run=False, inference_engine="",
+           alias=None, weights="", cache_size=""):
     """Deploy a pattern: checks, namespace, HF token Secret, apply, wait, endpoint; roll back on failure."""
     from lightrail.ops.desired import desired_state
     from lightrail.settings import charts_dir
@@ -173,7 +174,7 @@ def deploy(c, pattern="", accel="", stack="llmd", model=None, replicas="", names
     limit = seconds(timeout)
     token = read_token(hf_token_file or None)
     plan = _plan(pattern, accel, stack, model, replicas, namespace, gpu_type, topology, provider, kserve_api,
-                 vllm_arg, token)
+                 vllm_arg, token, inference_engine, alias, weights, cache_size)
     notes: list[str] = []   # shown once the render is valid: a refused deploy prints nothing on stdout
     target = flows.choose_target(kube_context, namespace, dry_run, notes.append)
     desired = desired_state(plan, charts_dir(charts or None))   # a render that fails has asked the cluster nothing
@@ -209,15 +210,17 @@ def status(c, namespace="", kube_context="", output="table", dry_run=False):
         table.add_row(r.namespace, r.pattern, r.stack, r.accel, "\n".join(r.models), f"{r.ready}/{r.desired}",
                       r.endpoint, r.age, r.last_condition)
     console().print(table)
+    for where, line in sorted({(f"{r.namespace}/{r.pattern}", r.migration) for r in rows if r.migration}):
+        out(f"migration in progress ({where}): {line}")
 
 
 @command(help={**COMMON_HELP, "pattern": "remove this pattern's deployment", "all_": "remove every Lightrail "
                "deployment in the namespace", "stack": "only this stack's: llmd | kserve (default: both)",
-               "keep_pvcs": "keep PersistentVolumeClaims (downloaded weights)",
+               "keep_pvcs": "keep PersistentVolumeClaims: the weights (default; --no-keep-pvcs deletes them too)",
                "timeout": "seconds to wait for everything to be gone (default 600)"})
 @user_errors
 @interruptible
-def teardown(c, pattern="", all_=False, stack="", namespace="lightrail", keep_pvcs=False, timeout="600",
+def teardown(c, pattern="", all_=False, stack="", namespace="lightrail", keep_pvcs=True, timeout="600",
              kube_context="", dry_run=False):
     """Remove everything a deploy created, then verify no Lightrail-labelled object is left."""
     if bool(pattern) == bool(all_):

@@ -41,6 +41,7 @@ class Live:
     objects: dict[tuple, dict] = field(default_factory=dict)   # key(obj) -> live object, for desired keys
     releases: dict[str, dict] = field(default_factory=dict)    # helm list entries by release name
     secret: dict | None = None                                 # the HF token Secret, data stripped
+    in_releases: dict[str, list[dict]] = field(default_factory=dict)   # llmd: release -> its live objects
 
 
 @dataclass
@@ -159,6 +160,8 @@ def _release_steps(desired: Desired, live: Live, target: Target, out: DeployPlan
     for release, objects in desired.releases.items():
         info = live.releases.get(release)
         why = [f"{ref(o)}: {d}" for o in objects if (d := _difference(o, live.objects.get(key(o))))]
+        rendered = {key(o) for o in objects}
+        why += [f"{ref(o)}: no longer rendered" for o in live.in_releases.get(release, []) if key(o) not in rendered]
         if info is None:
             why = [f"helm release {release}: new"] + why
         elif info.get("status") != "deployed":

@@ -24,7 +24,7 @@ from lightrail.ops.cluster import KubeCluster, kubeconfig_contexts, kubeconfig_p
 from lightrail.ops.deploy import DeployPlan, Desired, Live, plan_deploy, plan_rollback
 from lightrail.ops.desired import desired_state
 from lightrail.ops.executor import DryRun, Journal, Live as LiveExecutor, run_steps
-from lightrail.ops.objects import key, meta
+from lightrail.ops.objects import HELM_RELEASE, MIGRATION_LABEL, annotations, generated, key, meta
 from lightrail.ops.prereqs import Prereqs, plan_prereqs
 from lightrail.ops.secrets import Token
 from lightrail.ops.status import KINDS, Row, aggregate
@@ -120,6 +120,7 @@ def observe_facts(cluster, target: Target) -> ck.Facts:
         gateways=cluster.list("gateway.networking.k8s.io/v1", "Gateway", ck.KSERVE_GATEWAY[0]),
         nodes=cluster.list("v1", "Node"), pods=cluster.list("v1", "Pod"),
         secrets=[meta(s)["name"] for s in cluster.list("v1", "Secret", target.namespace)] if target.namespace else [],
+        claims=cluster.list("v1", "PersistentVolumeClaim", target.namespace) if target.namespace else [],
     )
 
 
@@ -133,8 +134,15 @@ def observe_live(cluster, plan: Plan, desired: Desired) -> Live:
         if found is not None:
             objects[key(obj)] = found
     releases = {r["name"]: r for r in cluster.releases(plan.namespace)} if plan.stack == "llmd" else {}
+    in_releases: dict[str, list[dict]] = {}
+    if releases:   # what each release holds now: an object it no longer renders is a change too
+        for obj in find_labelled(cluster, td.selector(plan.pattern.name, plan.stack)):
+            release = annotations(obj).get(HELM_RELEASE)
+            if release in releases and meta(obj).get("namespace") == plan.namespace and not generated(obj):
+                in_releases.setdefault(release, []).append(obj)
     return Live(namespaces={meta(n)["name"] for n in cluster.list("v1", "Namespace")}, objects=objects,
-                releases=releases, secret=cluster.get("v1", "Secret", HF_TOKEN_SECRET, plan.namespace))
+                releases=releases, secret=cluster.get("v1", "Secret", HF_TOKEN_SECRET, plan.namespace),
+                in_releases=in_releases)
 
 
 def find_labelled(cluster, selector: str) -> list[dict]:
@@ -270,7 +278,8 @@ def report_interrupted(journal: Journal, target: Target, out: Out, plan: Plan | 
 def endpoint(cluster, plan: Plan) -> str:
     """Where the deployment answers, or how to reach it without an external address."""
     if plan.stack == "llmd":
-        gw = cluster.get("gateway.networking.k8s.io/v1", "Gateway", plan.gateway.name, plan.namespace)
+        gw = cluster.get("gateway.networking.k8s.io/v1", "Gateway", plan.gateway.name,
+                         plan.gateway.namespace or plan.namespace)
         url = gateway_url(gw) if gw else None
         name = plan.gateway.name
     else:
@@ -299,7 +308,8 @@ def status(cluster, namespace: str = "", now=None) -> list[Row]:
     selector = td.selector()
     objects = [o for api, kind in KINDS for o in cluster.list(api, kind, namespace or None, selector)]
     pods = cluster.list("v1", "Pod", namespace or None, selector)
-    return aggregate(objects, pods, now or datetime.now(timezone.utc))
+    states = cluster.list("v1", "ConfigMap", namespace or None, MIGRATION_LABEL)
+    return aggregate(objects, pods, now or datetime.now(timezone.utc), states)
 
 
 def prereqs(target: Target, cluster, *, stack: str, provider: str, istio: bool, dry_run: bool, out: Out,
@@ -328,34 +338,41 @@ def prereqs(target: Target, cluster, *, stack: str, provider: str, istio: bool, 
 
 
 def teardown(target: Target, cluster, *, pattern: str | None, stack: str | None, keep_pvcs: bool, dry_run: bool,
-             out: Out, timeout: float = 600, poll: float = 2, progress: Progress = no_progress) -> td.TeardownPlan:
+             out: Out, timeout: float = 600, poll: float = 2, progress: Progress = no_progress,
+             spare: Callable[[dict], bool] | None = None, spare_releases: tuple[str, ...] = (),
+             dry: DryRun | None = None) -> td.TeardownPlan:
+    """`spare`: labelled objects to leave in place (a migration keeps the Gateway and its front routes),
+    and `spare_releases` the helm releases; `dry`: the dry run of a larger command this is part of."""
     what = f"pattern {pattern}" if pattern else "every Lightrail deployment"
+    spare = spare or (lambda obj: False)
     out(f"teardown of {what}{f' ({stack})' if stack else ''} on {target.banner()}"
         + (" — dry run, nothing is changed" if dry_run else ""))
     if cluster is None:
         out("nothing found: no cluster to look at")
         return td.TeardownPlan([], [])
     sel = td.selector(pattern, stack)
-    found = td.select(find_labelled(cluster, sel), target.namespace, pattern, stack)
-    orphans = td.orphan_releases(cluster.releases(target.namespace), pattern, list(load_catalog().patterns)) \
-        if stack in (None, "llmd") else []
+    found = [o for o in td.select(find_labelled(cluster, sel), target.namespace, pattern, stack) if not spare(o)]
+    orphans = [r for r in td.orphan_releases(cluster.releases(target.namespace), pattern, list(load_catalog().patterns))
+               if r not in spare_releases] if stack in (None, "llmd") else []
     plan = td.plan_teardown(found, orphans, target, keep_pvcs, timeout)
     if not plan.steps:
         out(f"nothing to remove: no Lightrail objects of {what} in namespace {target.namespace}")
         return plan
     journal = Journal()
-    executor = DryRun(out) if dry_run else LiveExecutor(cluster, out, progress=progress)
+    executor = (dry or DryRun(out)) if dry_run else LiveExecutor(cluster, out, progress=progress)
     try:
         run_steps(plan.steps, executor, journal)
     except KeyboardInterrupt:
         out(f"interrupted: teardown of {target.namespace} is incomplete; run it again to finish")
         raise
     if dry_run:
-        out(executor.summary(target.context, target.namespace))
+        if dry is None:
+            out(executor.summary(target.context, target.namespace))
         return plan
     start = time.monotonic()
     with progress("waiting for the removed objects to be gone") as update:
-        while left := td.leftovers(find_labelled(cluster, sel), target.namespace, pattern, stack, keep_pvcs):
+        while left := td.leftovers([o for o in find_labelled(cluster, sel) if not spare(o)], target.namespace,
+                                     pattern, stack, keep_pvcs):
             if time.monotonic() - start >= timeout:
                 raise LightrailError(f"teardown left {len(left)} labelled object(s) after {timeout:.0f} s:\n  "
                                      + "\n  ".join(left), fix="check their finalizers, then run teardown again")

@@ -387,6 +387,27 @@ def _tokenize(client: httpx.Client, model: str, text: str, metrics_urls: list[st
     return None
 
 
+@_no_answer_fails("alias {0}", "the target's greedy text")
+def alias(client: httpx.Client, name: str, target: str) -> Check:
+    """An alias answers, and from the model it names: the same greedy completion as asking the
+    target itself, from a server that answers as the alias or the target (the llmd picker writes
+    the alias back into responses; KServe's vLLM answers with its first name, the alias)."""
+    def ask(model):
+        body = {"model": model, "prompt": "The quick brown fox", "max_tokens": MAX_TOKENS, "temperature": 0, "seed": 0}
+        return client.post("/v1/completions", json=body)
+
+    resp, ms = _timed(lambda: ask(name))
+    if resp.status_code != 200:
+        return Check(f"alias {name}", False, ms, expected=f"HTTP 200 from {target}",
+                     got=f"HTTP {resp.status_code}{_error_message(resp)}")
+    direct = ask(target)
+    text_of = lambda r: ((r.json().get("choices") or [{}])[0].get("text") or "") if r.status_code == 200 else None
+    answered_as, text, expected = resp.json().get("model"), text_of(resp), text_of(direct)
+    ok = answered_as in (name, target) and bool(text) and text == expected
+    got = f"{answered_as}: {text!r}" if answered_as in (name, target) else f"an answer from {answered_as}"
+    return Check(f"alias {name}", ok, ms, detail=f"-> {target}", expected=f"{target}'s greedy text {expected!r}", got=got)
+
+
 @_no_answer_fails("unknown model is refused", "HTTP 4xx")
 def unknown_model(client: httpx.Client) -> Check:
     """A model the deployment does not serve gets an error response quickly, not a hang."""
@@ -400,8 +421,10 @@ def unknown_model(client: httpx.Client) -> Check:
 
 
 def run(url: str, pattern: str, models: list[str], *, metrics_urls: list[str], timeout: float,
-        prefix_check: str = "auto", progress: Callable[[str], None] | None = None) -> Report:
-    """All checks for a pattern. prefix_check: "required" (caching), "auto" (report if readable)."""
+        prefix_check: str = "auto", progress: Callable[[str], None] | None = None,
+        aliases: dict[str, str] | None = None) -> Report:
+    """All checks for a pattern. prefix_check: "required" (caching), "auto" (report if readable);
+    aliases: {alias: the served model it names}."""
     url = check_url(url)
     with httpx.Client(base_url=url, timeout=httpx.Timeout(timeout, connect=min(timeout, 10))) as client:
         warm_ms = warm_up(client, timeout, progress)
@@ -411,6 +434,7 @@ def run(url: str, pattern: str, models: list[str], *, metrics_urls: list[str], t
             checks += [completion(client, model), chat(client, model), streaming(client, model)]
         if len(models) > 1:
             checks.append(routing(client, models))
+        checks += [alias(client, name, target) for name, target in (aliases or {}).items()]
         if prefix_check == "required" or (prefix_check == "auto" and metrics_urls and _readable(metrics_urls)):
             checks.append(prefix_cache(client, models[0], metrics_urls))
             if prefix_check == "auto":

@@ -38,4 +38,5 @@ def smoke_plan(plan: Plan, *, url: str = "", metrics_urls: tuple[str, ...] = (),
         else:
             metrics = []
         return checks.run(base, plan.pattern.name, list(plan.served_models), metrics_urls=metrics, timeout=timeout,
-                          prefix_check=prefix, progress=progress)
+                          prefix_check=prefix, progress=progress,
+                          aliases={a: s.model for s in plan.servers for a in s.aliases})

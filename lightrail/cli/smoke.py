@@ -57,9 +57,9 @@ def smoke(c, pattern="", stack="llmd", accel="gpu", model=None, namespace="light
         checks.check_url(m, "--metrics-url")
     plan = build_plan(Request(pattern=pattern, accel=accel, stack=stack, namespace=namespace, models=models(model),
                               aliases=parse_aliases(alias)))
-    with progress(f"waiting for {checks.mask_url(base) if base else 'the discovered endpoint'}") as tick:
+    with progress(f"waiting for {checks.mask_url(base) if base else 'the discovered endpoint'}") as update:
         report = smoke_plan(plan, url=base, metrics_urls=metrics, kube_context=kube_context or None, timeout=limit,
-                            progress=tick)
+                            progress=update)
     if fmt == "table":
         print_report(report)
     else:

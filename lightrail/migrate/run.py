@@ -8,7 +8,6 @@ kill -9 or a lost connection leave a position that `--resume` finishes and `--ro
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,8 +103,7 @@ def preflight(m: Migration, ctx: Context) -> list[Problem]:
         problems.append(p)
     pools = {pool_name(m.source, s): cluster.get(*POOLS, pool_name(m.source, s), ns) for s in m.source.servers}
     problems += source_present(m, pools)
-    with tempfile.TemporaryDirectory(prefix="lightrail-migrate-") as work:
-        desired = desired_state(m.target, Path(work), ctx.charts)
+    desired = desired_state(m.target, ctx.charts)
     live = flows.observe_live(cluster, m.target, desired)
     problems += [Problem(c, "remove it, or migrate in another namespace") for c in conflicts(m.target, desired, live)]
     checks = flows.doctor(ctx.target, cluster, m.target.stack, m.target.gateway.provider, m.target, desired.objects,

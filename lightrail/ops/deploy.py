@@ -9,6 +9,7 @@ records what it changes (object before, or helm release revision before), and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lightrail.errors import LightrailError
 from lightrail.ops import steps as st
@@ -29,6 +30,7 @@ class Desired:
     releases: dict[str, list[dict]] = field(default_factory=dict)   # llmd: release -> its objects, in order
     helmfile: tuple[str, ...] = ()                             # llmd: helmfile args before the verb
     files: dict[str, str] = field(default_factory=dict)        # tool inputs, shown by dry runs
+    inputs: Path | None = None                                 # llmd: the directory they are kept in
 
 
 @dataclass

@@ -61,6 +61,9 @@ SECRET_QUERY = ("token", "key", "api_key", "apikey", "access_token", "auth", "si
 
 def check_url(url: str, flag: str = "--url") -> str:
     """The base URL without a trailing /v1 (OpenAI clients' base URLs end in /v1; ours do not)."""
+    if any(ch.isspace() for ch in url):   # urlparse drops leading spaces, the HTTP client does not
+        raise LightrailError(f"{flag} {mask_url(url.strip())!r} has whitespace in it; valid: http://HOST:PORT or "
+                             "https://HOST, nothing around it")
     try:
         parsed = urlparse(url)
         port = parsed.port
@@ -95,13 +98,13 @@ def _timed(fn):
     return result, (time.perf_counter() - start) * 1000
 
 
-def warm_up(client: httpx.Client, timeout: float, progress: Callable[[float, str], None] | None = None) -> float:
+def warm_up(client: httpx.Client, timeout: float, progress: Callable[[str], None] | None = None) -> float:
     """Wait (with backoff) until GET /v1/models answers 200; return how long it took in ms.
 
     Retried: 5xx (still starting) and timeouts until `timeout`; a refused connection only for
     REFUSED_GRACE seconds. Not retried: an answer that is not an OpenAI API (a web page, a 404),
     a failed TLS handshake.
-    `progress(elapsed_s, last_reason)` is called before every retry.
+    `progress(last_reason)` is called before every retry (the caller shows it once the wait is long).
     """
     start = time.perf_counter()
     where = mask_url(client.base_url)
@@ -114,8 +117,8 @@ def warm_up(client: httpx.Client, timeout: float, progress: Callable[[float, str
         return isinstance(err, (httpx.HTTPError, _NotReady))
 
     def before_sleep(state):
-        if progress and time.perf_counter() - start >= 2:   # short waits need no progress
-            progress(time.perf_counter() - start, _describe(state.outcome.exception()))
+        if progress:
+            progress(_describe(state.outcome.exception()))
 
     @retry(stop=stop_after_delay(timeout), wait=wait_exponential(multiplier=0.25, max=5),
            retry=retry_if_exception(retryable), reraise=False, before_sleep=before_sleep)
@@ -418,7 +421,7 @@ def unknown_model(client: httpx.Client) -> Check:
 
 
 def run(url: str, pattern: str, models: list[str], *, metrics_urls: list[str], timeout: float,
-        prefix_check: str = "auto", progress: Callable[[float, str], None] | None = None,
+        prefix_check: str = "auto", progress: Callable[[str], None] | None = None,
         aliases: dict[str, str] | None = None) -> Report:
     """All checks for a pattern. prefix_check: "required" (caching), "auto" (report if readable);
     aliases: {alias: the served model it names}."""

@@ -8,6 +8,7 @@ standing in for the two stacks' pools. The traffic driver sends requests through
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from lightrail.testing.gateway import GatewayModel
 from lightrail.testing.traffic import TrafficDriver
 from lightrail.testing.vllm import VLLMServer
 from tests.conftest import QWEN
-from tests.e2e.conftest import PLANTED, invoke
+from tests.e2e.conftest import PLANTED, apply_nodes, invoke
 from tests.e2e.test_deploy import gateway, kserve, labelled  # noqa: F401  (module fixtures: istiod, KServe)
 
 pytestmark = pytest.mark.vllm
@@ -83,18 +84,27 @@ def migrate(cluster, *args, ok=True):
     return invoke(cluster, "migrate", "--pattern=caching", *args, ok=ok, timeout=900)
 
 
+@contextlib.contextmanager
+def serving(cluster, ns: str, upstreams: dict, pattern: str = "caching", *plan: str):
+    """The pattern on llmd, its Gateway served by the gateway model with one vLLM per stack's pool."""
+    invoke(cluster, "deploy", f"--pattern={pattern}", *(plan or ("--accel=sim",)), f"--namespace={ns}", "--timeout=300")
+    name = f"{pattern}-qwen2-5-3b-instruct"
+    backends = {(ns, name): upstreams["llmd"], (ns, f"{name}-inference-pool"): upstreams["kserve"]}
+    try:
+        with GatewayModel(cluster.kubeconfig, cluster.context, (ns, f"{pattern}-gateway"), backends,
+                          propagation_delay=1.0, seed=7) as gw:
+            yield gw
+    finally:
+        invoke(cluster, "teardown", f"--pattern={pattern}", f"--namespace={ns}", ok=False)
+        cluster.kubectl("delete", "namespace", ns, "--wait=false")
+
+
 @pytest.fixture
 def deployed(kserve, upstreams, request):   # noqa: F811
-    """caching on llmd (sim), its Gateway served by the gateway model with one vLLM per stack's pool."""
-    cluster = kserve
+    """caching on llmd (sim) behind the gateway model."""
     ns = "mig-" + request.node.name.removeprefix("test_")[:20].replace("_", "-").rstrip("-")
-    invoke(cluster, "deploy", "--pattern=caching", "--accel=sim", f"--namespace={ns}", "--timeout=300")
-    backends = {(ns, POOLS[stack]): url for stack, url in upstreams.items()}
-    with GatewayModel(cluster.kubeconfig, cluster.context, (ns, "caching-gateway"), backends,
-                      propagation_delay=1.0, seed=7) as gw:
-        yield cluster, ns, gw
-    invoke(cluster, "teardown", "--pattern=caching", f"--namespace={ns}", ok=False)
-    cluster.kubectl("delete", "namespace", ns, "--wait=false")
+    with serving(kserve, ns, upstreams) as gw:
+        yield kserve, ns, gw
 
 
 def test_llmd_to_kserve_and_back_under_traffic_fails_no_request(deployed):
@@ -203,3 +213,34 @@ def test_preflight_refuses_a_gateway_that_cannot_split_and_changes_nothing(deplo
     assert proc.returncode == 1 and "kgateway#11667" in proc.stderr and "nothing was changed" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     assert objects(cluster, ns, "deployments,inferencepools,httproutes,configmaps") == before
+
+
+@pytest.mark.parametrize("pattern,accel,nodes", [("baseline", ("--accel=gpu", "--gpu-type=h100"), "gpu:h100:2"),
+                                                 ("caching", ("--accel=tpu", "--topology=2x2"), "tpu:v6e-2x2:6")])
+def test_accelerator_patterns_migrate_onto_their_node_shapes(kserve, upstreams, pattern, accel, nodes):  # noqa: F811
+    """The target's pods land on the same accelerator node shapes (the real scheduler), beside the source's."""
+    cluster = kserve
+    apply_nodes(cluster, nodes)
+    ns = f"mig-{pattern}-{accel[0].split('=')[1]}"
+    with serving(cluster, ns, upstreams, pattern, *accel) as gw, \
+            TrafficDriver(gw.url, QWEN, rate=5, concurrency=5, max_tokens=4) as traffic:
+        moved = invoke(cluster, "migrate", f"--pattern={pattern}", *accel, "--to=kserve", f"-n={ns}", f"--url={gw.url}",
+                          *FAST, timeout=900)
+        time.sleep(2)
+    report = traffic.report()
+    assert report.failures == [], report.summary() + moved.stdout[-2000:]
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-l", "kserve.io/component=workload", "-o", "json").stdout)
+    shape = "kwok-gpu-h100-" if "gpu" in accel[0] else "kwok-tpu-v6e-2x2-"
+    assert pods["items"] and all(p["spec"]["nodeName"].startswith(shape) for p in pods["items"]), \
+        [p["spec"].get("nodeName") for p in pods["items"]]
+
+
+def test_no_capacity_for_the_target_beside_the_source_is_refused_naming_surge(kserve, upstreams):  # noqa: F811
+    cluster = kserve
+    apply_nodes(cluster, "gpu:t4:1")
+    ns = "mig-no-capacity"
+    with serving(cluster, ns, upstreams, "baseline", "--accel=gpu", "--gpu-type=t4") as gw:
+        proc = invoke(cluster, "migrate", "--pattern=baseline", "--accel=gpu", "--gpu-type=t4", "--to=kserve", f"-n={ns}",
+                      f"--url={gw.url}", "--yes", ok=False)
+    assert proc.returncode == 1 and "capacity" in proc.stderr and "surge" in proc.stderr, proc.stderr
+    assert "nothing was changed" in proc.stderr

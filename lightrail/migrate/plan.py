@@ -157,7 +157,7 @@ def _phases(m: Migration) -> list[Phase]:
     phases.append(Phase(
         "deploy-target",
         (Op("deploy", f"deploy the target ({m.target.stack}) beside the source, attached to the front route",
-            side="target"),),
+            side="target"), settle),
         (Op("remove", f"remove the target ({m.target.stack})", side="target"),)))
     verify = [Op("verify", "verify the target through its probe rule (no client traffic)", side="target")]
     if "prefix-cache-scorer" in m.source.scorers:

@@ -42,6 +42,7 @@ POOLS = ("inference.networking.k8s.io/v1", "InferencePool")
 PROBE_INTERVAL = 1.0     # seconds between guard probes during a hold
 PROGRESS_EVERY = 5.0     # seconds between progress lines of a long wait
 WARM_PROMPTS = 8
+VERIFY_GRACE = 30.0      # seconds a new side may answer 503 (no endpoint the gateway knows yet) before verify fails
 
 
 class GuardTripped(LightrailError):
@@ -422,7 +423,12 @@ def _verify(m: Migration, side: str, ctx: Context) -> None:
     with _client(ctx, side) as client:
         for server in plan.servers:
             model = plan.client_model(server)
-            for check in (smoke.completion(client, model), smoke.chat(client, model), smoke.streaming(client, model)):
+            for probe in (smoke.completion, smoke.chat, smoke.streaming):
+                check = probe(client, model)
+                deadline = ctx.clock() + VERIFY_GRACE
+                while not check.ok and "HTTP 503" in check.got and ctx.clock() < deadline:
+                    ctx.sleep(1)      # no ready endpoint yet, as the gateway sees it: it learns new pods late
+                    check = probe(client, model)
                 ctx.out(f"    {'ok  ' if check.ok else 'FAIL'}  {check.name}  {check.latency_ms:.0f} ms  {check.got}")
                 if not check.ok:
                     raise LightrailError(f"the {side} failed {check.name}: expected {check.expected}, got {check.got}")

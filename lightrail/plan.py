@@ -9,7 +9,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
-from lightrail import __version__
+from lightrail import __version__, podsecurity
 from lightrail.catalog import STACKS, Catalog, Pattern, load_catalog
 from lightrail.errors import LightrailError, choose
 from lightrail.vllm_args import check_extra_args
@@ -43,6 +43,7 @@ class Request:
     kserve_tls: bool = False   # KServe's enableLLMInferenceServiceTLS (LIGHTRAIL_KSERVE_TLS); off, as KServe defaults
     extra_args: tuple[str, ...] = ()
     hf_token: bool = False     # a token will be provided: mount secret HF_TOKEN_SECRET (never the value)
+    pod_security: str | None = None   # Pod Security level; None: the strictest the pattern's pods meet
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class Plan:
     cost: Cost
     versions: Mapping[str, Any]
     units: tuple[Unit, ...] = ()
+    pod_security: str = "restricted"   # the Pod Security level the namespace enforces (lightrail/podsecurity.py)
 
     @property
     def namespace(self) -> str:
@@ -162,6 +164,11 @@ class Plan:
         if self.stack == "kserve" and self.body_based_routing:
             return f"publishers/{self.namespace}/models/{server.model}"
         return server.model
+
+    @property
+    def namespace_labels(self) -> dict[str, str]:
+        """Labels the deployment's namespace carries: the Pod Security Admission level."""
+        return podsecurity.namespace_labels(self.pod_security, self.versions["kubernetes"])
 
     @property
     def replicas_total(self) -> int:
@@ -214,6 +221,7 @@ class Plan:
             "replicas_total": self.replicas_total,
             "pods_total": self.pods_total,
             "accelerators_total": self.accelerator_totals,
+            "pod_security": {"level": self.pod_security, "namespace_labels": self.namespace_labels},
             "cost": {"per_hour": round(self.cost.per_hour, 2), "per_day": round(self.cost.per_day, 2),
                      "currency": self.cost.currency, "basis": self.cost.basis},
         }
@@ -283,6 +291,7 @@ def build_plan(request: Request, catalog: Catalog | None = None) -> Plan:
         request=request, pattern=pattern, accel_type=shape["type"], labels=labels, gateway=gateway,
         servers=servers, scorers=pattern.scorers, body_based_routing=pattern.body_based_routing,
         epp_image=catalog.image("epp"), cost=_cost(servers, shape, catalog), versions=catalog.versions,
+        pod_security=podsecurity.level(request.pod_security, pattern.pod_security.get(request.stack)),
     )
     return replace(plan, units=tuple(stack_units(plan)))
 

@@ -98,6 +98,10 @@ def cases():
         add(f"{task}-provider-nginx", [task, *plan_args, "--provider=nginx"], PROVIDERS)
         add(f"{task}-gpu-type-on-sim", [task, *plan_args, "--gpu-type=l4"], "--gpu-type applies to --accel=gpu only")
         add(f"{task}-topology-on-sim", [task, *plan_args, "--topology=2x2"], "--topology applies to --accel=tpu only")
+        add(f"{task}-pod-security-strict", [task, *plan_args, "--pod-security=strict"],
+            "unknown pod security level 'strict'; valid: restricted, baseline, privileged")
+    add("plan-pod-security-below-kserve-moe", ["plan", "--pattern=moe", "--accel=gpu", "--stack=kserve",
+                                               "--pod-security=restricted"], "valid here: privileged")
     add("prereqs-provider-nginx", ["prereqs", "--dry-run", "--provider=nginx"], PROVIDERS)
     add("prereqs-provider-on-kserve", ["prereqs", "--dry-run", "--stack=kserve", "--provider=gke"],
         "--provider applies to --stack=llmd only")

@@ -238,6 +238,7 @@ def test_prereqs_on_an_empty_cluster_install_pinned_sources_in_order():
     assert "deployment/lws-controller-manager" in commands[3]
     assert result.steps[4].tool == "helm" and "istio-base base" in commands[4] and "--version 1.29.2" in commands[4]
     assert "pilot.env.ENABLE_GATEWAY_API_INFERENCE_EXTENSION=true" in commands[5]
+    assert "gateways.seccompProfile.type=RuntimeDefault" in commands[5]   # Pod Security restricted
     assert all(s.args[0] in (f"--context={TARGET.context}", f"--kube-context={TARGET.context}") for s in result.steps)
     assert result.missing == []
 

@@ -25,13 +25,15 @@ PLAN_HELP = {
     "provider": "gateway provider for --stack=llmd: istio | gke | agentgateway (default istio)",
     "kserve_api": "LLMInferenceService API version for --stack=kserve: v1alpha2 | v1alpha1 (default v1alpha2)",
     "vllm_arg": "extra vLLM flag, e.g. --vllm-arg=--max-model-len=8192 (repeatable; checked with vLLM's own parser)",
+    "pod_security": "Pod Security level the namespace enforces: restricted | baseline | privileged "
+                    "(default: the strictest the pattern's pods meet; docs/pod-security.md)",
 }
 PLAN_ITERABLE = ["model", "vllm_arg"]
 STACK_ONLY = {"provider": ("llmd", "istio"), "kserve_api": ("kserve", "v1alpha2")}
 
 
 def make_request(pattern, accel, stack="llmd", model=(), replicas=None, namespace="lightrail",
-                 gpu_type=None, topology=None, provider="", kserve_api="", vllm_arg=()) -> Request:
+                 gpu_type=None, topology=None, provider="", kserve_api="", vllm_arg=(), *, pod_security="") -> Request:
     """Turn raw flag values into a Request; the plan does the real checking."""
     if not pattern or not accel:
         raise LightrailError("--pattern and --accel are required (e.g. --pattern=baseline --accel=gpu)")
@@ -47,7 +49,8 @@ def make_request(pattern, accel, stack="llmd", model=(), replicas=None, namespac
     return Request(pattern=pattern, accel=accel, stack=stack, models=models(model), replicas=replicas,
                    namespace=namespace, gpu_type=gpu_type or None, topology=topology or None,
                    provider=provider or STACK_ONLY["provider"][1], kserve_api=kserve_api or STACK_ONLY["kserve_api"][1],
-                   kserve_tls=stack == "kserve" and kserve_tls(), extra_args=tuple(vllm_arg or ()))
+                   kserve_tls=stack == "kserve" and kserve_tls(), extra_args=tuple(vllm_arg or ()),
+                   pod_security=pod_security or None)
 
 
 def models(values) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from lightrail import podsecurity
 from lightrail.errors import LightrailError
 from lightrail.plan import VLLM_PORT, ModelServer, Plan
 from lightrail.render import dump_yaml
@@ -25,10 +26,8 @@ BBR_PORT = 9004   # the body-based router's ext-proc port (kustomize/body-based-
 LIB = "lib"       # where the render's copy of kustomize/ goes, beside the overlays
 REPLACEMENTS = "replacements.yaml"   # copied into each server overlay (kustomize loads files only from below a root)
 # KServe's presets set runAsNonRoot, and the vLLM images declare no USER: the kubelet only starts
-# them with a numeric non-root user. USER and the inductor cache dir keep torch happy without a
-# passwd entry (as KServe's own e2e fixtures do). The simulator image runs as 65532 already.
-_NON_ROOT = {"runAsNonRoot": True, "runAsUser": 1000}
-_NON_ROOT_ENV = {"USER": "nonroot", "TORCHINDUCTOR_CACHE_DIR": "/tmp/torchinductor-cache"}
+# them with a numeric non-root user (lightrail/podsecurity.py). The simulator image runs as 65532 already.
+_NON_ROOT = {"runAsNonRoot": True, "runAsUser": podsecurity.VLLM_USER}
 # KServe's scheduler preset mounts its certificates here when enableLLMInferenceServiceTLS is on.
 KSERVE_TLS_DIR = "/var/run/kserve/tls"
 
@@ -110,12 +109,13 @@ def _container(plan: Plan, server: ModelServer) -> dict:
                  "resources": {"requests": quantities, "limits": quantities}}
     if server.command:
         container["command"] = list(server.command)
-    env = {**(_NON_ROOT_ENV if server.source else {}), **server.env}
+    env = {**(podsecurity.NON_ROOT_ENV if server.source else {}), **server.env}
     env_list = [{"name": k, "value": str(v)} for k, v in env.items()] + _hf_token(plan, server)
     if env_list:
         container["env"] = env_list
-    if server.source:
-        container["securityContext"] = dict(_NON_ROOT)
+    context = {**(_NON_ROOT if server.source else {}), **podsecurity.container_context(plan.pod_security)}
+    if context:
+        container["securityContext"] = context
     return container
 
 
@@ -125,12 +125,32 @@ def _pod(plan: Plan, server: ModelServer, serving: bool = True) -> dict:
     if serving:
         container["startupProbe"] = startup_probe(plan, server)
     pod: dict = {"containers": [container]}
-    if _hf_token(plan, server):   # KServe's storage initializer downloads hf:// weights: it needs the token too
-        pod["initContainers"] = [{"name": "storage-initializer", "env": _hf_token(plan, server)}]
+    initializer = {"env": _hf_token(plan, server)} if _hf_token(plan, server) else {}   # it downloads hf:// weights
+    if server.source and podsecurity.container_context(plan.pod_security):
+        initializer["securityContext"] = podsecurity.container_context(plan.pod_security)
+    if initializer:
+        pod["initContainers"] = [{"name": "storage-initializer", **initializer}]
+    if podsecurity.pod_context(plan.pod_security):
+        pod["securityContext"] = podsecurity.pod_context(plan.pod_security)
     if server.node_selector:
         pod["nodeSelector"] = dict(server.node_selector)
     if server.tolerations:
         pod["tolerations"] = [dict(t) for t in server.tolerations]
+    return pod
+
+
+def _scheduler_pod(plan: Plan, server: ModelServer) -> dict:
+    """The endpoint picker's pod: the pinned image and our command; KServe's preset brings the rest."""
+    main = {"name": "main", "image": plan.epp_image, "command": epp_command(plan, server)}
+    if podsecurity.container_context(plan.pod_security):
+        main["securityContext"] = podsecurity.container_context(plan.pod_security)
+    pod: dict = {"containers": [main]}
+    if podsecurity.pod_context(plan.pod_security):
+        pod["securityContext"] = podsecurity.pod_context(plan.pod_security)
+    if server.source and podsecurity.container_context(plan.pod_security):
+        # KServe gives the picker a storage-initializer too (tokenizer files) and merges ours into it
+        pod["initContainers"] = [{"name": "storage-initializer",
+                                  "securityContext": podsecurity.container_context(plan.pod_security)}]
     return pod
 
 
@@ -147,7 +167,7 @@ def llmisvc_patch(plan: Plan, server: ModelServer) -> list[dict]:
         {"op": "replace", "path": "/spec/router/scheduler/config/inline", "value": epp_config(plan)},
         # the pinned picker image (KServe's preset brings its own, older one) and its command
         {"op": "add", "path": "/spec/router/scheduler/template",
-         "value": {"containers": [{"name": "main", "image": plan.epp_image, "command": epp_command(plan, server)}]}},
+         "value": _scheduler_pod(plan, server)},
         {"op": "replace", "path": "/spec/template", "value": _pod(plan, server)},
     ]
     mn = server.multinode

@@ -18,7 +18,7 @@ from lightrail import tools
 from lightrail.catalog import load_catalog
 from lightrail.errors import LightrailError
 from lightrail.llmd import charts as local_charts
-from lightrail.llmd.values import OWN_CHARTS, bbr_chart, release_values
+from lightrail.llmd.values import OWN_CHARTS, bbr_chart, release_values, restricted_deployments
 from lightrail.plan import MANAGED_BY, Plan
 from lightrail.render import Rendered, dump_yaml, load_manifests
 from lightrail.settings import HELMFILES_DIR, TOOLS_BIN
@@ -98,6 +98,7 @@ def write_state(plan: Plan, workdir: Path, charts: Path | None, stub: Path | Non
         "servers": [{"name": s.name, "model": s.model} for s in plan.servers],
         "valuesDir": str(values_dir),
         "postRenderer": str(POST_RENDERER),
+        "restricted": restricted_deployments(plan),
     }
     for rel, text in {**files, "state.yaml": dump_yaml(state)}.items():
         (workdir / rel).write_text(text)

@@ -12,6 +12,7 @@ import shlex
 
 import yaml
 
+from lightrail import podsecurity
 from lightrail.catalog import load_catalog
 from lightrail.plan import VLLM_PORT, ModelServer, Plan
 from lightrail.router import MODEL_HEADER, epp_config
@@ -122,15 +123,17 @@ def vllm_command(server: ModelServer) -> tuple[list[str], list[str]]:
 
 def modelservice_values(plan: Plan, server: ModelServer) -> dict:
     quantities = dict(server.resources)
+    restricted_vllm = plan.pod_security == "restricted" and bool(server.source)   # a root image run as non-root
+    env = {**(podsecurity.NON_ROOT_ENV if restricted_vllm else {}), **server.env}
     container = {
         "name": "vllm",
         "image": server.image,
-        "env": [{"name": k, "value": str(v)} for k, v in server.env.items()],
+        "env": [{"name": k, "value": str(v)} for k, v in env.items()],
         "ports": [{"containerPort": VLLM_PORT, "name": "metrics", "protocol": "TCP"}],
         "resources": {"limits": quantities, "requests": quantities},
         # The chart makes the volume (and sets HF_HOME) for hf:// models only.
         "mountModelVolume": server.source.startswith("hf://"),
-        "extraConfig": probes(server),
+        "extraConfig": {**probes(server), **_security(podsecurity.container_context(plan.pod_security))},
     }
     if server.source:
         command, args = vllm_command(server)
@@ -150,6 +153,9 @@ def modelservice_values(plan: Plan, server: ModelServer) -> dict:
     if server.source and server.tensor_parallel * (server.multinode.data_parallel_local if server.multinode else 1) > 1:
         decode["volumes"] = [SHM]
         container["volumeMounts"] = [{"name": SHM["name"], "mountPath": "/dev/shm"}]
+    pod_context = podsecurity.pod_context(plan.pod_security, podsecurity.VLLM_USER if restricted_vllm else None)
+    if pod_context:
+        decode["extraConfig"] = {"securityContext": pod_context}
     if server.node_selector:
         decode["nodeSelector"] = dict(server.node_selector)
     if server.tolerations:
@@ -173,6 +179,24 @@ def modelservice_values(plan: Plan, server: ModelServer) -> dict:
         "decode": decode,
         "prefill": {"create": False},
     }
+
+
+def _security(context: dict) -> dict:
+    return {"securityContext": context} if context else {}
+
+
+def restricted_deployments(plan: Plan) -> list[str]:
+    """Deployments of upstream charts that offer no value for a securityContext, as post-renderer
+    arguments (`Deployment/NAME/CONTAINER/UID`): the endpoint pickers (llm-d-router-gateway) and
+    the body-based router (body-based-routing), both distroless images. Only for `restricted`;
+    helmfiles/post-render-labels patches them."""
+    if plan.pod_security != "restricted":
+        return []
+    uid = podsecurity.DISTROLESS_USER
+    out = [f"Deployment/{s.name[:40]}-epp/epp/{uid}" for s in plan.servers]   # the chart truncates the release name
+    if plan.body_based_routing and bbr_chart(plan) == "body-based-routing":
+        out.append(f"Deployment/{plan.pattern.name}-bbr/bbr/{uid}")
+    return out
 
 
 def release_values(plan: Plan) -> dict[str, tuple[str, dict]]:

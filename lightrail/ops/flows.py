@@ -116,7 +116,8 @@ def observe_live(cluster, plan: Plan, desired: Desired) -> Live:
         if found is not None:
             objects[key(obj)] = found
     releases = {r["name"]: r for r in cluster.releases(plan.namespace)} if plan.stack == "llmd" else {}
-    return Live(namespaces={meta(n)["name"] for n in cluster.list("v1", "Namespace")}, objects=objects,
+    namespaces = {meta(n)["name"]: meta(n).get("labels") or {} for n in cluster.list("v1", "Namespace")}
+    return Live(namespaces=set(namespaces), objects=objects, namespace_labels=namespaces.get(plan.namespace),
                 releases=releases, secret=cluster.get("v1", "Secret", HF_TOKEN_SECRET, plan.namespace))
 
 

@@ -22,6 +22,7 @@ VLLM_PORT = 8000
 # `replicas` is an int32 in Deployment, LeaderWorkerSet and LLMInferenceService: the API server's
 # bound, checked before any arithmetic (pods, accelerators, cost) uses the number.
 MAX_REPLICAS = 2**31 - 1
+MONITORING = ("none", "prometheus", "gmp")   # lightrail/monitoring.py
 _HF_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -44,6 +45,7 @@ class Request:
     extra_args: tuple[str, ...] = ()
     hf_token: bool = False     # a token will be provided: mount secret HF_TOKEN_SECRET (never the value)
     pod_security: str | None = None   # Pod Security level; None: the strictest the pattern's pods meet
+    monitoring: str = "none"          # scrape targets + alerts for: none | prometheus (Operator) | gmp
 
 
 @dataclass(frozen=True)
@@ -255,6 +257,13 @@ def build_plan(request: Request, catalog: Catalog | None = None) -> Plan:
     if request.stack == "llmd":
         choose("gateway provider", request.provider, catalog.gateways)
     choose("KServe API version", request.kserve_api, ("v1alpha2", "v1alpha1"))
+    choose("monitoring", request.monitoring, MONITORING)
+    if request.monitoring == "gmp":
+        raise LightrailError(
+            "--monitoring=gmp is not offered yet: llm-d-modelservice v0.4.12 makes only Prometheus Operator "
+            "PodMonitors (no GMP PodMonitoring for vLLM), KServe makes no monitors, and the GMP kinds "
+            "(monitoring.googleapis.com PodMonitoring, Rules) have no CRDs in LIGHTRAIL_SCHEMAS to validate against",
+            fix="valid: none, prometheus")
     if request.replicas is not None and (not isinstance(request.replicas, int) or isinstance(request.replicas, bool)
                                          or not 1 <= request.replicas <= MAX_REPLICAS):
         raise LightrailError(f"replicas must be a whole number from 1 to {MAX_REPLICAS}, got {request.replicas!r}")

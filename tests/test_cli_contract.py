@@ -100,6 +100,9 @@ def cases():
         add(f"{task}-topology-on-sim", [task, *plan_args, "--topology=2x2"], "--topology applies to --accel=tpu only")
         add(f"{task}-pod-security-strict", [task, *plan_args, "--pod-security=strict"],
             "unknown pod security level 'strict'; valid: restricted, baseline, privileged")
+        add(f"{task}-monitoring-grafana", [task, *plan_args, "--monitoring=grafana"],
+            "unknown monitoring 'grafana'; valid: none, prometheus, gmp")
+    add("plan-monitoring-gmp", ["plan", *SIM, "--monitoring=gmp"], "valid: none, prometheus")
     add("plan-pod-security-below-kserve-moe", ["plan", "--pattern=moe", "--accel=gpu", "--stack=kserve",
                                                "--pod-security=restricted"], "valid here: privileged")
     add("prereqs-provider-nginx", ["prereqs", "--dry-run", "--provider=nginx"], PROVIDERS)

@@ -156,6 +156,8 @@ def test_overrides():
     (Request("baseline", "sim", pod_security="strict"),
      "unknown pod security level 'strict'; valid: restricted, baseline, privileged"),
     # KServe's data-parallel preset adds capabilities only `privileged` admits
+    (Request("baseline", "sim", monitoring="grafana"), "unknown monitoring 'grafana'; valid: none, prometheus, gmp"),
+    (Request("baseline", "sim", monitoring="gmp"), "llm-d-modelservice v0.4.12 makes only Prometheus Operator"),
     (Request("moe", "gpu", "kserve", pod_security="baseline"),
      "--pod-security=baseline is too strict for these pods: KServe v0.20's data-parallel preset"),
 ])
@@ -178,7 +180,7 @@ def test_the_printed_plan_of_caching_on_tpu():
     assert data["request"] == {"pattern": "caching", "accel": "tpu", "stack": "llmd", "models": [], "replicas": None,
                                "namespace": "lightrail", "gpu_type": None, "topology": None, "provider": "istio",
                                "kserve_api": "v1alpha2", "kserve_tls": False, "extra_args": [], "hf_token": False,
-                               "pod_security": None}
+                               "pod_security": None, "monitoring": "none"}
     # the strictest Pod Security level, pinned to the Kubernetes minor the render is validated against
     assert data["pod_security"] == {"level": "restricted", "namespace_labels": {
         f"pod-security.kubernetes.io/{m}{v}": ("v1.34" if v else "restricted")

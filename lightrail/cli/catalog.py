@@ -87,6 +87,7 @@ def plan_table(plan: Plan) -> None:
     console.print("objects: " + ", ".join(f"{k} x{n}" for k, n in d["objects"].items()))
     console.print("images: " + ", ".join(d["images"]))
     console.print(f"pod security: {plan.pod_security} (namespace {plan.namespace} enforces it; docs/pod-security.md)")
+    console.print(f"monitoring: {plan.request.monitoring}")
     totals = ", ".join(f"{k}: {v}" for k, v in d["accelerators_total"].items()) or "none"
     console.print(f"accelerators in total: {totals}; replicas {d['replicas_total']}, pods {d['pods_total']}")
     cost = d["cost"]
@@ -97,11 +98,12 @@ def plan_table(plan: Plan) -> None:
 @command(help={**PLAN_HELP, "output": OUTPUT_HELP}, iterable=PLAN_ITERABLE)
 @user_errors
 def plan(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespace="lightrail",
-         gpu_type="", topology="", provider="", kserve_api="", vllm_arg=None, output="table", pod_security=""):
+         gpu_type="", topology="", provider="", kserve_api="", vllm_arg=None, output="table", pod_security="", monitoring=""):
     """What a deployment would create: units in apply order, objects, images, resources, cost."""
     fmt = output_format(output)
     p = build_plan(make_request(pattern, accel, stack, model, replicas, namespace, gpu_type, topology,
-                                provider, kserve_api, vllm_arg, pod_security=pod_security))
+                                provider, kserve_api, vllm_arg, pod_security=pod_security,
+                                monitoring=monitoring))
     if fmt == "table":
         plan_table(p)
     else:
@@ -116,7 +118,7 @@ def plan(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespa
 @user_errors
 def render(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespace="lightrail",
            gpu_type="", topology="", provider="", kserve_api="", vllm_arg=None, out="",
-           charts="", schemas="", offline=False, pod_security=""):
+           charts="", schemas="", offline=False, pod_security="", monitoring=""):
     """Render the manifests with the real tools, validate every object, write them to --out."""
     from lightrail import render as rendering
     from lightrail.settings import charts_dir, schemas_dir
@@ -125,7 +127,8 @@ def render(c, pattern="", accel="", stack="llmd", model=None, replicas="", names
         raise LightrailError("--out=DIR is required (where manifests.yaml is written)")
     target = rendering.check_out(out_dir(out))
     p = build_plan(make_request(pattern, accel, stack, model, replicas, namespace, gpu_type, topology,
-                                provider, kserve_api, vllm_arg, pod_security=pod_security))
+                                provider, kserve_api, vllm_arg, pod_security=pod_security,
+                                monitoring=monitoring))
     result = rendering.render_validated(p, charts=charts_dir(charts or None), schemas=schemas_dir(schemas or None),
                                         offline=offline)
     files = rendering.write(result, target)

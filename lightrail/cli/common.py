@@ -27,13 +27,15 @@ PLAN_HELP = {
     "vllm_arg": "extra vLLM flag, e.g. --vllm-arg=--max-model-len=8192 (repeatable; checked with vLLM's own parser)",
     "pod_security": "Pod Security level the namespace enforces: restricted | baseline | privileged "
                     "(default: the strictest the pattern's pods meet; docs/pod-security.md)",
+    "monitoring": "scrape targets and alerts: none (default) | prometheus (Prometheus Operator; docs/monitoring.md); "
+                  "gmp is refused, naming why",
 }
 PLAN_ITERABLE = ["model", "vllm_arg"]
 STACK_ONLY = {"provider": ("llmd", "istio"), "kserve_api": ("kserve", "v1alpha2")}
 
 
 def make_request(pattern, accel, stack="llmd", model=(), replicas=None, namespace="lightrail",
-                 gpu_type=None, topology=None, provider="", kserve_api="", vllm_arg=(), *, pod_security="") -> Request:
+                 gpu_type=None, topology=None, provider="", kserve_api="", vllm_arg=(), *, pod_security="", monitoring="") -> Request:
     """Turn raw flag values into a Request; the plan does the real checking."""
     if not pattern or not accel:
         raise LightrailError("--pattern and --accel are required (e.g. --pattern=baseline --accel=gpu)")
@@ -50,7 +52,7 @@ def make_request(pattern, accel, stack="llmd", model=(), replicas=None, namespac
                    namespace=namespace, gpu_type=gpu_type or None, topology=topology or None,
                    provider=provider or STACK_ONLY["provider"][1], kserve_api=kserve_api or STACK_ONLY["kserve_api"][1],
                    kserve_tls=stack == "kserve" and kserve_tls(), extra_args=tuple(vllm_arg or ()),
-                   pod_security=pod_security or None)
+                   pod_security=pod_security or None, monitoring=monitoring or "none")
 
 
 def models(values) -> tuple[str, ...]:

@@ -80,7 +80,7 @@ def _smoke_for(plan, target):
 @user_errors
 def doctor(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespace="lightrail", gpu_type="",
            topology="", provider="", kserve_api="", vllm_arg=None, kube_context="", hf_token_file="",
-           dry_run=False, output="table", pod_security=""):
+           dry_run=False, output="table", pod_security="", monitoring=""):
     """Can this cluster run the plan? Tools, context, CRDs, GatewayClass, accelerator capacity, HF token."""
     fmt = output_format(output)
     say = out if fmt == "table" else message
@@ -90,7 +90,7 @@ def doctor(c, pattern="", accel="", stack="llmd", model=None, replicas="", names
     choose("gateway provider", provider or "istio", load_catalog().gateways)
     token = read_token(hf_token_file or None)
     plan = _plan(pattern, accel, stack, model, replicas, namespace, gpu_type, topology, provider, kserve_api,
-                 vllm_arg, token, pod_security=pod_security) if pattern or accel else None
+                 vllm_arg, token, pod_security=pod_security, monitoring=monitoring) if pattern or accel else None
     target, cluster = flows.connect(kube_context, namespace, False, say, reads_only=True)
     say(f"doctor on {target.banner()} (reads only)")
     objects = None
@@ -158,7 +158,7 @@ def prereqs(c, stack="llmd", provider="", istio=False, local_crds=False, kube_co
 @interruptible
 def deploy(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespace="lightrail", gpu_type="",
            topology="", provider="", kserve_api="", vllm_arg=None, kube_context="", hf_token_file="",
-           wait=True, timeout="900", smoke=False, charts="", dry_run=False, pod_security=""):
+           wait=True, timeout="900", smoke=False, charts="", dry_run=False, pod_security="", monitoring=""):
     """Deploy a pattern: checks, namespace, HF token Secret, apply, wait, endpoint; roll back on failure."""
     from lightrail.settings import charts_dir
 
@@ -167,7 +167,7 @@ def deploy(c, pattern="", accel="", stack="llmd", model=None, replicas="", names
     limit = seconds(timeout)
     token = read_token(hf_token_file or None)
     plan = _plan(pattern, accel, stack, model, replicas, namespace, gpu_type, topology, provider, kserve_api,
-                 vllm_arg, token, pod_security=pod_security)
+                 vllm_arg, token, pod_security=pod_security, monitoring=monitoring)
     chart_root = charts_dir(charts or None)
     target, cluster = flows.connect(kube_context, namespace, dry_run, out)
     flows.deploy(plan, target, cluster, dry_run=dry_run, out=out, token=token, wait=wait, timeout=limit,

@@ -43,6 +43,10 @@ def epp_command(plan: Plan, server: ModelServer) -> list[str]:
                plan.namespace, "--zap-encoder", "json", "--grpc-port", "9002", "--grpc-health-port", "9003"]
     if plan.request.kserve_tls:
         command += ["--enable-cert-reload=true", "--secure-serving=true", f"--cert-path={KSERVE_TLS_DIR}"]
+    if plan.request.monitoring != "none":
+        # Our PodMonitor scrapes /metrics without the bearer token the picker asks for by default
+        # (the llmd chart sets the same flag when its own metrics auth is off).
+        command.append("--metrics-endpoint-auth=false")
     return command
 
 
@@ -247,6 +251,18 @@ def library(plan: Plan) -> dict[str, str]:
             for d in dirs for p in sorted((KUSTOMIZE_DIR / d).rglob("*")) if p.is_file()}
 
 
+MONITORING = "monitoring"   # the overlay with the PodMonitors and the PrometheusRule (--monitoring)
+
+
+def _monitoring_overlay(plan: Plan) -> tuple[dict, dict[str, str]]:
+    """A unit of plain manifests: KServe makes no monitors, so we do (lightrail/monitoring.py)."""
+    from lightrail import monitoring
+
+    objects = [*monitoring.kserve_pod_monitors(plan), monitoring.prometheus_rule(plan)]
+    return (_kustomization(namespace=plan.namespace, resources=["monitors.yaml"]),
+            {f"{MONITORING}/monitors.yaml": "---\n".join(dump_yaml(o) for o in objects)})
+
+
 def write_overlay(plan: Plan, workdir: Path) -> dict[str, str]:
     """Write the overlays and their library into workdir; return them as {relative path: text}.
 
@@ -259,12 +275,16 @@ def write_overlay(plan: Plan, workdir: Path) -> dict[str, str]:
         units.update(_bbr_overlays(plan))
     for server in plan.servers:
         units[server.name] = _server_overlay(plan, server)
+    extra: dict[str, str] = {}
+    if plan.request.monitoring != "none":
+        units[MONITORING], extra = _monitoring_overlay(plan)
     top = _kustomization(resources=list(units), labels=[{"pairs": dict(plan.labels), "includeSelectors": False,
                                                          "includeTemplates": True}])
     files = {f"{unit}/kustomization.yaml": dump_yaml(k) for unit, k in units.items()}
     replacements = (KUSTOMIZE_DIR / REPLACEMENTS).read_text()
     files.update({f"{server.name}/{REPLACEMENTS}": replacements for server in plan.servers})
     files.update(library(plan))
+    files.update(extra)
     files["kustomization.yaml"] = dump_yaml(top)
     for rel_path, text in files.items():
         path = workdir / rel_path

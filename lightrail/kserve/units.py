@@ -22,4 +22,7 @@ def units(plan: Plan) -> list[Unit]:
         objects = {"NetworkPolicy": len(network_policies(plan, s)), "LLMInferenceService": 1}
         source = "kustomize/base" + "".join(f" + components/{c}" for c in comps)
         out.append(Unit(s.name, "kustomize", source, f"serving.kserve.io/{plan.request.kserve_api}", objects))
+    if plan.request.monitoring != "none":   # a PodMonitor for the model servers and one for the picker, per model
+        out.append(Unit("monitoring", "kustomize", "generated", "monitoring.coreos.com/v1",
+                        {"PodMonitor": 2 * len(plan.servers), "PrometheusRule": 1}))
     return out

@@ -12,7 +12,7 @@ import shlex
 
 import yaml
 
-from lightrail import podsecurity
+from lightrail import monitoring, podsecurity
 from lightrail.catalog import load_catalog
 from lightrail.plan import VLLM_PORT, ModelServer, Plan
 from lightrail.router import MODEL_HEADER, epp_config
@@ -71,12 +71,22 @@ def bbr_values(plan: Plan) -> dict:
     }
 
 
+def router_monitoring(plan: Plan, server: ModelServer) -> dict:
+    """The chart's EPP scraping: a Prometheus Operator ServiceMonitor with the chart's metrics auth (a
+    service-account token Secret, named per release: the default name would collide between the
+    releases of a multimodel deployment)."""
+    return {"provider": {"name": "prometheusoperator"},
+            "prometheus": {"enabled": True, "auth": {"enabled": True, "secretName": f"{server.name[:40]}-metrics-reader"}}}
+
+
 def router_values(plan: Plan, server: ModelServer) -> dict:
     route = {"create": True, "inferenceGatewayName": plan.gateway.name}
     if plan.body_based_routing:
         route["headerMatches"] = {MODEL_HEADER: server.model}
+    extra = {"monitoring": router_monitoring(plan, server)} if plan.request.monitoring != "none" else {}
     return {
         "router": {
+            **extra,
             "modelServers": {"matchLabels": server_labels(server)},
             "epp": {
                 "image": {**_image(plan.epp_image), "pullPolicy": "IfNotPresent"},
@@ -169,6 +179,8 @@ def modelservice_values(plan: Plan, server: ModelServer) -> dict:
         artifacts["size"] = weights_volume(plan, server)
     if plan.hf_secret and server.source.startswith("hf://"):
         artifacts["authSecretName"] = plan.hf_secret
+    if plan.request.monitoring == "prometheus":   # the chart's PodMonitor scrapes the container port named `metrics`
+        decode["monitoring"] = {"podmonitor": {"enabled": True, "portName": "metrics", "path": "/metrics"}}
     return {
         "fullnameOverride": server.name,
         "multinode": bool(server.multinode),
@@ -207,4 +219,11 @@ def release_values(plan: Plan) -> dict[str, tuple[str, dict]]:
     for s in plan.servers:
         out[s.name] = ("llm-d-router-gateway", router_values(plan, s))
         out[f"{s.name}-ms"] = ("llm-d-modelservice", modelservice_values(plan, s))
+    if plan.request.monitoring != "none":
+        out[f"{plan.pattern.name}-monitoring"] = ("lightrail-monitoring", monitoring_values(plan))
     return out
+
+
+def monitoring_values(plan: Plan) -> dict:
+    rule = monitoring.prometheus_rule(plan)
+    return {"name": rule["metadata"]["name"], "groups": rule["spec"]["groups"]}

@@ -18,6 +18,7 @@ import yaml
 
 from lightrail import podsecurity
 from lightrail.catalog import STACKS, load_catalog
+from lightrail.errors import LightrailError
 from lightrail.ops import controllers
 from lightrail.plan import Request, build_plan
 from lightrail.render import render
@@ -142,17 +143,23 @@ def _kserve_children(cluster, objects: list[dict], timeout: float = 180) -> list
         time.sleep(2)
 
 
-def test_kserve_pods_are_admitted_at_the_declared_level(cluster, tmp_path):
-    """KServe merges its presets into the pods: only the real controller shows what runs."""
-    for name in ("kserve",):
-        try:
-            controllers.installed(name)
-        except Exception as err:   # noqa: BLE001 - the build command is in the message
-            pytest.skip(str(err))
+def need_controller(name: str) -> None:
+    try:
+        controllers.installed(name)
+    except LightrailError as err:   # names the build command
+        pytest.skip(str(err))
+
+
+def upstream_crds(*keys: str) -> list[dict]:
     if schemas_dir() is None:
         pytest.skip("needs the pinned upstream CRDs: set LIGHTRAIL_SCHEMAS=DIR")
-    crds = controllers.documents(*(schemas_dir() / CATALOG.versions["crds"][k]["schema"]
-                                   for k in ("gateway-api", "inference-extension", "lws")))
+    return controllers.documents(*(schemas_dir() / CATALOG.versions["crds"][k]["schema"] for k in keys))
+
+
+def test_kserve_pods_are_admitted_at_the_declared_level(cluster, tmp_path):
+    """KServe merges its presets into the pods: only the real controller shows what runs."""
+    need_controller("kserve")
+    crds = upstream_crds("gateway-api", "inference-extension", "lws")
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=yaml.safe_dump_all(crds))
     cases = [c for c in SIM + ACCELERATED if c[2] == "kserve"]
     plans = [build_plan(Request(p, a, "kserve", namespace=namespace(p, a, "kserve"))) for p, a, _ in cases]
@@ -176,12 +183,8 @@ def test_kserve_pods_are_admitted_at_the_declared_level(cluster, tmp_path):
 def test_the_istio_gateway_proxy_is_admitted_as_restricted(cluster, need_charts, tmp_path):
     """istiod deploys the llmd Gateway's proxy into the deployment's namespace: with the settings
     `invoke prereqs --istio` gives it, that pod passes `restricted` too."""
-    try:
-        controllers.installed("istio")
-    except Exception as err:   # noqa: BLE001
-        pytest.skip(str(err))
-    crds = controllers.documents(*(schemas_dir() / CATALOG.versions["crds"][k]["schema"]
-                                   for k in ("gateway-api", "inference-extension")))
+    need_controller("istio")
+    crds = upstream_crds("gateway-api", "inference-extension")
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=yaml.safe_dump_all(crds))
     plan = build_plan(Request("baseline", "sim", "llmd", namespace="psa-gateway"))
     objects = render(plan, charts=charts_dir()).objects

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from lightrail import __version__, podsecurity
 from lightrail.catalog import STACKS, Catalog, Pattern, load_catalog
 from lightrail.errors import LightrailError, choose
+from lightrail.tls import Tls, tls
 from lightrail.vllm_args import check_extra_args
 
 LABEL_PREFIX = "lightrail.dev"
@@ -46,6 +47,9 @@ class Request:
     hf_token: bool = False     # a token will be provided: mount secret HF_TOKEN_SECRET (never the value)
     pod_security: str | None = None   # Pod Security level; None: the strictest the pattern's pods meet
     monitoring: str = "none"          # scrape targets + alerts for: none | prometheus (Operator) | gmp
+    tls_secret: str | None = None     # TLS ingress: the Secret the HTTPS listener serves (lightrail/tls.py)
+    cert_manager_issuer: str | None = None   # ... or the cert-manager Issuer that writes it
+    hostname: str | None = None       # the HTTPS listener's hostname
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,7 @@ class Plan:
     versions: Mapping[str, Any]
     units: tuple[Unit, ...] = ()
     pod_security: str = "restricted"   # the Pod Security level the namespace enforces (lightrail/podsecurity.py)
+    tls: Tls | None = None             # the gateway's HTTPS listener (lightrail/tls.py); None: plain HTTP
 
     @property
     def namespace(self) -> str:
@@ -224,6 +229,7 @@ class Plan:
             "pods_total": self.pods_total,
             "accelerators_total": self.accelerator_totals,
             "pod_security": {"level": self.pod_security, "namespace_labels": self.namespace_labels},
+            "tls": asdict(self.tls) if self.tls else None,
             "cost": {"per_hour": round(self.cost.per_hour, 2), "per_day": round(self.cost.per_day, 2),
                      "currency": self.cost.currency, "basis": self.cost.basis},
         }
@@ -301,6 +307,8 @@ def build_plan(request: Request, catalog: Catalog | None = None) -> Plan:
         servers=servers, scorers=pattern.scorers, body_based_routing=pattern.body_based_routing,
         epp_image=catalog.image("epp"), cost=_cost(servers, shape, catalog), versions=catalog.versions,
         pod_security=podsecurity.level(request.pod_security, pattern.pod_security.get(request.stack)),
+        tls=tls(request.tls_secret, request.cert_manager_issuer, request.hostname, gateway.name, request.stack,
+                pattern.body_based_routing),
     )
     return replace(plan, units=tuple(stack_units(plan)))
 

@@ -180,7 +180,8 @@ def test_the_printed_plan_of_caching_on_tpu():
     assert data["request"] == {"pattern": "caching", "accel": "tpu", "stack": "llmd", "models": [], "replicas": None,
                                "namespace": "lightrail", "gpu_type": None, "topology": None, "provider": "istio",
                                "kserve_api": "v1alpha2", "kserve_tls": False, "extra_args": [], "hf_token": False,
-                               "pod_security": None, "monitoring": "none"}
+                               "pod_security": None, "monitoring": "none", "tls_secret": None,
+                               "cert_manager_issuer": None, "hostname": None}
     # the strictest Pod Security level, pinned to the Kubernetes minor the render is validated against
     assert data["pod_security"] == {"level": "restricted", "namespace_labels": {
         f"pod-security.kubernetes.io/{m}{v}": ("v1.34" if v else "restricted")

@@ -29,13 +29,17 @@ PLAN_HELP = {
                     "(default: the strictest the pattern's pods meet; docs/pod-security.md)",
     "monitoring": "scrape targets and alerts: none (default) | prometheus (Prometheus Operator; docs/monitoring.md); "
                   "gmp is refused, naming why",
+    "tls_secret": "serve HTTPS on the gateway with this TLS Secret (in the namespace; docs/tls.md)",
+    "cert_manager_issuer": "serve HTTPS with a certificate cert-manager issues from this Issuer (docs/tls.md)",
+    "hostname": "the HTTPS listener's hostname (with --tls-secret or --cert-manager-issuer)",
 }
 PLAN_ITERABLE = ["model", "vllm_arg"]
 STACK_ONLY = {"provider": ("llmd", "istio"), "kserve_api": ("kserve", "v1alpha2")}
 
 
 def make_request(pattern, accel, stack="llmd", model=(), replicas=None, namespace="lightrail",
-                 gpu_type=None, topology=None, provider="", kserve_api="", vllm_arg=(), *, pod_security="", monitoring="") -> Request:
+                 gpu_type=None, topology=None, provider="", kserve_api="", vllm_arg=(), *, pod_security="", monitoring="", tls_secret="",
+                 cert_manager_issuer="", hostname="") -> Request:
     """Turn raw flag values into a Request; the plan does the real checking."""
     if not pattern or not accel:
         raise LightrailError("--pattern and --accel are required (e.g. --pattern=baseline --accel=gpu)")
@@ -52,7 +56,9 @@ def make_request(pattern, accel, stack="llmd", model=(), replicas=None, namespac
                    namespace=namespace, gpu_type=gpu_type or None, topology=topology or None,
                    provider=provider or STACK_ONLY["provider"][1], kserve_api=kserve_api or STACK_ONLY["kserve_api"][1],
                    kserve_tls=stack == "kserve" and kserve_tls(), extra_args=tuple(vllm_arg or ()),
-                   pod_security=pod_security or None, monitoring=monitoring or "none")
+                   pod_security=pod_security or None, monitoring=monitoring or "none",
+                   tls_secret=tls_secret or None, cert_manager_issuer=cert_manager_issuer or None,
+                   hostname=hostname or None)
 
 
 def models(values) -> tuple[str, ...]:

@@ -174,6 +174,9 @@ def llmisvc_patch(plan: Plan, server: ModelServer) -> list[dict]:
          "value": _scheduler_pod(plan, server)},
         {"op": "replace", "path": "/spec/template", "value": _pod(plan, server)},
     ]
+    if plan.tls:   # KServe's route attaches to our HTTPS Gateway instead of its shared one
+        ops.append({"op": "add", "path": "/spec/router/gateway",
+                    "value": {"refs": [{"name": plan.gateway.name, "namespace": plan.namespace}]}})
     mn = server.multinode
     if mn:
         ops.append({"op": "add", "path": "/spec/parallelism",
@@ -251,6 +254,7 @@ def library(plan: Plan) -> dict[str, str]:
             for d in dirs for p in sorted((KUSTOMIZE_DIR / d).rglob("*")) if p.is_file()}
 
 
+GATEWAY = "gateway"         # the overlay with the HTTPS Gateway (--tls-secret / --cert-manager-issuer)
 MONITORING = "monitoring"   # the overlay with the PodMonitors and the PrometheusRule (--monitoring)
 
 
@@ -276,8 +280,14 @@ def write_overlay(plan: Plan, workdir: Path) -> dict[str, str]:
     for server in plan.servers:
         units[server.name] = _server_overlay(plan, server)
     extra: dict[str, str] = {}
+    if plan.tls:
+        from lightrail.tls import kserve_gateway
+
+        units = {GATEWAY: _kustomization(namespace=plan.namespace, resources=["gateway.yaml"]), **units}
+        extra[f"{GATEWAY}/gateway.yaml"] = dump_yaml(kserve_gateway(plan, plan.tls))
     if plan.request.monitoring != "none":
-        units[MONITORING], extra = _monitoring_overlay(plan)
+        units[MONITORING], monitors = _monitoring_overlay(plan)
+        extra.update(monitors)
     top = _kustomization(resources=list(units), labels=[{"pairs": dict(plan.labels), "includeSelectors": False,
                                                          "includeTemplates": True}])
     files = {f"{unit}/kustomization.yaml": dump_yaml(k) for unit, k in units.items()}

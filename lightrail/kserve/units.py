@@ -13,6 +13,8 @@ def units(plan: Plan) -> list[Unit]:
     from lightrail.kserve.compose import components, network_policies
 
     out = []
+    if plan.tls:   # our HTTPS Gateway, which the LLMInferenceServices' routes attach to
+        out.append(Unit("gateway", "kustomize", "generated", "gateway.networking.k8s.io/v1", {"Gateway": 1}))
     if plan.body_based_routing:
         image = plan.versions["images"]["bbr"]
         out.append(Unit(f"{plan.pattern.name}-bbr", "kustomize", "kustomize/body-based-routing",

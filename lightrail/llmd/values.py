@@ -12,7 +12,7 @@ import shlex
 
 import yaml
 
-from lightrail import monitoring, podsecurity
+from lightrail import monitoring, podsecurity, tls
 from lightrail.catalog import load_catalog
 from lightrail.plan import VLLM_PORT, ModelServer, Plan
 from lightrail.router import MODEL_HEADER, epp_config
@@ -52,7 +52,16 @@ def _image(ref: str) -> dict[str, str]:
 
 def infra_values(plan: Plan) -> dict:
     provider = load_catalog().gateways[plan.gateway.provider]
-    return {"gateway": {"provider": provider["infra"], "fullnameOverride": plan.gateway.name}}
+    gateway = {"provider": provider["infra"], "fullnameOverride": plan.gateway.name}
+    if plan.tls:   # one HTTPS listener in place of the chart's plain HTTP one
+        t = plan.tls
+        gateway["listeners"] = [{"name": "https", "port": tls.HTTPS_PORT, "protocol": "HTTPS",
+                                 "allowedRoutes": {"namespaces": {"from": "All"}},
+                                 "tls": {"hostname": t.hostname, "mode": "Terminate",
+                                         "certificateRefs": [{"name": t.secret, "kind": "Secret"}]}}]
+        if t.annotations():
+            gateway["annotations"] = t.annotations()
+    return {"gateway": gateway}
 
 
 def bbr_chart(plan: Plan) -> str:

@@ -199,3 +199,15 @@ def test_every_vllm_series_in_the_rules_is_exported_by_a_real_vllm(vllm_server):
     assert used == {"vllm:num_requests_waiting", "vllm:kv_cache_usage_perc", "vllm:num_preemptions_total",
                     "vllm:time_to_first_token_seconds_bucket"}
     assert used <= exported, used - exported
+
+
+@pytest.mark.parametrize("pattern, accel, stack", [
+    ("baseline", "sim", "llmd"), ("caching", "sim", "llmd"), ("moe", "gpu", "llmd"),
+    ("baseline", "sim", "kserve"), ("caching", "gpu", "kserve"), ("moe", "gpu", "kserve")])
+def test_every_pattern_renders_valid_monitoring_the_units_predict(pattern, accel, stack):
+    plan, objects = rendered(pattern, stack, accel)
+    counted = {}
+    for o in objects:
+        counted[o["kind"]] = counted.get(o["kind"], 0) + 1
+    assert counted == plan.objects
+    assert counted["PrometheusRule"] == 1 and counted.get("PodMonitor", 0) + counted.get("ServiceMonitor", 0) == 2

@@ -509,12 +509,16 @@ def test_prereqs_install_then_find_everything_present():
     gw_crds = [c for c in load("ops/crds.yaml") if c["spec"]["group"] == "gateway.networking.k8s.io"]
     pool = [c for c in load("ops/crds.yaml") if c["spec"]["group"] == "inference.networking.k8s.io"]
     lws = [c for c in load("ops/crds.yaml") if c["spec"]["group"] == "leaderworkerset.x-k8s.io"]
-    for url_part, objs in (("gateway-api/", gw_crds), ("inference-extension", pool), ("lws/", lws)):
+    rewrite = [c for c in load("ops/crds.yaml") if c["spec"]["group"] == "llm-d.ai"]
+    for url_part, objs in (("gateway-api/", gw_crds), ("inference-extension", pool), ("lws/", lws),
+                           ("llm-d-router/", rewrite)):
         cluster.installs[next(u for u in _pinned_urls() if url_part in u)] = objs
     lines = []
     first = flows.prereqs(TARGET, cluster, stack="llmd", provider="istio", istio=True, dry_run=False, out=lines.append)
-    assert len(first.steps) == 6 and first.missing == []
-    assert [c[0] for c in cluster.calls] == ["kubectl", "kubectl", "kubectl", "kubectl", "helm", "helm"]
+    assert len(first.steps) == 7 and first.missing == []
+    assert [c[0] for c in cluster.calls] == ["kubectl"] * 5 + ["helm", "helm"]
+    # the endpoint picker looks for the InferenceModelRewrite CRD once, at start: it comes before any deploy
+    assert any("InferenceModelRewrite CRD" in line for line in lines)
     cluster.calls.clear()
     lines.clear()
     second = flows.prereqs(TARGET, cluster, stack="llmd", provider="istio", istio=True, dry_run=False, out=lines.append)

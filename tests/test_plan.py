@@ -180,6 +180,7 @@ def test_the_printed_plan_of_caching_on_tpu():
     assert data["request"] == {"pattern": "caching", "accel": "tpu", "stack": "llmd", "models": [], "replicas": None,
                                "namespace": "lightrail", "gpu_type": None, "topology": None, "provider": "istio",
                                "kserve_api": "v1alpha2", "kserve_tls": False, "extra_args": [], "hf_token": False,
+                               "front": "", "engine": "vllm", "aliases": [], "weights": "hf", "cache_size": None,
                                "pod_security": None, "monitoring": "none", "tls_secret": None,
                                "cert_manager_issuer": None, "hostname": None}
     # the strictest Pod Security level, pinned to the Kubernetes minor the render is validated against
@@ -187,7 +188,7 @@ def test_the_printed_plan_of_caching_on_tpu():
         f"pod-security.kubernetes.io/{m}{v}": ("v1.34" if v else "restricted")
         for m in ("enforce", "audit", "warn") for v in ("", "-version")}}
     assert data["labels"] == promised_labels("caching", "tpu", "llmd")
-    assert data["gateway"] == {"name": "caching-gateway", "provider": "istio", "class_name": "istio"}
+    assert data["gateway"] == {"name": "caching-gateway", "provider": "istio", "class_name": "istio", "namespace": ""}
     (server,) = data["servers"]
     assert server == {
         "name": "caching-qwen2-5-3b-instruct", "model": "Qwen/Qwen2.5-3B-Instruct",
@@ -199,7 +200,11 @@ def test_the_printed_plan_of_caching_on_tpu():
         "node_selector": {"cloud.google.com/gke-tpu-accelerator": "tpu-v6e-slice",
                           "cloud.google.com/gke-tpu-topology": "2x2"},
         "tolerations": [{"key": "google.com/tpu", "operator": "Exists", "effect": "NoSchedule"}],
-        "tensor_parallel": 4, "multinode": None, "command": [], "pods": 3}
+        "tensor_parallel": 4, "multinode": None, "command": [], "engine": "vllm", "aliases": [],
+        # the download volume holds what 4 v6e chips hold (the chart's default would be 5Mi)
+        "weights": {"kind": "hf", "uri": "hf://Qwen/Qwen2.5-3B-Instruct", "load": "Qwen/Qwen2.5-3B-Instruct",
+                    "cache": "128Gi", "claim": None, "access_mode": None},
+        "pods": 3}
     assert data["router"] == {"scorers": {"prefix-cache-scorer": 3, "queue-scorer": 2, "kv-cache-utilization-scorer": 2},
                               "body_based_routing": False, "epp_image": CATALOG.versions["images"]["epp"]}
     assert [(u["name"], u["source"]) for u in data["units"]] == [

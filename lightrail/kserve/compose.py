@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lightrail import podsecurity
 from lightrail.errors import LightrailError
-from lightrail.plan import VLLM_PORT, ModelServer, Plan
+from lightrail.plan import VLLM_PORT, ModelServer, Plan, front_route
 from lightrail.render import dump_yaml
 from lightrail.router import epp_config, metrics_scheme
 from lightrail.settings import KUSTOMIZE_DIR
@@ -59,7 +59,10 @@ def startup_probe(plan: Plan, server: ModelServer) -> dict:
 
 def components(plan: Plan, server: ModelServer) -> list[str]:
     """Which kustomize/components/* this server needs."""
-    out = ["weights-download" if server.source else "simulator"]
+    if not server.source:
+        out = ["simulator"]
+    else:   # only a download needs the way out to Hugging Face; pvc:// and oci:// weights are in the cluster
+        out = ["weights-download"] if server.weights and server.weights.kind == "hf" else []
     if server.multinode:
         out.append("multinode")
     return out
@@ -97,13 +100,18 @@ def served_names(plan: Plan, server: ModelServer) -> list[str]:
     """
     names = [server.model, f"publishers/{plan.namespace}/models/{server.model}"]
     client = plan.client_model(server)
+    if server.aliases:   # KServe's name is the alias (spec.model.name); the model's own id keeps answering
+        (alias,) = server.aliases
+        return [alias, f"publishers/{plan.namespace}/models/{alias}", server.model]
     return [client] + [n for n in names if n != client]
 
 
 def _container(plan: Plan, server: ModelServer) -> dict:
-    if server.source:
+    if server.engine != "vllm":   # an advanced override: the engine's whole command replaces the preset's
+        args = list(server.args)
+    elif server.source:
         args = [a for a in server.args if a.split("=", 1)[0] not in _PARALLELISM_FLAGS]
-        if plan.client_model(server) != server.model:   # appended after the preset's: the last flag wins
+        if plan.client_model(server) != server.model or server.aliases:   # after the preset's: the last flag wins
             args += ["--served-model-name", *served_names(plan, server)]
     else:  # simulator: its own flags; it answers to KServe's publisher-qualified name like vLLM does
         args = [f"--model={server.model}", "--served-model-name", *served_names(plan, server),
@@ -163,7 +171,7 @@ def llmisvc_patch(plan: Plan, server: ModelServer) -> list[dict]:
     ops = [
         {"op": "replace", "path": "/metadata/name", "value": server.name},
         {"op": "replace", "path": "/spec/model", "value": {"uri": model_uri(server),
-                                                          "name": server.model}},
+                                                          "name": (server.aliases or (server.model,))[0]}},
         {"op": "replace", "path": "/spec/replicas", "value": server.replicas},
         # KServe copies these onto the pods it creates (model servers, LWS groups, picker)
         {"op": "add", "path": "/spec/labels", "value": dict(plan.labels)},
@@ -174,7 +182,11 @@ def llmisvc_patch(plan: Plan, server: ModelServer) -> list[dict]:
          "value": _scheduler_pod(plan, server)},
         {"op": "replace", "path": "/spec/template", "value": _pod(plan, server)},
     ]
-    if plan.tls:   # KServe's route attaches to our HTTPS Gateway instead of its shared one
+    if plan.gateway.external:   # served through Lightrail's front route on an existing Gateway (Request.front)
+        ops += [{"op": "replace", "path": "/spec/router/gateway",
+                 "value": {"refs": [{"name": plan.gateway.name, "namespace": plan.gateway.namespace}]}},
+                {"op": "replace", "path": "/spec/router/route", "value": {"http": {"refs": [{"name": front_route(server)}]}}}]
+    elif plan.tls:   # KServe's route attaches to our HTTPS Gateway instead of its shared one
         ops.append({"op": "add", "path": "/spec/router/gateway",
                     "value": {"refs": [{"name": plan.gateway.name, "namespace": plan.namespace}]}})
     mn = server.multinode

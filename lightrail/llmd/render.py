@@ -97,6 +97,7 @@ def write_state(plan: Plan, workdir: Path, charts: Path | None, stub: Path | Non
         "charts": refs,
         "repositories": repos,
         "bodyBasedRouting": plan.body_based_routing,
+        "ownGateway": not plan.gateway.external,
         "servers": [{"name": s.name, "model": s.model} for s in plan.servers],
         "valuesDir": str(values_dir),
         "postRenderer": str(POST_RENDERER),

@@ -13,10 +13,14 @@ import shlex
 import yaml
 
 from lightrail import monitoring, podsecurity, tls
+from lightrail import engines
+from lightrail.aliases import model_rewrite
 from lightrail.catalog import load_catalog
 from lightrail.plan import VLLM_PORT, ModelServer, Plan
 from lightrail.router import MODEL_HEADER, epp_config
 from lightrail.settings import HELMFILES_DIR
+from lightrail.weights import MOUNT as MODEL_MOUNT
+from lightrail.weights import claim_object
 
 # Charts Lightrail ships itself (helmfiles/charts/<name>): never fetched, never in LIGHTRAIL_CHARTS.
 OWN_CHARTS = HELMFILES_DIR / "charts"
@@ -40,8 +44,12 @@ _MS_ACCELERATOR = {"gpu": "nvidia", "tpu": "google", "cpu": "cpu", "sim": "cpu"}
 
 
 def server_labels(server: ModelServer) -> dict[str, str]:
-    """Pod labels that the model's InferencePool selects on."""
-    return {"llm-d.ai/inference-serving": "true", "llm-d.ai/model": server.name}
+    """Pod labels that the model's InferencePool selects on; other engines also carry the label the
+    endpoint picker reads their metric map by (vLLM's is its default)."""
+    labels = {"llm-d.ai/inference-serving": "true", "llm-d.ai/model": server.name}
+    if server.engine != engines.DEFAULT:
+        labels[engines.ENGINE_LABEL] = load_catalog().engines[server.engine]["epp_engine"]
+    return labels
 
 
 def _image(ref: str) -> dict[str, str]:
@@ -89,7 +97,8 @@ def router_monitoring(plan: Plan, server: ModelServer) -> dict:
 
 
 def router_values(plan: Plan, server: ModelServer) -> dict:
-    route = {"create": True, "inferenceGatewayName": plan.gateway.name}
+    # served through Lightrail's front route (Request.front): the chart's own route would compete with it
+    route = {"create": not plan.gateway.external, "inferenceGatewayName": plan.gateway.name}
     if plan.body_based_routing:
         route["headerMatches"] = {MODEL_HEADER: server.model}
     extra = {"monitoring": router_monitoring(plan, server)} if plan.request.monitoring != "none" else {}
@@ -109,18 +118,9 @@ def router_values(plan: Plan, server: ModelServer) -> dict:
     }
 
 
-def weights_volume(plan: Plan, server: ModelServer) -> str:
-    """Bound of the emptyDir that hf:// weights are downloaded into (the chart's default: 5Mi).
-
-    A checkpoint must fit in the memory of the accelerators serving it (RAM on CPU), so that is
-    the bound; every pod of a multi-node group downloads the whole checkpoint.
-    """
-    accel = load_catalog().accelerator(plan.accel)
-    if "resource" not in accel:
-        return server.resources["memory"]
-    per_unit = accel["types"][plan.accel_type]["memory_gib"] if "types" in accel else accel["memory_gib"]
-    units = int(server.resources[accel["resource"]]) * (server.multinode.size if server.multinode else 1)
-    return f"{per_unit * units}Gi"
+def weights_volume(plan: Plan, server: ModelServer) -> str | None:
+    """Size of the volume hf:// weights are downloaded into (the plan's: the chart's default is 5Mi)."""
+    return server.weights.cache if server.weights else None
 
 
 def vllm_command(server: ModelServer) -> tuple[list[str], list[str]]:
@@ -131,7 +131,7 @@ def vllm_command(server: ModelServer) -> tuple[list[str], list[str]]:
     local ranks itself (hybrid load balancing: each pod is an endpoint of the InferencePool) and
     joins the leader's coordinator; LWS sets LWS_LEADER_ADDRESS and LWS_WORKER_INDEX.
     """
-    argv = ["vllm", "serve", server.source.removeprefix("hf://"), "--port", str(VLLM_PORT),
+    argv = ["vllm", "serve", server.weights.load if server.weights else server.source, "--port", str(VLLM_PORT),
             "--served-model-name", server.model, *server.args]
     if not server.multinode:
         return argv[:2], argv[2:]
@@ -150,11 +150,16 @@ def modelservice_values(plan: Plan, server: ModelServer) -> dict:
         "env": [{"name": k, "value": str(v)} for k, v in env.items()],
         "ports": [{"containerPort": VLLM_PORT, "name": "metrics", "protocol": "TCP"}],
         "resources": {"limits": quantities, "requests": quantities},
-        # The chart makes the volume (and sets HF_HOME) for hf:// models only.
-        "mountModelVolume": server.source.startswith("hf://"),
+        # The chart makes the model volume from the weights' URI (and sets HF_HOME / HF_HUB_CACHE).
+        "mountModelVolume": server.weights is not None,
         "extraConfig": {**probes(server), **_security(podsecurity.container_context(plan.pod_security))},
     }
-    if server.source:
+    if server.engine != engines.DEFAULT:   # the engine's whole command line, from the plan
+        container.update(modelCommand="custom", command=list(server.command), args=list(server.args))
+        cache_env = load_catalog().engines[server.engine].get("hf_cache_env")
+        if cache_env and server.weights and server.weights.kind in ("hf", "pvc-cache"):
+            container["env"].append({"name": cache_env, "value": MODEL_MOUNT})
+    elif server.source:
         command, args = vllm_command(server)
         container.update(modelCommand="custom", command=command, args=args)
     else:   # the simulator's own entrypoint; the chart adds --model, --port and the served name
@@ -184,13 +189,20 @@ def modelservice_values(plan: Plan, server: ModelServer) -> dict:
         "uri": server.source or f"hf://{server.model}",
         "labels": server_labels(server),
     }
-    if server.source.startswith("hf://"):
+    kind = server.weights.kind if server.weights else None
+    if kind == "hf":
         artifacts["size"] = weights_volume(plan, server)
-    if plan.hf_secret and server.source.startswith("hf://"):
+    if kind == "pvc-cache":   # the Hugging Face cache on the claim is written to
+        artifacts["readOnly"] = False
+    if plan.hf_secret and kind in ("hf", "pvc-cache"):
         artifacts["authSecretName"] = plan.hf_secret
     if plan.request.monitoring == "prometheus":   # the chart's PodMonitor scrapes the container port named `metrics`
         decode["monitoring"] = {"podmonitor": {"enabled": True, "portName": "metrics", "path": "/metrics"}}
+    objects = ([claim_object(server.weights, plan.namespace)] if kind == "pvc-cache" else []) \
+        + ([model_rewrite(server, plan.namespace)] if server.aliases else [])
+    extra = {"extraObjects": objects} if objects else {}
     return {
+        **extra,
         "fullnameOverride": server.name,
         "multinode": bool(server.multinode),
         "modelArtifacts": artifacts,
@@ -222,7 +234,7 @@ def restricted_deployments(plan: Plan) -> list[str]:
 
 def release_values(plan: Plan) -> dict[str, tuple[str, dict]]:
     """Every release: name -> (chart: a name in versions.yaml or one of OWN_CHARTS, values)."""
-    out = {f"{plan.pattern.name}-infra": ("llm-d-infra", infra_values(plan))}
+    out = {} if plan.gateway.external else {f"{plan.pattern.name}-infra": ("llm-d-infra", infra_values(plan))}
     if plan.body_based_routing:
         out[f"{plan.pattern.name}-bbr"] = (bbr_chart(plan), bbr_values(plan))
     for s in plan.servers:

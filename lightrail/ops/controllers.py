@@ -36,6 +36,12 @@ from lightrail.settings import TOOLS_BIN
 
 WEBHOOK_KINDS = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
 KSERVE_NAMESPACE = "kserve"
+# What a KServe install provides besides its controller: the ingress Gateway (class istio) it attaches to.
+KSERVE_INGRESS_GATEWAY = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                          "metadata": {"name": "kserve-ingress-gateway", "namespace": KSERVE_NAMESPACE},
+                          "spec": {"gatewayClassName": "istio", "listeners": [
+                              {"name": "http", "port": 80, "protocol": "HTTP",
+                               "allowedRoutes": {"namespaces": {"from": "All"}}}]}}
 ISTIO_NAMESPACE = "istio-system"
 
 

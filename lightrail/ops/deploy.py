@@ -9,6 +9,7 @@ records what it changes (object before, or helm release revision before), and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lightrail import podsecurity
 from lightrail.errors import LightrailError
@@ -30,6 +31,7 @@ class Desired:
     releases: dict[str, list[dict]] = field(default_factory=dict)   # llmd: release -> its objects, in order
     helmfile: tuple[str, ...] = ()                             # llmd: helmfile args before the verb
     files: dict[str, str] = field(default_factory=dict)        # tool inputs, shown by dry runs
+    inputs: Path | None = None                                 # llmd: the directory they are kept in
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Live:
     releases: dict[str, dict] = field(default_factory=dict)    # helm list entries by release name
     secret: dict | None = None                                 # the HF token Secret, data stripped
     namespace_labels: dict[str, str] | None = None             # the plan's namespace's labels, when it exists
+    in_releases: dict[str, list[dict]] = field(default_factory=dict)   # llmd: release -> its live objects
 
 
 @dataclass
@@ -177,6 +180,8 @@ def _release_steps(desired: Desired, live: Live, target: Target, out: DeployPlan
     for release, objects in desired.releases.items():
         info = live.releases.get(release)
         why = [f"{ref(o)}: {d}" for o in objects if (d := _difference(o, live.objects.get(key(o))))]
+        rendered = {key(o) for o in objects}
+        why += [f"{ref(o)}: no longer rendered" for o in live.in_releases.get(release, []) if key(o) not in rendered]
         if info is None:
             why = [f"helm release {release}: new"] + why
         elif info.get("status") != "deployed":

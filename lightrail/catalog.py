@@ -32,6 +32,7 @@ class Pattern:
     max_models: int | None = 1
     accelerators: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     unsupported: Mapping[str, str] = field(default_factory=dict)
+    pod_security: Mapping[str, Mapping[str, str]] = field(default_factory=dict)   # stack -> {level, reason}: the least its pods need
 
     def unsupported_reason(self, accel: str, stack: str) -> str | None:
         """Why this pattern cannot run on accel/stack (keys: accel, stack or 'stack:accel')."""
@@ -94,6 +95,7 @@ def _pattern(path: Path) -> Pattern:
         max_models=None if int(raw.get("min_models", 1)) > 1 else 1,
         accelerators=_freeze(raw.get("accelerators", {})),
         unsupported=_freeze(raw.get("unsupported", {})),
+        pod_security=_freeze(raw.get("pod_security", {})),
     )
 
 

@@ -9,9 +9,10 @@ import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
-from lightrail import __version__, aliases, engines, weights
+from lightrail import __version__, aliases, engines, podsecurity, weights
 from lightrail.catalog import STACKS, Catalog, Pattern, load_catalog
 from lightrail.errors import LightrailError, choose
+from lightrail.tls import Tls, tls
 from lightrail.vllm_args import check_extra_args
 from lightrail.weights import Weights
 
@@ -24,6 +25,7 @@ KSERVE_MODEL_DIR = "/mnt/models"   # where KServe's storage initializer (or mode
 # `replicas` is an int32 in Deployment, LeaderWorkerSet and LLMInferenceService: the API server's
 # bound, checked before any arithmetic (pods, accelerators, cost) uses the number.
 MAX_REPLICAS = 2**31 - 1
+MONITORING = ("none", "prometheus", "gmp")   # lightrail/monitoring.py
 _HF_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -51,6 +53,11 @@ class Request:
     aliases: tuple[tuple[str, str], ...] = ()   # (friendly name, served model) pairs (lightrail/aliases.py)
     weights: str = "hf"        # hf | pvc | pvc:CLAIM[/PATH] | oci:IMAGE (lightrail/weights.py)
     cache_size: str | None = None   # download volume / created claim size; default: what the accelerators hold
+    pod_security: str | None = None   # Pod Security level; None: the strictest the pattern's pods meet
+    monitoring: str = "none"          # scrape targets + alerts for: none | prometheus (Operator) | gmp
+    tls_secret: str | None = None     # TLS ingress: the Secret the HTTPS listener serves (lightrail/tls.py)
+    cert_manager_issuer: str | None = None   # ... or the cert-manager Issuer that writes it
+    hostname: str | None = None       # the HTTPS listener's hostname
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,8 @@ class Plan:
     cost: Cost
     versions: Mapping[str, Any]
     units: tuple[Unit, ...] = ()
+    pod_security: str = "restricted"   # the Pod Security level the namespace enforces (lightrail/podsecurity.py)
+    tls: Tls | None = None             # the gateway's HTTPS listener (lightrail/tls.py); None: plain HTTP
 
     @property
     def namespace(self) -> str:
@@ -178,6 +187,11 @@ class Plan:
         kserve an alias is the model's name (spec.model.name), which vLLM answers with."""
         name = server.aliases[0] if self.stack == "kserve" and server.aliases else server.model
         return client_model(self.stack, self.body_based_routing, self.namespace, name)
+
+    @property
+    def namespace_labels(self) -> dict[str, str]:
+        """Labels the deployment's namespace carries: the Pod Security Admission level."""
+        return podsecurity.namespace_labels(self.pod_security, self.versions["kubernetes"])
 
     @property
     def replicas_total(self) -> int:
@@ -230,6 +244,8 @@ class Plan:
             "replicas_total": self.replicas_total,
             "pods_total": self.pods_total,
             "accelerators_total": self.accelerator_totals,
+            "pod_security": {"level": self.pod_security, "namespace_labels": self.namespace_labels},
+            "tls": asdict(self.tls) if self.tls else None,
             "cost": {"per_hour": round(self.cost.per_hour, 2), "per_day": round(self.cost.per_day, 2),
                      "currency": self.cost.currency, "basis": self.cost.basis},
         }
@@ -270,6 +286,13 @@ def build_plan(request: Request, catalog: Catalog | None = None) -> Plan:
     if request.stack == "llmd":
         choose("gateway provider", request.provider, catalog.gateways)
     choose("KServe API version", request.kserve_api, ("v1alpha2", "v1alpha1"))
+    choose("monitoring", request.monitoring, MONITORING)
+    if request.monitoring == "gmp":
+        raise LightrailError(
+            "--monitoring=gmp is not offered yet: llm-d-modelservice v0.4.12 makes only Prometheus Operator "
+            "PodMonitors (no GMP PodMonitoring for vLLM), KServe makes no monitors, and the GMP kinds "
+            "(monitoring.googleapis.com PodMonitoring, Rules) have no CRDs in LIGHTRAIL_SCHEMAS to validate against",
+            fix="valid: none, prometheus")
     if request.replicas is not None and (not isinstance(request.replicas, int) or isinstance(request.replicas, bool)
                                          or not 1 <= request.replicas <= MAX_REPLICAS):
         raise LightrailError(f"replicas must be a whole number from 1 to {MAX_REPLICAS}, got {request.replicas!r}")
@@ -309,12 +332,18 @@ def build_plan(request: Request, catalog: Catalog | None = None) -> Plan:
     gateway = Gateway(name=f"{pattern.name}-gateway", provider=provider,
                       class_name=catalog.gateways[provider]["class"])
     if request.front:
+        if request.tls_secret or request.cert_manager_issuer:
+            raise LightrailError("a deployment served through a front route keeps the Gateway's listeners as they are: "
+                                 "--tls-secret and --cert-manager-issuer apply to a deployment's own Gateway")
         gw_namespace, gw_name = _gateway_ref(request.front)
         gateway = replace(gateway, name=gw_name, namespace=gw_namespace)
     plan = Plan(
         request=request, pattern=pattern, accel_type=shape["type"], labels=labels, gateway=gateway,
         servers=servers, scorers=pattern.scorers, body_based_routing=pattern.body_based_routing,
         epp_image=catalog.image("epp"), cost=_cost(servers, shape, catalog), versions=catalog.versions,
+        pod_security=podsecurity.level(request.pod_security, pattern.pod_security.get(request.stack)),
+        tls=tls(request.tls_secret, request.cert_manager_issuer, request.hostname, gateway.name, request.stack,
+                pattern.body_based_routing),
     )
     return replace(plan, units=tuple(stack_units(plan)))
 

@@ -98,6 +98,23 @@ def cases():
         add(f"{task}-provider-nginx", [task, *plan_args, "--provider=nginx"], PROVIDERS)
         add(f"{task}-gpu-type-on-sim", [task, *plan_args, "--gpu-type=l4"], "--gpu-type applies to --accel=gpu only")
         add(f"{task}-topology-on-sim", [task, *plan_args, "--topology=2x2"], "--topology applies to --accel=tpu only")
+        add(f"{task}-pod-security-strict", [task, *plan_args, "--pod-security=strict"],
+            "unknown pod security level 'strict'; valid: restricted, baseline, privileged")
+        add(f"{task}-monitoring-grafana", [task, *plan_args, "--monitoring=grafana"],
+            "unknown monitoring 'grafana'; valid: none, prometheus, gmp")
+        add(f"{task}-tls-and-issuer", [task, *plan_args, "--tls-secret=a", "--cert-manager-issuer=b",
+                                       "--hostname=llm.example.com"], "not both")
+        add(f"{task}-hostname-alone", [task, *plan_args, "--hostname=llm.example.com"],
+            "give --tls-secret=NAME or --cert-manager-issuer=NAME too")
+    add("plan-tls-without-hostname-llmd", ["plan", *SIM, "--tls-secret=cert"], "--hostname is required here")
+    add("plan-tls-bad-hostname", ["plan", *SIM, "--tls-secret=cert", "--hostname=https://x"], "is not a DNS name")
+    add("plan-tls-kserve-multimodel", ["plan", "--pattern=multimodel", "--accel=sim", "--stack=kserve",
+                                       "--tls-secret=cert"], "TLS ingress for multimodel on kserve is not built")
+    add("deploy-tls-smoke", ["deploy", *SIM, "--dry-run", "--smoke", "--tls-secret=cert", "--hostname=x.io"],
+        "--smoke over HTTPS is not built yet")
+    add("plan-monitoring-gmp", ["plan", *SIM, "--monitoring=gmp"], "valid: none, prometheus")
+    add("plan-pod-security-below-kserve-moe", ["plan", "--pattern=moe", "--accel=gpu", "--stack=kserve",
+                                               "--pod-security=restricted"], "valid here: privileged")
     add("prereqs-provider-nginx", ["prereqs", "--dry-run", "--provider=nginx"], PROVIDERS)
     add("prereqs-provider-on-kserve", ["prereqs", "--dry-run", "--stack=kserve", "--provider=gke"],
         "--provider applies to --stack=llmd only")

@@ -240,6 +240,7 @@ def test_prereqs_on_an_empty_cluster_install_pinned_sources_in_order():
     assert commands[4].endswith("llm-d/llm-d-router/v0.10.0/config/crd/bases/llm-d.ai_inferencemodelrewrites.yaml")
     assert result.steps[5].tool == "helm" and "istio-base base" in commands[5] and "--version 1.29.2" in commands[5]
     assert "pilot.env.ENABLE_GATEWAY_API_INFERENCE_EXTENSION=true" in commands[6]
+    assert "gateways.seccompProfile.type=RuntimeDefault" in commands[6]   # Pod Security restricted
     assert all(s.args[0] in (f"--context={TARGET.context}", f"--kube-context={TARGET.context}") for s in result.steps)
     assert result.missing == []
 

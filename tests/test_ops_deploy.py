@@ -392,3 +392,29 @@ def test_dry_run_text_shows_commands_objects_and_files_with_the_secret_redacted(
                           Live(namespaces={"lightrail"}), TARGET, wait=False).steps
     shown = st.show(sync, 1)
     assert "--- file /tmp/w/state.yaml ---\n    pattern: baseline" in shown and "--- objects ---" in shown
+
+
+# ---------------------------------------------------------------------------------------------
+# Pod Security: the namespace Lightrail creates enforces the plan's level; one it finds keeps its own
+
+
+def test_a_new_namespace_enforces_the_plans_pod_security_level():
+    plan, desired = kserve("moe", "gpu")
+    dp = plan_deploy(plan, desired, Live(namespaces={"kserve"}), TARGET)
+    (namespace,) = dp.steps[0].objects
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce-version"] == "v1.34"
+
+
+def test_an_existing_namespace_stricter_than_the_pods_is_refused_and_a_laxer_one_is_named():
+    plan, desired = kserve("moe", "gpu")
+    strict = {"pod-security.kubernetes.io/enforce": "baseline"}
+    with pytest.raises(LightrailError, match="namespace lightrail enforces Pod Security 'baseline'; this deployment's "
+                                             "pods need 'privileged'.*kubectl label namespace lightrail"):
+        plan_deploy(plan, desired, Live(namespaces={"lightrail", "kserve"}, namespace_labels=strict), TARGET)
+    plan, desired = kserve("baseline")
+    dp = plan_deploy(plan, desired, Live(namespaces={"lightrail", "kserve"}, namespace_labels={}), TARGET)
+    assert not any(s.title.startswith("create namespace") for s in dp.steps)
+    assert dp.notes == ["namespace lightrail enforces Pod Security 'privileged' (kept); the pods meet 'restricted': "
+                        "`kubectl label namespace lightrail pod-security.kubernetes.io/enforce=restricted --overwrite` "
+                        "to enforce it"]

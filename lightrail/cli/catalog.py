@@ -90,6 +90,12 @@ def plan_table(plan: Plan) -> None:
     console.print(servers)
     console.print("objects: " + ", ".join(f"{k} x{n}" for k, n in d["objects"].items()))
     console.print("images: " + ", ".join(d["images"]))
+    console.print(f"pod security: {plan.pod_security} (namespace {plan.namespace} enforces it; docs/pod-security.md)")
+    console.print(f"monitoring: {plan.request.monitoring}")
+    if plan.tls:
+        source = f"cert-manager Issuer {plan.tls.issuer}" if plan.tls.issuer else "your Secret"
+        console.print(f"TLS: HTTPS on {plan.gateway.name}:443 for {plan.tls.hostname or 'any host'}, "
+                      f"Secret {plan.tls.secret} ({source})")
     totals = ", ".join(f"{k}: {v}" for k, v in d["accelerators_total"].items()) or "none"
     console.print(f"accelerators in total: {totals}; replicas {d['replicas_total']}, pods {d['pods_total']}")
     cost = d["cost"]
@@ -101,11 +107,14 @@ def plan_table(plan: Plan) -> None:
 @user_errors
 def plan(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespace="lightrail",
          gpu_type="", topology="", provider="", kserve_api="", vllm_arg=None, output="table", inference_engine="",
-         alias=None, weights="", cache_size=""):
+         alias=None, weights="", cache_size="", pod_security="", monitoring="", tls_secret="", cert_manager_issuer="",
+         hostname=""):
     """What a deployment would create: units in apply order, objects, images, resources, cost."""
     fmt = output_format(output)
     p = build_plan(make_request(pattern, accel, stack, model, replicas, namespace, gpu_type, topology,
-                                provider, kserve_api, vllm_arg, inference_engine, alias, weights, cache_size))
+                                provider, kserve_api, vllm_arg, inference_engine, alias, weights, cache_size,
+                                pod_security=pod_security, monitoring=monitoring, tls_secret=tls_secret,
+                                cert_manager_issuer=cert_manager_issuer, hostname=hostname))
     if fmt == "table":
         plan_table(p)
     else:
@@ -120,7 +129,8 @@ def plan(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespa
 @user_errors
 def render(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespace="lightrail",
            gpu_type="", topology="", provider="", kserve_api="", vllm_arg=None, out="",
-           charts="", schemas="", offline=False, inference_engine="", alias=None, weights="", cache_size=""):
+           charts="", schemas="", offline=False, inference_engine="", alias=None, weights="", cache_size="",
+           pod_security="", monitoring="", tls_secret="", cert_manager_issuer="", hostname=""):
     """Render the manifests with the real tools, validate every object, write them to --out."""
     from lightrail import render as rendering
     from lightrail.settings import charts_dir, schemas_dir
@@ -129,7 +139,9 @@ def render(c, pattern="", accel="", stack="llmd", model=None, replicas="", names
         raise LightrailError("--out=DIR is required (where manifests.yaml is written)")
     target = rendering.check_out(out_dir(out))
     p = build_plan(make_request(pattern, accel, stack, model, replicas, namespace, gpu_type, topology,
-                                provider, kserve_api, vllm_arg, inference_engine, alias, weights, cache_size))
+                                provider, kserve_api, vllm_arg, inference_engine, alias, weights, cache_size,
+                                pod_security=pod_security, monitoring=monitoring, tls_secret=tls_secret,
+                                cert_manager_issuer=cert_manager_issuer, hostname=hostname))
     result = rendering.render_validated(p, charts=charts_dir(charts or None), schemas=schemas_dir(schemas or None),
                                         offline=offline)
     files = rendering.write(result, target)

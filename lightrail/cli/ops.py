@@ -53,9 +53,9 @@ def interruptible(fn):
 
 
 def _plan(pattern, accel, stack, model, replicas, namespace, gpu_type, topology, provider, kserve_api, vllm_arg,
-          token=None, inference_engine="", alias=(), weights="", cache_size=""):
+          token=None, inference_engine="", alias=(), weights="", cache_size="", **extra):
     request = make_request(pattern, accel, stack, model, replicas, namespace, gpu_type, topology, provider,
-                           kserve_api, vllm_arg, inference_engine, alias, weights, cache_size)
+                           kserve_api, vllm_arg, inference_engine, alias, weights, cache_size, **extra)
     return build_plan(dataclasses.replace(request, hf_token=token is not None))
 
 
@@ -81,7 +81,8 @@ def _smoke_for(plan, target):
 @user_errors
 def doctor(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespace="lightrail", gpu_type="",
            topology="", provider="", kserve_api="", vllm_arg=None, kube_context="", hf_token_file="",
-           dry_run=False, output="table", inference_engine="", alias=None, weights="", cache_size=""):
+           dry_run=False, output="table", inference_engine="", alias=None, weights="", cache_size="", pod_security="",
+           monitoring="", tls_secret="", cert_manager_issuer="", hostname=""):
     """Can this cluster run the plan? Tools, context, CRDs, GatewayClass, accelerator capacity, HF token."""
     fmt = output_format(output)
     say = out if fmt == "table" else message
@@ -91,7 +92,9 @@ def doctor(c, pattern="", accel="", stack="llmd", model=None, replicas="", names
     choose("gateway provider", provider or "istio", load_catalog().gateways)
     token = read_token(hf_token_file or None)
     plan = _plan(pattern, accel, stack, model, replicas, namespace, gpu_type, topology, provider, kserve_api,
-                 vllm_arg, token, inference_engine, alias, weights, cache_size) if pattern or accel else None
+                 vllm_arg, token, inference_engine, alias, weights, cache_size, pod_security=pod_security,
+                 monitoring=monitoring, tls_secret=tls_secret, cert_manager_issuer=cert_manager_issuer,
+                 hostname=hostname) if pattern or accel else None
     notes: list[str] = []   # shown once the render is valid
     target = flows.choose_target(kube_context, namespace, False, notes.append, reads_only=True)
     objects = None
@@ -164,7 +167,8 @@ def prereqs(c, stack="llmd", provider="", istio=False, local_crds=False, kube_co
 def deploy(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespace="lightrail", gpu_type="",
            topology="", provider="", kserve_api="", vllm_arg=None, kube_context="", hf_token_file="",
            wait=True, timeout="900", smoke=False, charts="", dry_run=False, inference_engine="",
-           alias=None, weights="", cache_size=""):
+           alias=None, weights="", cache_size="", pod_security="", monitoring="", tls_secret="",
+           cert_manager_issuer="", hostname=""):
     """Deploy a pattern: checks, namespace, HF token Secret, apply, wait, endpoint; roll back on failure."""
     from lightrail.ops.desired import desired_state
     from lightrail.settings import charts_dir
@@ -174,7 +178,11 @@ def deploy(c, pattern="", accel="", stack="llmd", model=None, replicas="", names
     limit = seconds(timeout)
     token = read_token(hf_token_file or None)
     plan = _plan(pattern, accel, stack, model, replicas, namespace, gpu_type, topology, provider, kserve_api,
-                 vllm_arg, token, inference_engine, alias, weights, cache_size)
+                 vllm_arg, token, inference_engine, alias, weights, cache_size, pod_security=pod_security,
+                 monitoring=monitoring, tls_secret=tls_secret, cert_manager_issuer=cert_manager_issuer,
+                 hostname=hostname)
+    if plan.tls and smoke:
+        raise LightrailError("--smoke over HTTPS is not built yet (smoke has no --ca-file): drop --smoke with TLS")
     notes: list[str] = []   # shown once the render is valid: a refused deploy prints nothing on stdout
     target = flows.choose_target(kube_context, namespace, dry_run, notes.append)
     desired = desired_state(plan, charts_dir(charts or None))   # a render that fails has asked the cluster nothing

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from lightrail import podsecurity
 from lightrail.errors import LightrailError
 from lightrail.plan import VLLM_PORT, ModelServer, Plan, front_route
 from lightrail.render import dump_yaml
@@ -25,10 +26,8 @@ BBR_PORT = 9004   # the body-based router's ext-proc port (kustomize/body-based-
 LIB = "lib"       # where the render's copy of kustomize/ goes, beside the overlays
 REPLACEMENTS = "replacements.yaml"   # copied into each server overlay (kustomize loads files only from below a root)
 # KServe's presets set runAsNonRoot, and the vLLM images declare no USER: the kubelet only starts
-# them with a numeric non-root user. USER and the inductor cache dir keep torch happy without a
-# passwd entry (as KServe's own e2e fixtures do). The simulator image runs as 65532 already.
-_NON_ROOT = {"runAsNonRoot": True, "runAsUser": 1000}
-_NON_ROOT_ENV = {"USER": "nonroot", "TORCHINDUCTOR_CACHE_DIR": "/tmp/torchinductor-cache"}
+# them with a numeric non-root user (lightrail/podsecurity.py). The simulator image runs as 65532 already.
+_NON_ROOT = {"runAsNonRoot": True, "runAsUser": podsecurity.VLLM_USER}
 # KServe's scheduler preset mounts its certificates here when enableLLMInferenceServiceTLS is on.
 KSERVE_TLS_DIR = "/var/run/kserve/tls"
 
@@ -44,6 +43,10 @@ def epp_command(plan: Plan, server: ModelServer) -> list[str]:
                plan.namespace, "--zap-encoder", "json", "--grpc-port", "9002", "--grpc-health-port", "9003"]
     if plan.request.kserve_tls:
         command += ["--enable-cert-reload=true", "--secure-serving=true", f"--cert-path={KSERVE_TLS_DIR}"]
+    if plan.request.monitoring != "none":
+        # Our PodMonitor scrapes /metrics without the bearer token the picker asks for by default
+        # (the llmd chart sets the same flag when its own metrics auth is off).
+        command.append("--metrics-endpoint-auth=false")
     return command
 
 
@@ -118,12 +121,13 @@ def _container(plan: Plan, server: ModelServer) -> dict:
                  "resources": {"requests": quantities, "limits": quantities}}
     if server.command:
         container["command"] = list(server.command)
-    env = {**(_NON_ROOT_ENV if server.source else {}), **server.env}
+    env = {**(podsecurity.NON_ROOT_ENV if server.source else {}), **server.env}
     env_list = [{"name": k, "value": str(v)} for k, v in env.items()] + _hf_token(plan, server)
     if env_list:
         container["env"] = env_list
-    if server.source:
-        container["securityContext"] = dict(_NON_ROOT)
+    context = {**(_NON_ROOT if server.source else {}), **podsecurity.container_context(plan.pod_security)}
+    if context:
+        container["securityContext"] = context
     return container
 
 
@@ -133,12 +137,32 @@ def _pod(plan: Plan, server: ModelServer, serving: bool = True) -> dict:
     if serving:
         container["startupProbe"] = startup_probe(plan, server)
     pod: dict = {"containers": [container]}
-    if _hf_token(plan, server):   # KServe's storage initializer downloads hf:// weights: it needs the token too
-        pod["initContainers"] = [{"name": "storage-initializer", "env": _hf_token(plan, server)}]
+    initializer = {"env": _hf_token(plan, server)} if _hf_token(plan, server) else {}   # it downloads hf:// weights
+    if server.source and podsecurity.container_context(plan.pod_security):
+        initializer["securityContext"] = podsecurity.container_context(plan.pod_security)
+    if initializer:
+        pod["initContainers"] = [{"name": "storage-initializer", **initializer}]
+    if podsecurity.pod_context(plan.pod_security):
+        pod["securityContext"] = podsecurity.pod_context(plan.pod_security)
     if server.node_selector:
         pod["nodeSelector"] = dict(server.node_selector)
     if server.tolerations:
         pod["tolerations"] = [dict(t) for t in server.tolerations]
+    return pod
+
+
+def _scheduler_pod(plan: Plan, server: ModelServer) -> dict:
+    """The endpoint picker's pod: the pinned image and our command; KServe's preset brings the rest."""
+    main = {"name": "main", "image": plan.epp_image, "command": epp_command(plan, server)}
+    if podsecurity.container_context(plan.pod_security):
+        main["securityContext"] = podsecurity.container_context(plan.pod_security)
+    pod: dict = {"containers": [main]}
+    if podsecurity.pod_context(plan.pod_security):
+        pod["securityContext"] = podsecurity.pod_context(plan.pod_security)
+    if server.source and podsecurity.container_context(plan.pod_security):
+        # KServe gives the picker a storage-initializer too (tokenizer files) and merges ours into it
+        pod["initContainers"] = [{"name": "storage-initializer",
+                                  "securityContext": podsecurity.container_context(plan.pod_security)}]
     return pod
 
 
@@ -155,13 +179,16 @@ def llmisvc_patch(plan: Plan, server: ModelServer) -> list[dict]:
         {"op": "replace", "path": "/spec/router/scheduler/config/inline", "value": epp_config(plan)},
         # the pinned picker image (KServe's preset brings its own, older one) and its command
         {"op": "add", "path": "/spec/router/scheduler/template",
-         "value": {"containers": [{"name": "main", "image": plan.epp_image, "command": epp_command(plan, server)}]}},
+         "value": _scheduler_pod(plan, server)},
         {"op": "replace", "path": "/spec/template", "value": _pod(plan, server)},
     ]
     if plan.gateway.external:   # served through Lightrail's front route on an existing Gateway (Request.front)
         ops += [{"op": "replace", "path": "/spec/router/gateway",
                  "value": {"refs": [{"name": plan.gateway.name, "namespace": plan.gateway.namespace}]}},
                 {"op": "replace", "path": "/spec/router/route", "value": {"http": {"refs": [{"name": front_route(server)}]}}}]
+    elif plan.tls:   # KServe's route attaches to our HTTPS Gateway instead of its shared one
+        ops.append({"op": "add", "path": "/spec/router/gateway",
+                    "value": {"refs": [{"name": plan.gateway.name, "namespace": plan.namespace}]}})
     mn = server.multinode
     if mn:
         ops.append({"op": "add", "path": "/spec/parallelism",
@@ -239,6 +266,19 @@ def library(plan: Plan) -> dict[str, str]:
             for d in dirs for p in sorted((KUSTOMIZE_DIR / d).rglob("*")) if p.is_file()}
 
 
+GATEWAY = "gateway"         # the overlay with the HTTPS Gateway (--tls-secret / --cert-manager-issuer)
+MONITORING = "monitoring"   # the overlay with the PodMonitors and the PrometheusRule (--monitoring)
+
+
+def _monitoring_overlay(plan: Plan) -> tuple[dict, dict[str, str]]:
+    """A unit of plain manifests: KServe makes no monitors, so we do (lightrail/monitoring.py)."""
+    from lightrail import monitoring
+
+    objects = [*monitoring.kserve_pod_monitors(plan), monitoring.prometheus_rule(plan)]
+    return (_kustomization(namespace=plan.namespace, resources=["monitors.yaml"]),
+            {f"{MONITORING}/monitors.yaml": "---\n".join(dump_yaml(o) for o in objects)})
+
+
 def write_overlay(plan: Plan, workdir: Path) -> dict[str, str]:
     """Write the overlays and their library into workdir; return them as {relative path: text}.
 
@@ -251,12 +291,22 @@ def write_overlay(plan: Plan, workdir: Path) -> dict[str, str]:
         units.update(_bbr_overlays(plan))
     for server in plan.servers:
         units[server.name] = _server_overlay(plan, server)
+    extra: dict[str, str] = {}
+    if plan.tls:
+        from lightrail.tls import kserve_gateway
+
+        units = {GATEWAY: _kustomization(namespace=plan.namespace, resources=["gateway.yaml"]), **units}
+        extra[f"{GATEWAY}/gateway.yaml"] = dump_yaml(kserve_gateway(plan, plan.tls))
+    if plan.request.monitoring != "none":
+        units[MONITORING], monitors = _monitoring_overlay(plan)
+        extra.update(monitors)
     top = _kustomization(resources=list(units), labels=[{"pairs": dict(plan.labels), "includeSelectors": False,
                                                          "includeTemplates": True}])
     files = {f"{unit}/kustomization.yaml": dump_yaml(k) for unit, k in units.items()}
     replacements = (KUSTOMIZE_DIR / REPLACEMENTS).read_text()
     files.update({f"{server.name}/{REPLACEMENTS}": replacements for server in plan.servers})
     files.update(library(plan))
+    files.update(extra)
     files["kustomization.yaml"] = dump_yaml(top)
     for rel_path, text in files.items():
         path = workdir / rel_path

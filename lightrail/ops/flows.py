@@ -140,7 +140,8 @@ def observe_live(cluster, plan: Plan, desired: Desired) -> Live:
             release = annotations(obj).get(HELM_RELEASE)
             if release in releases and meta(obj).get("namespace") == plan.namespace and not generated(obj):
                 in_releases.setdefault(release, []).append(obj)
-    return Live(namespaces={meta(n)["name"] for n in cluster.list("v1", "Namespace")}, objects=objects,
+    namespaces = {meta(n)["name"]: meta(n).get("labels") or {} for n in cluster.list("v1", "Namespace")}
+    return Live(namespaces=set(namespaces), objects=objects, namespace_labels=namespaces.get(plan.namespace),
                 releases=releases, secret=cluster.get("v1", "Secret", HF_TOKEN_SECRET, plan.namespace),
                 in_releases=in_releases)
 

@@ -15,6 +15,11 @@ from lightrail.ops.checks import (BUNDLE_ANNOTATIONS, GATEWAY, INFERENCEPOOL, KS
 from lightrail.ops.objects import annotations, meta
 from lightrail.ops.target import Target
 
+# istiod's settings: the inference extension (InferencePool backends), and the RuntimeDefault seccomp
+# profile on the gateway proxies it deploys into a deployment's namespace, which the Pod Security
+# `restricted` level requires (its gateway template sets everything else restricted asks for).
+ISTIOD_SETTINGS = ("pilot.env.ENABLE_GATEWAY_API_INFERENCE_EXTENSION=true", "gateways.seccompProfile.type=RuntimeDefault")
+
 ISTIO_NAMESPACE = "istio-system"
 
 
@@ -89,9 +94,9 @@ def _gateway_provider(facts: Facts, target: Target, provider: str, istio: bool, 
               "--create-namespace", "--wait", "--timeout=600s")
     out.steps.append(st.Step(f"install Istio {pin['version']} CRDs (chart base)", tool="helm", timeout=630,
                              args=target.helm("upgrade", "--install", "istio-base", "base", *common)))
+    settings = [a for s in ISTIOD_SETTINGS for a in ("--set", s)]
     out.steps.append(st.Step(f"install istiod {pin['version']} with the Gateway API inference extension", tool="helm",
-                             timeout=630, args=target.helm("upgrade", "--install", "istiod", "istiod", *common,
-                                                           "--set", "pilot.env.ENABLE_GATEWAY_API_INFERENCE_EXTENSION=true")))
+                             timeout=630, args=target.helm("upgrade", "--install", "istiod", "istiod", *common, *settings)))
 
 
 def _kserve(facts: Facts, versions: dict, out: Prereqs) -> None:

@@ -8,6 +8,7 @@ from lightrail.catalog import STACKS, load_catalog
 from lightrail.cli import command, user_errors
 from lightrail.cli.common import PLAN_HELP, PLAN_ITERABLE, make_request, seconds, whole_number
 from lightrail.cli.ops import COMMON_HELP, interruptible, out
+from lightrail.cli.output import progress
 from lightrail.errors import LightrailError, choose
 from lightrail.ops import flows
 from lightrail.ops.secrets import read_token
@@ -87,8 +88,9 @@ def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type=""
     elif to or accel or model or alias:
         raise LightrailError("--resume and --rollback take the migration from the cluster: drop --to, --accel, "
                              "--model and --alias")
-    target, cluster = flows.connect(kube_context, namespace, dry_run, out)
-    ctx = Context(target=target, cluster=cluster, out=out, dry_run=dry_run, url=url, token=token, charts=chart_root)
+    target, cluster = flows.connect(kube_context, namespace, dry_run, out, progress=progress)
+    ctx = Context(target=target, cluster=cluster, out=out, dry_run=dry_run, url=url, token=token, charts=chart_root,
+                  progress=progress)
     out(target.banner())
     if source is not None:
         start(source, to, options, ctx, confirm=lambda: _confirm(yes))

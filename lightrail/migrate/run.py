@@ -33,6 +33,7 @@ from lightrail.ops.objects import (FIELD_MANAGER, GATEWAY_NAME_LABEL, HELM_RELEA
 from lightrail.ops.secrets import Token
 from lightrail.ops.target import Target
 from lightrail.plan import Plan, front_route
+from lightrail.progress import Progress, no_progress
 from lightrail.render import to_yaml
 from lightrail.smoke import checks as smoke
 
@@ -40,7 +41,6 @@ Out = Callable[[str], None]
 ROUTES = ("gateway.networking.k8s.io/v1", "HTTPRoute")
 POOLS = ("inference.networking.k8s.io/v1", "InferencePool")
 PROBE_INTERVAL = 1.0     # seconds between guard probes during a hold
-PROGRESS_EVERY = 5.0     # seconds between progress lines of a long wait
 WARM_PROMPTS = 8
 VERIFY_GRACE = 30.0      # seconds a new side may answer 503 (no endpoint the gateway knows yet) before verify fails
 
@@ -62,6 +62,7 @@ class Context:
     charts: Path | None = None
     dry: DryRun | None = None
     baseline: float | None = None      # the source's probe latency median (seconds)
+    progress: Progress = no_progress   # live display of long waits (the CLI's), or none
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     seen: dict = field(default_factory=dict)
@@ -305,7 +306,7 @@ def run_op(m: Migration, op: Op, ctx: Context, state: State | None = None) -> No
         ctx.out(f"- {op.title}")
         plan = _side_plan(m, op)
         flows.deploy(plan, ctx.target, ctx.cluster, dry_run=False, out=_indent(ctx.out), token=ctx.token,
-                     timeout=m.options.timeout, charts=ctx.charts)
+                     timeout=m.options.timeout, charts=ctx.charts, progress=ctx.progress)
     elif op.action == "remove":
         ctx.out(f"- {op.title}")
         _remove(m, op.side, ctx)
@@ -353,7 +354,7 @@ def _remove(m: Migration, side: str, ctx: Context) -> None:
     spare, releases = _spared(m)
     flows.teardown(ctx.target, ctx.cluster, pattern=m.pattern, stack=plan.stack, keep_pvcs=m.options.keep_pvcs,
                    dry_run=ctx.dry_run, out=_indent(ctx.out), timeout=m.options.timeout, spare=spare,
-                   spare_releases=releases, dry=ctx.dry)
+                   spare_releases=releases, dry=ctx.dry, progress=ctx.progress)
 
 
 def _relabel_steps(m: Migration, op: Op, ctx: Context) -> list[st.Step]:
@@ -382,10 +383,10 @@ def _indent(out: Out) -> Out:
 def _wait(title: str, seconds: float, ctx: Context) -> None:
     ctx.out(f"- {title}")
     end = ctx.clock() + seconds
-    while (left := end - ctx.clock()) > 0:
-        ctx.sleep(min(left, PROGRESS_EVERY))
-        if end - ctx.clock() > 0.5:
-            ctx.out(f"    {end - ctx.clock():.0f} s left")
+    with ctx.progress(title) as update:
+        while (left := end - ctx.clock()) > 0:
+            update(f"{left:.0f} s left")
+            ctx.sleep(min(left, 1.0))
 
 
 # --- probes through the Gateway ----------------------------------------------------------------
@@ -464,23 +465,25 @@ def _hold(m: Migration, op: Op, ctx: Context, state: State | None) -> None:
     ctx.out(f"- {op.title}")
     samples: list[guards.Sample] = []
     start = ctx.clock()
-    last_line = start
-    while True:
-        samples.append(_probe(m, "target", ctx))
-        ready, desired = _ready_endpoints(m, ctx)
-        reason = guards.verdict(samples, ctx.baseline, ready, desired)
-        if reason:
-            raise GuardTripped(reason)
-        now = ctx.clock()
-        if now - last_line >= PROGRESS_EVERY or now - start >= op.seconds:
-            mid = guards.median(samples)
-            ctx.out(f"    target {op.weight}%  {now - start:4.0f}/{op.seconds:.0f} s  probes {len(samples)} ok  "
-                    f"median {mid * 1000:.0f} ms" + (f" (limit {guards.latency_limit(ctx.baseline) * 1000:.0f} ms)"
-                                                      if ctx.baseline else "") + f"  ready {ready}/{desired}")
-            last_line = now
-        if now - start >= op.seconds:
-            return
-        ctx.sleep(PROBE_INTERVAL)
+    limit = f" (limit {guards.latency_limit(ctx.baseline) * 1000:.0f} ms)" if ctx.baseline else ""
+
+    def summary(ready: int, desired: int) -> str:
+        mid = guards.median(samples)
+        return (f"target {op.weight}%, {ctx.clock() - start:.0f}/{op.seconds:.0f} s, probes {len(samples)} ok, median "
+                f"{(mid or 0) * 1000:.0f} ms{limit}, ready {ready}/{desired}")
+
+    with ctx.progress(f"{state.phase if state else 'hold'}") as update:
+        while True:
+            samples.append(_probe(m, "target", ctx))
+            ready, desired = _ready_endpoints(m, ctx)
+            reason = guards.verdict(samples, ctx.baseline, ready, desired)
+            if reason:
+                raise GuardTripped(reason)
+            update(summary(ready, desired))
+            if ctx.clock() - start >= op.seconds:
+                ctx.out(f"    {summary(ready, desired)}")
+                return
+            ctx.sleep(PROBE_INTERVAL)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -277,7 +277,7 @@ def cases():
                           ("0,100", "--steps must be a whole number from 1"), ("10,,100", "--steps must be a whole"),
                           ("10,150", "from 1 to 100")):
         add(f"migrate-steps-{bad}", ["migrate", *mig, f"--steps={bad}"], expected)
-    for flag in ("hold", "settle", "drain", "timeout"):
+    for flag in ("hold", "settle", "drain", "timeout", "latency-margin"):
         add(f"migrate-{flag}-abc", ["migrate", *mig, f"--{flag}=abc"], SECONDS)
         add(f"migrate-{flag}-negative", ["migrate", *mig, f"--{flag}=-5"], SECONDS)
     add("migrate-resume-and-rollback", ["migrate", "--pattern=caching", "--resume", "--rollback", "--dry-run"],

@@ -204,6 +204,15 @@ def test_capacity_counts_other_pods_but_not_our_own():
     assert ck.capacity_check(plan, NODES, [done]).status == "ok"
 
 
+def test_a_migration_target_needs_room_beside_its_own_running_pods():
+    """The target of `invoke migrate` runs beside the source, whose pods carry the same server name."""
+    plan = build_plan(Request(pattern="baseline", accel="gpu", stack="kserve"))
+    ours = next(p for p in PODS if meta(p)["name"].startswith("baseline-qwen2-5-3b-instruct-decode"))
+    assert ck.capacity_check(plan, NODES, [ours]).status == "ok"
+    beside = ck.capacity_check(plan, NODES, [ours], beside=True)
+    assert beside.status == "fail" and "only 0 of 1 model-server pod(s) fit" in beside.detail, beside
+
+
 def test_sim_needs_only_cpu_and_memory():
     plan = build_plan(Request(pattern="caching", accel="sim"))
     check = ck.capacity_check(plan, NODES, [])

@@ -31,6 +31,8 @@ HELP = {
     "timeout": "seconds each deploy may take to become ready (default 900)",
     "hf_token_file": "file holding the Hugging Face token (default: $HF_TOKEN); never printed or written",
     "charts": "directory of upstream charts for llmd (default: $LIGHTRAIL_CHARTS)",
+    "latency_margin": "seconds the target's probe latency median may exceed the source's before the guard trips "
+                      "(the limit is the larger of this and 3x the source's; default 1)",
     "keep_pvcs": "keep the source's PersistentVolumeClaims (model caches) when it is removed (default)",
 }
 
@@ -51,7 +53,7 @@ def _steps(value: str) -> tuple[int, ...]:
 def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type="", topology="", vllm_arg=None,
             inference_engine="", alias=None, weights="", cache_size="", namespace="lightrail", kube_context="", steps="", hold="60", settle="5", drain="30", surge=True,
             url="", resume=False, rollback=False, yes=False, timeout="900", hf_token_file="", charts="",
-            keep_pvcs=True, dry_run=False):
+            keep_pvcs=True, latency_margin="1", dry_run=False):
     """Move a running pattern between stacks behind its Gateway, weight by weight, with zero failed requests."""
     from lightrail.migrate.plan import Options, check_migratable
     from lightrail.migrate.run import Context, resume as resume_migration, start
@@ -70,7 +72,7 @@ def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type=""
                              fix="free capacity for the target beside the source, then migrate with surge")
     options = Options(steps=_steps(steps), hold=_duration(hold, "--hold"), settle=_duration(settle, "--settle"),
                       drain=_duration(drain, "--drain"), surge=surge, keep_pvcs=keep_pvcs,
-                      timeout=seconds(timeout))
+                      timeout=seconds(timeout), latency_margin=seconds(latency_margin, "--latency-margin"))
     url = check_url(url) if url else ""
     token = read_token(hf_token_file or None)
     chart_root = charts_dir(charts or None)

@@ -27,15 +27,16 @@ class Options:
     surge: bool = True        # both sides run at once (needs capacity for the target beside the source)
     keep_pvcs: bool = True
     timeout: float = 900.0    # seconds for a deploy to become ready
+    latency_margin: float = 1.0   # the target's probe median may exceed the source's by this (or 3x it)
 
     def __post_init__(self):
         steps = self.steps
         if not steps or list(steps) != sorted(set(steps)) or steps[0] < 1 or steps[-1] != 100:
             raise LightrailError(f"--steps must rise strictly from 1..99 to 100 (percent for the target), got "
                                  f"{','.join(map(str, steps)) or 'nothing'}")
-        for name in ("hold", "settle", "drain", "timeout"):
+        for name in ("hold", "settle", "drain", "timeout", "latency_margin"):
             if getattr(self, name) < 0:
-                raise LightrailError(f"--{name} must not be negative")
+                raise LightrailError(f"--{name.replace('_', '-')} must not be negative")
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,7 @@ def describe(m: Migration) -> list[str]:
         lines.extend(f"  - {op.title}" for op in phase.forward)
         lines.extend(f"  undo: {op.title}" for op in phase.backward)
     lines.append("guards during every hold: a failed target probe, target latency above "
-                 "max(3 x the source's, +1 s), fewer ready target endpoints than desired -> weights back to the "
+                 f"max(3 x the source's, +{m.options.latency_margin:g} s), fewer ready target endpoints than desired -> "
+                 "weights back to the "
                  "last good step, then stop (state kept: --resume or --rollback)")
     return lines

@@ -110,11 +110,13 @@ def preflight(m: Migration, ctx: Context) -> list[Problem]:
     problems += [Problem(c, "remove it, or migrate in another namespace") for c in conflicts(m.target, desired, live)]
     checks = flows.doctor(ctx.target, cluster, m.target.stack, m.target.gateway.provider, m.target, desired.objects,
                           ctx.token is not None)
-    for c in ck.failed(checks):
-        fix = c.fix
-        if "capacity" in c.name.lower() and m.options.surge:
-            fix = (fix + "; " if fix else "") + "the target runs beside the source (surge); free capacity first"
-        problems.append(Problem(f"target ({m.target.stack}): {c.name}: {c.detail}", fix))
+    for c in ck.failed(c for c in checks if c.name != "capacity"):
+        problems.append(Problem(f"target ({m.target.stack}): {c.name}: {c.detail}", c.fix))
+    capacity = ck.capacity_check(m.target, cluster.list("v1", "Node"), cluster.list("v1", "Pod"), beside=True)
+    if capacity.status == ck.FAIL:
+        problems.append(Problem(f"target ({m.target.stack}): no capacity beside the source: {capacity.detail}",
+                                f"{capacity.fix}; the target runs beside the source (surge) until the weights "
+                                "have moved (--no-surge, swapping one replica at a time, is not built yet)"))
     pods = cluster.list("v1", "Pod", ns)
     target_pods = [o["spec"]["template"]["metadata"].get("labels") or {} for o in desired.objects
                    if o.get("kind") in ("Deployment", "LeaderWorkerSet") and "template" in o.get("spec", {})]
@@ -465,7 +467,8 @@ def _hold(m: Migration, op: Op, ctx: Context, state: State | None) -> None:
     ctx.out(f"- {op.title}")
     samples: list[guards.Sample] = []
     start = ctx.clock()
-    limit = f" (limit {guards.latency_limit(ctx.baseline) * 1000:.0f} ms)" if ctx.baseline else ""
+    limits = guards.Limits(latency_margin=m.options.latency_margin)
+    limit = f" (limit {guards.latency_limit(ctx.baseline, limits) * 1000:.0f} ms)" if ctx.baseline else ""
 
     def summary(ready: int, desired: int) -> str:
         mid = guards.median(samples)
@@ -476,7 +479,7 @@ def _hold(m: Migration, op: Op, ctx: Context, state: State | None) -> None:
         while True:
             samples.append(_probe(m, "target", ctx))
             ready, desired = _ready_endpoints(m, ctx)
-            reason = guards.verdict(samples, ctx.baseline, ready, desired)
+            reason = guards.verdict(samples, ctx.baseline, ready, desired, limits)
             if reason:
                 raise GuardTripped(reason)
             update(summary(ready, desired))

@@ -185,13 +185,16 @@ def gateway_check(facts: Facts, stack: str, provider: str) -> Check:
     return Check(name, OK, f"accepted ({(gc.get('spec') or {}).get('controllerName', '?')})")
 
 
-def capacity_check(plan: Plan, nodes: list[dict], pods: list[dict]) -> Check:
-    """Do the model-server pods fit on nodes matching their selectors, in allocatable minus requested?"""
+def capacity_check(plan: Plan, nodes: list[dict], pods: list[dict], beside: bool = False) -> Check:
+    """Do the model-server pods fit on nodes matching their selectors, in allocatable minus requested?
+
+    `beside`: the deployment's current pods stay (a migration's target runs beside its source), so
+    what they request counts as used; otherwise a redeploy replaces them and their room is free."""
     server = plan.servers[0]   # every server of a plan has the same per-pod shape
     need = {res: quantity(q) for res, q in server.resources.items()}
     accel = {r: q for r, q in need.items() if r not in ("cpu", "memory")}
     selector = dict(server.node_selector)
-    used = _requested_by_node(pods, plan)
+    used = _requested_by_node(pods, plan, beside)
     fits, matching = 0, 0
     for node in nodes:
         if not _schedulable(node, selector, server.tolerations):
@@ -226,8 +229,9 @@ def token_check(plan: Plan, secrets: list[str], token_given: bool) -> Check:
                  "export HF_TOKEN=... or pass --hf-token-file=FILE")
 
 
-def _requested_by_node(pods: list[dict], plan: Plan) -> dict[str, dict[str, Decimal]]:
-    """Resources requested on each node by running pods, except this deployment's own model servers."""
+def _requested_by_node(pods: list[dict], plan: Plan, count_own: bool = False) -> dict[str, dict[str, Decimal]]:
+    """Resources requested on each node by running pods, except this deployment's own model servers
+    (unless `count_own`)."""
     mine = {s.name for s in plan.servers}
     out: dict[str, dict[str, Decimal]] = {}
     for pod in pods:
@@ -236,7 +240,7 @@ def _requested_by_node(pods: list[dict], plan: Plan) -> dict[str, dict[str, Deci
         if not node or phase in ("Succeeded", "Failed"):
             continue
         lbl = labels(pod)
-        if meta(pod).get("namespace") == plan.namespace and (
+        if not count_own and meta(pod).get("namespace") == plan.namespace and (
                 lbl.get("llm-d.ai/model") in mine or lbl.get("app.kubernetes.io/name") in mine):
             continue
         totals = out.setdefault(node, {})

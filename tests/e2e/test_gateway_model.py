@@ -9,14 +9,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from lightrail.testing.gateway import GatewayModel
 from lightrail.testing.traffic import TrafficDriver
-from lightrail.testing.vllm import VLLMServer
 from tests.conftest import QWEN
 from tests.e2e.conftest import apply_nodes, invoke
 
@@ -41,20 +39,9 @@ def crds(cluster):
 
 
 @pytest.fixture(scope="module")
-def upstreams(tiny_model):
-    """Two real vLLMs serving the same model, as the source and target stacks would; started together,
-    eager (no compilation at warm-up: on a shared two-core machine it alone can take minutes)."""
-    servers = [VLLMServer(tiny_model, QWEN, prefix_caching=False, extra_args=("--enforce-eager",),
-                          startup_timeout=600) for _ in range(2)]
-    with ThreadPoolExecutor(2) as pool:
-        started = [pool.submit(s.start) for s in servers]
-    try:
-        for future in started:
-            future.result()
-        yield {"old": servers[0].url, "new": servers[1].url}
-    finally:
-        for server in servers:
-            server.stop()
+def upstreams(vllm_pair):
+    """The two real vLLMs standing in for an old and a new pool."""
+    return {"old": vllm_pair[0], "new": vllm_pair[1]}
 
 
 class Space:

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -23,33 +22,22 @@ from lightrail.migrate.routes import client_weights
 from lightrail.settings import ROOT
 from lightrail.testing.gateway import GatewayModel
 from lightrail.testing.traffic import TrafficDriver
-from lightrail.testing.vllm import VLLMServer
 from tests.conftest import QWEN
 from tests.e2e.conftest import PLANTED, apply_nodes, invoke
-from tests.e2e.test_deploy import gateway, kserve, labelled  # noqa: F401  (module fixtures: istiod, KServe)
+from tests.e2e.test_deploy import gateway, kserve  # noqa: F401  (module fixtures: istiod, KServe)
 
 pytestmark = pytest.mark.vllm
 NAME = "caching-qwen2-5-3b-instruct"
 POOLS = {"llmd": NAME, "kserve": f"{NAME}-inference-pool"}
 # Short holds; a drain longer than a streamed request takes on a loaded machine (12 s seen); latency is
 # guarded by tests/test_migrate_plan.py, not here, where two CPU vLLMs share two busy cores.
-FAST = ("--steps=10,50,100", "--hold=3", "--settle=2", "--drain=20", "--timeout=300", "--latency-margin=60", "--yes")
+FAST = ("--steps=10,50,100", "--hold=3", "--settle=2", "--drain=15", "--timeout=300", "--latency-margin=60", "--yes")
 
 
 @pytest.fixture(scope="module")
-def upstreams(tiny_model):
-    """Two real vLLMs serving the pattern's model: one stands in for each stack's pool."""
-    servers = [VLLMServer(tiny_model, QWEN, prefix_caching=True, extra_args=("--enforce-eager",), startup_timeout=600)
-               for _ in range(2)]
-    with ThreadPoolExecutor(2) as pool:
-        started = [pool.submit(s.start) for s in servers]
-    try:
-        for future in started:
-            future.result()
-        yield {"llmd": servers[0].url, "kserve": servers[1].url}
-    finally:
-        for server in servers:
-            server.stop()
+def upstreams(vllm_pair):
+    """The two real vLLMs: one stands in for each stack's pool."""
+    return {"llmd": vllm_pair[0], "kserve": vllm_pair[1]}
 
 
 class Weights(threading.Thread):

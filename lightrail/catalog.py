@@ -1,4 +1,4 @@
-"""The catalog: patterns, accelerators, prices and pinned versions, read from patterns/*.yaml.
+"""The catalog: patterns, accelerators, engines, prices and pinned versions, read from patterns/*.yaml.
 
 Pure data with light checks; everything that turns it into something deployable is in plan.py.
 """
@@ -15,7 +15,7 @@ from lightrail.errors import LightrailError
 from lightrail.settings import PATTERNS_DIR
 
 STACKS = ("llmd", "kserve")
-DATA_FILES = ("accelerators.yaml", "gateways.yaml", "prices.yaml", "versions.yaml")
+DATA_FILES = ("accelerators.yaml", "engines.yaml", "gateways.yaml", "migration.yaml", "prices.yaml", "versions.yaml")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class Pattern:
     max_models: int | None = 1
     accelerators: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     unsupported: Mapping[str, str] = field(default_factory=dict)
+    pod_security: Mapping[str, Mapping[str, str]] = field(default_factory=dict)   # stack -> {level, reason}: the least its pods need
 
     def unsupported_reason(self, accel: str, stack: str) -> str | None:
         """Why this pattern cannot run on accel/stack (keys: accel, stack or 'stack:accel')."""
@@ -48,8 +49,10 @@ class Catalog:
     patterns: Mapping[str, Pattern]
     accelerators: Mapping[str, Mapping[str, Any]]
     gateways: Mapping[str, Mapping[str, Any]]
+    migration: Mapping[str, Any]
     prices: Mapping[str, Any]
     versions: Mapping[str, Any]
+    engines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def pattern(self, name: str) -> Pattern:
         if name not in self.patterns:
@@ -92,6 +95,7 @@ def _pattern(path: Path) -> Pattern:
         max_models=None if int(raw.get("min_models", 1)) > 1 else 1,
         accelerators=_freeze(raw.get("accelerators", {})),
         unsupported=_freeze(raw.get("unsupported", {})),
+        pod_security=_freeze(raw.get("pod_security", {})),
     )
 
 
@@ -109,6 +113,8 @@ def load_catalog(directory: Path = PATTERNS_DIR) -> Catalog:
         patterns=ordered,
         accelerators=_freeze(data["accelerators.yaml"]),
         gateways=_freeze(data["gateways.yaml"]),
+        migration=_freeze(data["migration.yaml"]),
         prices=_freeze(data["prices.yaml"]),
         versions=_freeze(data["versions.yaml"]),
+        engines=_freeze(data["engines.yaml"]),
     )

@@ -9,19 +9,23 @@ import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
-from lightrail import __version__
+from lightrail import __version__, aliases, engines, podsecurity, weights
 from lightrail.catalog import STACKS, Catalog, Pattern, load_catalog
 from lightrail.errors import LightrailError, choose
+from lightrail.tls import Tls, tls
 from lightrail.vllm_args import check_extra_args
+from lightrail.weights import Weights
 
 LABEL_PREFIX = "lightrail.dev"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "lightrail"}
 RESERVED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 HF_TOKEN_SECRET = "lightrail-hf-token"
 VLLM_PORT = 8000
+KSERVE_MODEL_DIR = "/mnt/models"   # where KServe's storage initializer (or model car) puts the weights
 # `replicas` is an int32 in Deployment, LeaderWorkerSet and LLMInferenceService: the API server's
 # bound, checked before any arithmetic (pods, accelerators, cost) uses the number.
 MAX_REPLICAS = 2**31 - 1
+MONITORING = ("none", "prometheus", "gmp")   # lightrail/monitoring.py
 _HF_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -43,6 +47,17 @@ class Request:
     kserve_tls: bool = False   # KServe's enableLLMInferenceServiceTLS (LIGHTRAIL_KSERVE_TLS); off, as KServe defaults
     extra_args: tuple[str, ...] = ()
     hf_token: bool = False     # a token will be provided: mount secret HF_TOKEN_SECRET (never the value)
+    front: str = ""            # "namespace/name" of an existing Gateway: served through Lightrail's front route
+                               # on it (what `invoke migrate` leaves); the stack then creates no Gateway or route
+    engine: str = "vllm"       # inference engine (patterns/engines.yaml)
+    aliases: tuple[tuple[str, str], ...] = ()   # (friendly name, served model) pairs (lightrail/aliases.py)
+    weights: str = "hf"        # hf | pvc | pvc:CLAIM[/PATH] | oci:IMAGE (lightrail/weights.py)
+    cache_size: str | None = None   # download volume / created claim size; default: what the accelerators hold
+    pod_security: str | None = None   # Pod Security level; None: the strictest the pattern's pods meet
+    monitoring: str = "none"          # scrape targets + alerts for: none | prometheus (Operator) | gmp
+    tls_secret: str | None = None     # TLS ingress: the Secret the HTTPS listener serves (lightrail/tls.py)
+    cert_manager_issuer: str | None = None   # ... or the cert-manager Issuer that writes it
+    hostname: str | None = None       # the HTTPS listener's hostname
 
 
 @dataclass(frozen=True)
@@ -73,7 +88,10 @@ class ModelServer:
     tensor_parallel: int
     startup: Mapping[str, int]   # startup probe periodSeconds / failureThreshold: the accelerator's budget
     multinode: Multinode | None = None
-    command: tuple[str, ...] = ()   # entrypoint when the image's default is not the server (sim)
+    command: tuple[str, ...] = ()   # entrypoint when the image's default is not the server (sim, other engines)
+    engine: str = "vllm"            # non-vLLM engines: `command` + `args` are the whole command line
+    aliases: tuple[str, ...] = ()   # other names clients may send for `model`
+    weights: Weights | None = None  # where the weights come from (None: a path in the image, or the simulator)
 
     @property
     def pods(self) -> int:
@@ -93,6 +111,11 @@ class Gateway:
     name: str
     provider: str
     class_name: str
+    namespace: str = ""       # set when the Gateway is not the deployment's own (Request.front)
+
+    @property
+    def external(self) -> bool:
+        return bool(self.namespace)
 
 
 @dataclass(frozen=True)
@@ -131,6 +154,8 @@ class Plan:
     cost: Cost
     versions: Mapping[str, Any]
     units: tuple[Unit, ...] = ()
+    pod_security: str = "restricted"   # the Pod Security level the namespace enforces (lightrail/podsecurity.py)
+    tls: Tls | None = None             # the gateway's HTTPS listener (lightrail/tls.py); None: plain HTTP
 
     @property
     def namespace(self) -> str:
@@ -147,7 +172,7 @@ class Plan:
     @property
     def hf_secret(self) -> str | None:
         """The Secret holding HF_TOKEN that model servers read, when the user provides a token."""
-        needs = any(s.source.startswith("hf://") for s in self.servers)
+        needs = any(s.weights and s.weights.kind in ("hf", "pvc-cache") for s in self.servers)
         return HF_TOKEN_SECRET if self.request.hf_token and needs else None
 
     @property
@@ -158,10 +183,15 @@ class Plan:
     def client_model(self, server: ModelServer) -> str:
         """The model name clients send to a server: on kserve behind body-based routing KServe's
         publisher-qualified name, which its route on the shared gateway matches and which is unique
-        per namespace (two namespaces serving the same model never match the same requests)."""
-        if self.stack == "kserve" and self.body_based_routing:
-            return f"publishers/{self.namespace}/models/{server.model}"
-        return server.model
+        per namespace (two namespaces serving the same model never match the same requests). On
+        kserve an alias is the model's name (spec.model.name), which vLLM answers with."""
+        name = server.aliases[0] if self.stack == "kserve" and server.aliases else server.model
+        return client_model(self.stack, self.body_based_routing, self.namespace, name)
+
+    @property
+    def namespace_labels(self) -> dict[str, str]:
+        """Labels the deployment's namespace carries: the Pod Security Admission level."""
+        return podsecurity.namespace_labels(self.pod_security, self.versions["kubernetes"])
 
     @property
     def replicas_total(self) -> int:
@@ -214,16 +244,25 @@ class Plan:
             "replicas_total": self.replicas_total,
             "pods_total": self.pods_total,
             "accelerators_total": self.accelerator_totals,
+            "pod_security": {"level": self.pod_security, "namespace_labels": self.namespace_labels},
+            "tls": asdict(self.tls) if self.tls else None,
             "cost": {"per_hour": round(self.cost.per_hour, 2), "per_day": round(self.cost.per_day, 2),
                      "currency": self.cost.currency, "basis": self.cost.basis},
         }
+
+
+def client_model(stack: str, body_based_routing: bool, namespace: str, model: str) -> str:
+    """See Plan.client_model (also the name a non-vLLM engine is told to serve)."""
+    if stack == "kserve" and body_based_routing:
+        return f"publishers/{namespace}/models/{model}"
+    return model
 
 
 def _server_dict(s: ModelServer) -> dict[str, Any]:
     d = asdict(s)
     d.update(env=dict(s.env), startup=dict(s.startup), resources=dict(s.resources), node_selector=dict(s.node_selector),
              tolerations=[dict(t) for t in s.tolerations], args=list(s.args), command=list(s.command),
-             pods=s.pods)
+             aliases=list(s.aliases), pods=s.pods)
     return d
 
 
@@ -247,28 +286,41 @@ def build_plan(request: Request, catalog: Catalog | None = None) -> Plan:
     if request.stack == "llmd":
         choose("gateway provider", request.provider, catalog.gateways)
     choose("KServe API version", request.kserve_api, ("v1alpha2", "v1alpha1"))
+    choose("monitoring", request.monitoring, MONITORING)
+    if request.monitoring == "gmp":
+        raise LightrailError(
+            "--monitoring=gmp is not offered yet: llm-d-modelservice v0.4.12 makes only Prometheus Operator "
+            "PodMonitors (no GMP PodMonitoring for vLLM), KServe makes no monitors, and the GMP kinds "
+            "(monitoring.googleapis.com PodMonitoring, Rules) have no CRDs in LIGHTRAIL_SCHEMAS to validate against",
+            fix="valid: none, prometheus")
     if request.replicas is not None and (not isinstance(request.replicas, int) or isinstance(request.replicas, bool)
                                          or not 1 <= request.replicas <= MAX_REPLICAS):
         raise LightrailError(f"replicas must be a whole number from 1 to {MAX_REPLICAS}, got {request.replicas!r}")
 
+    engine = engines.check(catalog, request.engine, pattern, request.accel, request.stack, request.extra_args,
+                           request.kserve_tls)
     check_extra_args(request.extra_args, pattern.vllm_args, pattern.name)
     settings = dict(pattern.accelerators.get(request.accel, {}))
-    models = _models(request, pattern, accel)
+    models = _models(request, pattern, accel, engine)
     replicas = request.replicas or pattern.replicas
     shape = _shape(request, pattern, accel, settings)
-    image = catalog.image(accel["image"])
+    image = catalog.image(accel["image"] if request.engine == engines.DEFAULT
+                          else engine["accelerators"][request.accel]["image"])
     args = _args(pattern, accel, shape, request.extra_args)
-    env = dict(accel.get("env", {}))
+    env = dict(accel.get("env", {})) if request.engine == engines.DEFAULT else {}
     names = _server_names(pattern.name, models)
+    weights_source = (*weights.parse(request.weights), weights.check_cache_size(request.cache_size))
     servers = tuple(
-        ModelServer(
+        _engine_server(request, engine, _weights(request, accel, shape, ModelServer(
             name=name, model=model, source=_source(model, accel), image=image, replicas=replicas,
             args=args, env=env, resources=shape["resources"], node_selector=shape["node_selector"],
             tolerations=tuple(accel.get("tolerations", ())), tensor_parallel=shape["tp"],
             startup=dict(accel["startup"]), multinode=shape["multinode"], command=tuple(accel.get("command", ())),
-        )
+        ), weights_source, len(models)), pattern)
         for name, model in zip(names, models)
     )
+    servers = aliases.assign(servers, request.aliases, stack=request.stack, pattern=pattern, engine=request.engine,
+                             engine_spec=engine)
     labels = {
         **MANAGED_BY,
         f"{LABEL_PREFIX}/pattern": pattern.name,
@@ -279,12 +331,33 @@ def build_plan(request: Request, catalog: Catalog | None = None) -> Plan:
     provider = request.provider if request.stack == "llmd" else "istio"
     gateway = Gateway(name=f"{pattern.name}-gateway", provider=provider,
                       class_name=catalog.gateways[provider]["class"])
+    if request.front:
+        if request.tls_secret or request.cert_manager_issuer:
+            raise LightrailError("a deployment served through a front route keeps the Gateway's listeners as they are: "
+                                 "--tls-secret and --cert-manager-issuer apply to a deployment's own Gateway")
+        gw_namespace, gw_name = _gateway_ref(request.front)
+        gateway = replace(gateway, name=gw_name, namespace=gw_namespace)
     plan = Plan(
         request=request, pattern=pattern, accel_type=shape["type"], labels=labels, gateway=gateway,
         servers=servers, scorers=pattern.scorers, body_based_routing=pattern.body_based_routing,
         epp_image=catalog.image("epp"), cost=_cost(servers, shape, catalog), versions=catalog.versions,
+        pod_security=podsecurity.level(request.pod_security, pattern.pod_security.get(request.stack)),
+        tls=tls(request.tls_secret, request.cert_manager_issuer, request.hostname, gateway.name, request.stack,
+                pattern.body_based_routing),
     )
     return replace(plan, units=tuple(stack_units(plan)))
+
+
+def front_route(server: ModelServer) -> str:
+    """The HTTPRoute Lightrail owns in front of a model's pool(s) while and after it migrates."""
+    return f"{server.name}-front"
+
+
+def _gateway_ref(ref: str) -> tuple[str, str]:
+    parts = ref.split("/")
+    if len(parts) != 2 or not all(_DNS_LABEL.match(p) for p in parts):
+        raise LightrailError(f"gateway reference must be NAMESPACE/NAME (DNS labels), got {ref!r}")
+    return parts[0], parts[1]
 
 
 def stack_units(plan: Plan) -> list[Unit]:
@@ -314,12 +387,12 @@ def check_namespace_name(namespace: str) -> None:
                              "digits or '-', starting and ending with a letter or digit")
 
 
-def _models(request: Request, pattern: Pattern, accel: Mapping[str, Any]) -> tuple[str, ...]:
+def _models(request: Request, pattern: Pattern, accel: Mapping[str, Any], engine: Mapping[str, Any]) -> tuple[str, ...]:
     if request.models:
         models = tuple(request.models)
     else:
         swap = accel.get("models", {})
-        models = tuple(swap.get(m, m) for m in pattern.models)
+        models = tuple(engines.model_swap(engine, swap.get(m, m)) for m in pattern.models)
     for m in models:
         if not (_HF_MODEL.match(m) or m.startswith(("/", "./", "../"))) or ".." in m.split("/"):
             raise LightrailError(f"model {m!r} is not a Hugging Face id (org/name) or a local path in the container "
@@ -340,6 +413,55 @@ def _source(model: str, accel: Mapping[str, Any]) -> str:
     if accel.get("simulator"):
         return ""
     return model if model.startswith(("/", "./", "../")) else f"hf://{model}"
+
+
+def _engine_server(request: Request, engine: Mapping[str, Any], server: ModelServer, pattern: Pattern) -> ModelServer:
+    """A non-vLLM server's whole command line from the engine's catalog entry (vLLM's is the stacks').
+
+    What the engine loads: on kserve the directory KServe puts the weights in; on llmd a Hugging
+    Face id the engine downloads itself, or the path in the container.
+    """
+    if request.engine == engines.DEFAULT:
+        return server
+    if request.stack == "kserve":
+        ref, kind = KSERVE_MODEL_DIR, "path"
+    elif server.weights:
+        ref, kind = server.weights.load, ("path" if server.weights.load.startswith("/") else "hf")
+    else:
+        ref, kind = server.source, "path"
+    if server.weights and kind == "path" and not any("{model}" in a for a in engine["args"]):
+        raise LightrailError(f"--inference-engine={request.engine} names the model by what it loads (it takes no "
+                             f"served name), so it would answer as {ref}; valid: --weights=hf")
+    served = client_model(request.stack, pattern.body_based_routing, request.namespace, server.model)
+    command, args = engines.command_line(engine, request.accel, model=served, ref=ref, ref_kind=kind,
+                                         port=VLLM_PORT, tp=server.tensor_parallel, args=pattern.vllm_args)
+    return replace(server, command=command, args=args, engine=request.engine)
+
+
+def _weights(request: Request, accel: Mapping[str, Any], shape: dict, server: ModelServer, source: tuple,
+             models: int) -> ModelServer:
+    """The server with its weights source (--weights); a path in the image and the simulator have none."""
+    kind, arg, cache_size = source
+    if not server.source or not server.source.startswith("hf://"):
+        if kind != "hf" or cache_size:
+            what = "the simulator loads no weights" if not server.source else \
+                f"model {server.model!r} is a path inside the image"
+            raise LightrailError(f"--weights/--cache-size do not apply: {what}", fix="drop them, or give an org/name model")
+        return server
+    found = weights.resolve(kind, arg, stack=request.stack, model=server.model, server=server.name, pods=server.pods,
+                            models=models, default_cache=_default_cache(accel, shape, server), cache_size=cache_size)
+    return replace(server, source=found.uri, weights=found)
+
+
+def _default_cache(accel: Mapping[str, Any], shape: dict, server: ModelServer) -> str:
+    """What a download volume must hold (llm-d-modelservice's emptyDir defaults to 5Mi): a checkpoint
+    fits in the memory of the accelerators serving it (RAM on CPU), and every pod of a multi-node
+    group downloads the whole checkpoint."""
+    if "resource" not in accel:
+        return server.resources["memory"]
+    per_unit = accel["types"][shape["type"]]["memory_gib"] if "types" in accel else accel["memory_gib"]
+    units = int(server.resources[accel["resource"]]) * (server.multinode.size if server.multinode else 1)
+    return f"{per_unit * units}Gi"
 
 
 def _slug(model: str) -> str:

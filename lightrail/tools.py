@@ -16,7 +16,7 @@ from pathlib import Path
 from lightrail.errors import LightrailError
 from lightrail.settings import TOOLS_BIN
 
-TOOLS = ("helm", "helmfile", "kubectl", "kwokctl")
+TOOLS = ("helm", "helmfile", "kubectl", "kwokctl", "promtool")
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,9 @@ BASE = {
     "plan": SIM, "render": (*SIM, "--out=OUT/new"), "doctor": (), "prereqs": ("--dry-run",),
     "deploy": (*SIM, "--dry-run"), "status": (), "teardown": ("--all", "--dry-run"), "up": ("--engine=kind", "--dry-run"),
     "smoke": ("--pattern=baseline", URL), "bench": ("--pattern=baseline", "--scenario=smoke", URL, "--dry-run"),
-    "bench.list": (), "patterns": (),
+    "bench.list": (), "patterns": (), "migrate": ("--pattern=caching", "--accel=sim", "--to=kserve", "--dry-run"),
 }
-NAMESPACED = ["plan", "render", "doctor", "prereqs", "deploy", "status", "teardown", "up", "smoke", "bench"]
+NAMESPACED = ["plan", "render", "doctor", "prereqs", "deploy", "status", "teardown", "up", "smoke", "bench", "migrate"]
 PLANNED = ["plan", "render", "deploy", "doctor"]    # tasks taking every plan flag
 
 
@@ -98,6 +98,23 @@ def cases():
         add(f"{task}-provider-nginx", [task, *plan_args, "--provider=nginx"], PROVIDERS)
         add(f"{task}-gpu-type-on-sim", [task, *plan_args, "--gpu-type=l4"], "--gpu-type applies to --accel=gpu only")
         add(f"{task}-topology-on-sim", [task, *plan_args, "--topology=2x2"], "--topology applies to --accel=tpu only")
+        add(f"{task}-pod-security-strict", [task, *plan_args, "--pod-security=strict"],
+            "unknown pod security level 'strict'; valid: restricted, baseline, privileged")
+        add(f"{task}-monitoring-grafana", [task, *plan_args, "--monitoring=grafana"],
+            "unknown monitoring 'grafana'; valid: none, prometheus, gmp")
+        add(f"{task}-tls-and-issuer", [task, *plan_args, "--tls-secret=a", "--cert-manager-issuer=b",
+                                       "--hostname=llm.example.com"], "not both")
+        add(f"{task}-hostname-alone", [task, *plan_args, "--hostname=llm.example.com"],
+            "give --tls-secret=NAME or --cert-manager-issuer=NAME too")
+    add("plan-tls-without-hostname-llmd", ["plan", *SIM, "--tls-secret=cert"], "--hostname is required here")
+    add("plan-tls-bad-hostname", ["plan", *SIM, "--tls-secret=cert", "--hostname=https://x"], "is not a DNS name")
+    add("plan-tls-kserve-multimodel", ["plan", "--pattern=multimodel", "--accel=sim", "--stack=kserve",
+                                       "--tls-secret=cert"], "TLS ingress for multimodel on kserve is not built")
+    add("deploy-tls-smoke", ["deploy", *SIM, "--dry-run", "--smoke", "--tls-secret=cert", "--hostname=x.io"],
+        "--smoke over HTTPS is not built yet")
+    add("plan-monitoring-gmp", ["plan", *SIM, "--monitoring=gmp"], "valid: none, prometheus")
+    add("plan-pod-security-below-kserve-moe", ["plan", "--pattern=moe", "--accel=gpu", "--stack=kserve",
+                                               "--pod-security=restricted"], "valid here: privileged")
     add("prereqs-provider-nginx", ["prereqs", "--dry-run", "--provider=nginx"], PROVIDERS)
     add("prereqs-provider-on-kserve", ["prereqs", "--dry-run", "--stack=kserve", "--provider=gke"],
         "--provider applies to --stack=llmd only")
@@ -110,6 +127,46 @@ def cases():
     add("plan-moe-on-cpu", ["plan", "--pattern=moe", "--accel=cpu"], "supported: gpu/llmd")
     add("plan-no-pattern", ["plan", "--accel=sim"], "--pattern and --accel are required")
     add("plan-no-accel", ["plan", "--pattern=baseline"], "--pattern and --accel are required")
+    # Inference engines (docs/engines.md): unknown, refused with the upstream reason, or off their cells.
+    for task in PLANNED:
+        plan_args = BASE[task] or SIM
+        add(f"{task}-engine-nope", [task, *plan_args, "--inference-engine=tgi"], "valid: vllm, sglang, trtllm, llamacpp")
+        add(f"{task}-engine-ollama", [task, *plan_args, "--inference-engine=ollama"], "no Prometheus metrics the endpoint picker")
+        add(f"{task}-engine-on-sim", [task, *plan_args, "--inference-engine=sglang"], "the simulator imitates vLLM")
+    gpu = ("--pattern=baseline", "--accel=gpu")
+    add("plan-engine-on-tpu", ["plan", "--pattern=baseline", "--accel=tpu", "--inference-engine=llamacpp"],
+        "TPU serving is vLLM TPU (tpu-inference) only (valid accelerators for llamacpp: cpu, gpu)")
+    add("plan-sglang-on-cpu", ["plan", "--pattern=baseline", "--accel=cpu", "--inference-engine=sglang"], "valid: gpu")
+    add("plan-engine-moe", ["plan", "--pattern=moe", "--accel=gpu", "--inference-engine=sglang"],
+        "valid patterns: baseline, multimodel, caching")
+    add("plan-engine-vllm-arg", ["plan", *gpu, "--inference-engine=trtllm", "--vllm-arg=--max-model-len=10"],
+        "--vllm-arg is for --inference-engine=vllm")
+    add("plan-trtllm-on-kserve", ["plan", *gpu, "--stack=kserve", "--inference-engine=trtllm"],
+        "LLMInferenceService is built around vLLM")
+    add("plan-llamacpp-on-kserve", ["plan", *gpu, "--stack=kserve", "--inference-engine=llamacpp"], "for SGLang only")
+    # Model aliases (docs/aliases.md).
+    for task in PLANNED:
+        plan_args = BASE[task] or SIM
+        add(f"{task}-alias-no-equals", [task, *plan_args, "--alias=chat"], "is not NAME=MODEL; valid: e.g. --alias chat=")
+        add(f"{task}-alias-unknown-target", [task, *plan_args, "--alias=chat=a/b"], "is not served by this plan; valid:")
+    add("smoke-alias-no-equals", ["smoke", *BASE["smoke"], "--alias=chat"], "is not NAME=MODEL")
+    add("plan-alias-multimodel", ["plan", "--pattern=multimodel", "--accel=sim", "--alias=chat=Qwen/Qwen2.5-3B-Instruct"],
+        "valid: aliases with baseline, caching or moe")
+    add("plan-alias-kserve-two", ["plan", *SIM, "--stack=kserve", "--alias=a=Qwen/Qwen2.5-3B-Instruct",
+                                  "--alias=b=Qwen/Qwen2.5-3B-Instruct"], "KServe names a model once")
+    add("plan-alias-bad-name", ["plan", *SIM, "--alias=a b=Qwen/Qwen2.5-3B-Instruct"], "is not a model name")
+    # Model weights (docs/weights.md).
+    for task in PLANNED:
+        plan_args = BASE[task] or SIM
+        add(f"{task}-weights-s3", [task, *plan_args, "--weights=s3://b/m"], "valid: hf, pvc, pvc:CLAIM[/PATH], oci:IMAGE")
+        add(f"{task}-cache-size-bad", [task, *plan_args, "--cache-size=lots"], "valid: a whole number of Mi, Gi or Ti")
+    add("plan-weights-on-sim", ["plan", *SIM, "--weights=pvc"], "the simulator loads no weights")
+    add("plan-weights-pvc-kserve", ["plan", "--pattern=baseline", "--accel=gpu", "--stack=kserve", "--weights=pvc"],
+        "valid: --weights=pvc:CLAIM[/PATH]")
+    add("plan-cache-size-kserve", ["plan", "--pattern=baseline", "--accel=gpu", "--stack=kserve", "--cache-size=9Gi"],
+        "--cache-size applies to --stack=llmd only")
+    add("plan-weights-oci-multimodel", ["plan", "--pattern=multimodel", "--accel=gpu", "--weights=oci:r.io/m/q:1"],
+        "valid: --weights=pvc:CLAIM (each model under its id), hf or pvc")
     # Models and replicas.
     for task in ("plan", "render", "deploy", "smoke", "bench"):
         add(f"{task}-model-empty", [task, *BASE[task], "--model="], "--model is empty; valid:")
@@ -158,11 +215,21 @@ def cases():
     add("render-charts-file", ["render", *SIM, "--out=OUT/new", "--charts=OUT/afile"], "not a directory")
     add("render-schemas-missing", ["render", *SIM, "--out=OUT/new", "--schemas=OUT/nope"], "--schemas=OUT/nope: no such")
     add("deploy-charts-missing", ["deploy", *BASE["deploy"], "--charts=OUT/nope"], "--charts=OUT/nope: no such directory")
+    for task in ("render", "deploy"):
+        add(f"{task}-charts-not-gzip", [task, *BASE[task], "--charts=OUT/junkcharts"],
+            "llm-d-infra.tgz is not a readable chart archive (not a gzip, bzip2 or xz tar)")
+    for task in ("render", "deploy"):   # a chart of another version, from --charts: the fix names --charts too
+        add(f"{task}-charts-old-version", [task, *BASE[task], "--charts=OUT/oldcharts"],
+            "is version 0.0.1, but v1.4.0 is pinned (patterns/versions.yaml) (put llm-d-infra v1.4.0 there (helm pull "
+            "... --version v1.4.0), or point --charts / LIGHTRAIL_CHARTS at the pinned charts)")
     # Tokens.
     add("deploy-token-file-missing", ["deploy", *BASE["deploy"], "--hf-token-file=OUT/nope"], "cannot read --hf-token-file")
     add("deploy-token-file-empty", ["deploy", *BASE["deploy"], "--hf-token-file=OUT/empty"], "is empty")
     add("deploy-token-file-dir", ["deploy", *BASE["deploy"], "--hf-token-file=OUT/full"], "cannot read --hf-token-file")
     add("doctor-token-file-missing", ["doctor", "--hf-token-file=OUT/nope"], "cannot read --hf-token-file")
+    add("deploy-token-file-binary", ["deploy", *BASE["deploy"], "--hf-token-file=OUT/binary"], "is not a text file")
+    add("deploy-token-file-two-words", ["deploy", *BASE["deploy"], "--hf-token-file=OUT/twowords"],
+        "holds more than one word (whitespace inside the token); valid: only the token")
     add("deploy-smoke-no-wait", ["deploy", *BASE["deploy"], "--smoke", "--no-wait"], "drop --no-wait")
     add("doctor-pattern-without-accel", ["doctor", "--pattern=baseline"], "--pattern and --accel are required")
     # teardown and up.
@@ -177,6 +244,7 @@ def cases():
                               ("ftp://host", "is not an HTTP URL"), ("not-a-url", "is not an HTTP URL"),
                               ("http://", "is not an HTTP URL"), ("http://127.0.0.1:0", "valid: 1-65535")):
             add(f"{task}-url-{bad[:12]}", [task, *argv, f"--url={bad}"], expected)
+        add(f"{task}-url-space", [task, *argv, "--url= http://127.0.0.1:9"], "has whitespace in it")
     add("smoke-metrics-url-bad", ["smoke", *BASE["smoke"], "--metrics-url=localhost:8000"], "--metrics-url")
     add("smoke-no-pattern", ["smoke", URL], PATTERNS)
     # bench.
@@ -196,6 +264,30 @@ def cases():
     add("bench-compare-out-not-empty", ["bench.compare", "RUN_A,RUN_B", "--out=OUT/full"], "is not empty; valid:")
     add("bench-list-out-file", ["bench.list", "--out=OUT/afile"], "is not a directory")
     add("bench-list-out-missing", ["bench.list", "--out=OUT/nope"], "is missing")
+    # migrate: every flag is checked before the cluster is read
+    mig = BASE["migrate"]
+    add("migrate-to-bad", ["migrate", "--pattern=caching", "--accel=sim", "--to=foo", "--dry-run"], STACKS)
+    add("migrate-to-missing", ["migrate", "--pattern=caching", "--accel=sim", "--dry-run"], STACKS)
+    add("migrate-no-pattern", ["migrate", "--to=kserve", "--dry-run"], PATTERNS)
+    add("migrate-pattern-nope", ["migrate", "--pattern=nope", "--to=kserve", "--dry-run"], PATTERNS)
+    add("migrate-no-accel", ["migrate", "--pattern=caching", "--to=kserve", "--dry-run"], "gpu | tpu | cpu | sim")
+    add("migrate-multimodel", ["migrate", "--pattern=multimodel", "--accel=sim", "--to=kserve", "--dry-run"],
+        "body-based router")
+    for bad, expected in (("50,10,100", "must rise strictly"), ("10,50", "to 100"), ("abc", "--steps must be a whole"),
+                          ("0,100", "--steps must be a whole number from 1"), ("10,,100", "--steps must be a whole"),
+                          ("10,150", "from 1 to 100")):
+        add(f"migrate-steps-{bad}", ["migrate", *mig, f"--steps={bad}"], expected)
+    for flag in ("hold", "settle", "drain", "timeout", "latency-margin"):
+        add(f"migrate-{flag}-abc", ["migrate", *mig, f"--{flag}=abc"], SECONDS)
+        add(f"migrate-{flag}-negative", ["migrate", *mig, f"--{flag}=-5"], SECONDS)
+    add("migrate-resume-and-rollback", ["migrate", "--pattern=caching", "--resume", "--rollback", "--dry-run"],
+        "exclude each other")
+    add("migrate-resume-with-to", ["migrate", "--pattern=caching", "--resume", "--to=kserve", "--dry-run"], "drop --to")
+    add("migrate-no-surge", ["migrate", *mig, "--no-surge"], "--no-surge")
+    add("migrate-url-bad", ["migrate", *mig, "--url=http://[::1"], "not a valid URL")
+    add("migrate-url-scheme", ["migrate", *mig, "--url=ftp://x"], "not an HTTP URL")
+    add("migrate-live-without-yes", ["migrate", "--pattern=caching", "--accel=sim", "--to=kserve"], "pass --yes")
+    add("migrate-topology-on-sim", ["migrate", *mig, "--topology=2x2"], "--topology")
     return out
 
 
@@ -215,7 +307,15 @@ def place(tmp_path, monkeypatch, api):
     (work / "full").mkdir(parents=True)
     (work / "full" / "mine.txt").write_text("the user's own file\n")
     (work / "afile").write_text("a file\n")
+    (work / "junkcharts").mkdir()
+    for chart in ("llm-d-infra", "llm-d-router-gateway", "llm-d-modelservice"):
+        (work / "junkcharts" / f"{chart}.tgz").write_text("not a tar archive\n")
+    for chart in ("llm-d-infra", "llm-d-router-gateway", "llm-d-modelservice"):
+        (work / "oldcharts" / chart).mkdir(parents=True)
+        (work / "oldcharts" / chart / "Chart.yaml").write_text(f"apiVersion: v2\nname: {chart}\nversion: 0.0.1\n")
     (work / "empty").write_text("")
+    (work / "binary").write_bytes(b"\xff\xfe\x00")
+    (work / "twowords").write_text("hf_one two\n")
     for run in ("RUN_A", "RUN_B"):
         (work / "results" / run).mkdir(parents=True)
         for name in ("summary.json", "metadata.json"):
@@ -311,11 +411,51 @@ def test_kubeconfig_problems_name_the_file(content, expected, place, capsys, mon
     assert code == 1 and err.startswith(f"error: kubeconfig {path} {expected}") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("content, expected", [
+    (b"\xff\xfe\x00garbage", "{path} is not a text file (UTF-8 YAML); valid: a kubeconfig file"),
+    (b"contexts: [a, b]\n",
+     "{path} is not a kubeconfig (contexts: expected a list of entries with a name, got ['a', 'b'])"),
+    (b"users: 5\n", "{path} is not a kubeconfig (users: expected a list of entries with a name, got 5)"),
+    (b"contexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: y\n",
+     "the kubeconfig's current-context 'y' is not one of its contexts; valid: x"),
+])
+@pytest.mark.parametrize("task", [["status"], ["deploy", *SIM]])
+def test_kubeconfig_contents_that_kubectl_would_refuse_are_named(content, expected, task, place, capsys, monkeypatch):
+    path = place / "kubeconfig"
+    path.write_bytes(content)
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    code, out, err = run(task, capsys)
+    assert (code, out) == (1, "") and err.startswith("error: ") and err.count("\n") == 1, err
+    assert expected.format(path=path) in err
+
+
+def test_a_dry_run_without_a_kube_context_that_is_refused_prints_nothing_on_stdout(place, capsys, monkeypatch):
+    """The "no current kube context" note waits until the render is valid: a refused command prints only its error."""
+    monkeypatch.setenv("KUBECONFIG", str(place / "absent"))
+    code, out, err = run(["deploy", *SIM, "--dry-run", f"--charts={place}/junkcharts"], capsys)
+    assert (code, out) == (1, "") and err.startswith("error: ") and err.count("\n") == 1, out + err
+
+
 def test_a_missing_kubeconfig_is_named(place, capsys, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", str(place / "absent"))
     code, out, err = run(["status"], capsys)
     assert code == 1 and err.startswith("error: no current kube context and no --kube-context given")
     assert f"[kubeconfig: {place / 'absent'} (no such file)]" in err
+
+
+def test_an_hf_token_variable_with_two_words_is_refused_without_quoting_it(place, capsys, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_first secondhalf")
+    code, out, err = run(["deploy", *SIM, "--dry-run"], capsys)
+    assert (code, out) == (1, "") and err.startswith("error: HF_TOKEN holds more than one word")
+    assert "first" not in err and "secondhalf" not in err
+
+
+def test_a_results_directory_named_by_lightrail_results_must_exist(place, capsys, monkeypatch):
+    monkeypatch.setenv("LIGHTRAIL_RESULTS", str(place / "typo"))
+    code, out, err = run(["bench.list"], capsys)
+    assert (code, out) == (1, "")
+    assert err == f"error: LIGHTRAIL_RESULTS {place / 'typo'} is missing; valid: a results directory " \
+                  "(see LIGHTRAIL_RESULTS)\n"
 
 
 def test_bench_offline_without_a_tokenizer_says_what_to_pass(place, capsys, monkeypatch):
@@ -381,10 +521,20 @@ def test_dash_h_is_help_everywhere(name, capsys):
 
 def test_documented_exit_codes_are_the_ones_used():
     text = (ROOT / "docs" / "conventions.md").read_text()
-    for code in ("| 0 |", "| 1 |", "| 130 |"):
+    for code in ("| 0 |", "| 1 |", "| 130 |", "| 141 |"):
         assert code in text
     source = "".join(p.read_text() for p in (ROOT / "lightrail" / "cli").glob("*.py"))
-    assert "Exit(code=1)" in source and "Exit(code=130)" in source
+    assert "Exit(code=1)" in source and "Exit(code=130)" in source and "BROKEN_PIPE = 141" in source
+
+
+@pytest.mark.parametrize("argv", [["plan", "--pattern=multimodel", "--accel=gpu", "-o", "json"], ["patterns"]])
+def test_a_reader_that_stops_early_ends_the_task_quietly(argv, place):
+    """`invoke plan ... | head`: the pipe is closed before the task writes; no traceback, exit 141."""
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "--search-root", str(ROOT), *argv], cwd=place,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and err == "", err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,3 +663,28 @@ def test_up_renders_its_plan_before_the_first_step(place, capsys, monkeypatch):
     assert code == 1 and out == "" and err.count("\n") == 1, out + err
     assert err.startswith("error: chart ") and f"not found in {place / 'full'}" in err
     assert "point --charts / LIGHTRAIL_CHARTS elsewhere" in err
+
+
+def invoke_parse_errors() -> list[tuple[list[str], str]]:
+    """(argv, message) from the table of invoke's own parse errors in docs/conventions.md."""
+    text = (ROOT / "docs" / "conventions.md").read_text().split("### Flag syntax errors are invoke's")[1]
+    rows = []
+    for line in text.split("\n\n")[2].splitlines()[2:]:
+        typed, seen = (cell.strip() for cell in line.strip("|").split("|"))
+        rows.append((typed.split("`")[1].split()[1:], seen.strip("`")))
+    return rows
+
+
+def test_invokes_parse_errors_are_documented_as_the_user_sees_them(place, api, capsys):
+    """What Lightrail cannot word (invoke prints its ParseError itself) is at least one line, exit 1,
+    nothing done - and exactly what the docs say."""
+    rows = invoke_parse_errors()
+    assert len(rows) == 5
+    for argv, message in rows:
+        before = tree(place)
+        code, out, err = run(argv, capsys)
+        assert (code, out, err) == (1, "", message + "\n"), argv
+        assert tree(place) == before and api.requests == []
+    proc = subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(ROOT), *rows[0][0]], cwd=place,
+                          capture_output=True, text=True, timeout=120, env=os.environ)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", rows[0][1] + "\n")

@@ -204,6 +204,15 @@ def test_capacity_counts_other_pods_but_not_our_own():
     assert ck.capacity_check(plan, NODES, [done]).status == "ok"
 
 
+def test_a_migration_target_needs_room_beside_its_own_running_pods():
+    """The target of `invoke migrate` runs beside the source, whose pods carry the same server name."""
+    plan = build_plan(Request(pattern="baseline", accel="gpu", stack="kserve"))
+    ours = next(p for p in PODS if meta(p)["name"].startswith("baseline-qwen2-5-3b-instruct-decode"))
+    assert ck.capacity_check(plan, NODES, [ours]).status == "ok"
+    beside = ck.capacity_check(plan, NODES, [ours], beside=True)
+    assert beside.status == "fail" and "only 0 of 1 model-server pod(s) fit" in beside.detail, beside
+
+
 def test_sim_needs_only_cpu_and_memory():
     plan = build_plan(Request(pattern="caching", accel="sim"))
     check = ck.capacity_check(plan, NODES, [])
@@ -236,8 +245,11 @@ def test_prereqs_on_an_empty_cluster_install_pinned_sources_in_order():
     assert "gateway-api-inference-extension/releases/download/v1.6.0/manifests.yaml" in commands[1]
     assert "lws/releases/download/v0.10.0/manifests.yaml" in commands[2]
     assert "deployment/lws-controller-manager" in commands[3]
-    assert result.steps[4].tool == "helm" and "istio-base base" in commands[4] and "--version 1.29.2" in commands[4]
-    assert "pilot.env.ENABLE_GATEWAY_API_INFERENCE_EXTENSION=true" in commands[5]
+    # model aliases: the endpoint picker looks for this CRD once, at start, so it comes before any deploy
+    assert commands[4].endswith("llm-d/llm-d-router/v0.10.0/config/crd/bases/llm-d.ai_inferencemodelrewrites.yaml")
+    assert result.steps[5].tool == "helm" and "istio-base base" in commands[5] and "--version 1.29.2" in commands[5]
+    assert "pilot.env.ENABLE_GATEWAY_API_INFERENCE_EXTENSION=true" in commands[6]
+    assert "gateways.seccompProfile.type=RuntimeDefault" in commands[6]   # Pod Security restricted
     assert all(s.args[0] in (f"--context={TARGET.context}", f"--kube-context={TARGET.context}") for s in result.steps)
     assert result.missing == []
 
@@ -247,7 +259,8 @@ def test_prereqs_twice_installs_nothing():
     result = plan_prereqs(facts(gateway_classes=classes), TARGET, "llmd", "istio", istio=True)
     assert result.steps == [] and result.missing == []
     assert result.present == ["Gateway API CRDs v1.6.1", "InferencePool CRDs v1.6.0",
-                              "LeaderWorkerSet (installed; version not recorded)", "GatewayClass istio"]
+                              "LeaderWorkerSet (installed; version not recorded)",
+                              "InferenceModelRewrite CRD (llm-d-router v0.10.0)", "GatewayClass istio"]
 
 
 def test_prereqs_upgrade_old_crds_and_name_what_they_cannot_install():

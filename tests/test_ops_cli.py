@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
 
 import pytest
+import yaml
 
-from lightrail.settings import ROOT, charts_dir
+from lightrail.settings import ROOT, TOOLS_BIN, charts_dir
 
 PLANTED = "hf_" + "PLANTEDcliTOKEN9876543210abcdef"   # fake, split so secret scanners stay quiet
 
@@ -110,8 +112,9 @@ def test_prereqs_dry_run_lists_pinned_installs(kubeconfig):
     steps = [line for line in proc.stdout.splitlines() if line.startswith("[")]
     assert steps == ["[1] install Gateway API CRDs v1.6.1", "[2] install InferencePool CRDs v1.6.0",
                      "[3] install LeaderWorkerSet v0.10.0", "[4] wait for the LeaderWorkerSet controller",
-                     "[5] install Istio 1.29.2 CRDs (chart base)",
-                     "[6] install istiod 1.29.2 with the Gateway API inference extension"]
+                     "[5] install InferenceModelRewrite CRD (llm-d-router v0.10.0)",
+                     "[6] install Istio 1.29.2 CRDs (chart base)",
+                     "[7] install istiod 1.29.2 with the Gateway API inference extension"]
     kserve = invoke("prereqs", "--stack=kserve", "--dry-run", kubeconfig=kubeconfig)
     assert kserve.returncode == 0 and "missing: KServe v0.20.0 with the LLMInferenceService controller" in kserve.stdout
     assert "note: a real run ends with exit code 1 unless these 2 prerequisite(s) exist" in kserve.stdout
@@ -158,3 +161,49 @@ def test_up_kwok_dry_run_builds_the_cluster_from_local_binaries_and_shaped_nodes
         assert "create kwok cluster" not in wrong.stdout
     engine = invoke("up", "--engine=docker", "--dry-run", kubeconfig=kubeconfig)
     assert engine.returncode == 1 and "valid: kind, kwok" in engine.stderr
+
+
+@pytest.mark.skipif(charts_dir() is None, reason="needs the upstream charts: set LIGHTRAIL_CHARTS=DIR")
+def test_a_dry_runs_helmfile_command_runs_as_printed_after_the_dry_run_ended(kubeconfig, tmp_path):
+    """The printed `helmfile ... sync` reads inputs that outlive the dry run: run it, with the
+    non-mutating verb `template` in place of `sync`, and it renders the objects the dry run listed."""
+    cache = tmp_path / "cache"
+    env = {"XDG_CACHE_HOME": str(cache)}
+    proc = invoke("deploy", "--pattern=baseline", "--accel=sim", "--dry-run", kubeconfig=kubeconfig, env=env)
+    assert proc.returncode == 0, proc.stderr
+    kept = next((cache / "lightrail" / "helmfile").iterdir())
+    assert f"note: helmfile reads the inputs kept in {kept} (named by their content" in proc.stdout
+    command = next(line[len("    $ "):] for line in proc.stdout.splitlines() if line.startswith("    $ helmfile "))
+    assert command.endswith(" sync --skip-deps") and f"--state-values-file {kept}/state.yaml" in command
+    assert "--kube-context=current" in command
+    argv = shlex.split(command.removesuffix(" sync --skip-deps")) + ["template", "--skip-deps"]
+    ran = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "KUBECONFIG": str(kubeconfig), "PATH": f"{TOOLS_BIN}:{os.environ['PATH']}"})
+    assert ran.returncode == 0, ran.stderr
+    rendered = sorted(f"{o['kind']} {o['metadata']['name']}" for o in yaml.safe_load_all(ran.stdout) if o)
+    listed = proc.stdout.split("--- objects ---")[1].split("\n[")[0]
+    unindented = "\n".join(line[4:] for line in listed.splitlines())
+    sent = sorted(f"{o['kind']} {o['metadata']['name']}" for o in yaml.safe_load_all(unindented) if o)
+    assert rendered == sent and len(rendered) == 16
+    kept_text = "".join(p.read_text() for p in kept.rglob("*") if p.is_file())
+    assert PLANTED not in kept_text
+
+
+@pytest.mark.skipif(charts_dir() is None, reason="needs the upstream charts: set LIGHTRAIL_CHARTS=DIR")
+def test_kept_helmfile_inputs_that_were_edited_are_replaced(tmp_path, monkeypatch):
+    from lightrail.ops.desired import kept_state
+    from lightrail.plan import Request, build_plan
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    plan = build_plan(Request(pattern="baseline", accel="sim", stack="llmd"))
+    kept = kept_state(plan, charts_dir())
+    values = sorted((kept / "values").glob("*.yaml"))
+    original = values[0].read_text()
+    values[0].write_text("replicas: 99\n")
+    (kept / "state.yaml").unlink()
+    assert kept_state(plan, charts_dir()) == kept
+    assert values[0].read_text() == original and (kept / "state.yaml").is_file()
+    other_plan = build_plan(Request(pattern="baseline", accel="sim", stack="llmd", namespace="other"))
+    other = kept_state(other_plan, charts_dir())
+    assert other != kept and "namespace: other" in (other / "state.yaml").read_text()
+    assert sorted(p.name for p in (tmp_path / "lightrail" / "helmfile").iterdir()) == sorted([kept.name, other.name])

@@ -452,3 +452,28 @@ def test_errors_that_echo_the_token_are_scrubbed_before_they_travel_on():
     for text in [*map(str, errors), *map(repr, errors), *lines, repr(TOKEN), f"{TOKEN}"]:
         assert TOKEN.reveal() not in text
     assert all(e.__cause__ is None and e.__suppress_context__ for e in errors)
+
+
+# Pod Security: the namespace Lightrail creates enforces the plan's level; one it finds keeps its own
+
+
+def test_a_new_namespace_enforces_the_plans_pod_security_level():
+    plan, desired = kserve("moe", "gpu")
+    dp = plan_deploy(plan, desired, Live(namespaces={"kserve"}), TARGET)
+    (namespace,) = dp.steps[0].objects
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce-version"] == "v1.34"
+
+
+def test_an_existing_namespace_stricter_than_the_pods_is_refused_and_a_laxer_one_is_named():
+    plan, desired = kserve("moe", "gpu")
+    strict = {"pod-security.kubernetes.io/enforce": "baseline"}
+    with pytest.raises(LightrailError, match="namespace lightrail enforces Pod Security 'baseline'; this deployment's "
+                                             "pods need 'privileged'.*kubectl label namespace lightrail"):
+        plan_deploy(plan, desired, Live(namespaces={"lightrail", "kserve"}, namespace_labels=strict), TARGET)
+    plan, desired = kserve("baseline")
+    dp = plan_deploy(plan, desired, Live(namespaces={"lightrail", "kserve"}, namespace_labels={}), TARGET)
+    assert not any(s.title.startswith("create namespace") for s in dp.steps)
+    assert dp.notes == ["namespace lightrail enforces Pod Security 'privileged' (kept); the pods meet 'restricted': "
+                        "`kubectl label namespace lightrail pod-security.kubernetes.io/enforce=restricted --overwrite` "
+                        "to enforce it"]

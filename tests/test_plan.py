@@ -153,6 +153,13 @@ def test_overrides():
     (Request("baseline", "gpu", provider="nginx"), "unknown gateway provider 'nginx'"),
     (Request("baseline", "gpu", kserve_api="v1"), "unknown KServe API version 'v1'"),
     (Request("baseline", "tpu", extra_args=("--tensor-parallel-size=2",)), "tensor-parallel size must be 4"),
+    (Request("baseline", "sim", pod_security="strict"),
+     "unknown pod security level 'strict'; valid: restricted, baseline, privileged"),
+    # KServe's data-parallel preset adds capabilities only `privileged` admits
+    (Request("baseline", "sim", monitoring="grafana"), "unknown monitoring 'grafana'; valid: none, prometheus, gmp"),
+    (Request("baseline", "sim", monitoring="gmp"), "llm-d-modelservice v0.4.12 makes only Prometheus Operator"),
+    (Request("moe", "gpu", "kserve", pod_security="baseline"),
+     "--pod-security=baseline is too strict for these pods: KServe v0.20's data-parallel preset"),
 ])
 def test_bad_input_is_refused_with_valid_choices(request_, message):
     with pytest.raises(LightrailError) as err:
@@ -172,9 +179,16 @@ def test_the_printed_plan_of_caching_on_tpu():
         "pattern": "caching", "accel": "tpu", "accel_type": "v6e-2x2", "stack": "llmd", "namespace": "lightrail"}
     assert data["request"] == {"pattern": "caching", "accel": "tpu", "stack": "llmd", "models": [], "replicas": None,
                                "namespace": "lightrail", "gpu_type": None, "topology": None, "provider": "istio",
-                               "kserve_api": "v1alpha2", "kserve_tls": False, "extra_args": [], "hf_token": False}
+                               "kserve_api": "v1alpha2", "kserve_tls": False, "extra_args": [], "hf_token": False,
+                               "front": "", "engine": "vllm", "aliases": [], "weights": "hf", "cache_size": None,
+                               "pod_security": None, "monitoring": "none", "tls_secret": None,
+                               "cert_manager_issuer": None, "hostname": None}
+    # the strictest Pod Security level, pinned to the Kubernetes minor the render is validated against
+    assert data["pod_security"] == {"level": "restricted", "namespace_labels": {
+        f"pod-security.kubernetes.io/{m}{v}": ("v1.34" if v else "restricted")
+        for m in ("enforce", "audit", "warn") for v in ("", "-version")}}
     assert data["labels"] == promised_labels("caching", "tpu", "llmd")
-    assert data["gateway"] == {"name": "caching-gateway", "provider": "istio", "class_name": "istio"}
+    assert data["gateway"] == {"name": "caching-gateway", "provider": "istio", "class_name": "istio", "namespace": ""}
     (server,) = data["servers"]
     assert server == {
         "name": "caching-qwen2-5-3b-instruct", "model": "Qwen/Qwen2.5-3B-Instruct",
@@ -186,7 +200,11 @@ def test_the_printed_plan_of_caching_on_tpu():
         "node_selector": {"cloud.google.com/gke-tpu-accelerator": "tpu-v6e-slice",
                           "cloud.google.com/gke-tpu-topology": "2x2"},
         "tolerations": [{"key": "google.com/tpu", "operator": "Exists", "effect": "NoSchedule"}],
-        "tensor_parallel": 4, "multinode": None, "command": [], "pods": 3}
+        "tensor_parallel": 4, "multinode": None, "command": [], "engine": "vllm", "aliases": [],
+        # the download volume holds what 4 v6e chips hold (the chart's default would be 5Mi)
+        "weights": {"kind": "hf", "uri": "hf://Qwen/Qwen2.5-3B-Instruct", "load": "Qwen/Qwen2.5-3B-Instruct",
+                    "cache": "128Gi", "claim": None, "access_mode": None},
+        "pods": 3}
     assert data["router"] == {"scorers": {"prefix-cache-scorer": 3, "queue-scorer": 2, "kv-cache-utilization-scorer": 2},
                               "body_based_routing": False, "epp_image": CATALOG.versions["images"]["epp"]}
     assert [(u["name"], u["source"]) for u in data["units"]] == [
@@ -244,3 +262,15 @@ def test_cli_patterns_lists_unsupported_reasons():
     assert len(rows) == len(ALL)
     moe_cpu = next(r for r in rows if (r["pattern"], r["accel"], r["stack"]) == ("moe", "cpu", "llmd"))
     assert not moe_cpu["supported"] and "data/expert-parallel" in moe_cpu["reason"]
+
+
+@pytest.mark.parametrize("pattern, stack, level", [
+    ("baseline", "llmd", "restricted"), ("baseline", "kserve", "restricted"),
+    ("moe", "llmd", "restricted"),      # vLLM's own expert parallelism: no extra capabilities
+    ("moe", "kserve", "privileged"),    # KServe's data-parallel preset adds IPC_LOCK, SYS_RAWIO, NET_RAW
+])
+def test_the_default_pod_security_is_the_strictest_the_pods_meet(pattern, stack, level):
+    plan = build_plan(Request(pattern, "gpu", stack))
+    assert plan.pod_security == level
+    assert plan.namespace_labels["pod-security.kubernetes.io/enforce"] == level
+    assert build_plan(Request(pattern, "gpu", stack, pod_security="privileged")).pod_security == "privileged"

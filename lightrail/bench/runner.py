@@ -24,6 +24,7 @@ from lightrail.bench.harnesses import Target, adapter, ensure_installed, execute
 from lightrail.bench.scenarios import Scenario
 from lightrail.errors import LightrailError
 from lightrail.plan import Plan
+from lightrail.progress import Progress, no_progress
 from lightrail.settings import ROOT
 from lightrail.smoke import metrics
 from lightrail.smoke.checks import mask_url
@@ -50,23 +51,26 @@ def prepare(plan: Plan, scenario: Scenario, harness: str, target: Target, root: 
 
 
 def run(plan: Plan, scenario: Scenario, harness: str, target: Target, root: Path, *, timeout: float = 3600,
-        in_cluster: bool = False, kube_context: str | None = None, log=print) -> Path:
-    """Run every load point and store the run; on any failure nothing complete-looking remains."""
+        in_cluster: bool = False, kube_context: str | None = None, log=print, progress: Progress = no_progress) -> Path:
+    """Run every load point and store the run; on any failure nothing complete-looking remains.
+    `progress` shows the silent waits: installing a harness, each harness run, the in-cluster Job."""
     if in_cluster and harness != "vllm":
         raise LightrailError(f"--in-cluster runs `vllm bench serve` from the pinned vLLM image; got --harness={harness}",
                              fix="use --harness=vllm with --in-cluster")
     if not in_cluster:
         check_reachable(target.url)
         if harness != "vllm":
-            ensure_installed(harness)
+            with progress(f"installing {harness} (once)"):
+                ensure_installed(harness)
     mod = adapter(harness)
     prepared = prepare(plan, scenario, harness, target, root)
     staged = store.stage(root, prepared.name)
     try:
         if in_cluster:
-            points, overall = _in_cluster(plan, scenario, target, staged, prepared, kube_context, timeout, log)
+            points, overall = _in_cluster(plan, scenario, target, staged, prepared, kube_context, timeout, log,
+                                          progress)
         else:
-            points = [_local_point(scenario, harness, target, staged, i, prepared.commands[i], timeout, log)
+            points = [_local_point(scenario, harness, target, staged, i, prepared.commands[i], timeout, log, progress)
                       for i in range(len(scenario.points))]
             overall = None
         for p in points:
@@ -86,7 +90,7 @@ def run(plan: Plan, scenario: Scenario, harness: str, target: Target, root: Path
 
 
 def _local_point(scenario: Scenario, harness: str, target: Target, staged: Path, i: int,
-                 command: tuple[list[str], dict[str, str]], timeout: float, log) -> dict:
+                 command: tuple[list[str], dict[str, str]], timeout: float, log, progress: Progress) -> dict:
     load, (argv, files) = scenario.points[i], command
     out = staged / "raw" / f"point-{i:02d}"
     out.mkdir(parents=True, exist_ok=True)
@@ -94,7 +98,8 @@ def _local_point(scenario: Scenario, harness: str, target: Target, staged: Path,
         (out / fname).write_text(text)
     log(f"[{i + 1}/{len(scenario.points)}] {harness} {load.label}: {scenario.requests} requests to {mask_url(target.url)}")
     before = scrape(target.metrics_urls)
-    execute(argv, out / "harness.log", timeout=timeout, offline=target.tokenizer.startswith(("/", "./", "../")))
+    with progress(f"[{i + 1}/{len(scenario.points)}] {harness} {load.label}"):
+        execute(argv, out / "harness.log", timeout=timeout, offline=target.tokenizer.startswith(("/", "./", "../")))
     p = adapter(harness).parse(out)
     after = scrape(target.metrics_urls)
     _check_ok(p, load, target)
@@ -102,14 +107,15 @@ def _local_point(scenario: Scenario, harness: str, target: Target, staged: Path,
 
 
 def _in_cluster(plan: Plan, scenario: Scenario, target: Target, staged: Path, prepared: Prepared,
-                kube_context: str | None, timeout: float, log) -> tuple[list[dict], dict]:
+                kube_context: str | None, timeout: float, log, progress: Progress) -> tuple[list[dict], dict]:
     manifest = incluster.job(plan, scenario, target, incluster.job_name(prepared.name), timeout=int(timeout))
     check([manifest])
     (staged / "raw" / "job.json").write_text(json.dumps(manifest, indent=2))
     log(f"running Job {plan.namespace}/{manifest['metadata']['name']}: {len(scenario.points)} load point(s) "
         f"against {mask_url(target.url)}")
     before = scrape(target.metrics_urls)
-    text = incluster.run_job(manifest, kube_context=kube_context, timeout=timeout + 300)
+    with progress(f"Job {plan.namespace}/{manifest['metadata']['name']}"):
+        text = incluster.run_job(manifest, kube_context=kube_context, timeout=timeout + 300)
     after = scrape(target.metrics_urls)
     (staged / "raw" / "job.log").write_text(text)
     results = incluster.results(text)

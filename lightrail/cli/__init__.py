@@ -6,6 +6,7 @@ Every task is declared with `command` so the whole CLI keeps one flag convention
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 from invoke import Exit, Task, task
@@ -14,6 +15,7 @@ from lightrail.errors import LightrailError
 
 # The only short flags, the same in every task that has the long one (kubectl's habits).
 SHORT_FLAGS = {"kube_context": "k", "namespace": "n", "output": "o"}
+BROKEN_PIPE = 141   # 128 + SIGPIPE
 
 
 class LightrailTask(Task):
@@ -35,12 +37,19 @@ def user_errors(fn):
     """Turn a LightrailError into `error: ...` on stderr and exit code 1 (no traceback).
 
     With `--output=json|yaml` the error is also the document on stdout, so scripts parse every outcome.
+    A reader that stops early (`| head`) ends the task quietly with 141, the status of a tool killed
+    by SIGPIPE (Python ignores that signal and would print a traceback instead).
     """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            sys.stdout.flush()   # a closed pipe shows here, not as "Exception ignored" at exit
+            return result
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # nothing left to flush at exit
+            raise Exit(code=BROKEN_PIPE) from None
         except LightrailError as err:
             if kwargs.get("output") in ("json", "yaml"):
                 from lightrail.cli.output import emit

@@ -16,7 +16,7 @@ from lightrail.bench import incluster, runner, scenarios, store
 from lightrail.bench.harnesses import HARNESSES, Target
 from lightrail.cli import command, user_errors
 from lightrail.cli.common import models, out_dir, seconds
-from lightrail.cli.output import OUTPUT_HELP, console, emit, output_format
+from lightrail.cli.output import OUTPUT_HELP, console, emit, output_format, progress
 from lightrail.errors import LightrailError, choose
 from lightrail.plan import Request, build_plan
 from lightrail.render import dump_yaml
@@ -68,7 +68,7 @@ def run(c, pattern="", accel="gpu", stack="llmd", namespace="lightrail", kube_co
         if dry_run:
             return _dry_run_job(plan, scn, harness, target, root)
         path = runner.run(plan, scn, harness, target, root, timeout=limit, in_cluster=True,
-                          kube_context=kube_context)
+                          kube_context=kube_context, progress=progress)
         return _report(path)
     endpoint = contextlib.nullcontext(check_url(url)) if url else _discover(plan, kube_context, dry_run)
     with endpoint as base:
@@ -76,7 +76,7 @@ def run(c, pattern="", accel="gpu", stack="llmd", namespace="lightrail", kube_co
         target = _target(plan, base, tokenizer, metrics_url or default_metrics)
         if dry_run:
             return _dry_run_local(plan, scn, harness, target, root)
-        path = runner.run(plan, scn, harness, target, root, timeout=limit)
+        path = runner.run(plan, scn, harness, target, root, timeout=limit, progress=progress)
     _report(path)
 
 
@@ -118,8 +118,9 @@ def list_(c, out="", output="table"):
     """The stored runs, newest first."""
     fmt = output_format(output)
     root = results_dir(out or None)
-    if out and not root.is_dir():
-        raise LightrailError(f"--out {root} is {'not a directory' if root.exists() else 'missing'}; "
+    given = "--out" if out else "LIGHTRAIL_RESULTS" if os.environ.get("LIGHTRAIL_RESULTS") else ""
+    if given and not root.is_dir():   # only the default may be missing: no run stored yet
+        raise LightrailError(f"{given} {root} is {'not a directory' if root.exists() else 'missing'}; "
                              "valid: a results directory (see LIGHTRAIL_RESULTS)")
     found = store.runs(root)
     if fmt != "table":

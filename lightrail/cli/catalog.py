@@ -67,7 +67,7 @@ def plan_table(plan: Plan) -> None:
     console = screen()
     d = plan.to_dict()
     console.print(f"[bold]{plan.pattern.name}[/] on [bold]{plan.accel}[/] ({plan.accel_type}) with "
-                  f"[bold]{plan.stack}[/] in namespace [bold]{plan.namespace}[/]")
+                  f"[bold]{plan.stack}[/] in namespace [bold]{plan.namespace}[/], engine [bold]{plan.request.engine}[/]")
     units = Table(title="Apply order")
     for col in ("#", "unit", "tool", "source", "version", "objects"):
         units.add_column(col)
@@ -79,13 +79,23 @@ def plan_table(plan: Plan) -> None:
     for col in ("name", "model", "replicas", "pods", "per pod", "node selector", "args"):
         servers.add_column(col)
     for s in d["servers"]:
-        servers.add_row(s["name"], s["model"], str(s["replicas"]), str(s["pods"]),
+        model = s["model"] + (f"\naliases: {', '.join(s['aliases'])}" if s["aliases"] else "")
+        if s["weights"]:
+            w = s["weights"]
+            model += f"\nweights: {w['uri']}" + (f" ({w['cache']})" if w["cache"] else "")
+        servers.add_row(s["name"], model, str(s["replicas"]), str(s["pods"]),
                         ", ".join(f"{k}={v}" for k, v in s["resources"].items()),
                         "\n".join(f"{k}={v}" for k, v in s["node_selector"].items()) or "-",
                         " ".join(s["args"]))
     console.print(servers)
     console.print("objects: " + ", ".join(f"{k} x{n}" for k, n in d["objects"].items()))
     console.print("images: " + ", ".join(d["images"]))
+    console.print(f"pod security: {plan.pod_security} (namespace {plan.namespace} enforces it; docs/pod-security.md)")
+    console.print(f"monitoring: {plan.request.monitoring}")
+    if plan.tls:
+        source = f"cert-manager Issuer {plan.tls.issuer}" if plan.tls.issuer else "your Secret"
+        console.print(f"TLS: HTTPS on {plan.gateway.name}:443 for {plan.tls.hostname or 'any host'}, "
+                      f"Secret {plan.tls.secret} ({source})")
     totals = ", ".join(f"{k}: {v}" for k, v in d["accelerators_total"].items()) or "none"
     console.print(f"accelerators in total: {totals}; replicas {d['replicas_total']}, pods {d['pods_total']}")
     cost = d["cost"]
@@ -96,11 +106,15 @@ def plan_table(plan: Plan) -> None:
 @command(help={**PLAN_HELP, "output": OUTPUT_HELP}, iterable=PLAN_ITERABLE)
 @user_errors
 def plan(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespace="lightrail",
-         gpu_type="", topology="", provider="", kserve_api="", vllm_arg=None, output="table"):
+         gpu_type="", topology="", provider="", kserve_api="", vllm_arg=None, output="table", inference_engine="",
+         alias=None, weights="", cache_size="", pod_security="", monitoring="", tls_secret="", cert_manager_issuer="",
+         hostname=""):
     """What a deployment would create: units in apply order, objects, images, resources, cost."""
     fmt = output_format(output)
     p = build_plan(make_request(pattern, accel, stack, model, replicas, namespace, gpu_type, topology,
-                                provider, kserve_api, vllm_arg))
+                                provider, kserve_api, vllm_arg, inference_engine, alias, weights, cache_size,
+                                pod_security=pod_security, monitoring=monitoring, tls_secret=tls_secret,
+                                cert_manager_issuer=cert_manager_issuer, hostname=hostname))
     if fmt == "table":
         plan_table(p)
     else:
@@ -115,7 +129,8 @@ def plan(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespa
 @user_errors
 def render(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespace="lightrail",
            gpu_type="", topology="", provider="", kserve_api="", vllm_arg=None, out="",
-           charts="", schemas="", offline=False):
+           charts="", schemas="", offline=False, inference_engine="", alias=None, weights="", cache_size="",
+           pod_security="", monitoring="", tls_secret="", cert_manager_issuer="", hostname=""):
     """Render the manifests with the real tools, validate every object, write them to --out."""
     from lightrail import render as rendering
     from lightrail.settings import charts_dir, schemas_dir
@@ -124,7 +139,9 @@ def render(c, pattern="", accel="", stack="llmd", model=None, replicas="", names
         raise LightrailError("--out=DIR is required (where manifests.yaml is written)")
     target = rendering.check_out(out_dir(out))
     p = build_plan(make_request(pattern, accel, stack, model, replicas, namespace, gpu_type, topology,
-                                provider, kserve_api, vllm_arg))
+                                provider, kserve_api, vllm_arg, inference_engine, alias, weights, cache_size,
+                                pod_security=pod_security, monitoring=monitoring, tls_secret=tls_secret,
+                                cert_manager_issuer=cert_manager_issuer, hostname=hostname))
     result = rendering.render_validated(p, charts=charts_dir(charts or None), schemas=schemas_dir(schemas or None),
                                         offline=offline)
     files = rendering.write(result, target)

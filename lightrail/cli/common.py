@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lightrail.aliases import parse as parse_aliases
 from lightrail.catalog import STACKS
 from lightrail.errors import LightrailError, choose
 from lightrail.plan import MAX_REPLICAS, Request
@@ -25,13 +26,28 @@ PLAN_HELP = {
     "provider": "gateway provider for --stack=llmd: istio | gke | agentgateway (default istio)",
     "kserve_api": "LLMInferenceService API version for --stack=kserve: v1alpha2 | v1alpha1 (default v1alpha2)",
     "vllm_arg": "extra vLLM flag, e.g. --vllm-arg=--max-model-len=8192 (repeatable; checked with vLLM's own parser)",
+    "pod_security": "Pod Security level the namespace enforces: restricted | baseline | privileged "
+                    "(default: the strictest the pattern's pods meet; docs/pod-security.md)",
+    "monitoring": "scrape targets and alerts: none (default) | prometheus (Prometheus Operator; docs/monitoring.md); "
+                  "gmp is refused, naming why",
+    "tls_secret": "serve HTTPS on the gateway with this TLS Secret (in the namespace; docs/tls.md)",
+    "cert_manager_issuer": "serve HTTPS with a certificate cert-manager issues from this Issuer (docs/tls.md)",
+    "hostname": "the HTTPS listener's hostname (with --tls-secret or --cert-manager-issuer)",
+    "inference_engine": "vllm (default) | sglang | trtllm | llamacpp: the model server (docs/engines.md)",
+    "alias": "another name for a served model, NAME=MODEL, e.g. --alias chat=Qwen/Qwen2.5-3B-Instruct (repeatable; "
+             "docs/aliases.md)",
+    "weights": "where weights come from: hf (default: downloaded into a volume) | pvc (a Hugging Face cache on a "
+               "claim Lightrail creates, llmd) | pvc:CLAIM[/PATH] (an existing claim) | oci:IMAGE (docs/weights.md)",
+    "cache_size": "size of the download volume or created claim, e.g. 40Gi (default: what the accelerators hold)",
 }
-PLAN_ITERABLE = ["model", "vllm_arg"]
+PLAN_ITERABLE = ["model", "vllm_arg", "alias"]
 STACK_ONLY = {"provider": ("llmd", "istio"), "kserve_api": ("kserve", "v1alpha2")}
 
 
 def make_request(pattern, accel, stack="llmd", model=(), replicas=None, namespace="lightrail",
-                 gpu_type=None, topology=None, provider="", kserve_api="", vllm_arg=()) -> Request:
+                 gpu_type=None, topology=None, provider="", kserve_api="", vllm_arg=(), inference_engine="",
+                 alias=(), weights="", cache_size="", *, pod_security="", monitoring="", tls_secret="",
+                 cert_manager_issuer="", hostname="") -> Request:
     """Turn raw flag values into a Request; the plan does the real checking."""
     if not pattern or not accel:
         raise LightrailError("--pattern and --accel are required (e.g. --pattern=baseline --accel=gpu)")
@@ -47,7 +63,12 @@ def make_request(pattern, accel, stack="llmd", model=(), replicas=None, namespac
     return Request(pattern=pattern, accel=accel, stack=stack, models=models(model), replicas=replicas,
                    namespace=namespace, gpu_type=gpu_type or None, topology=topology or None,
                    provider=provider or STACK_ONLY["provider"][1], kserve_api=kserve_api or STACK_ONLY["kserve_api"][1],
-                   kserve_tls=stack == "kserve" and kserve_tls(), extra_args=tuple(vllm_arg or ()))
+                   kserve_tls=stack == "kserve" and kserve_tls(), extra_args=tuple(vllm_arg or ()),
+                   engine=inference_engine or "vllm", aliases=parse_aliases(alias), weights=weights or "hf",
+                   cache_size=cache_size or None,
+                   pod_security=pod_security or None, monitoring=monitoring or "none",
+                   tls_secret=tls_secret or None, cert_manager_issuer=cert_manager_issuer or None,
+                   hostname=hostname or None)
 
 
 def models(values) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from rich.table import Table
 from lightrail.catalog import STACKS, load_catalog
 from lightrail.cli import command, user_errors
 from lightrail.cli.common import PLAN_HELP, PLAN_ITERABLE, make_request, seconds
-from lightrail.cli.output import OUTPUT_HELP, console, emit, message, output_format
+from lightrail.cli.output import OUTPUT_HELP, console, emit, message, output_format, progress
 from lightrail.errors import LightrailError, choose
 from lightrail.ops import checks as ck
 from lightrail.ops import flows
@@ -53,9 +53,9 @@ def interruptible(fn):
 
 
 def _plan(pattern, accel, stack, model, replicas, namespace, gpu_type, topology, provider, kserve_api, vllm_arg,
-          token=None):
+          token=None, inference_engine="", alias=(), weights="", cache_size="", **extra):
     request = make_request(pattern, accel, stack, model, replicas, namespace, gpu_type, topology, provider,
-                           kserve_api, vllm_arg)
+                           kserve_api, vllm_arg, inference_engine, alias, weights, cache_size, **extra)
     return build_plan(dataclasses.replace(request, hf_token=token is not None))
 
 
@@ -65,7 +65,8 @@ def _smoke_for(plan, target):
         from lightrail.cli.smoke import print_report
         from lightrail.smoke.runner import smoke_plan
 
-        report = smoke_plan(plan, kube_context=target.context, timeout=120.0)
+        with progress("smoke: waiting for the endpoint") as update:
+            report = smoke_plan(plan, kube_context=target.context, timeout=120.0, progress=update)
         print_report(report)
         if not report.ok:
             raise LightrailError("smoke failed: " + ", ".join(c.name for c in report.checks if not c.ok))
@@ -80,7 +81,8 @@ def _smoke_for(plan, target):
 @user_errors
 def doctor(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespace="lightrail", gpu_type="",
            topology="", provider="", kserve_api="", vllm_arg=None, kube_context="", hf_token_file="",
-           dry_run=False, output="table"):
+           dry_run=False, output="table", inference_engine="", alias=None, weights="", cache_size="", pod_security="",
+           monitoring="", tls_secret="", cert_manager_issuer="", hostname=""):
     """Can this cluster run the plan? Tools, context, CRDs, GatewayClass, accelerator capacity, HF token."""
     fmt = output_format(output)
     say = out if fmt == "table" else message
@@ -90,15 +92,21 @@ def doctor(c, pattern="", accel="", stack="llmd", model=None, replicas="", names
     choose("gateway provider", provider or "istio", load_catalog().gateways)
     token = read_token(hf_token_file or None)
     plan = _plan(pattern, accel, stack, model, replicas, namespace, gpu_type, topology, provider, kserve_api,
-                 vllm_arg, token) if pattern or accel else None
-    target, cluster = flows.connect(kube_context, namespace, False, say, reads_only=True)
-    say(f"doctor on {target.banner()} (reads only)")
+                 vllm_arg, token, inference_engine, alias, weights, cache_size, pod_security=pod_security,
+                 monitoring=monitoring, tls_secret=tls_secret, cert_manager_issuer=cert_manager_issuer,
+                 hostname=hostname) if pattern or accel else None
+    notes: list[str] = []   # shown once the render is valid
+    target = flows.choose_target(kube_context, namespace, False, notes.append, reads_only=True)
     objects = None
-    if plan is not None:
+    if plan is not None:   # rendered before connecting: a bad render has asked the cluster nothing
         from lightrail.render import render_validated
         from lightrail.settings import charts_dir
 
         objects = render_validated(plan, charts=charts_dir(), offline=plan.stack == "llmd" and charts_dir() is None).objects
+    for note in notes:
+        say(note)
+    cluster = flows.reach(target, False, say, reads_only=True, progress=progress)
+    say(f"doctor on {target.banner()} (reads only)")
     results = flows.doctor(target, cluster, stack, provider or "istio", plan, objects, token is not None)
     bad = ck.failed(results)
     if fmt != "table":
@@ -136,9 +144,9 @@ def prereqs(c, stack="llmd", provider="", istio=False, local_crds=False, kube_co
     crds = schemas_dir() if local_crds else None
     if local_crds and crds is None:
         raise LightrailError("--local-crds needs the upstream CRD files", fix="set LIGHTRAIL_SCHEMAS=DIR")
-    target, cluster = flows.connect(kube_context, namespace, dry_run, out)
+    target, cluster = flows.connect(kube_context, namespace, dry_run, out, progress=progress)
     result = flows.prereqs(target, cluster, stack=stack, provider=provider, istio=istio, dry_run=dry_run, out=out,
-                           local_crds=crds)
+                           local_crds=crds, progress=progress)
     if result.missing and dry_run:
         out(f"note: a real run ends with exit code 1 unless these {len(result.missing)} prerequisite(s) exist "
             "(listed above)")
@@ -158,8 +166,11 @@ def prereqs(c, stack="llmd", provider="", istio=False, local_crds=False, kube_co
 @interruptible
 def deploy(c, pattern="", accel="", stack="llmd", model=None, replicas="", namespace="lightrail", gpu_type="",
            topology="", provider="", kserve_api="", vllm_arg=None, kube_context="", hf_token_file="",
-           wait=True, timeout="900", smoke=False, charts="", dry_run=False):
+           wait=True, timeout="900", smoke=False, charts="", dry_run=False, inference_engine="",
+           alias=None, weights="", cache_size="", pod_security="", monitoring="", tls_secret="",
+           cert_manager_issuer="", hostname=""):
     """Deploy a pattern: checks, namespace, HF token Secret, apply, wait, endpoint; roll back on failure."""
+    from lightrail.ops.desired import desired_state
     from lightrail.settings import charts_dir
 
     if smoke and not wait:
@@ -167,11 +178,19 @@ def deploy(c, pattern="", accel="", stack="llmd", model=None, replicas="", names
     limit = seconds(timeout)
     token = read_token(hf_token_file or None)
     plan = _plan(pattern, accel, stack, model, replicas, namespace, gpu_type, topology, provider, kserve_api,
-                 vllm_arg, token)
-    chart_root = charts_dir(charts or None)
-    target, cluster = flows.connect(kube_context, namespace, dry_run, out)
+                 vllm_arg, token, inference_engine, alias, weights, cache_size, pod_security=pod_security,
+                 monitoring=monitoring, tls_secret=tls_secret, cert_manager_issuer=cert_manager_issuer,
+                 hostname=hostname)
+    if plan.tls and smoke:
+        raise LightrailError("--smoke over HTTPS is not built yet (smoke has no --ca-file): drop --smoke with TLS")
+    notes: list[str] = []   # shown once the render is valid: a refused deploy prints nothing on stdout
+    target = flows.choose_target(kube_context, namespace, dry_run, notes.append)
+    desired = desired_state(plan, charts_dir(charts or None))   # a render that fails has asked the cluster nothing
+    for note in notes:
+        out(note)
+    cluster = flows.reach(target, dry_run, out, progress=progress)
     flows.deploy(plan, target, cluster, dry_run=dry_run, out=out, token=token, wait=wait, timeout=limit,
-                 smoke=_smoke_for(plan, target) if smoke else None, charts=chart_root)
+                 smoke=_smoke_for(plan, target) if smoke else None, desired=desired, progress=progress)
 
 
 @command(help={**COMMON_HELP, "namespace": "only this namespace (default: all namespaces)",
@@ -182,7 +201,8 @@ def status(c, namespace="", kube_context="", output="table", dry_run=False):
     fmt = output_format(output)
     if namespace:
         check_namespace_name(namespace)
-    target, cluster = flows.connect(kube_context, namespace or "default", False, out if fmt == "table" else message)
+    target, cluster = flows.connect(kube_context, namespace or "default", False, out if fmt == "table" else message,
+                                    progress=progress)
     rows = flows.status(cluster, namespace)
     if fmt != "table":
         emit([r.to_dict() for r in rows], fmt)
@@ -198,15 +218,17 @@ def status(c, namespace="", kube_context="", output="table", dry_run=False):
         table.add_row(r.namespace, r.pattern, r.stack, r.accel, "\n".join(r.models), f"{r.ready}/{r.desired}",
                       r.endpoint, r.age, r.last_condition)
     console().print(table)
+    for where, line in sorted({(f"{r.namespace}/{r.pattern}", r.migration) for r in rows if r.migration}):
+        out(f"migration in progress ({where}): {line}")
 
 
 @command(help={**COMMON_HELP, "pattern": "remove this pattern's deployment", "all_": "remove every Lightrail "
                "deployment in the namespace", "stack": "only this stack's: llmd | kserve (default: both)",
-               "keep_pvcs": "keep PersistentVolumeClaims (downloaded weights)",
+               "keep_pvcs": "keep PersistentVolumeClaims: the weights (default; --no-keep-pvcs deletes them too)",
                "timeout": "seconds to wait for everything to be gone (default 600)"})
 @user_errors
 @interruptible
-def teardown(c, pattern="", all_=False, stack="", namespace="lightrail", keep_pvcs=False, timeout="600",
+def teardown(c, pattern="", all_=False, stack="", namespace="lightrail", keep_pvcs=True, timeout="600",
              kube_context="", dry_run=False):
     """Remove everything a deploy created, then verify no Lightrail-labelled object is left."""
     if bool(pattern) == bool(all_):
@@ -216,9 +238,9 @@ def teardown(c, pattern="", all_=False, stack="", namespace="lightrail", keep_pv
     if stack:
         choose("stack", stack, STACKS)
     limit = seconds(timeout)
-    target, cluster = flows.connect(kube_context, namespace, dry_run, out)
+    target, cluster = flows.connect(kube_context, namespace, dry_run, out, progress=progress)
     flows.teardown(target, cluster, pattern=pattern or None, stack=stack or None, keep_pvcs=keep_pvcs,
-                   dry_run=dry_run, out=out, timeout=limit)
+                   dry_run=dry_run, out=out, timeout=limit, progress=progress)
 
 
 ENGINE_HELP = "kind (needs Docker) | kwok (a real control plane built locally, simulated nodes and pods); " \
@@ -252,7 +274,7 @@ def up(c, name="lightrail", namespace="lightrail", kube_context="", engine="", n
         raise LightrailError(f"--kube-context={kube_context} but `up` acts on the cluster it creates, "
                              f"{engine}-{name}; valid: {engine}-{name}")
     flows.up(name, namespace, engine=engine, nodes=nodes, dry_run=dry_run, out=out, timeout=limit,
-             smoke_for=_smoke_for if smoke else None)
+             smoke_for=_smoke_for if smoke else None, progress=progress)
 
 
 @command(help={"name": "cluster name given to `invoke up` (default lightrail)", "engine": ENGINE_HELP,
@@ -260,4 +282,4 @@ def up(c, name="lightrail", namespace="lightrail", kube_context="", engine="", n
 @user_errors
 def down(c, name="lightrail", engine="", dry_run=False):
     """Stop the local cluster `invoke up` made and remove its files; no process is left behind."""
-    flows.down(name, engine=_engine(engine), dry_run=dry_run, out=out)
+    flows.down(name, engine=_engine(engine), dry_run=dry_run, out=out, progress=progress)

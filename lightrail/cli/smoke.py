@@ -5,6 +5,7 @@ from invoke import Exit
 from rich.markup import escape
 from rich.table import Table
 
+from lightrail.aliases import parse as parse_aliases
 from lightrail.cli import command, user_errors
 from lightrail.cli.common import models, seconds
 from lightrail.cli.output import OUTPUT_HELP, console, emit, output_format, progress
@@ -40,12 +41,13 @@ def print_report(report: checks.Report) -> None:
                        "default: URL/metrics with --url, else the model-server pods)",
         "output": OUTPUT_HELP,
         "timeout": "seconds to wait for the first answer, and for each request (default 60)",
+        "alias": "an alias the deployment serves, NAME=MODEL (repeatable): it must answer with MODEL's text",
     },
-    iterable=["model", "metrics_url"],
+    iterable=["model", "metrics_url", "alias"],
 )
 @user_errors
 def smoke(c, pattern="", stack="llmd", accel="gpu", model=None, namespace="lightrail", kube_context="",
-          url="", metrics_url=None, output="table", timeout="60"):
+          url="", metrics_url=None, output="table", timeout="60", alias=None):
     """Send real completions through the endpoint and check the pattern is really served."""
     fmt = output_format(output)
     limit = seconds(timeout)
@@ -53,10 +55,11 @@ def smoke(c, pattern="", stack="llmd", accel="gpu", model=None, namespace="light
     metrics = tuple(metrics_url or ())
     for m in metrics:
         checks.check_url(m, "--metrics-url")
-    plan = build_plan(Request(pattern=pattern, accel=accel, stack=stack, namespace=namespace, models=models(model)))
-    with progress(f"waiting for {checks.mask_url(base) if base else 'the discovered endpoint'}") as tick:
+    plan = build_plan(Request(pattern=pattern, accel=accel, stack=stack, namespace=namespace, models=models(model),
+                              aliases=parse_aliases(alias)))
+    with progress(f"waiting for {checks.mask_url(base) if base else 'the discovered endpoint'}") as update:
         report = smoke_plan(plan, url=base, metrics_urls=metrics, kube_context=kube_context or None, timeout=limit,
-                            progress=tick)
+                            progress=update)
     if fmt == "table":
         print_report(report)
     else:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from lightrail import podsecurity
 from lightrail.errors import LightrailError
-from lightrail.plan import VLLM_PORT, ModelServer, Plan
+from lightrail.plan import VLLM_PORT, ModelServer, Plan, front_route
 from lightrail.render import dump_yaml
 from lightrail.router import epp_config, metrics_scheme
 from lightrail.settings import KUSTOMIZE_DIR
@@ -25,10 +26,8 @@ BBR_PORT = 9004   # the body-based router's ext-proc port (kustomize/body-based-
 LIB = "lib"       # where the render's copy of kustomize/ goes, beside the overlays
 REPLACEMENTS = "replacements.yaml"   # copied into each server overlay (kustomize loads files only from below a root)
 # KServe's presets set runAsNonRoot, and the vLLM images declare no USER: the kubelet only starts
-# them with a numeric non-root user. USER and the inductor cache dir keep torch happy without a
-# passwd entry (as KServe's own e2e fixtures do). The simulator image runs as 65532 already.
-_NON_ROOT = {"runAsNonRoot": True, "runAsUser": 1000}
-_NON_ROOT_ENV = {"USER": "nonroot", "TORCHINDUCTOR_CACHE_DIR": "/tmp/torchinductor-cache"}
+# them with a numeric non-root user (lightrail/podsecurity.py). The simulator image runs as 65532 already.
+_NON_ROOT = {"runAsNonRoot": True, "runAsUser": podsecurity.VLLM_USER}
 # KServe's scheduler preset mounts its certificates here when enableLLMInferenceServiceTLS is on.
 KSERVE_TLS_DIR = "/var/run/kserve/tls"
 
@@ -44,6 +43,10 @@ def epp_command(plan: Plan, server: ModelServer) -> list[str]:
                plan.namespace, "--zap-encoder", "json", "--grpc-port", "9002", "--grpc-health-port", "9003"]
     if plan.request.kserve_tls:
         command += ["--enable-cert-reload=true", "--secure-serving=true", f"--cert-path={KSERVE_TLS_DIR}"]
+    if plan.request.monitoring != "none":
+        # Our PodMonitor scrapes /metrics without the bearer token the picker asks for by default
+        # (the llmd chart sets the same flag when its own metrics auth is off).
+        command.append("--metrics-endpoint-auth=false")
     return command
 
 
@@ -56,7 +59,10 @@ def startup_probe(plan: Plan, server: ModelServer) -> dict:
 
 def components(plan: Plan, server: ModelServer) -> list[str]:
     """Which kustomize/components/* this server needs."""
-    out = ["weights-download" if server.source else "simulator"]
+    if not server.source:
+        out = ["simulator"]
+    else:   # only a download needs the way out to Hugging Face; pvc:// and oci:// weights are in the cluster
+        out = ["weights-download"] if server.weights and server.weights.kind == "hf" else []
     if server.multinode:
         out.append("multinode")
     return out
@@ -94,13 +100,18 @@ def served_names(plan: Plan, server: ModelServer) -> list[str]:
     """
     names = [server.model, f"publishers/{plan.namespace}/models/{server.model}"]
     client = plan.client_model(server)
+    if server.aliases:   # KServe's name is the alias (spec.model.name); the model's own id keeps answering
+        (alias,) = server.aliases
+        return [alias, f"publishers/{plan.namespace}/models/{alias}", server.model]
     return [client] + [n for n in names if n != client]
 
 
 def _container(plan: Plan, server: ModelServer) -> dict:
-    if server.source:
+    if server.engine != "vllm":   # an advanced override: the engine's whole command replaces the preset's
+        args = list(server.args)
+    elif server.source:
         args = [a for a in server.args if a.split("=", 1)[0] not in _PARALLELISM_FLAGS]
-        if plan.client_model(server) != server.model:   # appended after the preset's: the last flag wins
+        if plan.client_model(server) != server.model or server.aliases:   # after the preset's: the last flag wins
             args += ["--served-model-name", *served_names(plan, server)]
     else:  # simulator: its own flags; it answers to KServe's publisher-qualified name like vLLM does
         args = [f"--model={server.model}", "--served-model-name", *served_names(plan, server),
@@ -110,12 +121,13 @@ def _container(plan: Plan, server: ModelServer) -> dict:
                  "resources": {"requests": quantities, "limits": quantities}}
     if server.command:
         container["command"] = list(server.command)
-    env = {**(_NON_ROOT_ENV if server.source else {}), **server.env}
+    env = {**(podsecurity.NON_ROOT_ENV if server.source else {}), **server.env}
     env_list = [{"name": k, "value": str(v)} for k, v in env.items()] + _hf_token(plan, server)
     if env_list:
         container["env"] = env_list
-    if server.source:
-        container["securityContext"] = dict(_NON_ROOT)
+    context = {**(_NON_ROOT if server.source else {}), **podsecurity.container_context(plan.pod_security)}
+    if context:
+        container["securityContext"] = context
     return container
 
 
@@ -125,12 +137,32 @@ def _pod(plan: Plan, server: ModelServer, serving: bool = True) -> dict:
     if serving:
         container["startupProbe"] = startup_probe(plan, server)
     pod: dict = {"containers": [container]}
-    if _hf_token(plan, server):   # KServe's storage initializer downloads hf:// weights: it needs the token too
-        pod["initContainers"] = [{"name": "storage-initializer", "env": _hf_token(plan, server)}]
+    initializer = {"env": _hf_token(plan, server)} if _hf_token(plan, server) else {}   # it downloads hf:// weights
+    if server.source and podsecurity.container_context(plan.pod_security):
+        initializer["securityContext"] = podsecurity.container_context(plan.pod_security)
+    if initializer:
+        pod["initContainers"] = [{"name": "storage-initializer", **initializer}]
+    if podsecurity.pod_context(plan.pod_security):
+        pod["securityContext"] = podsecurity.pod_context(plan.pod_security)
     if server.node_selector:
         pod["nodeSelector"] = dict(server.node_selector)
     if server.tolerations:
         pod["tolerations"] = [dict(t) for t in server.tolerations]
+    return pod
+
+
+def _scheduler_pod(plan: Plan, server: ModelServer) -> dict:
+    """The endpoint picker's pod: the pinned image and our command; KServe's preset brings the rest."""
+    main = {"name": "main", "image": plan.epp_image, "command": epp_command(plan, server)}
+    if podsecurity.container_context(plan.pod_security):
+        main["securityContext"] = podsecurity.container_context(plan.pod_security)
+    pod: dict = {"containers": [main]}
+    if podsecurity.pod_context(plan.pod_security):
+        pod["securityContext"] = podsecurity.pod_context(plan.pod_security)
+    if server.source and podsecurity.container_context(plan.pod_security):
+        # KServe gives the picker a storage-initializer too (tokenizer files) and merges ours into it
+        pod["initContainers"] = [{"name": "storage-initializer",
+                                  "securityContext": podsecurity.container_context(plan.pod_security)}]
     return pod
 
 
@@ -139,7 +171,7 @@ def llmisvc_patch(plan: Plan, server: ModelServer) -> list[dict]:
     ops = [
         {"op": "replace", "path": "/metadata/name", "value": server.name},
         {"op": "replace", "path": "/spec/model", "value": {"uri": model_uri(server),
-                                                          "name": server.model}},
+                                                          "name": (server.aliases or (server.model,))[0]}},
         {"op": "replace", "path": "/spec/replicas", "value": server.replicas},
         # KServe copies these onto the pods it creates (model servers, LWS groups, picker)
         {"op": "add", "path": "/spec/labels", "value": dict(plan.labels)},
@@ -147,9 +179,16 @@ def llmisvc_patch(plan: Plan, server: ModelServer) -> list[dict]:
         {"op": "replace", "path": "/spec/router/scheduler/config/inline", "value": epp_config(plan)},
         # the pinned picker image (KServe's preset brings its own, older one) and its command
         {"op": "add", "path": "/spec/router/scheduler/template",
-         "value": {"containers": [{"name": "main", "image": plan.epp_image, "command": epp_command(plan, server)}]}},
+         "value": _scheduler_pod(plan, server)},
         {"op": "replace", "path": "/spec/template", "value": _pod(plan, server)},
     ]
+    if plan.gateway.external:   # served through Lightrail's front route on an existing Gateway (Request.front)
+        ops += [{"op": "replace", "path": "/spec/router/gateway",
+                 "value": {"refs": [{"name": plan.gateway.name, "namespace": plan.gateway.namespace}]}},
+                {"op": "replace", "path": "/spec/router/route", "value": {"http": {"refs": [{"name": front_route(server)}]}}}]
+    elif plan.tls:   # KServe's route attaches to our HTTPS Gateway instead of its shared one
+        ops.append({"op": "add", "path": "/spec/router/gateway",
+                    "value": {"refs": [{"name": plan.gateway.name, "namespace": plan.namespace}]}})
     mn = server.multinode
     if mn:
         ops.append({"op": "add", "path": "/spec/parallelism",
@@ -227,6 +266,19 @@ def library(plan: Plan) -> dict[str, str]:
             for d in dirs for p in sorted((KUSTOMIZE_DIR / d).rglob("*")) if p.is_file()}
 
 
+GATEWAY = "gateway"         # the overlay with the HTTPS Gateway (--tls-secret / --cert-manager-issuer)
+MONITORING = "monitoring"   # the overlay with the PodMonitors and the PrometheusRule (--monitoring)
+
+
+def _monitoring_overlay(plan: Plan) -> tuple[dict, dict[str, str]]:
+    """A unit of plain manifests: KServe makes no monitors, so we do (lightrail/monitoring.py)."""
+    from lightrail import monitoring
+
+    objects = [*monitoring.kserve_pod_monitors(plan), monitoring.prometheus_rule(plan)]
+    return (_kustomization(namespace=plan.namespace, resources=["monitors.yaml"]),
+            {f"{MONITORING}/monitors.yaml": "---\n".join(dump_yaml(o) for o in objects)})
+
+
 def write_overlay(plan: Plan, workdir: Path) -> dict[str, str]:
     """Write the overlays and their library into workdir; return them as {relative path: text}.
 
@@ -239,12 +291,22 @@ def write_overlay(plan: Plan, workdir: Path) -> dict[str, str]:
         units.update(_bbr_overlays(plan))
     for server in plan.servers:
         units[server.name] = _server_overlay(plan, server)
+    extra: dict[str, str] = {}
+    if plan.tls:
+        from lightrail.tls import kserve_gateway
+
+        units = {GATEWAY: _kustomization(namespace=plan.namespace, resources=["gateway.yaml"]), **units}
+        extra[f"{GATEWAY}/gateway.yaml"] = dump_yaml(kserve_gateway(plan, plan.tls))
+    if plan.request.monitoring != "none":
+        units[MONITORING], monitors = _monitoring_overlay(plan)
+        extra.update(monitors)
     top = _kustomization(resources=list(units), labels=[{"pairs": dict(plan.labels), "includeSelectors": False,
                                                          "includeTemplates": True}])
     files = {f"{unit}/kustomization.yaml": dump_yaml(k) for unit, k in units.items()}
     replacements = (KUSTOMIZE_DIR / REPLACEMENTS).read_text()
     files.update({f"{server.name}/{REPLACEMENTS}": replacements for server in plan.servers})
     files.update(library(plan))
+    files.update(extra)
     files["kustomization.yaml"] = dump_yaml(top)
     for rel_path, text in files.items():
         path = workdir / rel_path

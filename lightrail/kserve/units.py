@@ -13,6 +13,8 @@ def units(plan: Plan) -> list[Unit]:
     from lightrail.kserve.compose import components, network_policies
 
     out = []
+    if plan.tls:   # our HTTPS Gateway, which the LLMInferenceServices' routes attach to
+        out.append(Unit("gateway", "kustomize", "generated", "gateway.networking.k8s.io/v1", {"Gateway": 1}))
     if plan.body_based_routing:
         image = plan.versions["images"]["bbr"]
         out.append(Unit(f"{plan.pattern.name}-bbr", "kustomize", "kustomize/body-based-routing",
@@ -22,4 +24,7 @@ def units(plan: Plan) -> list[Unit]:
         objects = {"NetworkPolicy": len(network_policies(plan, s)), "LLMInferenceService": 1}
         source = "kustomize/base" + "".join(f" + components/{c}" for c in comps)
         out.append(Unit(s.name, "kustomize", source, f"serving.kserve.io/{plan.request.kserve_api}", objects))
+    if plan.request.monitoring != "none":   # a PodMonitor for the model servers and one for the picker, per model
+        out.append(Unit("monitoring", "kustomize", "generated", "monitoring.coreos.com/v1",
+                        {"PodMonitor": 2 * len(plan.servers), "PrometheusRule": 1}))
     return out

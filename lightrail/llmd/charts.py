@@ -29,6 +29,9 @@ def _read(path: Path) -> tuple[dict, set[str]]:
             if top is None:
                 raise LightrailError(f"{path} is not a chart archive (no <name>/Chart.yaml)")
             meta = yaml.safe_load(tar.extractfile(str(top)).read()) or {}
+    except tarfile.ReadError:   # its message lists every compression tried, one per line
+        raise LightrailError(f"{path} is not a readable chart archive (not a gzip, bzip2 or xz tar); valid: a chart "
+                             "directory or an archive as `helm pull` gives it") from None
     except (tarfile.TarError, OSError) as err:
         raise LightrailError(f"{path} is not a readable chart archive: {err}") from None
     bundled = {n.parts[2] for n in names if len(n.parts) > 2 and n.parts[:2] == (top.parts[0], "charts")}
@@ -47,7 +50,8 @@ def check(path: Path, name: str, pin: str) -> None:
     if not _same(meta.get("version", ""), pin):
         raise LightrailError(
             f"chart {name} in {path} is version {meta.get('version')}, but {pin} is pinned (patterns/versions.yaml)",
-            fix=f"put {name} {pin} there (helm pull ... --version {pin}) or unset LIGHTRAIL_CHARTS")
+            fix=f"put {name} {pin} there (helm pull ... --version {pin}), or point --charts / LIGHTRAIL_CHARTS "
+                "at the pinned charts")
     missing = [d["name"] for d in meta.get("dependencies") or []
                if d["name"] not in bundled and not any(b.startswith(f"{d['name']}-") and b.endswith(".tgz")
                                                        for b in bundled)]

@@ -18,7 +18,7 @@ from lightrail import tools
 from lightrail.catalog import load_catalog
 from lightrail.errors import LightrailError
 from lightrail.llmd import charts as local_charts
-from lightrail.llmd.values import OWN_CHARTS, bbr_chart, release_values
+from lightrail.llmd.values import OWN_CHARTS, bbr_chart, release_values, restricted_deployments
 from lightrail.plan import MANAGED_BY, Plan
 from lightrail.render import Rendered, dump_yaml, load_manifests
 from lightrail.settings import HELMFILES_DIR, TOOLS_BIN
@@ -51,6 +51,8 @@ def chart_refs(plan: Plan, charts: Path | None, stub: Path | None = None) -> tup
     by_key = {"infra": "llm-d-infra", "router": "llm-d-router-gateway", "modelservice": "llm-d-modelservice"}
     if plan.body_based_routing:
         by_key["bbr"] = bbr_chart(plan)
+    if plan.request.monitoring != "none":
+        by_key["monitoring"] = "lightrail-monitoring"
     refs, repos, found = {}, {}, []
     for key, name in sorted(by_key.items()):
         if name not in pins:
@@ -95,9 +97,12 @@ def write_state(plan: Plan, workdir: Path, charts: Path | None, stub: Path | Non
         "charts": refs,
         "repositories": repos,
         "bodyBasedRouting": plan.body_based_routing,
+        "ownGateway": not plan.gateway.external,
         "servers": [{"name": s.name, "model": s.model} for s in plan.servers],
         "valuesDir": str(values_dir),
         "postRenderer": str(POST_RENDERER),
+        "restricted": restricted_deployments(plan),
+        "monitoring": plan.request.monitoring != "none",
     }
     for rel, text in {**files, "state.yaml": dump_yaml(state)}.items():
         (workdir / rel).write_text(text)

@@ -12,10 +12,15 @@ import shlex
 
 import yaml
 
+from lightrail import monitoring, podsecurity, tls
+from lightrail import engines
+from lightrail.aliases import model_rewrite
 from lightrail.catalog import load_catalog
 from lightrail.plan import VLLM_PORT, ModelServer, Plan
 from lightrail.router import MODEL_HEADER, epp_config
 from lightrail.settings import HELMFILES_DIR
+from lightrail.weights import MOUNT as MODEL_MOUNT
+from lightrail.weights import claim_object
 
 # Charts Lightrail ships itself (helmfiles/charts/<name>): never fetched, never in LIGHTRAIL_CHARTS.
 OWN_CHARTS = HELMFILES_DIR / "charts"
@@ -39,8 +44,12 @@ _MS_ACCELERATOR = {"gpu": "nvidia", "tpu": "google", "cpu": "cpu", "sim": "cpu"}
 
 
 def server_labels(server: ModelServer) -> dict[str, str]:
-    """Pod labels that the model's InferencePool selects on."""
-    return {"llm-d.ai/inference-serving": "true", "llm-d.ai/model": server.name}
+    """Pod labels that the model's InferencePool selects on; other engines also carry the label the
+    endpoint picker reads their metric map by (vLLM's is its default)."""
+    labels = {"llm-d.ai/inference-serving": "true", "llm-d.ai/model": server.name}
+    if server.engine != engines.DEFAULT:
+        labels[engines.ENGINE_LABEL] = load_catalog().engines[server.engine]["epp_engine"]
+    return labels
 
 
 def _image(ref: str) -> dict[str, str]:
@@ -51,7 +60,16 @@ def _image(ref: str) -> dict[str, str]:
 
 def infra_values(plan: Plan) -> dict:
     provider = load_catalog().gateways[plan.gateway.provider]
-    return {"gateway": {"provider": provider["infra"], "fullnameOverride": plan.gateway.name}}
+    gateway = {"provider": provider["infra"], "fullnameOverride": plan.gateway.name}
+    if plan.tls:   # one HTTPS listener in place of the chart's plain HTTP one
+        t = plan.tls
+        gateway["listeners"] = [{"name": "https", "port": tls.HTTPS_PORT, "protocol": "HTTPS",
+                                 "allowedRoutes": {"namespaces": {"from": "All"}},
+                                 "tls": {"hostname": t.hostname, "mode": "Terminate",
+                                         "certificateRefs": [{"name": t.secret, "kind": "Secret"}]}}]
+        if t.annotations():
+            gateway["annotations"] = t.annotations()
+    return {"gateway": gateway}
 
 
 def bbr_chart(plan: Plan) -> str:
@@ -70,12 +88,23 @@ def bbr_values(plan: Plan) -> dict:
     }
 
 
+def router_monitoring(plan: Plan, server: ModelServer) -> dict:
+    """The chart's EPP scraping: a Prometheus Operator ServiceMonitor with the chart's metrics auth (a
+    service-account token Secret, named per release: the default name would collide between the
+    releases of a multimodel deployment)."""
+    return {"provider": {"name": "prometheusoperator"},
+            "prometheus": {"enabled": True, "auth": {"enabled": True, "secretName": f"{server.name[:40]}-metrics-reader"}}}
+
+
 def router_values(plan: Plan, server: ModelServer) -> dict:
-    route = {"create": True, "inferenceGatewayName": plan.gateway.name}
+    # served through Lightrail's front route (Request.front): the chart's own route would compete with it
+    route = {"create": not plan.gateway.external, "inferenceGatewayName": plan.gateway.name}
     if plan.body_based_routing:
         route["headerMatches"] = {MODEL_HEADER: server.model}
+    extra = {"monitoring": router_monitoring(plan, server)} if plan.request.monitoring != "none" else {}
     return {
         "router": {
+            **extra,
             "modelServers": {"matchLabels": server_labels(server)},
             "epp": {
                 "image": {**_image(plan.epp_image), "pullPolicy": "IfNotPresent"},
@@ -89,18 +118,9 @@ def router_values(plan: Plan, server: ModelServer) -> dict:
     }
 
 
-def weights_volume(plan: Plan, server: ModelServer) -> str:
-    """Bound of the emptyDir that hf:// weights are downloaded into (the chart's default: 5Mi).
-
-    A checkpoint must fit in the memory of the accelerators serving it (RAM on CPU), so that is
-    the bound; every pod of a multi-node group downloads the whole checkpoint.
-    """
-    accel = load_catalog().accelerator(plan.accel)
-    if "resource" not in accel:
-        return server.resources["memory"]
-    per_unit = accel["types"][plan.accel_type]["memory_gib"] if "types" in accel else accel["memory_gib"]
-    units = int(server.resources[accel["resource"]]) * (server.multinode.size if server.multinode else 1)
-    return f"{per_unit * units}Gi"
+def weights_volume(plan: Plan, server: ModelServer) -> str | None:
+    """Size of the volume hf:// weights are downloaded into (the plan's: the chart's default is 5Mi)."""
+    return server.weights.cache if server.weights else None
 
 
 def vllm_command(server: ModelServer) -> tuple[list[str], list[str]]:
@@ -111,7 +131,7 @@ def vllm_command(server: ModelServer) -> tuple[list[str], list[str]]:
     local ranks itself (hybrid load balancing: each pod is an endpoint of the InferencePool) and
     joins the leader's coordinator; LWS sets LWS_LEADER_ADDRESS and LWS_WORKER_INDEX.
     """
-    argv = ["vllm", "serve", server.source.removeprefix("hf://"), "--port", str(VLLM_PORT),
+    argv = ["vllm", "serve", server.weights.load if server.weights else server.source, "--port", str(VLLM_PORT),
             "--served-model-name", server.model, *server.args]
     if not server.multinode:
         return argv[:2], argv[2:]
@@ -122,17 +142,24 @@ def vllm_command(server: ModelServer) -> tuple[list[str], list[str]]:
 
 def modelservice_values(plan: Plan, server: ModelServer) -> dict:
     quantities = dict(server.resources)
+    restricted_vllm = plan.pod_security == "restricted" and bool(server.source)   # a root image run as non-root
+    env = {**(podsecurity.NON_ROOT_ENV if restricted_vllm else {}), **server.env}
     container = {
         "name": "vllm",
         "image": server.image,
-        "env": [{"name": k, "value": str(v)} for k, v in server.env.items()],
+        "env": [{"name": k, "value": str(v)} for k, v in env.items()],
         "ports": [{"containerPort": VLLM_PORT, "name": "metrics", "protocol": "TCP"}],
         "resources": {"limits": quantities, "requests": quantities},
-        # The chart makes the volume (and sets HF_HOME) for hf:// models only.
-        "mountModelVolume": server.source.startswith("hf://"),
-        "extraConfig": probes(server),
+        # The chart makes the model volume from the weights' URI (and sets HF_HOME / HF_HUB_CACHE).
+        "mountModelVolume": server.weights is not None,
+        "extraConfig": {**probes(server), **_security(podsecurity.container_context(plan.pod_security))},
     }
-    if server.source:
+    if server.engine != engines.DEFAULT:   # the engine's whole command line, from the plan
+        container.update(modelCommand="custom", command=list(server.command), args=list(server.args))
+        cache_env = load_catalog().engines[server.engine].get("hf_cache_env")
+        if cache_env and server.weights and server.weights.kind in ("hf", "pvc-cache"):
+            container["env"].append({"name": cache_env, "value": MODEL_MOUNT})
+    elif server.source:
         command, args = vllm_command(server)
         container.update(modelCommand="custom", command=command, args=args)
     else:   # the simulator's own entrypoint; the chart adds --model, --port and the served name
@@ -150,6 +177,9 @@ def modelservice_values(plan: Plan, server: ModelServer) -> dict:
     if server.source and server.tensor_parallel * (server.multinode.data_parallel_local if server.multinode else 1) > 1:
         decode["volumes"] = [SHM]
         container["volumeMounts"] = [{"name": SHM["name"], "mountPath": "/dev/shm"}]
+    pod_context = podsecurity.pod_context(plan.pod_security, podsecurity.VLLM_USER if restricted_vllm else None)
+    if pod_context:
+        decode["extraConfig"] = {"securityContext": pod_context}
     if server.node_selector:
         decode["nodeSelector"] = dict(server.node_selector)
     if server.tolerations:
@@ -159,11 +189,20 @@ def modelservice_values(plan: Plan, server: ModelServer) -> dict:
         "uri": server.source or f"hf://{server.model}",
         "labels": server_labels(server),
     }
-    if server.source.startswith("hf://"):
+    kind = server.weights.kind if server.weights else None
+    if kind == "hf":
         artifacts["size"] = weights_volume(plan, server)
-    if plan.hf_secret and server.source.startswith("hf://"):
+    if kind == "pvc-cache":   # the Hugging Face cache on the claim is written to
+        artifacts["readOnly"] = False
+    if plan.hf_secret and kind in ("hf", "pvc-cache"):
         artifacts["authSecretName"] = plan.hf_secret
+    if plan.request.monitoring == "prometheus":   # the chart's PodMonitor scrapes the container port named `metrics`
+        decode["monitoring"] = {"podmonitor": {"enabled": True, "portName": "metrics", "path": "/metrics"}}
+    objects = ([claim_object(server.weights, plan.namespace)] if kind == "pvc-cache" else []) \
+        + ([model_rewrite(server, plan.namespace)] if server.aliases else [])
+    extra = {"extraObjects": objects} if objects else {}
     return {
+        **extra,
         "fullnameOverride": server.name,
         "multinode": bool(server.multinode),
         "modelArtifacts": artifacts,
@@ -175,12 +214,37 @@ def modelservice_values(plan: Plan, server: ModelServer) -> dict:
     }
 
 
+def _security(context: dict) -> dict:
+    return {"securityContext": context} if context else {}
+
+
+def restricted_deployments(plan: Plan) -> list[str]:
+    """Deployments of upstream charts that offer no value for a securityContext, as post-renderer
+    arguments (`Deployment/NAME/CONTAINER/UID`): the endpoint pickers (llm-d-router-gateway) and
+    the body-based router (body-based-routing), both distroless images. Only for `restricted`;
+    helmfiles/post-render-labels patches them."""
+    if plan.pod_security != "restricted":
+        return []
+    uid = podsecurity.DISTROLESS_USER
+    out = [f"Deployment/{s.name[:40]}-epp/epp/{uid}" for s in plan.servers]   # the chart truncates the release name
+    if plan.body_based_routing and bbr_chart(plan) == "body-based-routing":
+        out.append(f"Deployment/{plan.pattern.name}-bbr/bbr/{uid}")
+    return out
+
+
 def release_values(plan: Plan) -> dict[str, tuple[str, dict]]:
     """Every release: name -> (chart: a name in versions.yaml or one of OWN_CHARTS, values)."""
-    out = {f"{plan.pattern.name}-infra": ("llm-d-infra", infra_values(plan))}
+    out = {} if plan.gateway.external else {f"{plan.pattern.name}-infra": ("llm-d-infra", infra_values(plan))}
     if plan.body_based_routing:
         out[f"{plan.pattern.name}-bbr"] = (bbr_chart(plan), bbr_values(plan))
     for s in plan.servers:
         out[s.name] = ("llm-d-router-gateway", router_values(plan, s))
         out[f"{s.name}-ms"] = ("llm-d-modelservice", modelservice_values(plan, s))
+    if plan.request.monitoring != "none":
+        out[f"{plan.pattern.name}-monitoring"] = ("lightrail-monitoring", monitoring_values(plan))
     return out
+
+
+def monitoring_values(plan: Plan) -> dict:
+    rule = monitoring.prometheus_rule(plan)
+    return {"name": rule["metadata"]["name"], "groups": rule["spec"]["groups"]}

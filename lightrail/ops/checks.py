@@ -14,6 +14,7 @@ from lightrail.catalog import load_catalog
 from lightrail.ops.objects import (annotations, condition, conditions, group, is_custom, is_true, labels, meta,
                                    quantity, version)
 from lightrail.plan import Plan
+from lightrail.weights import shared_claim_problem
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 KSERVE_GATEWAY = ("kserve", "kserve-ingress-gateway")
@@ -22,6 +23,8 @@ GATEWAY = ("gateway.networking.k8s.io", "Gateway", "v1", "gateway-api")
 HTTPROUTE = ("gateway.networking.k8s.io", "HTTPRoute", "v1", "gateway-api")
 INFERENCEPOOL = ("inference.networking.k8s.io", "InferencePool", "v1", "inference-extension")
 LWS = ("leaderworkerset.x-k8s.io", "LeaderWorkerSet", "v1", "lws")
+# Model aliases on llmd; the endpoint picker looks for this CRD once, when it starts.
+MODEL_REWRITE = ("llm-d.ai", "InferenceModelRewrite", "v1alpha2", "llm-d-router")
 BUNDLE_ANNOTATIONS = {"gateway-api": "gateway.networking.k8s.io/bundle-version",
                       "inference-extension": "inference.networking.k8s.io/bundle-version"}
 
@@ -47,6 +50,7 @@ class Facts:
     nodes: list[dict] = field(default_factory=list)
     pods: list[dict] = field(default_factory=list)       # every non-terminated pod (for used capacity)
     secrets: list[str] = field(default_factory=list)     # Secret names in the target namespace (never data)
+    claims: list[dict] = field(default_factory=list)      # PersistentVolumeClaims in the target namespace
 
 
 def failed(checks: list[Check]) -> list[Check]:
@@ -89,6 +93,27 @@ def cluster_checks(facts: Facts, stack: str, provider: str, plan: Plan | None = 
     if plan is not None:
         out.append(capacity_check(plan, facts.nodes, facts.pods))
         out.append(token_check(plan, facts.secrets, token_given))
+        out += weights_checks(plan, facts.claims)
+    return out
+
+
+def weights_checks(plan: Plan, claims: list[dict]) -> list[Check]:
+    """Existing claims named by --weights=pvc:CLAIM: present, and mountable by every pod of the model."""
+    out = []
+    for server in plan.servers:
+        if not (server.weights and server.weights.kind == "pvc"):
+            continue
+        claim = server.weights.claim
+        found = next((c for c in claims if meta(c).get("name") == claim), None)
+        name = f"weights {claim}"
+        if found is None:
+            out.append(Check(name, FAIL, f"claim {claim} not found in namespace {plan.namespace}",
+                             f"create it with the weights under /{server.weights.uri.split('/', 3)[3]}, or use --weights=hf"))
+            continue
+        modes = list((found.get("spec") or {}).get("accessModes") or [])
+        problem = shared_claim_problem(modes, server.pods, claim)
+        out.append(Check(name, FAIL, problem, "use --replicas=1, or a ReadOnlyMany / ReadWriteMany claim") if problem
+                   else Check(name, OK, f"{'/'.join(modes) or 'no access mode'}, {server.pods} pod(s)"))
     return out
 
 
@@ -100,6 +125,8 @@ def required_crds(stack: str, plan: Plan | None, objects: list[dict]) -> list[tu
         need.append(("serving.kserve.io", "LLMInferenceService", api, "kserve-llmisvc"))
     if plan is not None and any(s.multinode for s in plan.servers):
         need.append(LWS)
+    if plan is not None and stack == "llmd" and any(s.aliases for s in plan.servers):
+        need.append(MODEL_REWRITE)
     for obj in objects:
         if is_custom(obj):
             item = (group(obj["apiVersion"]), obj["kind"], version(obj["apiVersion"]), "")
@@ -115,7 +142,7 @@ def crd_checks(crds: list[dict], need: list[tuple[str, str, str, str]]) -> list[
         name = f"CRD {kind} {grp}/{ver}"
         crd = next((c for c in crds if (c.get("spec") or {}).get("group") == grp
                     and ((c.get("spec") or {}).get("names") or {}).get("kind") == kind), None)
-        fix = "run `invoke prereqs`" if pin_key in ("gateway-api", "inference-extension", "lws") \
+        fix = "run `invoke prereqs`" if pin_key in ("gateway-api", "inference-extension", "lws", "llm-d-router") \
             else f"install the component that provides {kind} ({grp})"
         if crd is None:
             out.append(Check(name, FAIL, "not installed", fix))
@@ -158,13 +185,16 @@ def gateway_check(facts: Facts, stack: str, provider: str) -> Check:
     return Check(name, OK, f"accepted ({(gc.get('spec') or {}).get('controllerName', '?')})")
 
 
-def capacity_check(plan: Plan, nodes: list[dict], pods: list[dict]) -> Check:
-    """Do the model-server pods fit on nodes matching their selectors, in allocatable minus requested?"""
+def capacity_check(plan: Plan, nodes: list[dict], pods: list[dict], beside: bool = False) -> Check:
+    """Do the model-server pods fit on nodes matching their selectors, in allocatable minus requested?
+
+    `beside`: the deployment's current pods stay (a migration's target runs beside its source), so
+    what they request counts as used; otherwise a redeploy replaces them and their room is free."""
     server = plan.servers[0]   # every server of a plan has the same per-pod shape
     need = {res: quantity(q) for res, q in server.resources.items()}
     accel = {r: q for r, q in need.items() if r not in ("cpu", "memory")}
     selector = dict(server.node_selector)
-    used = _requested_by_node(pods, plan)
+    used = _requested_by_node(pods, plan, beside)
     fits, matching = 0, 0
     for node in nodes:
         if not _schedulable(node, selector, server.tolerations):
@@ -187,7 +217,7 @@ def capacity_check(plan: Plan, nodes: list[dict], pods: list[dict]) -> Check:
 
 
 def token_check(plan: Plan, secrets: list[str], token_given: bool) -> Check:
-    hf = [s.model for s in plan.servers if s.source.startswith("hf://")]
+    hf = [s.model for s in plan.servers if s.weights and s.weights.kind in ("hf", "pvc-cache")]
     if not hf:
         return Check("HF token", OK, "not needed (no model is downloaded from Hugging Face)")
     if token_given:
@@ -199,8 +229,9 @@ def token_check(plan: Plan, secrets: list[str], token_given: bool) -> Check:
                  "export HF_TOKEN=... or pass --hf-token-file=FILE")
 
 
-def _requested_by_node(pods: list[dict], plan: Plan) -> dict[str, dict[str, Decimal]]:
-    """Resources requested on each node by running pods, except this deployment's own model servers."""
+def _requested_by_node(pods: list[dict], plan: Plan, count_own: bool = False) -> dict[str, dict[str, Decimal]]:
+    """Resources requested on each node by running pods, except this deployment's own model servers
+    (unless `count_own`)."""
     mine = {s.name for s in plan.servers}
     out: dict[str, dict[str, Decimal]] = {}
     for pod in pods:
@@ -209,7 +240,7 @@ def _requested_by_node(pods: list[dict], plan: Plan) -> dict[str, dict[str, Deci
         if not node or phase in ("Succeeded", "Failed"):
             continue
         lbl = labels(pod)
-        if meta(pod).get("namespace") == plan.namespace and (
+        if not count_own and meta(pod).get("namespace") == plan.namespace and (
                 lbl.get("llm-d.ai/model") in mine or lbl.get("app.kubernetes.io/name") in mine):
             continue
         totals = out.setdefault(node, {})

@@ -46,17 +46,31 @@ def kubeconfig_contexts() -> tuple[list[str], str | None]:
                                  "(check KUBECONFIG)") from None
         except OSError as err:
             raise LightrailError(f"cannot read kubeconfig {path}: {err.strerror}") from None
+        except UnicodeDecodeError:
+            raise LightrailError(f"kubeconfig {path} is not a text file (UTF-8 YAML); valid: a kubeconfig file "
+                                 "(check KUBECONFIG)") from None
         except yaml.YAMLError as err:
             where = getattr(err, "problem_mark", None)
             line = f" (line {where.line + 1})" if where else ""
             raise LightrailError(f"kubeconfig {path} is not valid YAML{line}") from None
-        contexts = data.get("contexts") if isinstance(data, dict) else None
-        if not isinstance(data, dict) or not isinstance(contexts or [], list):
-            raise LightrailError(f"kubeconfig {path} is not a kubeconfig (expected a mapping with contexts:, "
-                                 f"got {type(data).__name__})")
-        names += [c["name"] for c in contexts or [] if isinstance(c, dict) and c.get("name") and c["name"] not in names]
+        problem = _shape_problem(data)
+        if problem:
+            raise LightrailError(f"kubeconfig {path} is not a kubeconfig ({problem})")
+        names += [c["name"] for c in data.get("contexts") or [] if c["name"] not in names]
         current = current or data.get("current-context") or None
     return names, current
+
+
+def _shape_problem(data) -> str | None:
+    """What kubectl would choke on in one kubeconfig file: not a mapping, or entries without a name."""
+    if not isinstance(data, dict):
+        return f"expected a mapping with contexts:, got {type(data).__name__}"
+    for field in ("contexts", "clusters", "users"):
+        entries = data.get(field) or []
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and e.get("name") and isinstance(e["name"], str)
+                                                    for e in entries):
+            return f"{field}: expected a list of entries with a name, got {entries!r:.60}"
+    return None
 
 
 class KubeCluster:

@@ -31,10 +31,17 @@ from cryptography.x509.oid import NameOID
 from lightrail import tools
 from lightrail.catalog import load_catalog
 from lightrail.errors import LightrailError
+from lightrail.ops.prereqs import ISTIOD_SETTINGS
 from lightrail.settings import TOOLS_BIN
 
 WEBHOOK_KINDS = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
 KSERVE_NAMESPACE = "kserve"
+# What a KServe install provides besides its controller: the ingress Gateway (class istio) it attaches to.
+KSERVE_INGRESS_GATEWAY = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                          "metadata": {"name": "kserve-ingress-gateway", "namespace": KSERVE_NAMESPACE},
+                          "spec": {"gatewayClassName": "istio", "listeners": [
+                              {"name": "http", "port": 80, "protocol": "HTTP",
+                               "allowedRoutes": {"namespaces": {"from": "All"}}}]}}
 ISTIO_NAMESPACE = "istio-system"
 
 
@@ -205,13 +212,13 @@ def kserve(kubeconfig: Path, workdir: Path) -> Controller:
 
 
 def istio(kubeconfig: Path, workdir: Path) -> Controller:
-    """istiod as the istiod chart of the same version configures it, with the value `invoke prereqs --istio`
+    """istiod as the istiod chart of the same version configures it, with the values `invoke prereqs --istio`
     sets (its env, mesh config, and the injection templates the Gateway deployment controller renders
     gateway proxies from), its servers on free loopback ports. Its webhooks (sidecar injection, config
     validation) are left out: their certificate is for the istiod Service, which istiod issues itself."""
     home = installed("istio")
     chart = tools.run("helm", "template", "istiod", str(home / "manifests/charts/istio-control/istio-discovery"),
-                      "--namespace", ISTIO_NAMESPACE, "--set", "pilot.env.ENABLE_GATEWAY_API_INFERENCE_EXTENSION=true").stdout
+                      "--namespace", ISTIO_NAMESPACE, *(a for s in ISTIOD_SETTINGS for a in ("--set", s))).stdout
     rendered = [d for d in yaml.safe_load_all(chart) if d]
     config_maps = {d["metadata"]["name"]: d for d in rendered if d["kind"] == "ConfigMap"}
     for directory, name in (("etc/istio/config", "istio"), ("var/lib/istio/inject", "istio-sidecar-injector")):

@@ -9,7 +9,9 @@ records what it changes (object before, or helm release revision before), and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from lightrail import podsecurity
 from lightrail.errors import LightrailError
 from lightrail.ops import steps as st
 from lightrail.ops.objects import (HELM_RELEASE, MANAGED_BY_LABEL, annotations, deployment_of, difference, is_custom,
@@ -29,6 +31,7 @@ class Desired:
     releases: dict[str, list[dict]] = field(default_factory=dict)   # llmd: release -> its objects, in order
     helmfile: tuple[str, ...] = ()                             # llmd: helmfile args before the verb
     files: dict[str, str] = field(default_factory=dict)        # tool inputs, shown by dry runs
+    inputs: Path | None = None                                 # llmd: the directory they are kept in
 
 
 @dataclass
@@ -39,6 +42,8 @@ class Live:
     objects: dict[tuple, dict] = field(default_factory=dict)   # key(obj) -> live object, for desired keys
     releases: dict[str, dict] = field(default_factory=dict)    # helm list entries by release name
     secret: dict | None = None                                 # the HF token Secret, data stripped
+    namespace_labels: dict[str, str] | None = None             # the plan's namespace's labels, when it exists
+    in_releases: dict[str, list[dict]] = field(default_factory=dict)   # llmd: release -> its live objects
 
 
 @dataclass
@@ -116,11 +121,29 @@ def _namespace_steps(plan: Plan, desired: Desired, live: Live, target: Target, o
                              fix="install what owns them first (for kserve: KServe itself, see `invoke prereqs --stack=kserve`)")
     if plan.namespace in live.namespaces:
         out.unchanged.append(f"Namespace {plan.namespace}")
+        _existing_pod_security(plan, live.namespace_labels, out)
         return
     ns = {"apiVersion": "v1", "kind": "Namespace",
-          "metadata": {"name": plan.namespace, "annotations": {CREATED_BY: "lightrail"}}}
+          "metadata": {"name": plan.namespace, "annotations": {CREATED_BY: "lightrail"}, "labels": plan.namespace_labels}}
     out.changed.append(f"Namespace {plan.namespace}: new")
     out.steps.append(st.apply(target, [ns], f"create namespace {plan.namespace}", changes=[st.Change(ref(ns))]))
+
+
+def _existing_pod_security(plan: Plan, labels: dict[str, str] | None, out: DeployPlan) -> None:
+    """A namespace Lightrail did not create keeps its Pod Security labels (loosening them is the owner's
+    call): refuse when it enforces a level the pods cannot meet, say so when it enforces none."""
+    if labels is None:
+        return
+    enforced = labels.get(f"{podsecurity.LABEL}/enforce", "privileged")
+    if enforced not in podsecurity.LEVELS:
+        enforced = "restricted"   # PodSecurity admission evaluates an invalid level as restricted
+    label = f"kubectl label namespace {plan.namespace} {podsecurity.LABEL}/enforce={plan.pod_security} --overwrite"
+    if podsecurity.LEVELS.index(enforced) < podsecurity.LEVELS.index(plan.pod_security):
+        raise LightrailError(f"namespace {plan.namespace} enforces Pod Security {enforced!r}; this deployment's pods "
+                             f"need {plan.pod_security!r}", fix=f"`{label}`, or deploy into another namespace")
+    if enforced != plan.pod_security:
+        out.notes.append(f"namespace {plan.namespace} enforces Pod Security {enforced!r} (kept); the pods meet "
+                         f"{plan.pod_security!r}: `{label}` to enforce it")
 
 
 def _secret_step(plan: Plan, live: Live, target: Target, token: Token | None, out: DeployPlan) -> None:
@@ -157,6 +180,8 @@ def _release_steps(desired: Desired, live: Live, target: Target, out: DeployPlan
     for release, objects in desired.releases.items():
         info = live.releases.get(release)
         why = [f"{ref(o)}: {d}" for o in objects if (d := _difference(o, live.objects.get(key(o))))]
+        rendered = {key(o) for o in objects}
+        why += [f"{ref(o)}: no longer rendered" for o in live.in_releases.get(release, []) if key(o) not in rendered]
         if info is None:
             why = [f"helm release {release}: new"] + why
         elif info.get("status") != "deployed":

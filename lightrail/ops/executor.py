@@ -2,7 +2,8 @@
 
 Both take the same steps in the same order, so a dry run shows exactly what a real run would
 send. `run_steps` keeps a journal of the steps that started, which is what a rollback undoes
-and what an interrupted run reports.
+and what an interrupted run reports. `Live` shows the progress of every step while it runs
+through a `Progress` the CLI gives (a live line on a terminal, plain lines when piped).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from lightrail.errors import LightrailError
 from lightrail.ops import kind, kwok, wait
 from lightrail.ops.secrets import Token
 from lightrail.ops.steps import Step, reads_stdin, show
+from lightrail.progress import Progress, no_progress
 from lightrail.render import to_yaml
 
 Out = Callable[[str], None]
@@ -57,26 +59,29 @@ class DryRun:
 class Live:
     """Runs steps against a cluster (`ops.cluster.KubeCluster`, or a fake of it in tests)."""
 
-    def __init__(self, cluster, out: Out, token: Token | None = None, smoke: Callable[[], None] | None = None):
-        self.cluster, self.out, self.token, self.smoke = cluster, out, token, smoke
+    def __init__(self, cluster, out: Out, token: Token | None = None, smoke: Callable[[], None] | None = None,
+                 progress: Progress = no_progress):
+        self.cluster, self.out, self.token, self.smoke, self.progress = cluster, out, token, smoke, progress
 
     def scrub(self, text: str) -> str:
         return self.token.scrub(text) if self.token else text
 
     def run(self, step: Step) -> None:
         self.out(f"- {step.title}")
+        shown = no_progress if step.action == "smoke" else self.progress   # smoke shows its own: one live line
         try:
-            self._run(step)
+            with shown(step.title) as update:
+                self._run(step, update)
         except LightrailError as err:
             if self.token and self.token.reveal() in str(err):
                 raise LightrailError(self.scrub(str(err))) from None
             raise
 
-    def _run(self, step: Step) -> None:
+    def _run(self, step: Step, update: Callable[[str], None]) -> None:
         if step.action == "secret":
             self.cluster.apply_secret(step.objects[0], self.token)
         elif step.action == "wait":
-            self._wait(step)
+            self._wait(step, update)
         elif step.action == "smoke":
             self.smoke()
         elif step.tool == "kind":
@@ -94,12 +99,12 @@ class Live:
         for line in lines[-OUTPUT_LINES:]:
             self.out(f"    {line}")
 
-    def _wait(self, step: Step) -> None:
+    def _wait(self, step: Step, update: Callable[[str], None]) -> None:
         stop = threading.Event()
         objects = list(step.objects)
         try:
             events = self.cluster.watch(wait.watch_specs(objects), stop)
-            wait.follow(objects, events, step.timeout, self.out, logs_for=self.cluster.logs)
+            wait.follow(objects, events, step.timeout, self.out, logs_for=self.cluster.logs, update=update)
         finally:
             stop.set()
 

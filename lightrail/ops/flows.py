@@ -8,7 +8,6 @@ what was applied, what may be half-applied, how to undo it — and then re-raise
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -25,41 +24,59 @@ from lightrail.ops.cluster import KubeCluster, kubeconfig_contexts, kubeconfig_p
 from lightrail.ops.deploy import DeployPlan, Desired, Live, plan_deploy, plan_rollback
 from lightrail.ops.desired import desired_state
 from lightrail.ops.executor import DryRun, Journal, Live as LiveExecutor, run_steps
-from lightrail.ops.objects import key, meta
+from lightrail.ops.objects import HELM_RELEASE, MIGRATION_LABEL, annotations, generated, key, meta
 from lightrail.ops.prereqs import Prereqs, plan_prereqs
 from lightrail.ops.secrets import Token
 from lightrail.ops.status import KINDS, Row, aggregate
 from lightrail.ops.steps import show
 from lightrail.ops.target import Target, check_namespace, resolve
 from lightrail.plan import HF_TOKEN_SECRET, Plan
+from lightrail.progress import Progress, no_progress
+from lightrail.settings import TOOLS_BIN
 from lightrail.smoke.discovery import GATEWAY_NAME_LABEL, gateway_service, gateway_url, kserve_endpoint
 
 Out = Callable[[str], None]
+NO_CONTEXT = "no kube context"   # Target.source when the kubeconfig gave none
 
 
-def connect(kube_context: str, namespace: str, dry_run: bool, out: Out,
-            reads_only: bool = False) -> tuple[Target, KubeCluster | None]:
-    """Resolve the target and reach its cluster. A dry run goes on without one (planning against nothing);
-    a task that only reads (doctor) goes on too and reports the cluster as a failed check."""
+def connect(kube_context: str, namespace: str, dry_run: bool, out: Out, reads_only: bool = False,
+            progress: Progress = no_progress) -> tuple[Target, KubeCluster | None]:
+    """Resolve the target and reach its cluster (`choose_target`, then `reach`)."""
+    target = choose_target(kube_context, namespace, dry_run, out, reads_only)
+    return target, reach(target, dry_run, out, reads_only, progress)
+
+
+def choose_target(kube_context: str, namespace: str, dry_run: bool, out: Out, reads_only: bool = False) -> Target:
+    """The context and namespace from the flags and the kubeconfig, without a request to any cluster.
+    A dry run or a task that only reads goes on without a context (its commands then name none)."""
     check_namespace(namespace)
     contexts, current = kubeconfig_contexts()
     try:
-        target = resolve(kube_context or None, contexts, current, namespace)
+        return resolve(kube_context or None, contexts, current, namespace)
     except LightrailError as err:
         if not (dry_run or reads_only) or (kube_context and contexts):
             raise LightrailError(err.message + _kubeconfig_hint(contexts), fix=err.fix) from None
         out(f"note: {err}" + ("; a dry run plans against an empty cluster and names no context in its commands"
                                if dry_run else ""))
-        return Target(kube_context or None, namespace, "no kube context"), None
+        return Target(kube_context or None, namespace, NO_CONTEXT)
+
+
+def reach(target: Target, dry_run: bool, out: Out, reads_only: bool = False,
+          progress: Progress = no_progress) -> KubeCluster | None:
+    """The target's cluster, or None for a dry run (planning against nothing) or a task that only reads
+    (doctor reports the cluster as a failed check)."""
+    if target.source == NO_CONTEXT:
+        return None
     try:
-        cluster = KubeCluster(target.context)
-        cluster.version()
+        with progress(f"reaching the cluster of context {target.context}"):   # an unanswering server takes a while
+            cluster = KubeCluster(target.context)
+            cluster.version()
     except LightrailError as err:
         if not (dry_run or reads_only):
             raise
         out(f"note: {err}" + ("; a dry run plans against an empty cluster" if dry_run else ""))
-        return target, None
-    return target, cluster
+        return None
+    return cluster
 
 
 def _kubeconfig_hint(contexts: list[str]) -> str:
@@ -103,6 +120,7 @@ def observe_facts(cluster, target: Target) -> ck.Facts:
         gateways=cluster.list("gateway.networking.k8s.io/v1", "Gateway", ck.KSERVE_GATEWAY[0]),
         nodes=cluster.list("v1", "Node"), pods=cluster.list("v1", "Pod"),
         secrets=[meta(s)["name"] for s in cluster.list("v1", "Secret", target.namespace)] if target.namespace else [],
+        claims=cluster.list("v1", "PersistentVolumeClaim", target.namespace) if target.namespace else [],
     )
 
 
@@ -116,8 +134,16 @@ def observe_live(cluster, plan: Plan, desired: Desired) -> Live:
         if found is not None:
             objects[key(obj)] = found
     releases = {r["name"]: r for r in cluster.releases(plan.namespace)} if plan.stack == "llmd" else {}
-    return Live(namespaces={meta(n)["name"] for n in cluster.list("v1", "Namespace")}, objects=objects,
-                releases=releases, secret=cluster.get("v1", "Secret", HF_TOKEN_SECRET, plan.namespace))
+    in_releases: dict[str, list[dict]] = {}
+    if releases:   # what each release holds now: an object it no longer renders is a change too
+        for obj in find_labelled(cluster, td.selector(plan.pattern.name, plan.stack)):
+            release = annotations(obj).get(HELM_RELEASE)
+            if release in releases and meta(obj).get("namespace") == plan.namespace and not generated(obj):
+                in_releases.setdefault(release, []).append(obj)
+    namespaces = {meta(n)["name"]: meta(n).get("labels") or {} for n in cluster.list("v1", "Namespace")}
+    return Live(namespaces=set(namespaces), objects=objects, namespace_labels=namespaces.get(plan.namespace),
+                releases=releases, secret=cluster.get("v1", "Secret", HF_TOKEN_SECRET, plan.namespace),
+                in_releases=in_releases)
 
 
 def find_labelled(cluster, selector: str) -> list[dict]:
@@ -153,42 +179,46 @@ def check_table(checks: list[ck.Check]) -> list[str]:
 
 def deploy(plan: Plan, target: Target, cluster, *, dry_run: bool, out: Out, token: Token | None = None,
            wait: bool = True, timeout: float = 900, smoke: Callable[[], None] | None = None,
-           charts: Path | None = None, dry: DryRun | None = None) -> DeployPlan:
-    """`dry`: the dry run of a larger command this is part of (numbering continues, it sums up)."""
+           charts: Path | None = None, dry: DryRun | None = None, progress: Progress = no_progress,
+           desired: Desired | None = None) -> DeployPlan:
+    """`dry`: the dry run of a larger command this is part of (numbering continues, it sums up).
+    `desired`: already rendered (tasks render before they connect); else rendered here from `charts`."""
     out(f"deploy {plan.pattern.name} ({plan.accel}, {plan.stack}) to {target.banner()}"
         + (" — dry run, nothing is changed" if dry_run else ""))
-    with tempfile.TemporaryDirectory(prefix="lightrail-deploy-") as work:
-        desired = desired_state(plan, Path(work), charts)
-        if cluster is not None:
-            problems = ck.failed(doctor(target, cluster, plan.stack, plan.gateway.provider, plan, desired.objects,
-                                        token is not None))
-            if problems and dry_run:
-                out("note: a real deploy would stop here; the cluster is not ready for it:")
-                for line in check_table(problems):
-                    out(line)
-            elif problems:
-                raise LightrailError("the cluster is not ready for this deployment:\n"
-                                     + "\n".join(check_table(problems)), fix="see `invoke doctor`")
-        dp = plan_deploy(plan, desired, observe_live(cluster, plan, desired), target, token, wait, timeout,
-                         smoke=smoke is not None)
-        _summary(dp, out)
-        if not dp.changes_anything:
-            out(f"nothing to change: {len(dp.unchanged)} item(s) already as desired")
-        executor = (dry or DryRun(out)) if dry_run else LiveExecutor(cluster, out, token, smoke)
-        journal = Journal()
-        serve = [s for s in dp.steps if s.action != "smoke"]
-        try:
-            run_steps(serve, executor, journal)
-            if wait and not dry_run:
-                out(f"endpoint: {endpoint(cluster, plan)}")
-            run_steps([s for s in dp.steps if s.action == "smoke"], executor, journal)
-        except KeyboardInterrupt:
-            report_interrupted(journal, target, out, plan)
-            raise
-        except LightrailError as err:
-            out(f"deploy failed: {err}")
-            undone = roll_back(journal, target, executor, out)
-            raise LightrailError(f"deploy of {plan.pattern.name} failed; {undone}") from None
+    desired = desired or desired_state(plan, charts)
+    if dry_run and desired.inputs:
+        out(f"note: helmfile reads the inputs kept in {desired.inputs} (named by their content; no secret is in "
+            f"them); the commands use the pinned tools: put {TOOLS_BIN} first on PATH to run them as printed")
+    if cluster is not None:
+        problems = ck.failed(doctor(target, cluster, plan.stack, plan.gateway.provider, plan, desired.objects,
+                                    token is not None))
+        if problems and dry_run:
+            out("note: a real deploy would stop here; the cluster is not ready for it:")
+            for line in check_table(problems):
+                out(line)
+        elif problems:
+            raise LightrailError("the cluster is not ready for this deployment:\n"
+                                 + "\n".join(check_table(problems)), fix="see `invoke doctor`")
+    dp = plan_deploy(plan, desired, observe_live(cluster, plan, desired), target, token, wait, timeout,
+                     smoke=smoke is not None)
+    _summary(dp, out)
+    if not dp.changes_anything:
+        out(f"nothing to change: {len(dp.unchanged)} item(s) already as desired")
+    executor = (dry or DryRun(out)) if dry_run else LiveExecutor(cluster, out, token, smoke, progress)
+    journal = Journal()
+    serve = [s for s in dp.steps if s.action != "smoke"]
+    try:
+        run_steps(serve, executor, journal)
+        if wait and not dry_run:
+            out(f"endpoint: {endpoint(cluster, plan)}")
+        run_steps([s for s in dp.steps if s.action == "smoke"], executor, journal)
+    except KeyboardInterrupt:
+        report_interrupted(journal, target, out, plan)
+        raise
+    except LightrailError as err:
+        out(f"deploy failed: {err}")
+        undone = roll_back(journal, target, executor, out)
+        raise LightrailError(f"deploy of {plan.pattern.name} failed; {undone}") from None
     if dry_run and dry is None:
         out(executor.summary(target.context, target.namespace))
     return dp
@@ -249,7 +279,8 @@ def report_interrupted(journal: Journal, target: Target, out: Out, plan: Plan | 
 def endpoint(cluster, plan: Plan) -> str:
     """Where the deployment answers, or how to reach it without an external address."""
     if plan.stack == "llmd":
-        gw = cluster.get("gateway.networking.k8s.io/v1", "Gateway", plan.gateway.name, plan.namespace)
+        gw = cluster.get("gateway.networking.k8s.io/v1", "Gateway", plan.gateway.name,
+                         plan.gateway.namespace or plan.namespace)
         url = gateway_url(gw) if gw else None
         name = plan.gateway.name
     else:
@@ -278,11 +309,12 @@ def status(cluster, namespace: str = "", now=None) -> list[Row]:
     selector = td.selector()
     objects = [o for api, kind in KINDS for o in cluster.list(api, kind, namespace or None, selector)]
     pods = cluster.list("v1", "Pod", namespace or None, selector)
-    return aggregate(objects, pods, now or datetime.now(timezone.utc))
+    states = cluster.list("v1", "ConfigMap", namespace or None, MIGRATION_LABEL)
+    return aggregate(objects, pods, now or datetime.now(timezone.utc), states)
 
 
 def prereqs(target: Target, cluster, *, stack: str, provider: str, istio: bool, dry_run: bool, out: Out,
-            local_crds: Path | None = None, dry: DryRun | None = None) -> Prereqs:
+            local_crds: Path | None = None, dry: DryRun | None = None, progress: Progress = no_progress) -> Prereqs:
     out(f"prereqs for {stack} on {target.banner()}" + (" — dry run, nothing is changed" if dry_run else ""))
     facts = observe_facts(cluster, target)
     if cluster is not None and facts.error:
@@ -293,7 +325,7 @@ def prereqs(target: Target, cluster, *, stack: str, provider: str, istio: bool, 
     if not result.steps:
         out("nothing to install")
     journal = Journal()
-    executor = (dry or DryRun(out)) if dry_run else LiveExecutor(cluster, out)
+    executor = (dry or DryRun(out)) if dry_run else LiveExecutor(cluster, out, progress=progress)
     try:
         run_steps(result.steps, executor, journal)
     except KeyboardInterrupt:
@@ -307,45 +339,46 @@ def prereqs(target: Target, cluster, *, stack: str, provider: str, istio: bool, 
 
 
 def teardown(target: Target, cluster, *, pattern: str | None, stack: str | None, keep_pvcs: bool, dry_run: bool,
-             out: Out, timeout: float = 600, poll: float = 2) -> td.TeardownPlan:
+             out: Out, timeout: float = 600, poll: float = 2, progress: Progress = no_progress,
+             spare: Callable[[dict], bool] | None = None, spare_releases: tuple[str, ...] = (),
+             dry: DryRun | None = None) -> td.TeardownPlan:
+    """`spare`: labelled objects to leave in place (a migration keeps the Gateway and its front routes),
+    and `spare_releases` the helm releases; `dry`: the dry run of a larger command this is part of."""
     what = f"pattern {pattern}" if pattern else "every Lightrail deployment"
+    spare = spare or (lambda obj: False)
     out(f"teardown of {what}{f' ({stack})' if stack else ''} on {target.banner()}"
         + (" — dry run, nothing is changed" if dry_run else ""))
     if cluster is None:
         out("nothing found: no cluster to look at")
         return td.TeardownPlan([], [])
     sel = td.selector(pattern, stack)
-    found = td.select(find_labelled(cluster, sel), target.namespace, pattern, stack)
-    orphans = td.orphan_releases(cluster.releases(target.namespace), pattern, list(load_catalog().patterns)) \
-        if stack in (None, "llmd") else []
+    found = [o for o in td.select(find_labelled(cluster, sel), target.namespace, pattern, stack) if not spare(o)]
+    orphans = [r for r in td.orphan_releases(cluster.releases(target.namespace), pattern, list(load_catalog().patterns))
+               if r not in spare_releases] if stack in (None, "llmd") else []
     plan = td.plan_teardown(found, orphans, target, keep_pvcs, timeout)
     if not plan.steps:
         out(f"nothing to remove: no Lightrail objects of {what} in namespace {target.namespace}")
         return plan
     journal = Journal()
-    executor = DryRun(out) if dry_run else LiveExecutor(cluster, out)
+    executor = (dry or DryRun(out)) if dry_run else LiveExecutor(cluster, out, progress=progress)
     try:
         run_steps(plan.steps, executor, journal)
     except KeyboardInterrupt:
         out(f"interrupted: teardown of {target.namespace} is incomplete; run it again to finish")
         raise
     if dry_run:
-        out(executor.summary(target.context, target.namespace))
+        if dry is None:
+            out(executor.summary(target.context, target.namespace))
         return plan
     start = time.monotonic()
-    reported: tuple[float, int] = (start, -1)   # progress: when the count changes, or every 10 s
-    while True:
-        left = td.leftovers(find_labelled(cluster, sel), target.namespace, pattern, stack, keep_pvcs)
-        if not left:
-            break
-        now = time.monotonic()
-        if now - start >= timeout:
-            raise LightrailError(f"teardown left {len(left)} labelled object(s) after {timeout:.0f} s:\n  "
-                                 + "\n  ".join(left), fix="check their finalizers, then run teardown again")
-        if now - start >= 2 and (len(left) != reported[1] or now - reported[0] >= 10):
-            out(f"  {now - start:5.0f}s waiting for {len(left)} object(s) to be gone, e.g. {left[0]}")
-            reported = (now, len(left))
-        time.sleep(poll)
+    with progress("waiting for the removed objects to be gone") as update:
+        while left := td.leftovers([o for o in find_labelled(cluster, sel) if not spare(o)], target.namespace,
+                                     pattern, stack, keep_pvcs):
+            if time.monotonic() - start >= timeout:
+                raise LightrailError(f"teardown left {len(left)} labelled object(s) after {timeout:.0f} s:\n  "
+                                     + "\n  ".join(left), fix="check their finalizers, then run teardown again")
+            update(f"{len(left)} left, e.g. {left[0]}")
+            time.sleep(poll)
     out(f"removed ({len(plan.removes)}):")
     for item in plan.removes:
         out(f"  {item}")
@@ -361,7 +394,8 @@ def teardown(target: Target, cluster, *, pattern: str | None, stack: str | None,
 
 
 def up(name: str, namespace: str, *, engine: str = "kind", nodes: str = kwokops.DEFAULT_NODES, dry_run: bool,
-       out: Out, timeout: float = 900, smoke_for: Callable[[Plan, Target], Callable[[], None]] | None = None) -> None:
+       out: Out, timeout: float = 900, smoke_for: Callable[[Plan, Target], Callable[[], None]] | None = None,
+       progress: Progress = no_progress) -> None:
     """A local cluster -> prereqs -> sim baseline on llmd -> smoke (kind) or status (kwok: no data plane)."""
     from lightrail.plan import Request, build_plan
     from lightrail.settings import charts_dir, schemas_dir
@@ -372,10 +406,9 @@ def up(name: str, namespace: str, *, engine: str = "kind", nodes: str = kwokops.
         node_objects = kwokops.node_objects(kwokops.parse_nodes(nodes))
     else:
         kindops.check_name(name)
-    with tempfile.TemporaryDirectory(prefix="lightrail-up-") as work:   # renders and validates (cached for deploy)
-        desired_state(plan, Path(work), charts_dir())
+    desired = desired_state(plan, charts_dir())   # rendered and validated before the first step
     dry = DryRun(out) if dry_run else None   # one numbering and one summary for every part
-    executor = dry or LiveExecutor(None, out)
+    executor = dry or LiveExecutor(None, out, progress=progress)
     if engine == "kwok":
         missing = kwokops.missing_binaries()
         problem = f"the local control plane is not built: {', '.join(missing)} missing in .tools/bin" if missing else None
@@ -397,19 +430,20 @@ def up(name: str, namespace: str, *, engine: str = "kind", nodes: str = kwokops.
     crds = None
     if engine == "kwok":
         if not dry_run:
-            executor = LiveExecutor(KubeCluster(target.context), out)
+            executor = LiveExecutor(KubeCluster(target.context), out, progress=progress)
         executor.run(st.apply(target, node_objects, f"create {len(node_objects)} simulated node(s): {nodes}",
                               force=True))
         crds = schemas_dir()
     cluster = None if dry_run else KubeCluster(target.context)
     prereqs(target, cluster, stack="llmd", provider="istio", istio=engine == "kind", dry_run=dry_run, out=out,
-            local_crds=crds, dry=dry)
+            local_crds=crds, dry=dry, progress=progress)
     if engine == "kwok":   # after the CRDs: istiod watches the Gateway API kinds from its start
         executor.run(kwokops.controller_step(name))
     smoke = smoke_for(plan, target) if smoke_for and engine == "kind" else None
     if smoke_for and engine == "kwok":
         out("note: no smoke on kwok: its pods are simulated, nothing serves requests")
-    deploy(plan, target, cluster, dry_run=dry_run, out=out, timeout=timeout, smoke=smoke, charts=charts_dir(), dry=dry)
+    deploy(plan, target, cluster, dry_run=dry_run, out=out, timeout=timeout, smoke=smoke, dry=dry, progress=progress,
+           desired=desired)
     if dry:
         out(dry.summary(target.context, target.namespace))
     if cluster is not None:
@@ -417,9 +451,9 @@ def up(name: str, namespace: str, *, engine: str = "kind", nodes: str = kwokops.
             out(f"status: {row.pattern} ({row.stack}, {row.accel}) {row.ready}/{row.desired} ready, {row.last_condition}")
 
 
-def down(name: str, *, engine: str, dry_run: bool, out: Out) -> None:
+def down(name: str, *, engine: str, dry_run: bool, out: Out, progress: Progress = no_progress) -> None:
     """Stop a local cluster made by `up` and remove its files (kind: the node containers)."""
-    executor = DryRun(out) if dry_run else LiveExecutor(None, out)
+    executor = DryRun(out) if dry_run else LiveExecutor(None, out, progress=progress)
     if engine == "kwok":
         kwokops.check_name(name)
         executor.run(kwokops.delete_step(name))

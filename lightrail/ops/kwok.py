@@ -143,7 +143,10 @@ def create_step(name: str, kubeconfig: str | None = None) -> Step:
             f"--kube-apiserver-binary={paths['kube-apiserver']}",
             f"--kube-controller-manager-binary={paths['kube-controller-manager']}",
             f"--kube-scheduler-binary={paths['kube-scheduler']}",
-            f"--etcd-binary={paths['etcd']}", f"--kwok-controller-binary={paths['kwok']}")
+            f"--etcd-binary={paths['etcd']}", f"--kwok-controller-binary={paths['kwok']}",
+            # one instance each: leader election only makes them exit when a busy machine renews a lease late
+            # (seen: "leaderelection lost" under load, and then no ReplicaSet is ever created)
+            "--extra-args=kube-controller-manager=leader-elect=false", "--extra-args=kube-scheduler=leader-elect=false")
     return Step(f"create kwok cluster {name} (Kubernetes {version}, local binaries) unless it exists",
                 tool="kwokctl", args=args, timeout=180)
 

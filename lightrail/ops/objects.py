@@ -11,8 +11,10 @@ FIELD_MANAGER = "lightrail"
 PATTERN_LABEL = f"{LABEL_PREFIX}/pattern"
 STACK_LABEL = f"{LABEL_PREFIX}/stack"   # on every object a deploy creates (Helm rewrites managed-by)
 ACCEL_LABEL = f"{LABEL_PREFIX}/accel"
+MIGRATION_LABEL = f"{LABEL_PREFIX}/migration"   # on what a migration in progress owns: its front routes, its state
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 HELM_RELEASE = "meta.helm.sh/release-name"
+GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"   # set by gateway controllers on what they make
 # Groups served by the API server itself; every other group needs a CRD.
 BUILTIN_GROUPS = frozenset({
     "", "apps", "batch", "policy", "autoscaling", "rbac.authorization.k8s.io", "networking.k8s.io",
@@ -73,6 +75,14 @@ def condition(conds: list[dict], kind: str) -> dict | None:
 
 def is_true(cond: dict | None) -> bool:
     return bool(cond) and cond.get("status") == "True"
+
+
+def generated(obj: dict) -> bool:
+    """Made by a controller from another object (a ReplicaSet's pods, a Gateway's Deployment and Service,
+    a Service's Endpoints), which copies that object's labels: never ours to change or delete."""
+    m = meta(obj)
+    return (any(o.get("controller") for o in m.get("ownerReferences") or [])
+            or GATEWAY_NAME_LABEL in (m.get("labels") or {}) or obj.get("kind") in ("Endpoints", "EndpointSlice"))
 
 
 def deployment_of(obj: dict) -> tuple[str, str] | None:

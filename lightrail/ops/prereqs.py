@@ -10,9 +10,15 @@ from pathlib import Path
 
 from lightrail.catalog import load_catalog
 from lightrail.ops import steps as st
-from lightrail.ops.checks import BUNDLE_ANNOTATIONS, GATEWAY, INFERENCEPOOL, KSERVE_GATEWAY, LWS, Facts, semver
+from lightrail.ops.checks import (BUNDLE_ANNOTATIONS, GATEWAY, INFERENCEPOOL, KSERVE_GATEWAY, LWS, MODEL_REWRITE, Facts,
+                                  semver)
 from lightrail.ops.objects import annotations, meta
 from lightrail.ops.target import Target
+
+# istiod's settings: the inference extension (InferencePool backends), and the RuntimeDefault seccomp
+# profile on the gateway proxies it deploys into a deployment's namespace, which the Pod Security
+# `restricted` level requires (its gateway template sets everything else restricted asks for).
+ISTIOD_SETTINGS = ("pilot.env.ENABLE_GATEWAY_API_INFERENCE_EXTENSION=true", "gateways.seccompProfile.type=RuntimeDefault")
 
 ISTIO_NAMESPACE = "istio-system"
 
@@ -49,10 +55,24 @@ def plan_prereqs(facts: Facts, target: Target, stack: str, provider: str = "isti
                                      args=target.kubectl("wait", "--for=condition=Available", "--namespace=lws-system",
                                                          "deployment/lws-controller-manager", "--timeout=300s")))
     if stack == "llmd":
+        _model_rewrite_crd(facts, target, crds["llm-d-router"], local_crds, out)
         _gateway_provider(facts, target, provider, istio, versions, out)
     else:
         _kserve(facts, versions, out)
     return out
+
+
+def _model_rewrite_crd(facts: Facts, target: Target, pin: dict, local_crds: Path | None, out: Prereqs) -> None:
+    """llm-d-router's InferenceModelRewrite CRD (model aliases). The endpoint picker checks for it once,
+    at start, so it is installed before any deploy starts a picker (docs/aliases.md)."""
+    grp, kind, _, _ = MODEL_REWRITE
+    title = f"{kind} CRD (llm-d-router {pin['version']})"
+    if _crd(facts, grp, kind):
+        out.present.append(title)
+    elif local_crds is not None:
+        out.steps.append(st.apply(target, [], f"install {title} (from {local_crds})", source=str(local_crds / pin["schema"])))
+    else:
+        out.steps.append(st.apply(target, [], f"install {title}", source=pin["url"]))
 
 
 def _crd(facts: Facts, grp: str, kind: str) -> dict | None:
@@ -74,9 +94,9 @@ def _gateway_provider(facts: Facts, target: Target, provider: str, istio: bool, 
               "--create-namespace", "--wait", "--timeout=600s")
     out.steps.append(st.Step(f"install Istio {pin['version']} CRDs (chart base)", tool="helm", timeout=630,
                              args=target.helm("upgrade", "--install", "istio-base", "base", *common)))
+    settings = [a for s in ISTIOD_SETTINGS for a in ("--set", s)]
     out.steps.append(st.Step(f"install istiod {pin['version']} with the Gateway API inference extension", tool="helm",
-                             timeout=630, args=target.helm("upgrade", "--install", "istiod", "istiod", *common,
-                                                           "--set", "pilot.env.ENABLE_GATEWAY_API_INFERENCE_EXTENSION=true")))
+                             timeout=630, args=target.helm("upgrade", "--install", "istiod", "istiod", *common, *settings)))
 
 
 def _kserve(facts: Facts, versions: dict, out: Prereqs) -> None:

@@ -75,11 +75,22 @@ def read_token(token_file: str | None, env: Mapping[str, str] = os.environ) -> T
             value = path.read_text().strip()
         except OSError as err:
             raise LightrailError(f"cannot read --hf-token-file {path}: {err.strerror}") from None
+        except UnicodeDecodeError:
+            raise LightrailError(f"--hf-token-file {path} is not a text file; valid: a file holding only the token") \
+                from None
         if not value:
             raise LightrailError(f"--hf-token-file {path} is empty")
-        return Token(value)
+        return Token(_one_word(value, f"--hf-token-file {path}"))
     value = env.get("HF_TOKEN", "").strip()
-    return Token(value) if value else None
+    return Token(_one_word(value, "HF_TOKEN")) if value else None
+
+
+def _one_word(value: str, source: str) -> str:
+    """A token has no whitespace inside; a file or variable holding more would break the HTTP header it goes into."""
+    if any(ch.isspace() for ch in value):
+        raise LightrailError(f"{source} holds more than one word (whitespace inside the token); "
+                             "valid: only the token, e.g. hf_...")
+    return value
 
 
 def secret_object(plan: Plan, token: Token) -> dict:

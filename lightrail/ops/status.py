@@ -6,10 +6,12 @@ from the Gateway or KServe's published URL; the newest condition of any object.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from lightrail.ops.objects import ACCEL_LABEL, conditions, deployment_of, is_true, condition, labels, meta
+from lightrail.ops.objects import (ACCEL_LABEL, PATTERN_LABEL, condition, conditions, deployment_of, is_true, labels,
+                                   meta)
 from lightrail.smoke.discovery import gateway_url, kserve_endpoint
 
 # Listed by `status` (with the Lightrail label selector); everything else adds nothing to a row.
@@ -31,12 +33,15 @@ class Row:
     endpoint: str
     age: str
     last_condition: str
+    migration: str = ""      # a migration in progress: its phase, weights, since when
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def aggregate(objects: list[dict], pods: list[dict], now: datetime) -> list[Row]:
+def aggregate(objects: list[dict], pods: list[dict], now: datetime, states: list[dict] = ()) -> list[Row]:
+    """`states`: the ConfigMaps of migrations in progress; each row of their pattern says where it stands."""
+    migrations = {(meta(cm).get("namespace"), labels(cm).get(PATTERN_LABEL)): migration_summary(cm) for cm in states}
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for obj in objects:
         owner = deployment_of(obj)
@@ -47,8 +52,19 @@ def aggregate(objects: list[dict], pods: list[dict], now: datetime) -> list[Row]
         accel = next((labels(o)[ACCEL_LABEL] for o in objs if ACCEL_LABEL in labels(o)), "?")
         models, ready, desired = (_llmd_servers if stack == "llmd" else _kserve_servers)(objs, pods)
         rows.append(Row(ns, pattern, stack, accel, sorted(models), ready, desired, _endpoint(stack, objs),
-                        _age(objs, now), _last_condition(objs)))
+                        _age(objs, now), _last_condition(objs), migrations.get((ns, pattern), "")))
     return rows
+
+
+def migration_summary(config_map: dict) -> str:
+    """One line from a migration's state ConfigMap (written by lightrail.migrate.state)."""
+    try:
+        state = json.loads((config_map.get("data") or {})["state.json"])
+        line = (f"{state['source']['stack']} -> {state['to']}: phase {state['phase']}, target at {state['weight']}%, "
+                f"{state['status']} since {state['updated']} (started {state['since']})")
+        return line + (f": {state['reason']}" if state.get("reason") else "")
+    except (KeyError, TypeError, ValueError):
+        return f"migration state {meta(config_map).get('name')} is unreadable"
 
 
 def _served_model(workload: dict) -> str:

@@ -40,6 +40,10 @@ def resolve(requested: str | None, contexts: list[str], current: str | None, nam
         valid = f"; valid: {', '.join(contexts)}" if contexts else ""
         raise LightrailError(f"no current kube context and no --kube-context given{valid}",
                              fix="pass --kube-context=NAME or run `kubectl config use-context NAME`")
+    if contexts and current not in contexts:
+        raise LightrailError(f"the kubeconfig's current-context {current!r} is not one of its contexts; "
+                             f"valid: {', '.join(contexts)}",
+                             fix="pass --kube-context=NAME or run `kubectl config use-context NAME`")
     return Target(current, namespace, "current context")
 
 

@@ -26,8 +26,9 @@ class NotReady(LightrailError):
 
 def follow(objects: list[dict], events: Iterable[tuple[str, dict | None]], timeout: float,
            out: Callable[[str], None], logs_for: Callable[[str, str, str], str] | None = None,
-           clock: Callable[[], float] = time.monotonic) -> list[readiness.State]:
-    """Consume events until a verdict; return the ready states or raise NotReady."""
+           clock: Callable[[], float] = time.monotonic,
+           update: Callable[[str], None] = lambda detail: None) -> list[readiness.State]:
+    """Consume events until a verdict; return the ready states or raise NotReady. `update` gets "N/M ready"."""
     start = clock()
     live: dict[tuple, dict] = {}
     pods: dict[tuple[str, str], dict] = {}
@@ -54,6 +55,7 @@ def follow(objects: list[dict], events: Iterable[tuple[str, dict | None]], timeo
             mark = "ready  " if s.ready else "waiting"
             out(f"  {elapsed:5.0f}s {mark} {s.what}: {s.summary}" + (f" — {s.reason}" if s.reason else ""))
             shown[s.what] = s
+        update(f"{sum(s.ready for s in states)}/{len(states)} ready")
         verdict = readiness.verdict(states)
         if verdict == "ready":
             return states

@@ -61,6 +61,9 @@ SECRET_QUERY = ("token", "key", "api_key", "apikey", "access_token", "auth", "si
 
 def check_url(url: str, flag: str = "--url") -> str:
     """The base URL without a trailing /v1 (OpenAI clients' base URLs end in /v1; ours do not)."""
+    if any(ch.isspace() for ch in url):   # urlparse drops leading spaces, the HTTP client does not
+        raise LightrailError(f"{flag} {mask_url(url.strip())!r} has whitespace in it; valid: http://HOST:PORT or "
+                             "https://HOST, nothing around it")
     try:
         parsed = urlparse(url)
         port = parsed.port
@@ -95,13 +98,13 @@ def _timed(fn):
     return result, (time.perf_counter() - start) * 1000
 
 
-def warm_up(client: httpx.Client, timeout: float, progress: Callable[[float, str], None] | None = None) -> float:
+def warm_up(client: httpx.Client, timeout: float, progress: Callable[[str], None] | None = None) -> float:
     """Wait (with backoff) until GET /v1/models answers 200; return how long it took in ms.
 
     Retried: 5xx (still starting) and timeouts until `timeout`; a refused connection only for
     REFUSED_GRACE seconds. Not retried: an answer that is not an OpenAI API (a web page, a 404),
     a failed TLS handshake.
-    `progress(elapsed_s, last_reason)` is called before every retry.
+    `progress(last_reason)` is called before every retry (the caller shows it once the wait is long).
     """
     start = time.perf_counter()
     where = mask_url(client.base_url)
@@ -114,8 +117,8 @@ def warm_up(client: httpx.Client, timeout: float, progress: Callable[[float, str
         return isinstance(err, (httpx.HTTPError, _NotReady))
 
     def before_sleep(state):
-        if progress and time.perf_counter() - start >= 2:   # short waits need no progress
-            progress(time.perf_counter() - start, _describe(state.outcome.exception()))
+        if progress:
+            progress(_describe(state.outcome.exception()))
 
     @retry(stop=stop_after_delay(timeout), wait=wait_exponential(multiplier=0.25, max=5),
            retry=retry_if_exception(retryable), reraise=False, before_sleep=before_sleep)
@@ -384,6 +387,27 @@ def _tokenize(client: httpx.Client, model: str, text: str, metrics_urls: list[st
     return None
 
 
+@_no_answer_fails("alias {0}", "the target's greedy text")
+def alias(client: httpx.Client, name: str, target: str) -> Check:
+    """An alias answers, and from the model it names: the same greedy completion as asking the
+    target itself, from a server that answers as the alias or the target (the llmd picker writes
+    the alias back into responses; KServe's vLLM answers with its first name, the alias)."""
+    def ask(model):
+        body = {"model": model, "prompt": "The quick brown fox", "max_tokens": MAX_TOKENS, "temperature": 0, "seed": 0}
+        return client.post("/v1/completions", json=body)
+
+    resp, ms = _timed(lambda: ask(name))
+    if resp.status_code != 200:
+        return Check(f"alias {name}", False, ms, expected=f"HTTP 200 from {target}",
+                     got=f"HTTP {resp.status_code}{_error_message(resp)}")
+    direct = ask(target)
+    text_of = lambda r: ((r.json().get("choices") or [{}])[0].get("text") or "") if r.status_code == 200 else None
+    answered_as, text, expected = resp.json().get("model"), text_of(resp), text_of(direct)
+    ok = answered_as in (name, target) and bool(text) and text == expected
+    got = f"{answered_as}: {text!r}" if answered_as in (name, target) else f"an answer from {answered_as}"
+    return Check(f"alias {name}", ok, ms, detail=f"-> {target}", expected=f"{target}'s greedy text {expected!r}", got=got)
+
+
 @_no_answer_fails("unknown model is refused", "HTTP 4xx")
 def unknown_model(client: httpx.Client) -> Check:
     """A model the deployment does not serve gets an error response quickly, not a hang."""
@@ -397,8 +421,10 @@ def unknown_model(client: httpx.Client) -> Check:
 
 
 def run(url: str, pattern: str, models: list[str], *, metrics_urls: list[str], timeout: float,
-        prefix_check: str = "auto", progress: Callable[[float, str], None] | None = None) -> Report:
-    """All checks for a pattern. prefix_check: "required" (caching), "auto" (report if readable)."""
+        prefix_check: str = "auto", progress: Callable[[str], None] | None = None,
+        aliases: dict[str, str] | None = None) -> Report:
+    """All checks for a pattern. prefix_check: "required" (caching), "auto" (report if readable);
+    aliases: {alias: the served model it names}."""
     url = check_url(url)
     with httpx.Client(base_url=url, timeout=httpx.Timeout(timeout, connect=min(timeout, 10))) as client:
         warm_ms = warm_up(client, timeout, progress)
@@ -408,6 +434,7 @@ def run(url: str, pattern: str, models: list[str], *, metrics_urls: list[str], t
             checks += [completion(client, model), chat(client, model), streaming(client, model)]
         if len(models) > 1:
             checks.append(routing(client, models))
+        checks += [alias(client, name, target) for name, target in (aliases or {}).items()]
         if prefix_check == "required" or (prefix_check == "auto" and metrics_urls and _readable(metrics_urls)):
             checks.append(prefix_cache(client, models[0], metrics_urls))
             if prefix_check == "auto":

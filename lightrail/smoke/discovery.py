@@ -11,9 +11,9 @@ from urllib.parse import urlparse
 
 from lightrail.errors import LightrailError
 from lightrail.llmd.values import server_labels
+from lightrail.ops.objects import GATEWAY_NAME_LABEL
 from lightrail.plan import ModelServer, Plan
 
-GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
 # The labels KServe v0.20 gives the pods of an LLMInferenceService that take requests
 # (single-node pods and LWS leaders), besides app.kubernetes.io/name=<service name>.
 KSERVE_WORKLOAD = {"app.kubernetes.io/part-of": "llminferenceservice", "kserve.io/component": "workload"}
@@ -69,11 +69,13 @@ def gateway_service(services: list[dict], gateway: str) -> tuple[str, int] | Non
     return None
 
 
+def server_pod_labels(plan: Plan, server: ModelServer) -> dict[str, str]:
+    """The labels its InferencePool selects the pods running one model's vLLM by (not the picker or gateway)."""
+    return server_labels(server) if plan.stack == "llmd" else {"app.kubernetes.io/name": server.name, **KSERVE_WORKLOAD}
+
+
 def server_selector(plan: Plan, server: ModelServer) -> str:
-    """Label selector of the pods running one model's vLLM (not the endpoint picker or gateway)."""
-    labels = server_labels(server) if plan.stack == "llmd" else {"app.kubernetes.io/name": server.name,
-                                                                  **KSERVE_WORKLOAD}
-    return ",".join(f"{k}={v}" for k, v in labels.items())
+    return ",".join(f"{k}={v}" for k, v in server_pod_labels(plan, server).items())
 
 
 def metrics_endpoint(pod: dict) -> tuple[str, str, int] | None:

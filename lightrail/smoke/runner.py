@@ -19,7 +19,7 @@ def prefix_check(plan: Plan) -> str:
 
 
 def smoke_plan(plan: Plan, *, url: str = "", metrics_urls: tuple[str, ...] = (), kube_context: str | None = None,
-               timeout: float = 60.0, progress: Callable[[float, str], None] | None = None) -> checks.Report:
+               timeout: float = 60.0, progress: Callable[[str], None] | None = None) -> checks.Report:
     """Run every check for the plan's pattern and models.
 
     No url: discover the endpoint. Metrics: the given URLs, else URL/metrics, else (discovered,
@@ -38,4 +38,5 @@ def smoke_plan(plan: Plan, *, url: str = "", metrics_urls: tuple[str, ...] = (),
         else:
             metrics = []
         return checks.run(base, plan.pattern.name, list(plan.served_models), metrics_urls=metrics, timeout=timeout,
-                          prefix_check=prefix, progress=progress)
+                          prefix_check=prefix, progress=progress,
+                          aliases={a: s.model for s in plan.servers for a in s.aliases})

@@ -29,6 +29,27 @@ def cluster(tmp_path_factory):
         local.stop()
 
 
+@pytest.fixture(scope="session")
+def vllm_pair(tiny_model):
+    """Two real vLLMs serving the same model (eager: no compilation at warm-up), started together once:
+    the gateway-model and migration tests let each stand in for one InferencePool."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lightrail.testing.vllm import VLLMServer
+    from tests.conftest import QWEN
+
+    servers = [VLLMServer(tiny_model, QWEN, extra_args=("--enforce-eager",), startup_timeout=600) for _ in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        started = [pool.submit(s.start) for s in servers]
+    try:
+        for future in started:
+            future.result()
+        yield servers[0].url, servers[1].url
+    finally:
+        for server in servers:
+            server.stop()
+
+
 def invoke(cluster: LocalCluster, *args: str, ok: bool = True, timeout: float = 600,
            env: dict | None = None) -> subprocess.CompletedProcess:
     """A user's command against the local cluster; the planted HF token must never show."""

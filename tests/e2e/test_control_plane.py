@@ -141,3 +141,27 @@ def test_up_deploys_the_sim_baseline_with_a_real_gateway_controller_and_down_lea
     finally:
         invoke(local, "down", "--engine=kwok", "--name=up")
     assert local.wait_gone() == []
+
+
+def test_the_api_server_accepts_aliases_weights_claims_and_image_volumes(cluster):
+    """Issue 12 §2-3 objects, rendered with the real charts, accepted by the real API server (server-side
+    dry run, with the pinned InferenceModelRewrite CRD installed as prereqs installs it)."""
+    from lightrail.plan import Request, build_plan
+    from lightrail.render import render_validated
+    from lightrail.settings import charts_dir, schemas_dir
+
+    if charts_dir() is None:
+        pytest.skip("needs the pinned charts: set LIGHTRAIL_CHARTS")
+    cluster.kubectl("apply", "--server-side", "-f", str(schemas_dir() / "crds/llm-d-router-v0.10.0.yaml"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/inferencemodelrewrites.llm-d.ai")
+    cluster.kubectl("create", "namespace", "weights")
+    wanted = {"InferenceModelRewrite", "PersistentVolumeClaim", "Deployment"}
+    for weights in ("pvc", "oci:registry.example.com/models/qwen:1"):
+        plan = build_plan(Request("baseline", "gpu", namespace="weights", weights=weights,
+                                  aliases=(("chat", "Qwen/Qwen2.5-3B-Instruct"),)))
+        objects = [o for o in render_validated(plan, charts=charts_dir(), schemas=schemas_dir()).objects
+                   if o["kind"] in wanted]
+        proc = cluster.kubectl("apply", "--dry-run=server", "-f", "-", check=False,
+                               stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+        assert proc.returncode == 0, proc.stderr
+        assert sum(line.endswith("(server dry run)") for line in proc.stdout.splitlines()) == len(objects), proc.stdout

@@ -27,10 +27,7 @@ CATALOG = load_catalog()
 CONTROL_PLANE = ("kwokctl", "kwok", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd")
 LWS_NAME = "leaderworkerset.sigs.k8s.io/name"
 # KServe's configured ingress gateway (inferenceservice-config `kserveIngressGateway`), as its install makes it
-KSERVE_GATEWAY = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-                  "metadata": {"name": "kserve-ingress-gateway", "namespace": controllers.KSERVE_NAMESPACE},
-                  "spec": {"gatewayClassName": "istio", "listeners": [
-                      {"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}}]}}
+KSERVE_GATEWAY = controllers.KSERVE_INGRESS_GATEWAY
 
 
 @dataclass

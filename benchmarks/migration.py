@@ -1,0 +1,107 @@
+"""What a migration costs the clients: wall time, requests served, latency before / during / after.
+
+    .venv/bin/python benchmarks/migration.py [--pattern=caching] [--steps=10,50,100] [--hold=10] [--window=30]
+
+On the local control plane (real API server, scheduler, istiod, KServe controller, kwok nodes) the
+pattern is deployed on llmd (sim node shapes), the Gateway is served by the gateway model with one
+real vLLM per stack's pool, and a bounded-rate traffic driver runs throughout: `--window` seconds
+before, `invoke migrate --to=kserve` itself, `--window` seconds after. Prints one line per window
+(requests, failed, p50 / p99 latency) and the migration's wall time. The target's vLLM starts
+cache-cold, so caching's p99 during and after shows the cold-cache cost the warm-up phase reduces.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from lightrail.ops import controllers, kwok
+from lightrail.render import to_yaml
+from lightrail.settings import ROOT
+from lightrail.testing.gateway import GatewayModel
+from lightrail.testing.localcluster import LocalCluster
+from lightrail.testing.tinymodel import generate
+from lightrail.testing.traffic import TrafficDriver
+from lightrail.testing.vllm import VLLMServer
+
+MODEL = "Qwen/Qwen2.5-3B-Instruct"
+NAMESPACE = "bench-migrate"
+
+
+def invoke(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=cluster.env, capture_output=True,
+                          text=True, timeout=1800)
+    if proc.returncode not in (0,) and args[0] != "prereqs":
+        raise SystemExit(f"invoke {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
+    return proc
+
+
+def window(records, start: float, end: float) -> dict:
+    inside = [r for r in records if start <= r.start < end]
+    times = sorted(r.end - r.start for r in inside if r.ok)
+    pct = (lambda q: times[min(len(times) - 1, int(q * len(times)))] * 1000) if times else (lambda q: float("nan"))
+    return {"requests": len(inside), "failed": sum(not r.ok for r in inside),
+            "p50_ms": round(pct(0.5), 1), "p99_ms": round(pct(0.99), 1),
+            "mean_ms": round(statistics.mean(times) * 1000, 1) if times else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pattern", default="caching", choices=["baseline", "caching"])
+    parser.add_argument("--steps", default="10,50,100")
+    parser.add_argument("--hold", default="10")
+    parser.add_argument("--window", type=float, default=30.0)
+    parser.add_argument("--rate", type=float, default=6.0)
+    args = parser.parse_args()
+    name = f"{args.pattern}-qwen2-5-3b-instruct"
+    pools = {"llmd": name, "kserve": f"{name}-inference-pool"}
+    with tempfile.TemporaryDirectory(prefix="lightrail-bench-migrate-") as tmp:
+        work = Path(tmp)
+        cluster = LocalCluster("bench-migrate", work / "cluster").start()
+        try:
+            cluster.kubectl("apply", "--server-side", "-f", "-", stdin=to_yaml(kwok.node_objects(kwok.parse_nodes("cpu:8"))))
+            invoke(cluster, "prereqs", "--local-crds")
+            with controllers.running("istio", cluster.kubeconfig, work / "istiod"), \
+                    controllers.running("kserve", cluster.kubeconfig, work / "kserve"):
+                cluster.kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(controllers.KSERVE_INGRESS_GATEWAY))
+                invoke(cluster, "deploy", f"--pattern={args.pattern}", "--accel=sim", f"--namespace={NAMESPACE}",
+                       "--timeout=600")
+                model_dir = generate(work / "model")
+                servers = [VLLMServer(model_dir, MODEL, extra_args=("--enforce-eager",), startup_timeout=900)
+                           for _ in pools]
+                with ThreadPoolExecutor(2) as pool:
+                    for future in [pool.submit(s.start) for s in servers]:
+                        future.result()
+                try:
+                    backends = {(NAMESPACE, pools[stack]): s.url for stack, s in zip(pools, servers)}
+                    with GatewayModel(cluster.kubeconfig, cluster.context, (NAMESPACE, f"{args.pattern}-gateway"),
+                                      backends, propagation_delay=1.0) as gw, \
+                            TrafficDriver(gw.url, MODEL, rate=args.rate, concurrency=8, max_tokens=8) as traffic:
+                        t0 = time.monotonic()
+                        time.sleep(args.window)
+                        t1 = time.monotonic()
+                        invoke(cluster, "migrate", f"--pattern={args.pattern}", "--accel=sim", "--to=kserve",
+                               f"-n={NAMESPACE}", f"--url={gw.url}", f"--steps={args.steps}", f"--hold={args.hold}",
+                               "--settle=2", "--drain=5", "--timeout=600", "--yes")
+                        t2 = time.monotonic()
+                        time.sleep(args.window)
+                        t3 = time.monotonic()
+                    records = traffic.report().records
+                finally:
+                    for s in servers:
+                        s.stop()
+        finally:
+            cluster.stop()
+    print(f"migrate {args.pattern} llmd -> kserve, steps {args.steps}, hold {args.hold} s: wall time {t2 - t1:.1f} s")
+    for label, (a, b) in (("before", (t0, t1)), ("during", (t1, t2)), ("after", (t2, t3))):
+        print(f"  {label:<7} {json.dumps(window(records, a, b))}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Guards: is the target still healthy at this weight? Pure decisions over probe samples.
+
+Signals the migrator can observe wherever it runs: its own requests through the Gateway to each
+side (probe rules of the front route), and the target pool's ready endpoints from the API
+server. A guard that trips names the signal and the numbers.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sample:
+    ok: bool
+    seconds: float
+    detail: str = ""     # the failure, as the probe saw it
+
+
+@dataclass(frozen=True)
+class Limits:
+    failures: int = 0             # failed target probes tolerated during one hold
+    latency_factor: float = 3.0   # target median may reach factor x the source's baseline median...
+    latency_margin: float = 1.0   # ... or baseline + margin seconds, whichever is larger
+
+
+def median(samples: list[Sample]) -> float | None:
+    times = [s.seconds for s in samples if s.ok]
+    return statistics.median(times) if times else None
+
+
+def latency_limit(baseline: float, limits: Limits = Limits()) -> float:
+    return max(baseline * limits.latency_factor, baseline + limits.latency_margin)
+
+
+def verdict(samples: list[Sample], baseline: float | None, ready: int, desired: int,
+            limits: Limits = Limits()) -> str | None:
+    """Why the target must not keep (or gain) weight, or None while it is healthy."""
+    failed = [s for s in samples if not s.ok]
+    if len(failed) > limits.failures:
+        return f"{len(failed)} of {len(samples)} target probe(s) failed, last: {failed[-1].detail}"
+    if ready < desired:
+        return f"only {ready} of {desired} target endpoint(s) ready"
+    mid = median(samples)
+    if baseline is not None and mid is not None and len(samples) >= 3 and mid > latency_limit(baseline, limits):
+        return (f"target latency median {mid * 1000:.0f} ms is above the limit {latency_limit(baseline, limits) * 1000:.0f} ms "
+                f"(source baseline {baseline * 1000:.0f} ms)")
+    return None

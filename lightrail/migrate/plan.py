@@ -1,0 +1,219 @@
+"""A migration as data: ordered phases, each with the operations that do it and that undo it.
+
+Pure: built from the two plans and the source's client rules (read from its live route before
+anything changes). Every operation is idempotent - applying a route, deploying a plan, removing
+a side, relabelling - so a phase interrupted anywhere is finished by running it again
+(`--resume`) and undone by running its backward operations (`--rollback`), newest phase first.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Mapping
+
+from lightrail.errors import LightrailError
+from lightrail.migrate.routes import front_route_object, pool_name
+from lightrail.ops.objects import MIGRATION_LABEL, stub
+from lightrail.plan import Plan, build_plan
+
+DEFAULT_STEPS = (1, 5, 10, 25, 50, 75, 100)
+
+
+@dataclass(frozen=True)
+class Options:
+    steps: tuple[int, ...] = DEFAULT_STEPS   # the target's share (%) after each shift
+    hold: float = 60.0        # seconds each weight is held and guarded
+    settle: float = 5.0       # seconds a gateway needs to apply a route change (KServe's e2e allows ~5 s)
+    drain: float = 30.0       # seconds for the source's in-flight requests to finish after it leaves the route
+    surge: bool = True        # both sides run at once (needs capacity for the target beside the source)
+    keep_pvcs: bool = True
+    timeout: float = 900.0    # seconds for a deploy to become ready
+    latency_margin: float = 1.0   # the target's probe median may exceed the source's by this (or 3x it)
+
+    def __post_init__(self):
+        steps = self.steps
+        if not steps or list(steps) != sorted(set(steps)) or steps[0] < 1 or steps[-1] != 100:
+            raise LightrailError(f"--steps must rise strictly from 1..99 to 100 (percent for the target), got "
+                                 f"{','.join(map(str, steps)) or 'nothing'}")
+        for name in ("hold", "settle", "drain", "timeout", "latency_margin"):
+            if getattr(self, name) < 0:
+                raise LightrailError(f"--{name.replace('_', '-')} must not be negative")
+
+
+@dataclass(frozen=True)
+class Op:
+    action: str          # apply | delete | deploy | remove | relabel | settle | verify | warm | hold | drain
+    title: str
+    objects: tuple[dict, ...] = ()
+    side: str = ""       # deploy/remove/verify/warm: "source" or "target"
+    front: bool = True   # deploy: served through the front route (False: as the stack makes it alone)
+    weight: int = 0      # hold: the target's share being held
+    seconds: float = 0.0
+    labels: Mapping[str, str] = field(default_factory=dict)   # relabel: the labels to set
+    release: str = ""    # relabel: also the objects of this helm release (the Gateway an llmd source made)
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    forward: tuple[Op, ...]
+    backward: tuple[Op, ...]
+
+
+@dataclass(frozen=True)
+class Migration:
+    source: Plan               # the deployment as it runs now
+    target: Plan               # the other stack, served through the front route on the same Gateway
+    gateway: tuple[str, str]   # (namespace, name): never replaced
+    rules: Mapping[str, tuple[dict, ...]]        # per model server: the client rules the front route keeps
+    parent_refs: Mapping[str, tuple[dict, ...]]  # per model server: where the source route attaches
+    source_fronted: bool       # the source is already served through a front route (a migration back)
+    options: Options
+    phases: tuple[Phase, ...] = ()
+
+    @property
+    def namespace(self) -> str:
+        return self.source.namespace
+
+    @property
+    def pattern(self) -> str:
+        return self.source.pattern.name
+
+    def side(self, name: str) -> Plan:
+        return self.source if name == "source" else self.target
+
+    def index(self, phase: str) -> int:
+        return [p.name for p in self.phases].index(phase)
+
+
+def fronted(plan: Plan, gateway: tuple[str, str]) -> Plan:
+    """The same deployment served through Lightrail's front route on `gateway`."""
+    return build_plan(replace(plan.request, front=f"{gateway[0]}/{gateway[1]}"))
+
+
+def target_plan(source: Plan, stack: str, gateway: tuple[str, str]) -> Plan:
+    return fronted(build_plan(replace(source.request, stack=stack, front="")), gateway)
+
+
+def plan_migration(source: Plan, to: str, gateway: tuple[str, str], rules: Mapping[str, list[dict]],
+                   parent_refs: Mapping[str, list[dict]], options: Options = Options(),
+                   source_fronted: bool = False) -> Migration:
+    """Every phase of moving `source` to stack `to`, or LightrailError when it cannot be done."""
+    check_migratable(source, to)
+    missing = [s.name for s in source.servers if s.name not in rules]
+    if missing:
+        raise LightrailError(f"no client rules known for {', '.join(missing)}")
+    m = Migration(source=source, target=target_plan(source, to, gateway), gateway=gateway,
+                  rules={k: tuple(v) for k, v in rules.items()},
+                  parent_refs={k: tuple(v) for k, v in parent_refs.items()},
+                  source_fronted=source_fronted, options=options)
+    return replace(m, phases=tuple(_phases(m)))
+
+
+def check_migratable(source: Plan, to: str) -> None:
+    """What can be refused from the request alone, before the cluster is read."""
+    if to == source.stack:
+        raise LightrailError(f"pattern {source.pattern.name} already runs on the {to} stack; valid --to: "
+                             f"{'kserve' if to == 'llmd' else 'llmd'}")
+    if source.body_based_routing:
+        raise LightrailError(f"migrating pattern {source.pattern.name} is not supported yet: its body-based router "
+                             "is part of the Gateway's data path and would have to move with it",
+                             fix="deploy the target stack in another namespace and move clients, or migrate "
+                                 "baseline, caching or moe")
+
+
+def front_routes(m: Migration, weight: int, probes: tuple[str, ...] = ("source", "target"),
+                 labels: Mapping[str, str] | None = None) -> tuple[dict, ...]:
+    """Each model's front route with the target at `weight` percent (the source at the rest)."""
+    out = []
+    for src, tgt in zip(m.source.servers, m.target.servers):
+        pools = {"source": pool_name(m.source, src), "target": pool_name(m.target, tgt)}
+        weights = {pools["source"]: 100 - weight, pools["target"]: weight}
+        out.append(front_route_object(m.source, src, list(m.parent_refs[src.name]), list(m.rules[src.name]),
+                                      weights, {p: pools[p] for p in probes}, dict(labels or front_labels(m))))
+    return tuple(out)
+
+
+def front_labels(m: Migration) -> dict[str, str]:
+    """The front routes belong to the source until the handover, then to the target."""
+    return {**m.source.labels, MIGRATION_LABEL: f"{m.source.stack}-to-{m.target.stack}"}
+
+
+def _phases(m: Migration) -> list[Phase]:
+    o = m.options
+    settle = Op("settle", f"let the gateway apply the route change ({o.settle:.0f} s)", seconds=o.settle)
+    phases = []
+    before = front_routes(m, 0, ("source",)) if m.source_fronted else None
+    phases.append(Phase(
+        "front",
+        (Op("apply", "own the front route(s): client rules to the source's pool, probe rules to each side",
+            front_routes(m, 0)), settle),
+        (Op("apply", "front route(s) back as they were", before), settle) if before else
+        (Op("delete", "delete the front route(s)", tuple(stub(r) for r in front_routes(m, 0))), settle)))
+    if not m.source_fronted:
+        phases.append(Phase(
+            "retire-source-route",
+            (Op("deploy", f"serve the source ({m.source.stack}) through the front route: its own route goes",
+                side="source", front=True), settle),
+            (Op("deploy", f"restore the source's own route ({m.source.stack})", side="source", front=False), settle)))
+    phases.append(Phase(
+        "deploy-target",
+        (Op("deploy", f"deploy the target ({m.target.stack}) beside the source, attached to the front route",
+            side="target"), settle),
+        (Op("remove", f"remove the target ({m.target.stack})", side="target"),)))
+    verify = [Op("verify", "verify the target through its probe rule (no client traffic)", side="target")]
+    if "prefix-cache-scorer" in m.source.scorers:
+        verify.append(Op("warm", "warm the target's prefix cache through its probe rule", side="target"))
+    phases.append(Phase("verify-target", tuple(verify), ()))
+    previous = 0
+    for w in o.steps:
+        phases.append(Phase(
+            f"shift-{w}",
+            (Op("apply", f"weights: target {w}%, source {100 - w}%", front_routes(m, w)), settle,
+             Op("hold", f"hold {w}% for {o.hold:.0f} s, guarded", weight=w, seconds=o.hold)),
+            (Op("apply", f"weights back: target {previous}%, source {100 - previous}%", front_routes(m, previous)),
+             settle)))
+        previous = w
+    phases.append(Phase(
+        "drain",
+        (Op("apply", "the source leaves the front route (its probe rule too)", front_routes(m, 100, ("target",))),
+         settle, Op("drain", f"let the source's in-flight requests finish ({o.drain:.0f} s)", seconds=o.drain)),
+        (Op("apply", "the source's probe rule back", front_routes(m, 100)), settle)))
+    phases.append(Phase(
+        "remove-source",
+        (Op("remove", f"remove the source ({m.source.stack}); the Gateway stays", side="source"),),
+        (Op("deploy", f"deploy the source ({m.source.stack}) again behind the front route", side="source"),
+         Op("apply", "the source's probe rule back", front_routes(m, 100)), settle,
+         Op("verify", "verify the source through its probe rule", side="source"))))
+    # the Gateway an llmd deployment once made (release <pattern>-infra) goes with the deployment, either way
+    gateway_release = f"{m.pattern}-infra" if m.source.stack == "llmd" or m.source_fronted else ""
+    phases.append(Phase(
+        "handover",
+        (Op("relabel", f"the front route(s){' and the Gateway' if gateway_release else ''} now belong to the "
+            f"{m.target.stack} deployment", tuple(stub(r) for r in front_routes(m, 100)),
+            labels={**_ours(m.target.labels), MIGRATION_LABEL: None}, release=gateway_release),),
+        (Op("relabel", f"the front route(s){' and the Gateway' if gateway_release else ''} back to the "
+            f"{m.source.stack} deployment", tuple(stub(r) for r in front_routes(m, 100)),
+            labels=_ours(front_labels(m)), release=gateway_release),)))
+    return phases
+
+
+def _ours(lbl: Mapping[str, str | None]) -> dict[str, str | None]:
+    """Lightrail's own labels: a relabel leaves app.kubernetes.io/managed-by to Helm on what Helm owns."""
+    return {k: v for k, v in lbl.items() if k.startswith("lightrail.dev/")}
+
+
+def describe(m: Migration) -> list[str]:
+    """The whole plan in words: phases in order, what each does, and how each is undone."""
+    lines = [f"migrate {m.pattern} ({m.source.accel}) from {m.source.stack} to {m.target.stack} in namespace "
+             f"{m.namespace}, behind Gateway {m.gateway[0]}/{m.gateway[1]} (kept)",
+             f"weights (target %): {' -> '.join(str(w) for w in m.options.steps)}; hold {m.options.hold:.0f} s each; "
+             f"settle {m.options.settle:.0f} s after each route change; drain {m.options.drain:.0f} s"]
+    for i, phase in enumerate(m.phases, 1):
+        lines.append(f"phase {i}/{len(m.phases)} {phase.name}:")
+        lines.extend(f"  - {op.title}" for op in phase.forward)
+        lines.extend(f"  undo: {op.title}" for op in phase.backward)
+    lines.append("guards during every hold: a failed target probe, target latency above "
+                 f"max(3 x the source's, +{m.options.latency_margin:g} s), fewer ready target endpoints than desired -> "
+                 "weights back to the "
+                 "last good step, then stop (state kept: --resume or --rollback)")
+    return lines

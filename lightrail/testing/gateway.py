@@ -1,0 +1,316 @@
+"""A model of one Gateway's DATA PLANE, driven by the real API server, forwarding to real vLLMs.
+
+No Envoy runs here, yet a migration must be proven under traffic. This server acts like a Gateway
+API implementation for one Gateway: it watches HTTPRoutes attached to it, InferencePools
+(and Services) and Pods, routes each request by the spec's rules (testing/routing.py) and
+forwards it to the real upstream standing in for the chosen pool, streaming the answer back.
+
+What it makes observable, because real gateways behave so:
+- configuration converges late: a change takes effect `propagation_delay` seconds after its
+  watch event (the migrator must wait for propagation);
+- a backendRef to an object that does not exist -> 500; a pool without ready endpoints -> 503;
+- a pod's death is physical, not propagated: once a backend has no running pod, requests in
+  flight to it break (a truncated stream, or 503 before the headers, as Envoy answers) and new
+  requests the stale configuration still sends there get 503.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Mapping
+
+import aiohttp
+from aiohttp import web
+
+from lightrail.errors import LightrailError
+from lightrail.testing import kubewatch, routing
+from lightrail.testing.vllm import free_port
+
+BACKEND_HEADER = "x-lightrail-backend"
+POOL_GROUP = "inference.networking.k8s.io"
+WATCHED = {
+    "HTTPRoute": "/apis/gateway.networking.k8s.io/v1/httproutes",
+    "InferencePool": "/apis/inference.networking.k8s.io/v1/inferencepools",
+    "Service": "/api/v1/services",
+    "Pod": "/api/v1/pods",
+}
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+              "transfer-encoding", "upgrade", "host", "content-length"}
+RESET_BEFORE_HEADERS = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+
+
+@dataclass
+class BackendStats:
+    """Requests the gateway sent to one backend: relayed to the end, failed (by the gateway or a
+    broken upstream), or cancelled by the client hanging up."""
+    started: int = 0
+    finished: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self.started - self.finished - self.failed - self.cancelled
+
+
+class ClusterView:
+    """The objects of the watched kinds, by kind then (namespace, name)."""
+
+    def __init__(self):
+        self.objects: dict[str, dict[tuple[str, str], dict]] = {kind: {} for kind in WATCHED}
+
+    def apply(self, kind: str, event: str, payload) -> None:
+        if event == "SYNC":
+            self.objects[kind] = {_key(o): o for o in payload}
+        elif event == "DELETED":
+            self.objects[kind].pop(_key(payload), None)
+        else:
+            self.objects[kind][_key(payload)] = payload
+
+    def routes(self, namespace: str, name: str) -> list[dict]:
+        return [r for r in self.objects["HTTPRoute"].values() if routing.attached(r, namespace, name)]
+
+    def selector(self, ref: dict, namespace: str) -> dict | None:
+        """The pod labels a backendRef selects, or None when it names nothing that exists (or a kind
+        this gateway cannot send to)."""
+        group, kind = ref.get("group", ""), ref.get("kind", "Service")
+        if (group, kind) == (POOL_GROUP, "InferencePool"):
+            pool = self.objects["InferencePool"].get((namespace, ref["name"]))
+            return None if pool is None else ((pool.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        if (group, kind) == ("", "Service"):
+            svc = self.objects["Service"].get((namespace, ref["name"]))
+            return None if svc is None else (svc.get("spec") or {}).get("selector") or {}
+        return None
+
+    def endpoints(self, namespace: str, selector: dict, *, ready: bool) -> int:
+        """Pods of the namespace matching a (non-empty) selector that run (and, if `ready`, are Ready)."""
+        if not selector:
+            return 0
+        count = 0
+        for (ns, _), pod in self.objects["Pod"].items():
+            labels = (pod.get("metadata") or {}).get("labels") or {}
+            if ns != namespace or any(labels.get(k) != v for k, v in selector.items()) or not _running(pod):
+                continue
+            count += not ready or _ready(pod)
+        return count
+
+
+class GatewayModel:
+    """`with GatewayModel(kubeconfig, context, ("ns", "gw"), {("ns", "pool"): vllm.url}) as gw: gw.url`"""
+
+    def __init__(self, kubeconfig: str | Path, context: str, gateway: tuple[str, str],
+                 backends: Mapping[tuple[str, str], str], *, propagation_delay: float = 1.0,
+                 seed: int | None = None):
+        self.api = kubewatch.ApiAccess(kubeconfig, context)
+        self.gateway = gateway
+        self.backends = dict(backends)
+        self.propagation_delay = propagation_delay
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.now = ClusterView()       # the cluster as it is (pods live or die at once)
+        self.seen = ClusterView()      # the cluster as the data plane is configured (late)
+        self.unrouted = 0              # requests no rule took, or whose rule had no weighted backend
+        self._stats: dict[str, BackendStats] = defaultdict(BackendStats)
+        self._flights: set[_Flight] = set()
+        self._rng = random.Random(seed)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._tasks: list[asyncio.Task] = []
+        self._problems: dict[str, str] = {}      # watch path -> last error (why a start timed out)
+        self._propagating = False
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self, timeout: float = 30) -> "GatewayModel":
+        self._thread.start()
+        starting = asyncio.run_coroutine_threadsafe(self._start(), self._loop)
+        try:
+            starting.result(timeout)
+        except Exception as err:
+            starting.cancel()
+            self.stop()
+            why = "; ".join(f"{path}: {problem}" for path, problem in self._problems.items()) or repr(err)
+            raise LightrailError(f"gateway model could not start against {self.api.host}: {why}") from None
+        return self
+
+    async def _start(self) -> None:
+        self._changes: asyncio.Queue = asyncio.Queue()
+        self._upstream = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+                                               auto_decompress=False)
+        self._api_session = aiohttp.ClientSession()
+        synced = []
+        for kind, path in WATCHED.items():
+            done = asyncio.Event()
+            synced.append(done)
+            handle = (lambda k: lambda event, payload: self._observe(k, event, payload))(kind)
+            self._tasks.append(asyncio.ensure_future(kubewatch.list_and_watch(self._api_session, self.api, path,
+                                                                              handle, done, self._problems)))
+        await asyncio.gather(*(s.wait() for s in synced))
+        self._propagating = True
+        self._tasks.append(asyncio.ensure_future(self._propagate()))
+        self._runner = web.ServerRunner(web.Server(self._handle), shutdown_timeout=2)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    def stop(self) -> None:
+        if self._loop.is_running():
+            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(15)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    async def _stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if getattr(self, "_runner", None):
+            await self._runner.cleanup()
+        for session in ("_upstream", "_api_session"):
+            if getattr(self, session, None):
+                await getattr(self, session).close()
+
+    def __enter__(self) -> "GatewayModel":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stats(self) -> dict[str, BackendStats]:
+        """Counters per backend ("namespace/name"), a copy."""
+        return {k: replace(v) for k, v in list(self._stats.items())}
+
+    # --- configuration --------------------------------------------------------------------
+
+    def _observe(self, kind: str, event: str, payload) -> None:
+        """A watch event: the cluster changes now; the data plane follows after the delay."""
+        self.now.apply(kind, event, payload)
+        if kind == "Pod":
+            for flight in list(self._flights):
+                if not self.now.endpoints(flight.namespace, flight.selector, ready=False):
+                    flight.killed.set()
+        if self._propagating:
+            self._changes.put_nowait((self._loop.time() + self.propagation_delay, kind, event, payload))
+        else:
+            self.seen.apply(kind, event, payload)     # what existed before the gateway started
+
+    async def _propagate(self) -> None:
+        while True:
+            due, kind, event, payload = await self._changes.get()
+            await asyncio.sleep(max(0.0, due - self._loop.time()))
+            self.seen.apply(kind, event, payload)
+
+    # --- data plane -----------------------------------------------------------------------
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        path = request.raw_path.split("?", 1)[0]
+        choice = routing.select(self.seen.routes(*self.gateway),
+                                routing.Request(request.method, path, headers, dict(request.query), request.url.host or ""))
+        ref = choice and routing.pick_backend(choice.rule.get("backendRefs") or [], self._rng)
+        if ref is None:
+            self.unrouted += 1
+            return _reply(404, "no route matches the request") if choice is None else \
+                _reply(500, "the rule has no backendRef with a weight above 0")
+        route_ns = choice.route["metadata"]["namespace"]
+        namespace, name = ref.get("namespace", route_ns), ref["name"]
+        label = f"{namespace}/{name}"
+        stats = self._stats[label]
+        stats.started += 1
+        selector = self.seen.selector(ref, namespace) if namespace == route_ns else None
+        upstream = self.backends.get((namespace, name))
+        problem = (
+            (500, f"backendRef {ref.get('kind', 'Service')} {label} does not exist (or is in another namespace: "
+                  "ReferenceGrants are not modelled)") if selector is None else
+            (503, "no healthy upstream") if not self.seen.endpoints(namespace, selector, ready=True) else
+            (503, RESET_BEFORE_HEADERS) if not self.now.endpoints(namespace, selector, ready=False) else
+            (500, f"the gateway model has no upstream URL for {label}") if upstream is None else None)
+        if problem:
+            stats.failed += 1
+            return _reply(*problem, backend=label)
+        forward_path, forward_headers = routing.apply_filters(
+            [*(choice.rule.get("filters") or []), *(ref.get("filters") or [])], choice.match, path,
+            {k: v for k, v in headers.items() if k not in HOP_BY_HOP})
+        query = request.rel_url.raw_query_string
+        url = f"{upstream.rstrip('/')}{forward_path}{'?' + query if query else ''}"
+        return await self._forward(request, url, forward_headers, _Flight(namespace, selector, label, stats))
+
+    async def _forward(self, request, url, headers, flight: _Flight) -> web.StreamResponse:
+        """Relay to the upstream until it ends, the client leaves, or the backend's pods die."""
+        body = await request.read()
+        self._flights.add(flight)
+        relay = asyncio.ensure_future(self._relay(request, url, body, headers, flight))
+        killed = asyncio.ensure_future(flight.killed.wait())
+        try:
+            await asyncio.wait({relay, killed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._flights.discard(flight)
+            killed.cancel()
+        if not relay.done():
+            relay.cancel()
+            await asyncio.gather(relay, return_exceptions=True)
+            flight.settle("failed")
+        if flight.response is None:
+            return _reply(503, RESET_BEFORE_HEADERS, backend=flight.label)
+        if flight.outcome == "failed" and request.transport:
+            request.transport.abort()      # headers already sent: the client sees a truncated stream
+        return flight.response
+
+    async def _relay(self, request, url, body, headers, flight: _Flight) -> None:
+        try:
+            async with self._upstream.request(request.method, url, data=body, headers=headers,
+                                              allow_redirects=False) as upstream:
+                response = web.StreamResponse(status=upstream.status, headers={
+                    **{k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP},
+                    BACKEND_HEADER: flight.label})
+                await response.prepare(request)
+                flight.response = response
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                flight.settle("finished")
+                await response.write_eof()
+        except ConnectionResetError:
+            flight.settle("cancelled")      # the client hung up (aiohttp's reset error is also a ClientError)
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            flight.settle("failed")         # the upstream refused or broke mid-way
+
+
+@dataclass(eq=False)
+class _Flight:
+    """A request being relayed to a backend whose pods (by this selector) it depends on."""
+    namespace: str
+    selector: dict
+    label: str
+    stats: BackendStats
+
+    def __post_init__(self):
+        self.killed = asyncio.Event()
+        self.response: web.StreamResponse | None = None    # once the headers are sent
+        self.outcome: str | None = None
+
+    def settle(self, outcome: str) -> None:
+        """Count the request once, by its first outcome. A complete answer counts before its last
+        byte leaves, so a client holding the answer reads counters that include it."""
+        if self.outcome is None:
+            self.outcome = outcome
+            setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
+
+
+def _reply(status: int, text: str, backend: str | None = None) -> web.Response:
+    return web.Response(status=status, text=text + "\n", headers={BACKEND_HEADER: backend} if backend else None)
+
+
+def _key(obj: dict) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return meta.get("namespace") or "", meta.get("name") or ""
+
+
+def _running(pod: dict) -> bool:
+    return (pod.get("status") or {}).get("phase") == "Running" and not (pod.get("metadata") or {}).get("deletionTimestamp")
+
+
+def _ready(pod: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])

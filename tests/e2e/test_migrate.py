@@ -1,0 +1,236 @@
+"""`invoke migrate` on the real control plane, under traffic.
+
+The real API server, scheduler and kwok nodes, the real istiod (it accepts the routes and pools)
+and the real KServe controller (it reconciles the LLMInferenceService the migration deploys). No
+gateway data plane runs here, so the gateway model (lightrail/testing/gateway.py) serves the
+Gateway: it watches the real routes, pools and pods and forwards to two real vLLM processes
+standing in for the two stacks' pools. The traffic driver sends requests through it the whole time.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from lightrail.migrate.routes import client_weights
+from lightrail.settings import ROOT
+from lightrail.testing.gateway import GatewayModel
+from lightrail.testing.traffic import TrafficDriver
+from tests.conftest import QWEN
+from tests.e2e.conftest import PLANTED, apply_nodes, invoke
+from tests.e2e.test_deploy import gateway, kserve  # noqa: F401  (module fixtures: istiod, KServe)
+
+pytestmark = pytest.mark.vllm
+NAME = "caching-qwen2-5-3b-instruct"
+POOLS = {"llmd": NAME, "kserve": f"{NAME}-inference-pool"}
+# Short holds; a drain longer than a streamed request takes on a loaded machine (12 s seen); latency is
+# guarded by tests/test_migrate_plan.py, not here, where two CPU vLLMs share two busy cores.
+FAST = ("--steps=10,50,100", "--hold=3", "--settle=2", "--drain=15", "--timeout=300", "--latency-margin=60", "--yes")
+
+
+@pytest.fixture(scope="module")
+def upstreams(vllm_pair):
+    """The two real vLLMs: one stands in for each stack's pool."""
+    return {"llmd": vllm_pair[0], "kserve": vllm_pair[1]}
+
+
+class Weights(threading.Thread):
+    """The front route's weights over time, read from the API server (what the gateway is told)."""
+
+    def __init__(self, cluster, namespace: str):
+        super().__init__(daemon=True)
+        self.cluster, self.ns, self.seen, self.done = cluster, namespace, [], threading.Event()
+
+    def run(self):
+        while not self.done.is_set():
+            out = self.cluster.kubectl("get", "httproute", f"{NAME}-front", "-n", self.ns, "-o", "json",
+                                       check=False).stdout
+            if out.strip():
+                weights = client_weights(json.loads(out))
+                share = {pool: w / sum(weights.values()) for pool, w in weights.items()}
+                if not self.seen or self.seen[-1][1] != share:
+                    self.seen.append((time.monotonic(), share))
+            time.sleep(0.3)
+
+    def timeline(self, pool: str) -> list[tuple[float, float]]:
+        return [(t, share.get(pool, 0.0)) for t, share in self.seen]
+
+
+def objects(cluster, namespace: str, kinds: str) -> dict[str, dict]:
+    """Objects by kind/name with the fields a rollback must restore (spec, labels), server fields left out."""
+    items = json.loads(cluster.kubectl("get", kinds, "-n", namespace, "-o", "json").stdout)["items"]
+    return {f"{o['kind']}/{o['metadata']['name']}": {"spec": o.get("spec"), "labels": o["metadata"].get("labels"),
+                                                     "uid": o["metadata"]["uid"]}
+            for o in items if not o["metadata"].get("ownerReferences")}
+
+
+def migrate(cluster, *args, ok=True):
+    return invoke(cluster, "migrate", "--pattern=caching", *args, ok=ok, timeout=900)
+
+
+@contextlib.contextmanager
+def serving(cluster, ns: str, upstreams: dict, pattern: str = "caching", *plan: str):
+    """The pattern on llmd, its Gateway served by the gateway model with one vLLM per stack's pool."""
+    invoke(cluster, "deploy", f"--pattern={pattern}", *(plan or ("--accel=sim",)), f"--namespace={ns}", "--timeout=300")
+    name = f"{pattern}-qwen2-5-3b-instruct"
+    backends = {(ns, name): upstreams["llmd"], (ns, f"{name}-inference-pool"): upstreams["kserve"]}
+    try:
+        with GatewayModel(cluster.kubeconfig, cluster.context, (ns, f"{pattern}-gateway"), backends,
+                          propagation_delay=1.0, seed=7) as gw:
+            yield gw
+    finally:
+        invoke(cluster, "teardown", f"--pattern={pattern}", f"--namespace={ns}", ok=False)
+        cluster.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+@pytest.fixture
+def deployed(kserve, upstreams, request):   # noqa: F811
+    """caching on llmd (sim) behind the gateway model."""
+    ns = "mig-" + request.node.name.removeprefix("test_")[:20].replace("_", "-").rstrip("-")
+    with serving(kserve, ns, upstreams) as gw:
+        yield kserve, ns, gw
+
+
+def test_llmd_to_kserve_and_back_under_traffic_fails_no_request(deployed):
+    cluster, ns, gw = deployed
+    gateway_before = objects(cluster, ns, "gateways.gateway.networking.k8s.io")
+    weights = Weights(cluster, ns)
+    weights.start()
+    with TrafficDriver(gw.url, QWEN, rate=8, concurrency=8, max_tokens=4) as traffic:
+        there = migrate(cluster, "--accel=sim", "--to=kserve", f"-n={ns}", f"--url={gw.url}", *FAST)
+        there_timeline = weights.timeline(POOLS["kserve"])
+        back = migrate(cluster, "--accel=sim", "--to=llmd", f"-n={ns}", f"--url={gw.url}", *FAST)
+        time.sleep(2)
+    weights.done.set()
+    report = traffic.report()
+    out = there.stdout + back.stdout
+    assert report.failures == [], report.summary() + "\n" + out[-3000:]
+    assert "migrated: caching now runs on kserve" in there.stdout and "migrated: caching now runs on llmd" in back.stdout
+    served = {r.backend for r in report.records}
+    assert served == {f"{ns}/{POOLS['llmd']}", f"{ns}/{POOLS['kserve']}"}, served
+    # the target's share followed the weights the migration set (10, 50, 100 %)
+    assert [round(s, 2) for _, s in there_timeline] == [0.0, 0.1, 0.5, 1.0], there_timeline
+    whole = weights.timeline(POOLS["kserve"])   # there and back: 0 -> 10 -> 50 -> 100 -> 90 -> 50 -> 0 %
+    assert [round(s, 2) for _, s in whole] == [0.0, 0.1, 0.5, 1.0, 0.9, 0.5, 0.0], whole
+    assert report.share_problems(whole, f"{ns}/{POOLS['kserve']}", tolerance=0.25, settle=2.0) == [], \
+        report.summary()
+    # one Gateway the whole time: the same object, never replaced
+    assert objects(cluster, ns, "gateways.gateway.networking.k8s.io").keys() == gateway_before.keys()
+    assert [g["uid"] for g in objects(cluster, ns, "gateways.gateway.networking.k8s.io").values()] == \
+        [g["uid"] for g in gateway_before.values()]
+    # a normal llmd deployment again: status, no migration state, no kserve objects, the token never shown
+    (row,) = json.loads(invoke(cluster, "status", f"--namespace={ns}", "--output=json").stdout)
+    assert (row["stack"], row["ready"], row["desired"]) == ("llmd", 3, 3), row
+    assert cluster.kubectl("get", "configmap", "caching-migration", "-n", ns, check=False).returncode != 0
+    assert not json.loads(cluster.kubectl("get", "llminferenceservices", "-n", ns, "-o", "json").stdout)["items"]
+    assert PLANTED not in cluster.kubectl("get", "configmaps,httproutes", "-n", ns, "-o", "yaml").stdout
+
+
+def test_a_tripped_guard_restores_the_last_good_weights_and_rollback_restores_the_source(deployed):
+    """The target starts failing at 50 %: the guard puts the weights back at 10 % and stops; --rollback
+    then returns to the source exactly (objects compared field by field)."""
+    cluster, ns, gw = deployed
+    kinds = "deployments,inferencepools,httproutes,gateways.gateway.networking.k8s.io,services"
+    before = objects(cluster, ns, kinds)
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "migrate", "--pattern=caching", "--accel=sim", "--to=kserve",
+                             f"-n={ns}", f"--url={gw.url}", "--steps=10,50,100", "--hold=6", "--settle=2", "--drain=2",
+                             "--timeout=300", "--latency-margin=60", "--yes"], cwd=ROOT, env={**cluster.env, "HF_TOKEN": PLANTED},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "hold 50%" in line:
+            gw.backends[(ns, POOLS["kserve"])] = "http://127.0.0.1:9"   # the target's server goes away
+            break
+    seen += proc.stdout.readlines()
+    out = "".join(seen)
+    assert proc.wait(120) == 1, out
+    assert "guard tripped" in out or "probe(s) failed" in out, out
+    route = json.loads(cluster.kubectl("get", "httproute", f"{NAME}-front", "-n", ns, "-o", "json").stdout)
+    assert client_weights(route) == \
+        {POOLS["llmd"]: 90, POOLS["kserve"]: 10}, "the last good weights"
+    state = json.loads(json.loads(cluster.kubectl("get", "configmap", "caching-migration", "-n", ns, "-o", "json")
+                                  .stdout)["data"]["state.json"])
+    assert (state["status"], state["phase"], state["weight"]) == ("paused", "shift-50", 10), state
+
+    status = invoke(cluster, "status", f"--namespace={ns}").stdout
+    assert "migrat" in status, status
+    back = migrate(cluster, "--rollback", f"-n={ns}", f"--url={gw.url}", "--yes")
+    assert "rolled back" in back.stdout, back.stdout
+    after = objects(cluster, ns, kinds)
+    assert after.keys() == before.keys(), (sorted(set(after) ^ set(before)))
+    for name, obj in before.items():
+        assert after[name]["spec"] == obj["spec"] and after[name]["labels"] == obj["labels"], name
+    assert cluster.kubectl("get", "configmap", "caching-migration", "-n", ns, check=False).returncode != 0
+
+
+def test_kill_9_mid_migration_then_resume_completes_it(deployed):
+    cluster, ns, gw = deployed
+    with TrafficDriver(gw.url, QWEN, rate=6, concurrency=6, max_tokens=4) as traffic:
+        proc = subprocess.Popen([sys.executable, "-m", "invoke", "migrate", "--pattern=caching", "--accel=sim",
+                                 "--to=kserve", f"-n={ns}", f"--url={gw.url}", *FAST],
+                                cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        for line in proc.stdout:
+            if "hold 10%" in line:
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        resumed = migrate(cluster, "--resume", f"-n={ns}", f"--url={gw.url}", "--yes")
+        time.sleep(2)
+    report = traffic.report()
+    assert "resuming" in resumed.stdout and "migrated: caching now runs on kserve" in resumed.stdout, resumed.stdout
+    assert report.failures == [], report.summary()
+    (row,) = json.loads(invoke(cluster, "status", f"--namespace={ns}", "--output=json").stdout)
+    assert (row["stack"], row["ready"]) == ("kserve", 3), row
+
+
+def test_preflight_refuses_a_gateway_that_cannot_split_and_changes_nothing(deployed):
+    cluster, ns, gw = deployed
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass", "metadata": {"name": "kgw-test"},
+        "spec": {"controllerName": "kgateway.dev/kgateway"}}))
+    cluster.kubectl("patch", "gateway", "caching-gateway", "-n", ns, "--type=merge",
+                    "-p", json.dumps({"spec": {"gatewayClassName": "kgw-test"}}))
+    before = objects(cluster, ns, "deployments,inferencepools,httproutes,configmaps")
+    proc = migrate(cluster, "--accel=sim", "--to=kserve", f"-n={ns}", f"--url={gw.url}", "--yes", ok=False)
+    assert proc.returncode == 1 and "kgateway#11667" in proc.stderr and "nothing was changed" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert objects(cluster, ns, "deployments,inferencepools,httproutes,configmaps") == before
+
+
+@pytest.mark.parametrize("pattern,accel,nodes", [("baseline", ("--accel=gpu", "--gpu-type=h100"), "gpu:h100:2"),
+                                                 ("caching", ("--accel=tpu", "--topology=2x2"), "tpu:v6e-2x2:6")])
+def test_accelerator_patterns_migrate_onto_their_node_shapes(kserve, upstreams, pattern, accel, nodes):  # noqa: F811
+    """The target's pods land on the same accelerator node shapes (the real scheduler), beside the source's."""
+    cluster = kserve
+    apply_nodes(cluster, nodes)
+    ns = f"mig-{pattern}-{accel[0].split('=')[1]}"
+    with serving(cluster, ns, upstreams, pattern, *accel) as gw, \
+            TrafficDriver(gw.url, QWEN, rate=5, concurrency=5, max_tokens=4) as traffic:
+        moved = invoke(cluster, "migrate", f"--pattern={pattern}", *accel, "--to=kserve", f"-n={ns}", f"--url={gw.url}",
+                          *FAST, timeout=900)
+        time.sleep(2)
+    report = traffic.report()
+    assert report.failures == [], report.summary() + moved.stdout[-2000:]
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-l", "kserve.io/component=workload", "-o", "json").stdout)
+    shape = "kwok-gpu-h100-" if "gpu" in accel[0] else "kwok-tpu-v6e-2x2-"
+    assert pods["items"] and all(p["spec"]["nodeName"].startswith(shape) for p in pods["items"]), \
+        [p["spec"].get("nodeName") for p in pods["items"]]
+
+
+def test_no_capacity_for_the_target_beside_the_source_is_refused_naming_surge(kserve, upstreams):  # noqa: F811
+    cluster = kserve
+    apply_nodes(cluster, "gpu:t4:1")
+    ns = "mig-no-capacity"
+    with serving(cluster, ns, upstreams, "baseline", "--accel=gpu", "--gpu-type=t4") as gw:
+        proc = invoke(cluster, "migrate", "--pattern=baseline", "--accel=gpu", "--gpu-type=t4", "--to=kserve", f"-n={ns}",
+                      f"--url={gw.url}", "--timeout=60", "--yes", ok=False)
+    assert proc.returncode == 1 and "capacity" in proc.stderr and "surge" in proc.stderr, proc.stderr
+    assert "nothing was changed" in proc.stderr

@@ -1,0 +1,268 @@
+"""The migration plan, pure: phases, front routes, weights, and the algebra of resume and rollback.
+
+Each operation's effect is modelled on a small world (which routes exist and where they send
+clients, which side is deployed how, who owns the Gateway). After every operation the world must
+serve clients from a deployed pool; from every phase, crash + resume ends where an uninterrupted
+run ends, and rollback ends exactly where the source started. The real cluster runs the same
+plans in tests/e2e/test_migrate.py.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from lightrail.errors import LightrailError
+from lightrail.migrate.plan import DEFAULT_STEPS, Options, describe, plan_migration
+from lightrail.migrate.routes import PROBE_HEADER, client_rules, client_weights, pool_name
+from lightrail.ops.objects import MIGRATION_LABEL
+from lightrail.migrate.state import State, from_config_map
+from lightrail.plan import Request, build_plan
+
+GATEWAY = ("shop", "caching-gateway")
+LLMD_ROUTE = {"spec": {"parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "caching-gateway"}],
+                       "rules": [{"backendRefs": [{"name": "x", "kind": "InferencePool"}], "name": "r",
+                                  "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                                  "timeouts": {"request": "300s"}}]}}
+KSERVE_ROUTE = {"spec": {"parentRefs": [{"kind": "Gateway", "name": "kserve-ingress-gateway", "namespace": "kserve"}],
+                         "rules": [{"backendRefs": [{"name": "p", "kind": "InferencePool", "weight": 1}],
+                                    "filters": [{"type": "URLRewrite", "urlRewrite": {"path": {
+                                        "type": "ReplacePrefixMatch", "replacePrefixMatch": "/v1/completions"}}}],
+                                    "matches": [{"path": {"type": "PathPrefix", "value": "/shop/m/v1/completions"}}],
+                                    "name": "v1-completions-path"}]}}
+
+
+def migration(pattern="caching", accel="sim", source="llmd", to="kserve", route=LLMD_ROUTE, **options):
+    plan = build_plan(Request(pattern=pattern, accel=accel, stack=source, namespace="shop"))
+    return plan_migration(plan, to, GATEWAY, {s.name: client_rules(route) for s in plan.servers},
+                          {s.name: route["spec"]["parentRefs"] for s in plan.servers}, Options(**options))
+
+
+# --- a model of what each operation does -------------------------------------------------------
+
+
+def initial(m):
+    return {"source": "own", "target": False, "front": None, "gateway_stack": m.source.stack}
+
+
+def front_of(route):
+    rules = route["spec"]["rules"]
+    client = [r for r in rules if not any(h["name"] == PROBE_HEADER for mt in r["matches"] for h in mt.get("headers", []))]
+    probes = {h["value"]: r["backendRefs"][0]["name"] for r in rules for mt in r["matches"]
+              for h in mt.get("headers", []) if h["name"] == PROBE_HEADER}
+    weights = {b["name"]: b["weight"] for b in client[0]["backendRefs"]}
+    return {"weights": weights, "probes": probes, "stack": route["metadata"]["labels"]["lightrail.dev/stack"],
+            "migrating": MIGRATION_LABEL in route["metadata"]["labels"]}
+
+
+def effect(m, world, op):
+    w = copy.deepcopy(world)
+    if op.action == "apply":
+        w["front"] = front_of(op.objects[0])
+    elif op.action == "delete":
+        w["front"] = None
+    elif op.action == "deploy" and op.side == "source":
+        w["source"] = "front" if op.front else "own"
+    elif op.action == "deploy":
+        w["target"] = True
+    elif op.action == "remove":
+        w[op.side] = None if op.side == "source" else False
+    elif op.action == "relabel":
+        stack = op.labels["lightrail.dev/stack"]
+        if w["front"]:
+            w["front"]["stack"] = stack
+            w["front"]["migrating"] = op.labels[MIGRATION_LABEL] is not None
+        if op.release:
+            w["gateway_stack"] = stack
+    elif op.action in ("verify", "warm", "hold"):   # they send requests: the side must be reachable
+        side = op.side or "target"
+        assert w["front"] and side in w["front"]["probes"], f"{op.title}: no probe rule for the {side}"
+        assert (w["target"] if side == "target" else w["source"]), f"{op.title}: the {side} is not deployed"
+    check_served(m, w, op)
+    return w
+
+
+def check_served(m, w, op):
+    """Clients always reach a deployed pool: the source's own route (oldest wins), or the front route."""
+    src, tgt = pool_name(m.source, m.source.servers[0]), pool_name(m.target, m.target.servers[0])
+    if w["source"] == "own":
+        return
+    assert w["front"], f"after {op.title!r}: no route serves clients"
+    deployed = {src: w["source"] is not None, tgt: w["target"]}
+    for pool, weight in w["front"]["weights"].items():
+        assert weight > 0, "a backend parked at weight 0"
+        assert deployed[pool], f"after {op.title!r}: clients are sent to {pool}, which is not deployed"
+
+
+def run(m, world, phases, direction="forward"):
+    for phase in phases:
+        for op in (phase.forward if direction == "forward" else phase.backward):
+            world = effect(m, world, op)
+    return world
+
+
+CASES = [("caching", "sim", "llmd", "kserve", LLMD_ROUTE), ("baseline", "gpu", "llmd", "kserve", LLMD_ROUTE),
+         ("caching", "tpu", "kserve", "llmd", KSERVE_ROUTE), ("moe", "gpu", "llmd", "kserve", LLMD_ROUTE),
+         ("baseline", "sim", "kserve", "llmd", KSERVE_ROUTE)]
+
+
+@pytest.mark.parametrize("pattern,accel,source,to,route", CASES)
+def test_an_uninterrupted_run_always_serves_clients_and_ends_on_the_target(pattern, accel, source, to, route):
+    m = migration(pattern, accel, source, to, route)
+    end = run(m, initial(m), m.phases)
+    tgt = pool_name(m.target, m.target.servers[0])
+    assert end == {"source": None, "target": True, "gateway_stack": to if source == "llmd" else source,
+                   "front": {"weights": {tgt: 100}, "probes": {"target": tgt}, "stack": to, "migrating": False}}
+
+
+@pytest.mark.parametrize("pattern,accel,source,to,route", CASES)
+def test_crash_in_any_phase_then_resume_ends_where_an_uninterrupted_run_ends(pattern, accel, source, to, route):
+    m = migration(pattern, accel, source, to, route)
+    end = run(m, initial(m), m.phases)
+    for k, phase in enumerate(m.phases):
+        for cut in range(len(phase.forward) + 1):   # the phase's operations that ran before the crash
+            world = run(m, initial(m), m.phases[:k])
+            for op in phase.forward[:cut]:
+                world = effect(m, world, op)
+            assert run(m, world, m.phases[k:]) == end, f"resume from {phase.name} after {cut} op(s)"
+
+
+@pytest.mark.parametrize("pattern,accel,source,to,route", CASES)
+def test_rollback_from_any_point_restores_the_source_exactly(pattern, accel, source, to, route):
+    m = migration(pattern, accel, source, to, route)
+    for k, phase in enumerate(m.phases):
+        for cut in range(len(phase.forward) + 1):
+            world = run(m, initial(m), m.phases[:k])
+            for op in phase.forward[:cut]:
+                world = effect(m, world, op)
+            back = run(m, world, reversed(m.phases[:k + 1]), "backward")
+            assert back == initial(m), f"rollback from {phase.name} after {cut} op(s): {back}"
+
+
+def test_the_wrong_order_is_caught_by_the_model():
+    """Removing the source before any weight moved leaves clients on a pool that is gone."""
+    m = migration()
+    world = run(m, initial(m), m.phases[:3])   # front, retire, deploy-target
+    remove = next(p for p in m.phases if p.name == "remove-source").forward[0]
+    with pytest.raises(AssertionError, match="not deployed"):
+        effect(m, world, remove)
+
+
+def test_weights_follow_the_steps_and_no_backend_is_parked_at_zero():
+    m = migration(steps=(10, 50, 100))
+    shifts = [p for p in m.phases if p.name.startswith("shift-")]
+    assert [p.name for p in shifts] == ["shift-10", "shift-50", "shift-100"]
+    src, tgt = "caching-qwen2-5-3b-instruct", "caching-qwen2-5-3b-instruct-inference-pool"
+    seen = [client_weights(p.forward[0].objects[0]) for p in shifts]
+    assert seen == [{src: 90, tgt: 10}, {src: 50, tgt: 50}, {tgt: 100}]
+    back = [client_weights(p.backward[0].objects[0]) for p in shifts]
+    assert back == [{src: 100}, {src: 90, tgt: 10}, {src: 50, tgt: 50}]
+    assert [op.seconds for p in shifts for op in p.forward if op.action == "hold"] == [60.0, 60.0, 60.0]
+
+
+def test_the_front_route_keeps_the_client_rules_and_probes_each_side():
+    """KServe's managed route: its path match and URL rewrite stay; each backend becomes the weighted
+    pair; probe rules (first: a tie on precedence goes to the first rule) match `/` plus the header."""
+    m = migration("baseline", "sim", "kserve", "llmd", KSERVE_ROUTE)
+    route = next(p for p in m.phases if p.name == "shift-25").forward[0].objects[0]
+    assert route["metadata"]["name"] == "baseline-qwen2-5-3b-instruct-front"
+    assert route["spec"]["parentRefs"] == KSERVE_ROUTE["spec"]["parentRefs"]
+    *probes, client = route["spec"]["rules"]
+    assert client["matches"] == KSERVE_ROUTE["spec"]["rules"][0]["matches"]
+    assert client["filters"] == KSERVE_ROUTE["spec"]["rules"][0]["filters"]
+    assert "name" not in client   # rule names are the source's; ours must not clash with a later copy
+    assert client["backendRefs"] == [
+        {"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": "baseline-qwen2-5-3b-instruct-inference-pool",
+         "weight": 75},
+        {"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": "baseline-qwen2-5-3b-instruct", "weight": 25}]
+    assert [(p["matches"][0]["path"]["value"], p["matches"][0]["headers"][0]["value"], p["backendRefs"][0]["name"])
+            for p in probes] == [("/", "source", "baseline-qwen2-5-3b-instruct-inference-pool"),
+                                 ("/", "target", "baseline-qwen2-5-3b-instruct")]
+
+
+def test_the_target_is_served_through_the_front_route_on_the_kept_gateway():
+    m = migration()
+    assert (m.target.stack, m.target.gateway.namespace, m.target.gateway.name) == ("kserve", *GATEWAY)
+    assert m.target.request.front == "shop/caching-gateway"
+    back = migration("caching", "sim", "kserve", "llmd", KSERVE_ROUTE)
+    assert not any(u.source == "llm-d-infra" for u in back.target.units), "an llmd target makes no Gateway of its own"
+    router = next(u for u in back.target.units if u.source == "llm-d-router-gateway")
+    assert "HTTPRoute" not in router.objects and "InferencePool" in router.objects
+
+
+def test_the_state_round_trips_through_its_config_map():
+    m = migration(steps=(5, 100), hold=3)
+    state = State.start(m)
+    state.position, state.weight = 4, 5
+    state.note("paused by a test")
+    again = from_config_map(copy.deepcopy(state.config_map("shop")))
+    assert again.config_map("shop") == state.config_map("shop") and again.migration() == m
+    assert (again.position, again.weight, again.history[-1][3]) == (4, 5, "paused by a test")
+
+
+@pytest.mark.parametrize("data,why", [({}, "state.json"), ({"state.json": "{"}, "Expecting"),
+                                      ({"state.json": '{"format": 9}'}, "unknown format"),
+                                      ({"state.json": '{"format": 1, "nope": 1}'}, "unexpected keyword")])
+def test_a_state_this_version_cannot_read_is_named_not_guessed(data, why):
+    with pytest.raises(LightrailError, match=why):
+        from_config_map({"metadata": {"name": "caching-migration"}, "data": data})
+
+
+@pytest.mark.parametrize("kwargs,error", [
+    ({"to": "llmd"}, "already runs on the llmd stack"),
+    ({"pattern": "multimodel"}, "body-based router"),
+    ({"steps": (50, 10, 100)}, "must rise strictly"),
+    ({"steps": (10, 50)}, "to 100"),
+    ({"steps": (0, 100)}, "from 1"),
+    ({"hold": -1}, "--hold must not be negative"),
+])
+def test_impossible_migrations_are_refused(kwargs, error):
+    with pytest.raises(LightrailError, match=error):
+        migration(**kwargs)
+
+
+def test_the_plan_says_every_phase_its_undo_and_the_guards():
+    text = "\n".join(describe(migration()))
+    assert "phase 1/14 front:" in text and "phase 14/14 handover:" in text
+    assert "undo: remove the target (kserve)" in text
+    assert "weights (target %): " + " -> ".join(map(str, DEFAULT_STEPS)) in text
+    assert "guards during every hold" in text
+
+
+@pytest.mark.parametrize("stack,front", [("llmd", "kserve/kserve-ingress-gateway"), ("kserve", "shop/caching-gateway")])
+def test_a_fronted_deployment_renders_and_validates_without_a_gateway_or_route_of_its_own(stack, front):
+    """What a migration deploys as its target: the real charts / kustomize, validated against the real schemas."""
+    from lightrail.render import render_validated
+    from lightrail.settings import charts_dir
+
+    plan = build_plan(Request(pattern="caching", accel="sim", stack=stack, namespace="shop", front=front))
+    objects = render_validated(plan, charts=charts_dir()).objects
+    kinds = {o["kind"] for o in objects}
+    assert not kinds & {"Gateway", "HTTPRoute"}, kinds
+    if stack == "kserve":
+        (svc,) = [o for o in objects if o["kind"] == "LLMInferenceService"]
+        assert svc["spec"]["router"]["gateway"] == {"refs": [{"name": "caching-gateway", "namespace": "shop"}]}
+        assert svc["spec"]["router"]["route"] == {"http": {"refs": [{"name": "caching-qwen2-5-3b-instruct-front"}]}}
+    else:
+        assert "InferencePool" in kinds
+
+
+@pytest.mark.parametrize("ref", ["nope", "a/b/c", "Bad_NS/gw", "ns/"])
+def test_a_gateway_reference_must_be_namespace_slash_name(ref):
+    with pytest.raises(LightrailError, match="NAMESPACE/NAME"):
+        build_plan(Request(pattern="caching", accel="sim", front=ref))
+
+
+def test_guards_trip_on_a_failed_probe_missing_endpoints_or_slow_answers_and_say_why():
+    from lightrail.migrate.guards import Limits, Sample, verdict
+
+    fast = [Sample(True, 0.10)] * 5
+    assert verdict(fast, baseline=0.08, ready=3, desired=3) is None
+    assert "1 of 6 target probe(s) failed, last: HTTP 503" in verdict([*fast, Sample(False, 0, "HTTP 503")], 0.08, 3, 3)
+    assert verdict([*fast, Sample(False, 0, "x")], 0.08, 3, 3, Limits(failures=1)) is None
+    assert verdict(fast, 0.08, 2, 3) == "only 2 of 3 target endpoint(s) ready"
+    slow = [Sample(True, 1.5)] * 3     # limit: max(3 x 0.1, 0.1 + 1.0) = 1.1 s
+    assert "latency median 1500 ms is above the limit 1100 ms (source baseline 100 ms)" in verdict(slow, 0.1, 3, 3)
+    assert verdict(slow[:2], 0.1, 3, 3) is None, "two samples are not enough to judge latency"
+    assert verdict([Sample(True, 2.9)] * 3, 1.0, 3, 3) is None, "3 x baseline is the limit when that is larger"
+    assert verdict(slow, None, 3, 3) is None, "no baseline, no latency guard"

@@ -128,7 +128,8 @@ def test_an_unreachable_gateway_address_falls_back_to_a_port_forward_by_real_kub
     forwarded = smoke(served, "--pattern=caching", f"--namespace={ns}")
     # no gateway pod runs behind the Service: kubectl's own error is the message
     assert forwarded.returncode == 1 and "Traceback" not in forwarded.stderr, forwarded.stderr
-    assert forwarded.stderr.startswith("error: kubectl port-forward svc/caching-gateway-istio "), forwarded.stderr
+    assert forwarded.stderr.strip().splitlines()[-1].startswith("error: kubectl port-forward svc/caching-gateway-istio "), \
+        forwarded.stderr
 
 
 @pytest.mark.vllm

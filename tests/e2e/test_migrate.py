@@ -217,9 +217,10 @@ def test_accelerator_patterns_migrate_onto_their_node_shapes(kserve, upstreams, 
         moved = invoke(cluster, "migrate", f"--pattern={pattern}", *accel, "--to=kserve", f"-n={ns}", f"--url={gw.url}",
                           *FAST, timeout=900)
         time.sleep(2)
+        pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-l", "kserve.io/component=workload", "-o",
+                                          "json").stdout)
     report = traffic.report()
     assert report.failures == [], report.summary() + moved.stdout[-2000:]
-    pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-l", "kserve.io/component=workload", "-o", "json").stdout)
     shape = "kwok-gpu-h100-" if "gpu" in accel[0] else "kwok-tpu-v6e-2x2-"
     assert pods["items"] and all(p["spec"]["nodeName"].startswith(shape) for p in pods["items"]), \
         [p["spec"].get("nodeName") for p in pods["items"]]

@@ -175,15 +175,20 @@ def serving(handler):
 
 
 @contextlib.contextmanager
-def http_server(body: bytes, content_type: str):
-    """A real HTTP server answering 200 with `body` to every GET (a web page, a non-vLLM /metrics)."""
+def http_server(body: bytes, content_type: str, status: int = 200):
+    """A real HTTP server answering every GET and POST with `status` and `body` (a web page, a non-vLLM
+    /metrics, a server refusing requests)."""
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.do_GET()
 
     with serving(Handler) as url:
         yield url
@@ -243,20 +248,9 @@ def test_text_from_another_model_fails_the_completion_and_chat_checks():
     assert all(c.ok for c in right), right
 
 
-@contextlib.contextmanager
 def refusing(status: int, body: bytes, content_type: str = "application/json"):
     """A real HTTP server that refuses every request with `status` and `body`."""
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    with serving(Handler) as url:
-        yield url
+    return http_server(body, content_type, status)
 
 
 @pytest.mark.parametrize("status, answer, got", [

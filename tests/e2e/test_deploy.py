@@ -112,7 +112,7 @@ def test_a_change_that_never_gets_ready_is_rolled_back_to_the_working_helm_revis
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1 and "rolled back (1 step(s))" in out, out
     assert re.search(r"not ready \(timed out after 20 s\):\n +Deployment \S+-decode: 1/2 ready", out), out
-    (release,) = re.findall(r"roll back helm release (\S+) to revision 1", out)
+    (release,) = set(re.findall(r"roll back helm release (\S+) to revision 1", out))   # progress lines repeat it
     history = json.loads(subprocess.run(
         [str(TOOLS_BIN / "helm"), "--kube-context", cluster.context, "history", release, "-n", namespace, "-o", "json"],
         env=cluster.env, capture_output=True, text=True, check=True).stdout)

@@ -72,5 +72,5 @@ def test_teardown_keeps_pvcs_when_asked_and_leaves_other_namespaces_alone(cluste
     assert f"verified: no Lightrail object of pattern baseline is left in {ns}" in kept.stdout
     assert names(cluster, ns) == ["persistentvolumeclaim/weights"]
     assert names(cluster, elsewhere) == ["configmap/config"]
-    invoke(cluster, "teardown", "--pattern=baseline", f"--namespace={ns}")   # PVC protection lets it go: unused
+    invoke(cluster, "teardown", "--pattern=baseline", f"--namespace={ns}", "--no-keep-pvcs")   # PVC protection lets it go: unused
     assert names(cluster, ns) == []

@@ -310,6 +310,23 @@ def test_leaderworkerset_and_llminferenceservice():
     assert "Insufficient cpu" in state.reason
 
 
+def test_a_ready_llminferenceservice_with_a_replica_short_is_not_ready_yet():
+    """KServe says Ready once its Deployment is Available, with one of two replicas (seen in e2e);
+    a deploy waits for every replica and says why the last one is not serving."""
+    live = obj("LLMInferenceService", "baseline-qwen2-5-0-5b-instruct")
+    live["spec"]["replicas"] = 2
+    live["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    pods = copy.deepcopy(PODS)
+    state = readiness.assess(live, live, pods, EVENTS)
+    assert (state.ready, state.summary, state.fatal) == (False, "Ready, 1/2 replicas ready", False)
+    assert state.reason.startswith("pod baseline-qwen2-5-0-5b-instruct-kserve-7f8c9d-bbbbb cannot be scheduled")
+    pending = next(p for p in pods if meta(p)["name"].endswith("bbbbb"))
+    pending["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+    assert readiness.assess(live, live, pods, EVENTS).ready
+    pending["metadata"]["deletionTimestamp"] = "2026-11-20T10:00:00Z"    # a terminating pod serves no more
+    assert not readiness.assess(live, live, pods, EVENTS).ready
+
+
 def test_missing_and_plain_objects():
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "lightrail"}}
     assert readiness.assess(cm, None) == readiness.State("ConfigMap lightrail/c", False, "not created yet")

@@ -227,9 +227,10 @@ def forward(m: Migration, state: State, ctx: Context) -> None:
         for op in last.backward:     # the last good weights
             run_op(m, op, ctx, state)
         _pause(m, state, ctx, f"guard tripped at {last.name}: {err}; weights are back at the last good step")
-        raise LightrailError(f"migration paused: {err}",
-                             fix=f"fix the target, then `invoke migrate --pattern={m.pattern} --resume`, or undo "
-                                 f"everything with `--rollback`") from None
+        raise LightrailError(f"migration paused: guard tripped at {last.name}, weights back at the last good step: "
+                             f"{err}",
+                             fix=f"fix the target, then `invoke migrate --pattern={m.pattern} -n {m.namespace} "
+                                 "--resume`, or undo everything with `--rollback`") from None
     except KeyboardInterrupt:
         _pause(m, state, ctx, "interrupted (Ctrl-C)")
         ctx.out(f"interrupted during phase {state.phase}; the weights stay where they are (target {state.weight}%). "

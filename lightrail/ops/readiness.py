@@ -110,11 +110,19 @@ def _llminferenceservice(what, live, pods, events, logs) -> State:
     if not _generation_seen(live, status.get("observedGeneration")):
         return State(what, False, "waiting for KServe", "status is for an older generation")
     conds = conditions(live)
-    if is_true(condition(conds, "Ready")):
-        return State(what, True, "Ready")
     name = meta(live)["name"]
     mine = [p for p in pods if labels(p).get("app.kubernetes.io/name") == name
             and labels(p).get("app.kubernetes.io/part-of") == "llminferenceservice"]
+    if is_true(condition(conds, "Ready")):
+        # KServe sets Ready once its workload is Available, i.e. with fewer replicas than asked for
+        # (seen: Ready while the Deployment was 1/2); serving "ready" means every replica serves.
+        want = (live.get("spec") or {}).get("replicas", 1)
+        serving = sum(1 for p in mine if labels(p).get("kserve.io/component") == "workload" and _pod_ready(p))
+        if serving >= want:
+            return State(what, True, "Ready")
+        reason, fatal = explain([p for p in mine if not _pod_ready(p)], events, logs, name)
+        return State(what, False, f"Ready, {serving}/{want} replicas ready",
+                     reason or "KServe reports Ready before every replica is", fatal)
     reason, fatal = explain(mine, events, logs, name)
     failing = [c for c in conds if c.get("status") == "False"]
     why = "; ".join(f"{c['type']}: {c.get('message') or c.get('reason', '')}" for c in failing)
@@ -180,6 +188,11 @@ _RULES = {
 def _selected(pods: list[dict], selector: dict | None) -> list[dict]:
     want = (selector or {}).get("matchLabels") or {}
     return [p for p in pods if want and all(labels(p).get(k) == v for k, v in want.items())]
+
+
+def _pod_ready(pod: dict) -> bool:
+    return not meta(pod).get("deletionTimestamp") and \
+        is_true(condition((pod.get("status") or {}).get("conditions") or [], "Ready"))
 
 
 def _container_statuses(pod: dict) -> list[dict]:

@@ -50,7 +50,8 @@ class VLLMServer:
 
     def start(self) -> "VLLMServer":
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1",
-                   VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1", OMP_NUM_THREADS="1")
+                   VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1", OMP_NUM_THREADS="1",
+                   VLLM_CPU_OMP_THREADS_BIND="nobind")
         with self.log_path.open("w") as log:   # the server writes through its own copy of the descriptor
             self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=env,
                                          start_new_session=True)

@@ -364,3 +364,49 @@ def test_prefix_check_sizes_the_prefix_from_the_server(tiny_model):
     assert check.ok, check
     assert 2 * block <= check.data["prefix_tokens"] <= 1024 - 64 and check.data["hits"] > 0
     assert not too_small.ok and too_small.got == "max_model_len 1024 leaves room for 960 prefix tokens"
+
+
+@pytest.fixture
+def https_vllm(vllm_server, tmp_path):
+    """The real vLLM behind an HTTPS front whose certificate no system CA signed."""
+    from lightrail.ops.controllers import serving_cert
+    from lightrail.testing.tlsfront import TlsFront
+
+    serving_cert(tmp_path / "front")
+    serving_cert(tmp_path / "other")     # another private CA: must not be trusted for the front
+    with TlsFront(vllm_server.url, tmp_path / "front") as front:
+        yield front, tmp_path / "front" / "tls.crt", tmp_path / "other" / "tls.crt"
+
+
+@pytest.mark.vllm
+def test_an_https_endpoint_with_a_private_ca_passes_with_ca_file_and_is_named_untrusted_without(https_vllm):
+    front, ca, other = https_vllm
+    code, report, proc = smoke_json("--pattern=caching", f"--url={front.url}", f"--ca-file={ca}")
+    assert code == 0, proc.stdout + proc.stderr
+    assert report["url"] == front.url and by_name(report)["prefix cache hits"]["ok"]   # URL/metrics over https too
+    for args in ((), (f"--ca-file={other}",)):
+        proc = smoke("--pattern=baseline", f"--url={front.url}", "--timeout=5", *args)
+        assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+        assert "its TLS certificate is not trusted (self-signed certificate): give the CA that signed it with " \
+               "--ca-file" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("given, message", [
+    ("missing.pem", "not a file"),
+    ("", "not a file"),      # the directory itself
+    ("notes.txt", "not a PEM CA bundle (SSLError: NO_CERTIFICATE_OR_CRL_FOUND)"),
+])
+def test_a_ca_file_that_is_no_ca_bundle_is_refused_before_any_request(tmp_path, given, message):
+    (tmp_path / "notes.txt").write_text("not a certificate\n")
+    path = tmp_path / given
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.5)
+    proc = smoke("--pattern=baseline", f"--ca-file={path}", f"--url=https://127.0.0.1:{listener.getsockname()[1]}")
+    with pytest.raises(TimeoutError):
+        listener.accept()    # no connection was attempted
+    listener.close()
+    assert proc.returncode == 1 and proc.stdout == "", proc.stdout
+    assert proc.stderr == f"error: --ca-file {path}: {message} (give the PEM file of the CA that signed the " \
+                          "endpoint's certificate)\n", proc.stderr

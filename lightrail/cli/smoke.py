@@ -42,12 +42,14 @@ def print_report(report: checks.Report) -> None:
         "output": OUTPUT_HELP,
         "timeout": "seconds to wait for the first answer, and for each request (default 60)",
         "alias": "an alias the deployment serves, NAME=MODEL (repeatable): it must answer with MODEL's text",
+        "ca_file": "PEM bundle of the CA that signed an https endpoint's certificate (a private CA, a "
+                   "self-signed gateway); default: the system's CAs",
     },
     iterable=["model", "metrics_url", "alias"],
 )
 @user_errors
 def smoke(c, pattern="", stack="llmd", accel="gpu", model=None, namespace="lightrail", kube_context="",
-          url="", metrics_url=None, output="table", timeout="60", alias=None):
+          url="", metrics_url=None, output="table", timeout="60", alias=None, ca_file=""):
     """Send real completions through the endpoint and check the pattern is really served."""
     fmt = output_format(output)
     limit = seconds(timeout)
@@ -55,11 +57,12 @@ def smoke(c, pattern="", stack="llmd", accel="gpu", model=None, namespace="light
     metrics = tuple(metrics_url or ())
     for m in metrics:
         checks.check_url(m, "--metrics-url")
+    trust = checks.trust(ca_file)
     plan = build_plan(Request(pattern=pattern, accel=accel, stack=stack, namespace=namespace, models=models(model),
                               aliases=parse_aliases(alias)))
     with progress(f"waiting for {checks.mask_url(base) if base else 'the discovered endpoint'}") as update:
         report = smoke_plan(plan, url=base, metrics_urls=metrics, kube_context=kube_context or None, timeout=limit,
-                            progress=update)
+                            progress=update, trust=trust)
     if fmt == "table":
         print_report(report)
     else:

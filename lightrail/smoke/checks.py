@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 import json
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Callable
+from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlparse
 
 import httpx
@@ -76,6 +78,22 @@ def check_url(url: str, flag: str = "--url") -> str:
         raise LightrailError(f"{flag} {mask_url(url)!r}: port 0 is not a port; valid: 1-65535")
     url = url.rstrip("/")
     return url.removesuffix("/v1") if urlparse(url).path.endswith("/v1") else url
+
+
+def trust(ca_file: str = "") -> ssl.SSLContext | bool:
+    """How https endpoints' certificates are checked: against the system's CAs, or (--ca-file) only
+    against the given PEM bundle: a private CA, or a gateway's self-signed certificate."""
+    if not ca_file:
+        return True
+    path = Path(ca_file).expanduser()
+    fix = "give the PEM file of the CA that signed the endpoint's certificate"
+    if not path.is_file():
+        raise LightrailError(f"--ca-file {ca_file}: not a file", fix=fix)
+    try:
+        return ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, ValueError, OSError) as err:
+        raise LightrailError(f"--ca-file {ca_file}: not a PEM CA bundle ({err.__class__.__name__}: "
+                             f"{getattr(err, 'reason', None) or err})", fix=fix) from None
 
 
 def mask_url(url: str) -> str:
@@ -190,6 +208,9 @@ def _no_answer_fails(name: str, expected: str):
 
 def _describe(err: BaseException | None) -> str:
     text = str(err)
+    if isinstance(err, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in text:
+        why = text.split("certificate verify failed:", 1)[-1].split("(_ssl.c", 1)[0].strip()
+        return f"its TLS certificate is not trusted ({why}): give the CA that signed it with --ca-file"
     if isinstance(err, httpx.ConnectError) and _tls(err):
         return f"TLS handshake failed ({text[:160]}); is the server plain http?"
     if isinstance(err, httpx.ConnectError) and _refused(err):
@@ -295,7 +316,8 @@ def routing(client: httpx.Client, models: list[str], rounds: int = 6) -> Check:
 
 
 @_no_answer_fails("prefix cache hits", "prefix-cache counters that rise")
-def prefix_cache(client: httpx.Client, model: str, metrics_urls: list[str], requests: int = 8) -> Check:
+def prefix_cache(client: httpx.Client, model: str, metrics_urls: list[str], requests: int = 8,
+                 trust: ssl.SSLContext | bool = True) -> Check:
     """A burst sharing a long prefix must make the servers' prefix-cache hit counter rise.
 
     The prefix is sized from the server itself (its tokenizer via /tokenize, max_model_len, and the
@@ -307,8 +329,8 @@ def prefix_cache(client: httpx.Client, model: str, metrics_urls: list[str], requ
         return Check("prefix cache hits", False, 0, expected=expected, got="no metrics URL to read it from",
                      detail="pass --metrics-url=http://MODEL-SERVER:8000/metrics (one per server)")
     try:
-        before = metrics.scrape(metrics_urls)
-        block = metrics.block_size(metrics_urls) or DEFAULT_BLOCK
+        before = metrics.scrape(metrics_urls, trust=trust)
+        block = metrics.block_size(metrics_urls, trust=trust) or DEFAULT_BLOCK
     except httpx.HTTPError as err:
         return Check("prefix cache hits", False, 0, detail=f"cannot read metrics: {_describe(err)}",
                      expected=f"counters from {', '.join(metrics_urls)}", got="no metrics")
@@ -316,7 +338,7 @@ def prefix_cache(client: httpx.Client, model: str, metrics_urls: list[str], requ
         return Check("prefix cache hits", False, 0, expected=expected,
                      got=f"no {metrics.PREFIX_QUERIES}_total at {', '.join(metrics_urls)} "
                          "(not a vLLM server's /metrics?)")
-    sized = shared_prefix(client, model, block, metrics_urls)
+    sized = shared_prefix(client, model, block, metrics_urls, trust)
     if isinstance(sized, Check):
         return sized
     prefix, tokens = sized
@@ -331,7 +353,7 @@ def prefix_cache(client: httpx.Client, model: str, metrics_urls: list[str], requ
         return Check("prefix cache hits", False, ms, expected=f"{requests} answered requests, then {expected}",
                      got=f"{len(failed)} of {requests} requests failed: HTTP {failed[0].status_code}"
                          f"{_error_message(failed[0])}", detail=f"shared prefix of {tokens} tokens")
-    after = metrics.scrape(metrics_urls)
+    after = metrics.scrape(metrics_urls, trust=trust)
     d = metrics.delta(before, after)
     hits, queries = d.get(metrics.PREFIX_HITS, 0.0), d.get(metrics.PREFIX_QUERIES, 0.0)
     rate = 100.0 * hits / queries if queries else 0.0
@@ -343,14 +365,15 @@ def prefix_cache(client: httpx.Client, model: str, metrics_urls: list[str], requ
                        "block_size": block})
 
 
-def shared_prefix(client: httpx.Client, model: str, block: int, metrics_urls: list[str]) -> tuple[str, int] | Check:
+def shared_prefix(client: httpx.Client, model: str, block: int, metrics_urls: list[str],
+                  trust: ssl.SSLContext | bool = True) -> tuple[str, int] | Check:
     """(text, tokens): PREFIX_BLOCKS blocks of the model's own tokens, or as many as fit beside a question."""
     def fail(got: str) -> Check:
         return Check("prefix cache hits", False, 0, expected=f"a shared prefix of at least {MIN_PREFIX_BLOCKS} "
                      f"KV blocks ({MIN_PREFIX_BLOCKS * block} tokens)", got=got)
 
     probe = PREFIX_SENTENCE * 8
-    counted = _tokenize(client, model, probe, metrics_urls)
+    counted = _tokenize(client, model, probe, metrics_urls, trust)
     if counted is None:
         return fail("no /tokenize on the endpoint or the model server to size it with")
     per_sentence, limit = counted[0] / 8, counted[1]
@@ -361,7 +384,7 @@ def shared_prefix(client: httpx.Client, model: str, block: int, metrics_urls: li
     sentences = max(1, int(want / per_sentence))
     for _ in range(3):   # the estimate is per sentence; correct it by what the tokenizer says
         text = (PREFIX_SENTENCE * sentences).strip()
-        tokens = (_tokenize(client, model, text, metrics_urls) or (room + 1,))[0]
+        tokens = (_tokenize(client, model, text, metrics_urls, trust) or (room + 1,))[0]
         if tokens <= room:
             break
         sentences = max(1, int(sentences * room / tokens) - 1)
@@ -370,7 +393,8 @@ def shared_prefix(client: httpx.Client, model: str, block: int, metrics_urls: li
     return text, tokens
 
 
-def _tokenize(client: httpx.Client, model: str, text: str, metrics_urls: list[str]) -> tuple[int, int | None] | None:
+def _tokenize(client: httpx.Client, model: str, text: str, metrics_urls: list[str],
+              trust: ssl.SSLContext | bool = True) -> tuple[int, int | None] | None:
     """(tokens, max_model_len) from vLLM's /tokenize: the endpoint's, else the first model server's."""
     bases = [None] + [url.removesuffix("/metrics") for url in metrics_urls[:1]]
     for base in bases:
@@ -378,7 +402,7 @@ def _tokenize(client: httpx.Client, model: str, text: str, metrics_urls: list[st
         try:
             resp = (client.post(url, json={"model": model, "prompt": text}) if base is None else
                     httpx.post(url, json={"model": model, "prompt": text}, timeout=client.timeout,
-                               verify=urlparse(url).hostname not in metrics.LOOPBACK))
+                               verify=metrics.verify(url, trust)))
             data = resp.json() if resp.status_code == 200 else None
         except (httpx.HTTPError, ValueError):
             data = None
@@ -422,11 +446,12 @@ def unknown_model(client: httpx.Client) -> Check:
 
 def run(url: str, pattern: str, models: list[str], *, metrics_urls: list[str], timeout: float,
         prefix_check: str = "auto", progress: Callable[[str], None] | None = None,
-        aliases: dict[str, str] | None = None) -> Report:
+        aliases: dict[str, str] | None = None, trust: ssl.SSLContext | bool = True) -> Report:
     """All checks for a pattern. prefix_check: "required" (caching), "auto" (report if readable);
-    aliases: {alias: the served model it names}."""
+    aliases: {alias: the served model it names}; trust: how https certificates are checked (trust())."""
     url = check_url(url)
-    with httpx.Client(base_url=url, timeout=httpx.Timeout(timeout, connect=min(timeout, 10))) as client:
+    with httpx.Client(base_url=url, timeout=httpx.Timeout(timeout, connect=min(timeout, 10)),
+                      verify=trust) as client:
         warm_ms = warm_up(client, timeout, progress)
         checks = [Check("warm-up", True, warm_ms, detail="first answer")]
         checks.append(models_listed(client, models))
@@ -435,8 +460,8 @@ def run(url: str, pattern: str, models: list[str], *, metrics_urls: list[str], t
         if len(models) > 1:
             checks.append(routing(client, models))
         checks += [alias(client, name, target) for name, target in (aliases or {}).items()]
-        if prefix_check == "required" or (prefix_check == "auto" and metrics_urls and _readable(metrics_urls)):
-            checks.append(prefix_cache(client, models[0], metrics_urls))
+        if prefix_check == "required" or (prefix_check == "auto" and metrics_urls and _readable(metrics_urls, trust)):
+            checks.append(prefix_cache(client, models[0], metrics_urls, trust=trust))
             if prefix_check == "auto":
                 checks[-1].ok = True   # informational outside the caching pattern
                 checks[-1].detail += " (informational)"
@@ -444,9 +469,9 @@ def run(url: str, pattern: str, models: list[str], *, metrics_urls: list[str], t
     return Report(url=mask_url(url), pattern=pattern, models=models, checks=checks)
 
 
-def _readable(urls: list[str]) -> bool:
+def _readable(urls: list[str], trust: ssl.SSLContext | bool = True) -> bool:
     """Whether the URLs are vLLM metrics (a gateway's or router's /metrics are not)."""
     try:
-        return metrics.PREFIX_QUERIES in metrics.scrape(urls, timeout=3)
+        return metrics.PREFIX_QUERIES in metrics.scrape(urls, timeout=3, trust=trust)
     except httpx.HTTPError:
         return False

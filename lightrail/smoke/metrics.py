@@ -1,6 +1,7 @@
 """Read vLLM's Prometheus counters from model servers (summed over every server and label set)."""
 from __future__ import annotations
 
+import ssl
 from urllib.parse import urlparse
 
 import httpx
@@ -27,15 +28,18 @@ def counters(text: str) -> dict[str, float]:
     return out
 
 
-def scrape(urls: list[str], timeout: float = 10) -> dict[str, float]:
-    """Sum the counters of every metrics URL; raises httpx.HTTPError when one cannot be read.
+def verify(url: str, trust: ssl.SSLContext | bool = True) -> ssl.SSLContext | bool:
+    """How to check a metrics URL's certificate: with `trust` (the system's CAs, or --ca-file's),
+    except on this machine's loopback: there HTTPS comes from a port-forward to a pod whose
+    certificate (KServe's) names the cluster service, never 127.0.0.1."""
+    return trust if urlparse(url).hostname not in LOOPBACK else False
 
-    TLS is verified except on this machine's loopback: there HTTPS comes from a port-forward to
-    a pod whose certificate (KServe's) names the cluster service, never 127.0.0.1.
-    """
+
+def scrape(urls: list[str], timeout: float = 10, trust: ssl.SSLContext | bool = True) -> dict[str, float]:
+    """Sum the counters of every metrics URL; raises httpx.HTTPError when one cannot be read."""
     total: dict[str, float] = {}
     for url in urls:
-        resp = httpx.get(url, timeout=timeout, verify=urlparse(url).hostname not in LOOPBACK)
+        resp = httpx.get(url, timeout=timeout, verify=verify(url, trust))
         resp.raise_for_status()
         for name, value in counters(resp.text).items():
             total[name] = total.get(name, 0.0) + value
@@ -46,10 +50,10 @@ def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]
     return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in set(before) | set(after)}
 
 
-def block_size(urls: list[str], timeout: float = 10) -> int | None:
+def block_size(urls: list[str], timeout: float = 10, trust: ssl.SSLContext | bool = True) -> int | None:
     """The KV-cache block size (tokens) from the first server's `vllm:cache_config_info`, or None."""
     for url in urls[:1]:
-        resp = httpx.get(url, timeout=timeout, verify=urlparse(url).hostname not in LOOPBACK)
+        resp = httpx.get(url, timeout=timeout, verify=verify(url, trust))
         resp.raise_for_status()
         for family in text_string_to_metric_families(resp.text):
             for sample in family.samples:

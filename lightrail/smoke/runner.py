@@ -5,6 +5,7 @@ Shared by `invoke smoke` and `invoke deploy --smoke`, so both check the same thi
 from __future__ import annotations
 
 import contextlib
+import ssl
 from typing import Callable
 
 from lightrail.plan import Plan
@@ -19,7 +20,8 @@ def prefix_check(plan: Plan) -> str:
 
 
 def smoke_plan(plan: Plan, *, url: str = "", metrics_urls: tuple[str, ...] = (), kube_context: str | None = None,
-               timeout: float = 60.0, progress: Callable[[str], None] | None = None) -> checks.Report:
+               timeout: float = 60.0, progress: Callable[[str], None] | None = None,
+               trust: ssl.SSLContext | bool = True) -> checks.Report:
     """Run every check for the plan's pattern and models.
 
     No url: discover the endpoint. Metrics: the given URLs, else URL/metrics, else (discovered,
@@ -38,5 +40,5 @@ def smoke_plan(plan: Plan, *, url: str = "", metrics_urls: tuple[str, ...] = (),
         else:
             metrics = []
         return checks.run(base, plan.pattern.name, list(plan.served_models), metrics_urls=metrics, timeout=timeout,
-                          prefix_check=prefix, progress=progress,
+                          prefix_check=prefix, progress=progress, trust=trust,
                           aliases={a: s.model for s in plan.servers for a in s.aliases})

@@ -131,3 +131,25 @@ def test_optional_harnesses_agree_with_vllm_counters(harness, vllm_server, tiny_
         _, summary, delta = run_measured(vllm_server, tiny_model, tmp_path, scenario, f"--harness={harness}")
         assert_counts_match(summary, delta)
         assert summary["harness"] == harness
+
+
+def test_an_https_endpoint_with_a_private_ca_is_benchmarked_with_ca_file(vllm_server, tiny_model, tmp_path):
+    """The harness (vllm bench serve) reaches a real vLLM through an HTTPS front whose CA only
+    --ca-file names; every request is counted by vLLM itself. Without it: the certificate is named."""
+    from lightrail.ops.controllers import serving_cert
+    from lightrail.testing.tlsfront import TlsFront
+
+    serving_cert(tmp_path / "front")
+    with TlsFront(vllm_server.url, tmp_path / "front") as front:
+        refused = bench("bench", "--pattern=baseline", f"--url={front.url}", f"--tokenizer={tiny_model}",
+                        "--scenario=smoke", f"--out={tmp_path / 'results'}")
+        assert refused.returncode == 1 and "its TLS certificate is not trusted (self-signed certificate): give the " \
+            "CA that signed it with --ca-file" in refused.stderr, refused.stderr
+        before = metrics.scrape([vllm_server.metrics_url])
+        proc = bench("bench", "--pattern=baseline", f"--url={front.url}", f"--tokenizer={tiny_model}",
+                     "--scenario=smoke", f"--out={tmp_path / 'results'}", f"--ca-file={tmp_path / 'front' / 'tls.crt'}",
+                     f"--metrics-url={vllm_server.metrics_url}")
+        after = metrics.scrape([vllm_server.metrics_url])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (path,) = store.runs(tmp_path / "results")
+    assert_counts_match(json.loads((path / "summary.json").read_text()), metrics.delta(before, after))

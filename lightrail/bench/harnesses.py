@@ -34,6 +34,7 @@ class Target:
     models: tuple[str, ...]
     tokenizer: str                       # HF id or local path (a local path works offline)
     metrics_urls: tuple[str, ...] = ()   # model servers' /metrics, for counters and prefix-cache hits
+    ca_file: str = ""                    # PEM CA bundle for an https endpoint (--ca-file); "" = the system's CAs
 
     def models_for(self, which: str) -> tuple[str, ...]:
         return self.models if which == "all" else self.models[:1]
@@ -100,8 +101,10 @@ def find_python(version: str) -> str:
                          fix=f"install it (e.g. `pyenv install {version}`) or use --harness=vllm")
 
 
-def execute(argv: list[str], log: Path, *, timeout: float, offline: bool) -> None:
+def execute(argv: list[str], log: Path, *, timeout: float, offline: bool, ca_file: str = "") -> None:
     """Run one harness invocation with its output in `log`; raise LightrailError if it fails.
+    ca_file: the harness trusts only this CA bundle (OpenSSL's SSL_CERT_FILE, which aiohttp, httpx
+    and requests all read) - the endpoint is the only server it talks to.
 
     The harness runs in its own process group, killed on timeout or Ctrl-C, so no load keeps
     going after Lightrail stops.
@@ -109,6 +112,8 @@ def execute(argv: list[str], log: Path, *, timeout: float, offline: bool) -> Non
     env = dict(os.environ, PYTHONWARNINGS="ignore", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1")
     if offline:
         env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    if ca_file:
+        env.update(SSL_CERT_FILE=ca_file, REQUESTS_CA_BUNDLE=ca_file)
     with log.open("w") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent,
                                 start_new_session=True)

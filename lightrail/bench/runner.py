@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import ssl
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from lightrail.errors import LightrailError
 from lightrail.plan import Plan
 from lightrail.progress import Progress, no_progress
 from lightrail.settings import ROOT
-from lightrail.smoke import metrics
+from lightrail.smoke import checks, metrics
 from lightrail.smoke.checks import mask_url
 from lightrail.validate import check
 
@@ -58,7 +59,7 @@ def run(plan: Plan, scenario: Scenario, harness: str, target: Target, root: Path
         raise LightrailError(f"--in-cluster runs `vllm bench serve` from the pinned vLLM image; got --harness={harness}",
                              fix="use --harness=vllm with --in-cluster")
     if not in_cluster:
-        check_reachable(target.url)
+        check_reachable(target.url, trust=checks.trust(target.ca_file))
         if harness != "vllm":
             with progress(f"installing {harness} (once)"):
                 ensure_installed(harness)
@@ -97,11 +98,12 @@ def _local_point(scenario: Scenario, harness: str, target: Target, staged: Path,
     for fname, text in files.items():
         (out / fname).write_text(text)
     log(f"[{i + 1}/{len(scenario.points)}] {harness} {load.label}: {scenario.requests} requests to {mask_url(target.url)}")
-    before = scrape(target.metrics_urls)
+    before = scrape(target.metrics_urls, target.ca_file)
     with progress(f"[{i + 1}/{len(scenario.points)}] {harness} {load.label}"):
-        execute(argv, out / "harness.log", timeout=timeout, offline=target.tokenizer.startswith(("/", "./", "../")))
+        execute(argv, out / "harness.log", timeout=timeout, offline=target.tokenizer.startswith(("/", "./", "../")),
+                ca_file=target.ca_file)
     p = adapter(harness).parse(out)
-    after = scrape(target.metrics_urls)
+    after = scrape(target.metrics_urls, target.ca_file)
     _check_ok(p, load, target)
     return {"load": load.to_dict(), **p, **summary.server_side(before, after)}
 
@@ -143,24 +145,24 @@ def _version(mod, plan: Plan, in_cluster: bool) -> str:
     return f"vllm image {plan.versions['images']['vllm-cpu']}" if in_cluster else mod.version()
 
 
-def check_reachable(url: str, timeout: float = 10) -> None:
+def check_reachable(url: str, timeout: float = 10, trust: ssl.SSLContext | bool = True) -> None:
     """Fail fast with a clear message instead of a harness stack trace."""
     try:
-        resp = httpx.get(f"{url.rstrip('/')}/v1/models", timeout=timeout)
+        resp = httpx.get(f"{url.rstrip('/')}/v1/models", timeout=timeout, verify=trust)
     except httpx.HTTPError as err:
-        raise LightrailError(f"cannot reach {mask_url(url)}: {err or type(err).__name__}",
+        raise LightrailError(f"cannot reach {mask_url(url)}: {checks.describe(err)}",
                              fix="check --url (or the deployment and its gateway)") from None
     if resp.status_code != 200:
         raise LightrailError(f"{mask_url(url)}/v1/models answered HTTP {resp.status_code}",
                              fix="is this an OpenAI-compatible endpoint?")
 
 
-def scrape(urls: tuple[str, ...]) -> dict[str, float] | None:
+def scrape(urls: tuple[str, ...], ca_file: str = "") -> dict[str, float] | None:
     """Counters summed over the model servers, or None when they cannot be read (no hit rate then)."""
     if not urls:
         return None
     try:
-        return metrics.scrape(list(urls))
+        return metrics.scrape(list(urls), trust=checks.trust(ca_file))
     except httpx.HTTPError:
         return None
 

@@ -21,6 +21,7 @@ from lightrail.errors import LightrailError, choose
 from lightrail.plan import Request, build_plan
 from lightrail.render import dump_yaml
 from lightrail.settings import results_dir
+from lightrail.smoke import checks
 from lightrail.smoke.checks import check_url, mask_url
 from lightrail.validate import check
 
@@ -44,13 +45,15 @@ from lightrail.validate import check
         "out": "results root (default benchmarks/results, or LIGHTRAIL_RESULTS)",
         "dry_run": "print what would run (commands, or the Job) and write nothing",
         "timeout": "seconds allowed for each harness run (default 3600)",
+        "ca_file": "PEM bundle of the CA that signed an https endpoint's certificate (a private CA); the "
+                   "harness trusts it alone; default: the system's CAs",
     },
     iterable=["model", "metrics_url"],
 )
 @user_errors
 def run(c, pattern="", accel="gpu", stack="llmd", namespace="lightrail", kube_context="", url="", model=None,
         metrics_url=None, tokenizer="", scenario="", harness="vllm", in_cluster=False, out="", dry_run=False,
-        timeout="3600"):
+        timeout="3600", ca_file=""):
     """Run a scenario with a real harness against a pattern's endpoint; store the run."""
     if not pattern:
         raise LightrailError("--pattern is required (e.g. --pattern=baseline --accel=gpu --scenario=smoke)")
@@ -62,9 +65,14 @@ def run(c, pattern="", accel="gpu", stack="llmd", namespace="lightrail", kube_co
     scn = scenarios.load_scenario(scenario)
     root = out_dir(str(results_dir(out or None)))
     _check_tokenizer(tokenizer, in_cluster)
+    checks.trust(ca_file)
+    if ca_file and in_cluster:
+        raise LightrailError("--ca-file is for a harness on this machine; the --in-cluster Job reaches the gateway's "
+                             "in-cluster address", fix="drop --ca-file, or run the harness here with --url=https://...")
+    ca_file = str(Path(ca_file).expanduser().resolve()) if ca_file else ""   # the harness runs in the run's directory
     kube_context = kube_context or None
     if in_cluster:
-        target = _target(plan, url or incluster.default_url(plan), tokenizer, metrics_url)
+        target = _target(plan, url or incluster.default_url(plan), tokenizer, metrics_url, "")
         if dry_run:
             return _dry_run_job(plan, scn, harness, target, root)
         path = runner.run(plan, scn, harness, target, root, timeout=limit, in_cluster=True,
@@ -73,7 +81,7 @@ def run(c, pattern="", accel="gpu", stack="llmd", namespace="lightrail", kube_co
     endpoint = contextlib.nullcontext(check_url(url)) if url else _discover(plan, kube_context, dry_run)
     with endpoint as base:
         default_metrics = [f"{base}/metrics"] if url else []
-        target = _target(plan, base, tokenizer, metrics_url or default_metrics)
+        target = _target(plan, base, tokenizer, metrics_url or default_metrics, ca_file)
         if dry_run:
             return _dry_run_local(plan, scn, harness, target, root)
         path = runner.run(plan, scn, harness, target, root, timeout=limit, progress=progress)
@@ -159,10 +167,10 @@ def _check_tokenizer(tokenizer: str, in_cluster: bool) -> None:
                              "pass --tokenizer=PATH (offline)")
 
 
-def _target(plan, url: str, tokenizer: str, metrics_urls) -> Target:
+def _target(plan, url: str, tokenizer: str, metrics_urls, ca_file: str) -> Target:
     models = plan.served_models
     return Target(url=url.rstrip("/"), models=models, tokenizer=tokenizer or models[0],
-                  metrics_urls=tuple(metrics_urls or ()))
+                  metrics_urls=tuple(metrics_urls or ()), ca_file=ca_file)
 
 
 @contextlib.contextmanager
@@ -179,6 +187,8 @@ def _discover(plan, kube_context, dry_run: bool):
 def _dry_run_local(plan, scn, harness: str, target: Target, root: Path) -> None:
     prepared = runner.prepare(plan, scn, harness, target, root)
     print(f"# would store the run in {root / prepared.name}")
+    if target.ca_file:
+        print(f"# the harness trusts only SSL_CERT_FILE={target.ca_file}")
     for load, (argv, files) in zip(scn.points, prepared.commands):
         print(f"# load point {load.label}")
         for name, text in files.items():

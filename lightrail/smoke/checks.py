@@ -136,7 +136,7 @@ def warm_up(client: httpx.Client, timeout: float, progress: Callable[[str], None
 
     def before_sleep(state):
         if progress:
-            progress(_describe(state.outcome.exception()))
+            progress(describe(state.outcome.exception()))
 
     @retry(stop=stop_after_delay(timeout), wait=wait_exponential(multiplier=0.25, max=5),
            retry=retry_if_exception(retryable), reraise=False, before_sleep=before_sleep)
@@ -154,9 +154,9 @@ def warm_up(client: httpx.Client, timeout: float, progress: Callable[[str], None
         ping()
     except RetryError as err:
         cause = err.last_attempt.exception()
-        raise LightrailError(f"{where} did not answer within {timeout:g} s: {_describe(cause)}") from None
+        raise LightrailError(f"{where} did not answer within {timeout:g} s: {describe(cause)}") from None
     except httpx.HTTPError as err:   # not retried: refused for longer than the grace period
-        raise LightrailError(f"{where} did not answer: {_describe(err)}") from None
+        raise LightrailError(f"{where} did not answer: {describe(err)}") from None
     return (time.perf_counter() - start) * 1000
 
 
@@ -201,12 +201,12 @@ def _no_answer_fails(name: str, expected: str):
             try:
                 return fn(client, *args, **kwargs)
             except (httpx.HTTPError, ValueError) as err:
-                return Check(name.format(*args), False, 0, detail=_describe(err), expected=expected, got="no response")
+                return Check(name.format(*args), False, 0, detail=describe(err), expected=expected, got="no response")
         return guarded
     return wrap
 
 
-def _describe(err: BaseException | None) -> str:
+def describe(err: BaseException | None) -> str:
     text = str(err)
     if isinstance(err, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in text:
         why = text.split("certificate verify failed:", 1)[-1].split("(_ssl.c", 1)[0].strip()
@@ -286,7 +286,7 @@ def streaming(client: httpx.Client, model: str) -> Check:
                     chunks += 1
                     ttft = ttft if ttft is not None else (time.perf_counter() - start) * 1000
     except httpx.HTTPError as err:
-        return Check(f"stream {model}", False, 0, detail=_describe(err), expected="chunks then [DONE]",
+        return Check(f"stream {model}", False, 0, detail=describe(err), expected="chunks then [DONE]",
                      got=f"{chunks} chunks, stream broke")
     total = (time.perf_counter() - start) * 1000
     return Check(f"stream {model}", chunks > 0 and done, total,
@@ -305,7 +305,7 @@ def routing(client: httpx.Client, models: list[str], rounds: int = 6) -> Check:
             resp = client.post("/v1/completions", json={"model": model, "prompt": "Route me.", "max_tokens": 2})
             return model, resp.json().get("model") if resp.status_code == 200 else f"HTTP {resp.status_code}"
         except httpx.HTTPError as err:
-            return model, _describe(err)
+            return model, describe(err)
 
     (results, ms) = _timed(lambda: list(ThreadPoolExecutor(max_workers=len(models) * 2).map(one, order)))
     wrong = [(asked, got) for asked, got in results if asked != got]
@@ -332,7 +332,7 @@ def prefix_cache(client: httpx.Client, model: str, metrics_urls: list[str], requ
         before = metrics.scrape(metrics_urls, trust=trust)
         block = metrics.block_size(metrics_urls, trust=trust) or DEFAULT_BLOCK
     except httpx.HTTPError as err:
-        return Check("prefix cache hits", False, 0, detail=f"cannot read metrics: {_describe(err)}",
+        return Check("prefix cache hits", False, 0, detail=f"cannot read metrics: {describe(err)}",
                      expected=f"counters from {', '.join(metrics_urls)}", got="no metrics")
     if metrics.PREFIX_QUERIES not in before:
         return Check("prefix cache hits", False, 0, expected=expected,

@@ -19,7 +19,7 @@ def load(*names: str) -> list[dict]:
 
 
 OBJECTS = load("ops/workloads.yaml", "ops/routing.yaml", "ops/gateways.yaml", "cluster/gateway-programmed.yaml",
-               "cluster/llmisvc-ready.yaml")
+               "cluster/llmisvc-ready.yaml", "cluster/pod-llmisvc-ready.yaml")
 PODS = [o for o in OBJECTS if o["kind"] == "Pod"]
 EVENTS = [o for o in OBJECTS if o["kind"] == "Event"]
 CRASH_LOG = (FIXTURES / "ops" / "crashloop.log").read_text()

@@ -9,9 +9,10 @@ What it makes observable, because real gateways behave so:
 - configuration converges late: a change takes effect `propagation_delay` seconds after its
   watch event (the migrator must wait for propagation);
 - a backendRef to an object that does not exist -> 500; a pool without ready endpoints -> 503;
-- a pod's death is physical, not propagated: once a backend has no running pod, requests in
-  flight to it break (a truncated stream, or 503 before the headers, as Envoy answers) and new
-  requests the stale configuration still sends there get 503.
+- a pod's death is physical, not propagated: each request goes to one pod of its pool (picked
+  among the endpoints the data plane knows); when that pod stops running, the request breaks (a
+  truncated stream, or 503 before the headers, as Envoy answers), and a request the stale
+  configuration still sends to a dead pod gets 503.
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ from lightrail.errors import LightrailError
 from lightrail.testing import kubewatch, routing
 from lightrail.testing.vllm import free_port
 
-BACKEND_HEADER = "x-lightrail-backend"
+BACKEND_HEADER = "x-lightrail-backend"     # the pool ("namespace/name") a request went to
+ENDPOINT_HEADER = "x-lightrail-endpoint"   # ... and its pod ("namespace/name")
 POOL_GROUP = "inference.networking.k8s.io"
 WATCHED = {
     "HTTPRoute": "/apis/gateway.networking.k8s.io/v1/httproutes",
@@ -86,17 +88,20 @@ class ClusterView:
             return None if svc is None else (svc.get("spec") or {}).get("selector") or {}
         return None
 
-    def endpoints(self, namespace: str, selector: dict, *, ready: bool) -> int:
-        """Pods of the namespace matching a (non-empty) selector that run (and, if `ready`, are Ready)."""
+    def endpoints(self, namespace: str, selector: dict) -> list[tuple[str, str]]:
+        """Pods of the namespace matching a (non-empty) selector that run and are Ready."""
         if not selector:
-            return 0
-        count = 0
-        for (ns, _), pod in self.objects["Pod"].items():
+            return []
+        found = []
+        for key, pod in self.objects["Pod"].items():
             labels = (pod.get("metadata") or {}).get("labels") or {}
-            if ns != namespace or any(labels.get(k) != v for k, v in selector.items()) or not _running(pod):
-                continue
-            count += not ready or _ready(pod)
-        return count
+            if key[0] == namespace and all(labels.get(k) == v for k, v in selector.items()) \
+                    and _running(pod) and _ready(pod):
+                found.append(key)
+        return sorted(found)
+
+    def running(self, pod: tuple[str, str]) -> bool:
+        return pod in self.objects["Pod"] and _running(self.objects["Pod"][pod])
 
 
 class GatewayModel:
@@ -189,7 +194,7 @@ class GatewayModel:
         self.now.apply(kind, event, payload)
         if kind == "Pod":
             for flight in list(self._flights):
-                if not self.now.endpoints(flight.namespace, flight.selector, ready=False):
+                if not self.now.running(flight.pod):
                     flight.killed.set()
         if self._propagating:
             self._changes.put_nowait((self._loop.time() + self.propagation_delay, kind, event, payload))
@@ -221,11 +226,13 @@ class GatewayModel:
         stats.started += 1
         selector = self.seen.selector(ref, namespace) if namespace == route_ns else None
         upstream = self.backends.get((namespace, name))
+        known = self.seen.endpoints(namespace, selector) if selector is not None else []
+        pod = self._rng.choice(known) if known else None
         problem = (
             (500, f"backendRef {ref.get('kind', 'Service')} {label} does not exist (or is in another namespace: "
                   "ReferenceGrants are not modelled)") if selector is None else
-            (503, "no healthy upstream") if not self.seen.endpoints(namespace, selector, ready=True) else
-            (503, RESET_BEFORE_HEADERS) if not self.now.endpoints(namespace, selector, ready=False) else
+            (503, "no healthy upstream") if pod is None else
+            (503, RESET_BEFORE_HEADERS) if not self.now.running(pod) else
             (500, f"the gateway model has no upstream URL for {label}") if upstream is None else None)
         if problem:
             stats.failed += 1
@@ -235,7 +242,7 @@ class GatewayModel:
             {k: v for k, v in headers.items() if k not in HOP_BY_HOP})
         query = request.rel_url.raw_query_string
         url = f"{upstream.rstrip('/')}{forward_path}{'?' + query if query else ''}"
-        return await self._forward(request, url, forward_headers, _Flight(namespace, selector, label, stats))
+        return await self._forward(request, url, forward_headers, _Flight(pod, label, stats))
 
     async def _forward(self, request, url, headers, flight: _Flight) -> web.StreamResponse:
         """Relay to the upstream until it ends, the client leaves, or the backend's pods die."""
@@ -264,7 +271,7 @@ class GatewayModel:
                                               allow_redirects=False) as upstream:
                 response = web.StreamResponse(status=upstream.status, headers={
                     **{k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP},
-                    BACKEND_HEADER: flight.label})
+                    BACKEND_HEADER: flight.label, ENDPOINT_HEADER: "/".join(flight.pod)})
                 await response.prepare(request)
                 flight.response = response
                 async for chunk in upstream.content.iter_any():
@@ -279,9 +286,8 @@ class GatewayModel:
 
 @dataclass(eq=False)
 class _Flight:
-    """A request being relayed to a backend whose pods (by this selector) it depends on."""
-    namespace: str
-    selector: dict
+    """A request being relayed to one pod (namespace, name) of a backend."""
+    pod: tuple[str, str]
     label: str
     stats: BackendStats
 

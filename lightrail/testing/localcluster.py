@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from lightrail import tools
+from lightrail.errors import LightrailError
 from lightrail.ops import kwok
 
 
@@ -37,8 +38,31 @@ class LocalCluster:
     def restart(self) -> None:
         """Stop every component (etcd keeps its data) and start them again: an API server restart."""
         env = {**kwok.kwokctl_env(), "KWOK_WORKDIR": self.env["KWOK_WORKDIR"]}
-        tools.run("kwokctl", "stop", "cluster", "--name", self.name, env=env, timeout=120)
-        tools.run("kwokctl", "start", "cluster", "--name", self.name, "--wait=60s", env=env, timeout=120)
+        for _ in range(2):
+            tools.run("kwokctl", "stop", "cluster", "--name", self.name, env=env, timeout=120)
+            # `kwokctl stop` signals the components and returns; an API server still draining its
+            # watches holds its port, and a new one exits with "address already in use" (seen in CI)
+            deadline = time.monotonic() + 60
+            while (left := self.components()) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            if left:
+                raise AssertionError(f"cluster {self.name} did not stop within 60 s: {left}")
+            try:
+                tools.run("kwokctl", "start", "cluster", "--name", self.name, "--wait=60s", env=env, timeout=120)
+            except LightrailError:     # it waits for an API server that exited: stop and start again
+                continue
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if self.kubectl("get", "--raw", "/readyz", check=False).returncode == 0:
+                    return
+                time.sleep(1)
+        raise AssertionError(f"the API server of cluster {self.name} is not ready after two restarts: "
+                             f"{self.components()}")
+
+    def components(self) -> list[str]:
+        """The cluster's own control-plane processes still running (etcd, API server, ..., kwok)."""
+        names = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok-controller")
+        return [cmd for cmd in self.processes() if Path(cmd.split(" ", 1)[0]).name in names]
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         from lightrail.settings import TOOLS_BIN

@@ -304,6 +304,49 @@ def test_a_stream_in_flight_breaks_when_its_pool_loses_its_last_pod(space):
     pytest.fail("three streams of 4000 tokens each ended before their pod's deletion was accepted")
 
 
+def test_a_pods_death_breaks_only_the_requests_in_flight_to_it(space):
+    """Each request goes to one pod of its pool: when one of two pods dies, its streams break and
+    the other pod's streams finish (a replica removed without draining it fails requests)."""
+    space.pool("old", pods=2)
+    space.route("front", rule(("old", 1)))
+    model = space.model(delay=1.0, seed=5)
+    streams: list[dict] = []
+
+    def stream(record: dict):
+        body = {"model": QWEN, "prompt": "Tell a long story.", "max_tokens": 4000, "ignore_eos": True, "stream": True}
+        try:
+            with httpx.stream("POST", f"{model.url}/v1/completions", json=body, timeout=120) as resp:
+                record["pod"] = resp.headers["x-lightrail-endpoint"]
+                record["text"] = "".join(resp.iter_text())
+            record["error"] = None
+        except httpx.HTTPError as err:
+            record["error"] = err
+        record["ended"] = time.monotonic()
+
+    readers = []
+    while len(readers) < 8 and len({r.get("pod") for r in streams} - {None}) < 2:
+        streams.append({})
+        readers.append(threading.Thread(target=stream, args=(streams[-1],)))
+        readers[-1].start()
+        assert wait_for(lambda: "pod" in streams[-1] or "error" in streams[-1], 60)
+    pods = {r["pod"] for r in streams}
+    assert len(pods) == 2, "eight streams, all to one of two pods"
+    victim = streams[-1]["pod"]     # its stream has just begun: surely in flight when the pod dies
+    asked = time.monotonic()
+    space.cluster.kubectl("delete", "pod", victim.split("/")[1], "-n", space.ns, "--wait=false")
+    for reader in readers:
+        reader.join(120)
+    broken = [r for r in streams if r["pod"] == victim and isinstance(r["error"], httpx.RemoteProtocolError)]
+    assert broken, "no stream to the deleted pod was still running when it died"
+    for r in streams:
+        if r["pod"] == victim:
+            assert r in broken or (r["error"] is None and r["ended"] < asked), r   # or it ended before the deletion
+        elif r["error"] is None:
+            assert r["text"].rstrip().endswith("data: [DONE]"), r["text"][-200:]
+        else:
+            pytest.fail(f"a stream to the surviving pod broke: {r}")
+
+
 def test_traffic_flows_through_an_api_server_restart_and_the_watch_resumes_after(space):
     """A data plane keeps its last configuration while the control plane is down (a migration's
     "API server restart" case relies on it), and follows changes again once it is back."""

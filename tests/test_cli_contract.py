@@ -246,7 +246,7 @@ def cases():
             add(f"{task}-url-{bad[:12]}", [task, *argv, f"--url={bad}"], expected)
         add(f"{task}-url-space", [task, *argv, "--url= http://127.0.0.1:9"], "has whitespace in it")
     add("smoke-metrics-url-bad", ["smoke", *BASE["smoke"], "--metrics-url=localhost:8000"], "--metrics-url")
-    for task in ("smoke", "bench"):
+    for task in ("smoke", "bench", "migrate"):
         add(f"{task}-ca-file-missing", [task, *BASE[task], "--ca-file=OUT/none.pem"], "not a file")
         add(f"{task}-ca-file-not-pem", [task, *BASE[task], "--ca-file=OUT/afile"], "not a PEM CA bundle")
     add("bench-ca-file-in-cluster", ["bench", *BASE["bench"], "--in-cluster", "--ca-file=/etc/ssl/certs/ca-certificates.crt"],

@@ -25,6 +25,8 @@ HELP = {
     "drain": "seconds the source's in-flight requests get to finish after it leaves the route (default 30)",
     "surge": "run the target beside the source (default); --no-surge swaps capacity step by step (not yet built)",
     "url": "the Gateway's address as this machine reaches it, for the probes (e.g. a port-forward)",
+    "ca_file": "PEM bundle of the CA that signed an https --url's certificate (a private CA); default: the "
+               "system's CAs",
     "resume": "continue an interrupted or paused migration from the state in the cluster",
     "rollback": "undo a migration in progress, back to the source exactly as it ran",
     "yes": "do not ask before changing the cluster (needed when not on a terminal)",
@@ -53,12 +55,12 @@ def _steps(value: str) -> tuple[int, ...]:
 def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type="", topology="", vllm_arg=None,
             inference_engine="", alias=None, weights="", cache_size="", namespace="lightrail", kube_context="", steps="", hold="60", settle="5", drain="30", surge=True,
             url="", resume=False, rollback=False, yes=False, timeout="900", hf_token_file="", charts="",
-            keep_pvcs=True, latency_margin="1", dry_run=False):
+            keep_pvcs=True, latency_margin="1", dry_run=False, ca_file=""):
     """Move a running pattern between stacks behind its Gateway, weight by weight, with zero failed requests."""
     from lightrail.migrate.plan import Options, check_migratable
     from lightrail.migrate.run import Context, resume as resume_migration, start
     from lightrail.settings import charts_dir
-    from lightrail.smoke.checks import check_url
+    from lightrail.smoke.checks import check_url, trust
 
     if not (yes or dry_run) and not sys.stdin.isatty():
         raise LightrailError("a migration changes the cluster: pass --yes (stdin is not a terminal to ask)")
@@ -74,6 +76,7 @@ def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type=""
                       drain=_duration(drain, "--drain"), surge=surge, keep_pvcs=keep_pvcs,
                       timeout=seconds(timeout), latency_margin=seconds(latency_margin, "--latency-margin"))
     url = check_url(url) if url else ""
+    verify = trust(ca_file)
     token = read_token(hf_token_file or None)
     chart_root = charts_dir(charts or None)
     source = None
@@ -92,7 +95,7 @@ def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type=""
                              "--model and --alias")
     target, cluster = flows.connect(kube_context, namespace, dry_run, out, progress=progress)
     ctx = Context(target=target, cluster=cluster, out=out, dry_run=dry_run, url=url, token=token, charts=chart_root,
-                  progress=progress)
+                  progress=progress, trust=verify)
     out(target.banner())
     if source is not None:
         start(source, to, options, ctx, confirm=lambda: _confirm(yes))

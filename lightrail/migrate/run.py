@@ -7,6 +7,7 @@ kill -9 or a lost connection leave a position that `--resume` finishes and `--ro
 """
 from __future__ import annotations
 
+import ssl
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ class Context:
     out: Out
     dry_run: bool
     url: str = ""                      # the Gateway, as this machine reaches it (probes)
+    trust: ssl.SSLContext | bool = True  # how an https --url's certificate is checked (--ca-file)
     token: Token | None = None
     charts: Path | None = None
     dry: DryRun | None = None
@@ -154,6 +156,8 @@ def start(source: Plan, to: str, options: Options, ctx: Context, confirm: Callab
         raise LightrailError("the migration probes each side through the Gateway: give its address with --url",
                              fix=f"e.g. `kubectl -n {gateway[0]} port-forward svc/<gateway service> 8080:80` and "
                                  "--url=http://127.0.0.1:8080")
+    if not ctx.dry_run:
+        _reachable(ctx)
     for line in describe_short(m):
         ctx.out(line)
     if ctx.dry_run:
@@ -184,6 +188,7 @@ def resume(pattern: str, namespace: str, ctx: Context, rollback: bool = False) -
             return
         if not ctx.url:
             raise LightrailError("the rollback verifies the source through the Gateway: give its address with --url")
+        _reachable(ctx)
         return backward(m, state, ctx)
     ctx.out(f"resuming the migration of {pattern} ({m.source.stack} -> {m.target.stack}) at phase {state.phase} "
             f"(target at {state.weight}%)")
@@ -191,6 +196,7 @@ def resume(pattern: str, namespace: str, ctx: Context, rollback: bool = False) -
         return dry_run(m, ctx, start=state.position)
     if not ctx.url:
         raise LightrailError("the migration probes each side through the Gateway: give its address with --url")
+    _reachable(ctx)
     forward(m, state, ctx)
 
 
@@ -395,8 +401,18 @@ def _wait(title: str, seconds: float, ctx: Context) -> None:
 # --- probes through the Gateway ----------------------------------------------------------------
 
 
+def _reachable(ctx: Context) -> None:
+    """Any HTTP answer from --url (a 404 too) before anything changes: a wrong address or an untrusted
+    certificate is refused now, not after the target was deployed."""
+    try:
+        httpx.get(f"{ctx.url}/", timeout=30, verify=ctx.trust)
+    except httpx.HTTPError as err:
+        raise LightrailError(f"the Gateway does not answer at --url={smoke.mask_url(ctx.url)}: {smoke.describe(err)}; "
+                             "nothing was changed") from None
+
+
 def _client(ctx: Context, side: str) -> httpx.Client:
-    return httpx.Client(base_url=ctx.url, headers={PROBE_HEADER: side}, timeout=60)
+    return httpx.Client(base_url=ctx.url, headers={PROBE_HEADER: side}, timeout=60, verify=ctx.trust)
 
 
 def _probe(m: Migration, side: str, ctx: Context) -> guards.Sample:

@@ -190,6 +190,26 @@ def test_kill_9_mid_migration_then_resume_completes_it(deployed):
     assert (row["stack"], row["ready"]) == ("kserve", 3), row
 
 
+def test_a_gateway_behind_https_with_a_private_ca_is_probed_with_ca_file(deployed, tmp_path):
+    """The Gateway answers over HTTPS with a certificate from a private CA: without --ca-file the
+    migration is refused before anything changes, naming the flag; with it, it completes."""
+    from lightrail.ops.controllers import serving_cert
+    from lightrail.testing.tlsfront import TlsFront
+
+    cluster, ns, gw = deployed
+    serving_cert(tmp_path / "gw")
+    kinds = "deployments,inferencepools,httproutes,configmaps"
+    before = objects(cluster, ns, kinds)
+    with TlsFront(gw.url, tmp_path / "gw") as front:
+        refused = migrate(cluster, "--accel=sim", "--to=kserve", f"-n={ns}", f"--url={front.url}", *FAST, ok=False)
+        assert refused.returncode == 1 and "its TLS certificate is not trusted (self-signed certificate): give the " \
+            "CA that signed it with --ca-file; nothing was changed" in refused.stderr, refused.stderr
+        assert objects(cluster, ns, kinds) == before
+        done = migrate(cluster, "--accel=sim", "--to=kserve", f"-n={ns}", f"--url={front.url}",
+                       f"--ca-file={tmp_path / 'gw' / 'tls.crt'}", *FAST)
+    assert "migrated: caching now runs on kserve" in done.stdout, done.stdout[-3000:]
+
+
 def test_preflight_refuses_a_gateway_that_cannot_split_and_changes_nothing(deployed):
     cluster, ns, gw = deployed
     cluster.kubectl("apply", "-f", "-", stdin=json.dumps({

@@ -288,7 +288,9 @@ def cases():
     add("migrate-resume-and-rollback", ["migrate", "--pattern=caching", "--resume", "--rollback", "--dry-run"],
         "exclude each other")
     add("migrate-resume-with-to", ["migrate", "--pattern=caching", "--resume", "--to=kserve", "--dry-run"], "drop --to")
-    add("migrate-no-surge", ["migrate", *mig, "--no-surge"], "--no-surge")
+    add("migrate-no-surge-steps", ["migrate", *mig, "--no-surge", "--steps=10,100"], "exclude each other")
+    add("migrate-no-surge-one-replica", ["migrate", "--pattern=baseline", "--accel=sim", "--to=kserve", "--dry-run",
+                                         "--no-surge"], "--replicas=2")
     add("migrate-url-bad", ["migrate", *mig, "--url=http://[::1"], "not a valid URL")
     add("migrate-url-scheme", ["migrate", *mig, "--url=ftp://x"], "not an HTTP URL")
     add("migrate-live-without-yes", ["migrate", "--pattern=caching", "--accel=sim", "--to=kserve"], "pass --yes")

@@ -32,8 +32,8 @@ KSERVE_ROUTE = {"spec": {"parentRefs": [{"kind": "Gateway", "name": "kserve-ingr
                                     "name": "v1-completions-path"}]}}
 
 
-def migration(pattern="caching", accel="sim", source="llmd", to="kserve", route=LLMD_ROUTE, **options):
-    plan = build_plan(Request(pattern=pattern, accel=accel, stack=source, namespace="shop"))
+def migration(pattern="caching", accel="sim", source="llmd", to="kserve", route=LLMD_ROUTE, replicas=None, **options):
+    plan = build_plan(Request(pattern=pattern, accel=accel, stack=source, namespace="shop", replicas=replicas))
     return plan_migration(plan, to, GATEWAY, {s.name: client_rules(route) for s in plan.servers},
                           {s.name: route["spec"]["parentRefs"] for s in plan.servers}, Options(**options))
 
@@ -42,7 +42,15 @@ def migration(pattern="caching", accel="sim", source="llmd", to="kserve", route=
 
 
 def initial(m):
-    return {"source": "own", "target": False, "front": None, "gateway_stack": m.source.stack}
+    r = m.source.servers[0].replicas
+    return {"source": {"route": "own", "pods": r, "retired": 0}, "target": {"pods": 0, "retired": 0},
+            "front": None, "gateway_stack": m.source.stack}
+
+
+def capacity(m):
+    """Room for model-server pods: both sides at once (surge), or only the source's (--no-surge)."""
+    r = m.source.servers[0].replicas
+    return 2 * r if m.options.surge else r
 
 
 def front_of(route):
@@ -57,16 +65,25 @@ def front_of(route):
 
 def effect(m, world, op):
     w = copy.deepcopy(world)
+    side = w.get(op.side)
     if op.action == "apply":
         w["front"] = front_of(op.objects[0])
     elif op.action == "delete":
         w["front"] = None
-    elif op.action == "deploy" and op.side == "source":
-        w["source"] = "front" if op.front else "own"
     elif op.action == "deploy":
-        w["target"] = True
+        want = op.replicas or m.side(op.side).servers[0].replicas
+        assert side["pods"] <= want, (f"{op.title!r} deletes a pod still in the {op.side}'s pool (its requests "
+                                      "in flight break): retire it first")
+        side["pods"] = want
+        if op.side == "source":
+            side["route"] = "front" if op.front else "own"
     elif op.action == "remove":
-        w[op.side] = None if op.side == "source" else False
+        w[op.side] = {"route": None, "pods": 0, "retired": 0} if op.side == "source" else {"pods": 0, "retired": 0}
+    elif op.action == "retire":
+        side["retired"] += max(0, side["pods"] - op.replicas)
+        side["pods"] = min(side["pods"], op.replicas)
+    elif op.action == "release":
+        side["retired"] = 0
     elif op.action == "relabel":
         stack = op.labels["lightrail.dev/stack"]
         if w["front"]:
@@ -75,23 +92,29 @@ def effect(m, world, op):
         if op.release:
             w["gateway_stack"] = stack
     elif op.action in ("verify", "warm", "hold"):   # they send requests: the side must be reachable
-        side = op.side or "target"
-        assert w["front"] and side in w["front"]["probes"], f"{op.title}: no probe rule for the {side}"
-        assert (w["target"] if side == "target" else w["source"]), f"{op.title}: the {side} is not deployed"
+        name = op.side or "target"
+        assert w["front"] and name in w["front"]["probes"], f"{op.title}: no probe rule for the {name}"
+        assert w[name]["pods"], f"{op.title}: the {name} is not deployed"
+        if op.action == "hold":
+            assert op.replicas in (0, w["target"]["pods"]), f"{op.title}: guards {op.replicas} target replicas, " \
+                                                            f"{w['target']['pods']} run"
+    used = sum(w[s]["pods"] + w[s]["retired"] for s in ("source", "target"))
+    assert used <= capacity(m), f"after {op.title!r}: {used} pods need room, the cluster has {capacity(m)}"
     check_served(m, w, op)
     return w
 
 
 def check_served(m, w, op):
-    """Clients always reach a deployed pool: the source's own route (oldest wins), or the front route."""
+    """Clients always reach a pool with pods: the source's own route (oldest wins), or the front route."""
     src, tgt = pool_name(m.source, m.source.servers[0]), pool_name(m.target, m.target.servers[0])
-    if w["source"] == "own":
+    if w["source"]["route"] == "own":
+        assert w["source"]["pods"], f"after {op.title!r}: the source's own route has no pod to serve"
         return
     assert w["front"], f"after {op.title!r}: no route serves clients"
-    deployed = {src: w["source"] is not None, tgt: w["target"]}
+    pods = {src: w["source"]["pods"], tgt: w["target"]["pods"]}
     for pool, weight in w["front"]["weights"].items():
         assert weight > 0, "a backend parked at weight 0"
-        assert deployed[pool], f"after {op.title!r}: clients are sent to {pool}, which is not deployed"
+        assert pods[pool], f"after {op.title!r}: clients are sent to {pool}, which is not deployed"
 
 
 def run(m, world, phases, direction="forward"):
@@ -101,23 +124,35 @@ def run(m, world, phases, direction="forward"):
     return world
 
 
-CASES = [("caching", "sim", "llmd", "kserve", LLMD_ROUTE), ("baseline", "gpu", "llmd", "kserve", LLMD_ROUTE),
-         ("caching", "tpu", "kserve", "llmd", KSERVE_ROUTE), ("moe", "gpu", "llmd", "kserve", LLMD_ROUTE),
-         ("baseline", "sim", "kserve", "llmd", KSERVE_ROUTE)]
+CASES = [("caching", "sim", "llmd", "kserve", LLMD_ROUTE, True), ("baseline", "gpu", "llmd", "kserve", LLMD_ROUTE, True),
+         ("caching", "tpu", "kserve", "llmd", KSERVE_ROUTE, True), ("moe", "gpu", "llmd", "kserve", LLMD_ROUTE, True),
+         ("baseline", "sim", "kserve", "llmd", KSERVE_ROUTE, True),
+         # --no-surge: room for the source's pods only
+         ("caching", "sim", "llmd", "kserve", LLMD_ROUTE, False), ("caching", "tpu", "kserve", "llmd", KSERVE_ROUTE, False),
+         ("moe", "gpu", "llmd", "kserve", LLMD_ROUTE, False), ("moe", "gpu", "kserve", "llmd", KSERVE_ROUTE, False)]
+PARAMS = "pattern,accel,source,to,route,surge"
 
 
-@pytest.mark.parametrize("pattern,accel,source,to,route", CASES)
-def test_an_uninterrupted_run_always_serves_clients_and_ends_on_the_target(pattern, accel, source, to, route):
-    m = migration(pattern, accel, source, to, route)
+def case(pattern, accel, source, to, route, surge):
+    """moe runs one LWS group unless told; --no-surge needs two to swap."""
+    return migration(pattern, accel, source, to, route, replicas=2 if pattern == "moe" and not surge else None,
+                     surge=surge)
+
+
+@pytest.mark.parametrize(PARAMS, CASES)
+def test_an_uninterrupted_run_always_serves_clients_and_ends_on_the_target(pattern, accel, source, to, route, surge):
+    m = case(pattern, accel, source, to, route, surge)
     end = run(m, initial(m), m.phases)
     tgt = pool_name(m.target, m.target.servers[0])
-    assert end == {"source": None, "target": True, "gateway_stack": to if source == "llmd" else source,
+    assert end == {"source": {"route": None, "pods": 0, "retired": 0},
+                   "target": {"pods": m.target.servers[0].replicas, "retired": 0},
+                   "gateway_stack": to if source == "llmd" else source,
                    "front": {"weights": {tgt: 100}, "probes": {"target": tgt}, "stack": to, "migrating": False}}
 
 
-@pytest.mark.parametrize("pattern,accel,source,to,route", CASES)
-def test_crash_in_any_phase_then_resume_ends_where_an_uninterrupted_run_ends(pattern, accel, source, to, route):
-    m = migration(pattern, accel, source, to, route)
+@pytest.mark.parametrize(PARAMS, CASES)
+def test_crash_in_any_phase_then_resume_ends_where_an_uninterrupted_run_ends(pattern, accel, source, to, route, surge):
+    m = case(pattern, accel, source, to, route, surge)
     end = run(m, initial(m), m.phases)
     for k, phase in enumerate(m.phases):
         for cut in range(len(phase.forward) + 1):   # the phase's operations that ran before the crash
@@ -127,9 +162,9 @@ def test_crash_in_any_phase_then_resume_ends_where_an_uninterrupted_run_ends(pat
             assert run(m, world, m.phases[k:]) == end, f"resume from {phase.name} after {cut} op(s)"
 
 
-@pytest.mark.parametrize("pattern,accel,source,to,route", CASES)
-def test_rollback_from_any_point_restores_the_source_exactly(pattern, accel, source, to, route):
-    m = migration(pattern, accel, source, to, route)
+@pytest.mark.parametrize(PARAMS, CASES)
+def test_rollback_from_any_point_restores_the_source_exactly(pattern, accel, source, to, route, surge):
+    m = case(pattern, accel, source, to, route, surge)
     for k, phase in enumerate(m.phases):
         for cut in range(len(phase.forward) + 1):
             world = run(m, initial(m), m.phases[:k])
@@ -266,3 +301,56 @@ def test_guards_trip_on_a_failed_probe_missing_endpoints_or_slow_answers_and_say
     assert verdict(slow[:2], 0.1, 3, 3) is None, "two samples are not enough to judge latency"
     assert verdict([Sample(True, 2.9)] * 3, 1.0, 3, 3) is None, "3 x baseline is the limit when that is larger"
     assert verdict(slow, None, 3, 3) is None, "no baseline, no latency guard"
+
+
+def test_no_surge_swaps_a_replica_per_step_and_the_weights_follow_the_replicas():
+    m = migration(surge=False)      # caching: 3 replicas
+    assert [p.name for p in m.phases] == ["front", "retire-source-route", "swap-1", "verify-target", "shift-33",
+                                          "swap-2", "shift-67", "shift-100", "drain", "remove-source", "scale-target",
+                                          "handover"]
+    src, tgt = "caching-qwen2-5-3b-instruct", "caching-qwen2-5-3b-instruct-inference-pool"
+    shifts = [p for p in m.phases if p.name.startswith("shift-")]
+    assert [client_weights(p.forward[0].objects[0]) for p in shifts] == [{src: 67, tgt: 33}, {src: 33, tgt: 67},
+                                                                         {tgt: 100}]
+    assert [op.replicas for p in shifts for op in p.forward if op.action == "hold"] == [1, 2, 2]
+    swap = next(p for p in m.phases if p.name == "swap-2")
+    assert [(op.action, op.side, op.replicas) for op in swap.forward] == [
+        ("retire", "source", 1), ("settle", "", 0), ("deploy", "source", 1), ("release", "source", 0),
+        ("deploy", "target", 2), ("settle", "", 0)]
+    assert "weights (target %): 33 -> 67 -> 100 (--no-surge: 3 replicas swapped one at a time)" in describe(m)[1]
+
+
+def test_the_model_catches_a_scale_down_that_skips_retiring_the_pod():
+    """Scaling the source down while its pod is still in the pool breaks that pod's requests in flight."""
+    m = migration(surge=False)
+    swap = next(p for p in m.phases if p.name == "swap-1")
+    world = run(m, initial(m), m.phases[:m.index("swap-1")])
+    scale = next(op for op in swap.forward if op.action == "deploy" and op.side == "source")
+    with pytest.raises(AssertionError, match="retire it first"):
+        effect(m, world, scale)
+
+
+@pytest.mark.parametrize("pattern", ["baseline", "moe"])
+def test_no_surge_with_one_replica_is_refused_before_the_cluster_is_read(pattern):
+    with pytest.raises(LightrailError, match="nothing would serve") as err:
+        migration(pattern, "gpu", surge=False)
+    assert "--replicas=2" in err.value.fix
+
+
+def pod(name, ready=True, phase="Running", group=None, deleting=False):
+    meta = {"name": name, "labels": {} if group is None else {"leaderworkerset.sigs.k8s.io/group-index": str(group)}}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-11-29T00:00:00Z"
+    return {"metadata": meta, "status": {"phase": phase, "conditions": [{"type": "Ready", "status": str(ready)}]}}
+
+
+def test_pods_leave_the_pool_surplus_first_not_ready_first_and_lws_groups_from_the_top():
+    from lightrail.migrate.run import to_retire
+
+    names = lambda pods: [p["metadata"]["name"] for p in pods]   # noqa: E731
+    pods = [pod("a"), pod("b", ready=False), pod("c"), pod("d", phase="Pending"), pod("e", deleting=True)]
+    assert names(to_retire(pods, 2, False)) == ["b"]     # a, b, c run; the one not ready serves nothing anyway
+    assert names(to_retire(pods, 1, False)) == ["b", "a"]
+    assert names(to_retire(pods, 3, False)) == []          # a pending replacement or a dying pod is not a replica
+    groups = [pod(f"g{i}-{j}", group=i) for i in range(3) for j in range(2)]
+    assert names(to_retire(groups, 2, True)) == ["g2-0", "g2-1"]   # LWS scaled to 2 deletes group 2, whole

@@ -23,7 +23,8 @@ HELP = {
     "hold": "seconds each weight is held while the target is probed and guarded (default 60)",
     "settle": "seconds the gateway gets to apply each route change (default 5)",
     "drain": "seconds the source's in-flight requests get to finish after it leaves the route (default 30)",
-    "surge": "run the target beside the source (default); --no-surge swaps capacity step by step (not yet built)",
+    "surge": "run the target beside the source (default); --no-surge swaps one replica (moe: one LWS group) at a "
+             "time in the source's room, the weights following (needs 2+ replicas)",
     "url": "the Gateway's address as this machine reaches it, for the probes (e.g. a port-forward)",
     "ca_file": "PEM bundle of the CA that signed an https --url's certificate (a private CA); default: the "
                "system's CAs",
@@ -69,9 +70,9 @@ def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type=""
     if not pattern:
         raise LightrailError(f"--pattern is required; valid: {', '.join(load_catalog().patterns)}")
     load_catalog().pattern(pattern)
-    if not surge:
-        raise LightrailError("--no-surge (swapping capacity one replica at a time) is not built yet",
-                             fix="free capacity for the target beside the source, then migrate with surge")
+    if not surge and steps:
+        raise LightrailError("--steps and --no-surge exclude each other: with --no-surge the weights follow the "
+                             "replicas swapped (1/R, 2/R, ... 100 %)")
     options = Options(steps=_steps(steps), hold=_duration(hold, "--hold"), settle=_duration(settle, "--settle"),
                       drain=_duration(drain, "--drain"), surge=surge, keep_pvcs=keep_pvcs,
                       timeout=seconds(timeout), latency_margin=seconds(latency_margin, "--latency-margin"))
@@ -89,7 +90,7 @@ def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type=""
                                vllm_arg=vllm_arg, inference_engine=inference_engine, alias=alias, weights=weights,
                                cache_size=cache_size)
         source = build_plan(dataclasses.replace(request, hf_token=token is not None))
-        check_migratable(source, to)
+        check_migratable(source, to, surge)
     elif to or accel or model or alias:
         raise LightrailError("--resume and --rollback take the migration from the cluster: drop --to, --accel, "
                              "--model and --alias")

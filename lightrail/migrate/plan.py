@@ -2,7 +2,8 @@
 
 Pure: built from the two plans and the source's client rules (read from its live route before
 anything changes). Every operation is idempotent - applying a route, deploying a plan, removing
-a side, relabelling - so a phase interrupted anywhere is finished by running it again
+a side, relabelling, retiring pods from a pool and releasing them (--no-surge) - so a phase
+interrupted anywhere is finished by running it again
 (`--resume`) and undone by running its backward operations (`--rollback`), newest phase first.
 """
 from __future__ import annotations
@@ -24,7 +25,8 @@ class Options:
     hold: float = 60.0        # seconds each weight is held and guarded
     settle: float = 5.0       # seconds a gateway needs to apply a route change (KServe's e2e allows ~5 s)
     drain: float = 30.0       # seconds for the source's in-flight requests to finish after it leaves the route
-    surge: bool = True        # both sides run at once (needs capacity for the target beside the source)
+    surge: bool = True        # both sides run at once (needs capacity for the target beside the source);
+                              # False (--no-surge): swap one replica (moe: one LWS group) at a time
     keep_pvcs: bool = True
     timeout: float = 900.0    # seconds for a deploy to become ready
     latency_margin: float = 1.0   # the target's probe median may exceed the source's by this (or 3x it)
@@ -42,11 +44,14 @@ class Options:
 @dataclass(frozen=True)
 class Op:
     action: str          # apply | delete | deploy | remove | relabel | settle | verify | warm | hold | drain
+                         # | retire | release
     title: str
     objects: tuple[dict, ...] = ()
     side: str = ""       # deploy/remove/verify/warm: "source" or "target"
     front: bool = True   # deploy: served through the front route (False: as the stack makes it alone)
     weight: int = 0      # hold: the target's share being held
+    replicas: int = 0    # deploy: replicas per model (0: the plan's); retire: replicas left in the pool;
+                         # hold: the target's replicas that must be ready
     seconds: float = 0.0
     labels: Mapping[str, str] = field(default_factory=dict)   # relabel: the labels to set
     release: str = ""    # relabel: also the objects of this helm release (the Gateway an llmd source made)
@@ -98,7 +103,7 @@ def plan_migration(source: Plan, to: str, gateway: tuple[str, str], rules: Mappi
                    parent_refs: Mapping[str, list[dict]], options: Options = Options(),
                    source_fronted: bool = False) -> Migration:
     """Every phase of moving `source` to stack `to`, or LightrailError when it cannot be done."""
-    check_migratable(source, to)
+    check_migratable(source, to, options.surge)
     missing = [s.name for s in source.servers if s.name not in rules]
     if missing:
         raise LightrailError(f"no client rules known for {', '.join(missing)}")
@@ -109,8 +114,13 @@ def plan_migration(source: Plan, to: str, gateway: tuple[str, str], rules: Mappi
     return replace(m, phases=tuple(_phases(m)))
 
 
-def check_migratable(source: Plan, to: str) -> None:
+def check_migratable(source: Plan, to: str, surge: bool = True) -> None:
     """What can be refused from the request alone, before the cluster is read."""
+    if not surge and source.servers[0].replicas < 2:
+        raise LightrailError(f"--no-surge swaps one replica at a time, and {source.pattern.name} runs "
+                             f"{source.servers[0].replicas}: while it is swapped, nothing would serve",
+                             fix="free room for the target beside the source and migrate without --no-surge, or "
+                                 "deploy with --replicas=2 or more first")
     if to == source.stack:
         raise LightrailError(f"pattern {source.pattern.name} already runs on the {to} stack; valid --to: "
                              f"{'kserve' if to == 'llmd' else 'llmd'}")
@@ -138,6 +148,19 @@ def front_labels(m: Migration) -> dict[str, str]:
     return {**m.source.labels, MIGRATION_LABEL: f"{m.source.stack}-to-{m.target.stack}"}
 
 
+def replicas(m: Migration) -> int:
+    """Replicas per model (moe: LWS groups) the source runs, and the target ends with."""
+    return m.source.servers[0].replicas
+
+
+def weights(m: Migration) -> tuple[int, ...]:
+    """The target's share after each shift: the steps, or with --no-surge its share of the replicas."""
+    if m.options.surge:
+        return m.options.steps
+    r = replicas(m)
+    return tuple(round(100 * k / r) for k in range(1, r)) + (100,)
+
+
 def _phases(m: Migration) -> list[Phase]:
     o = m.options
     settle = Op("settle", f"let the gateway apply the route change ({o.settle:.0f} s)", seconds=o.settle)
@@ -155,35 +178,42 @@ def _phases(m: Migration) -> list[Phase]:
             (Op("deploy", f"serve the source ({m.source.stack}) through the front route: its own route goes",
                 side="source", front=True), settle),
             (Op("deploy", f"restore the source's own route ({m.source.stack})", side="source", front=False), settle)))
-    phases.append(Phase(
-        "deploy-target",
-        (Op("deploy", f"deploy the target ({m.target.stack}) beside the source, attached to the front route",
-            side="target"), settle),
-        (Op("remove", f"remove the target ({m.target.stack})", side="target"),)))
-    verify = [Op("verify", "verify the target through its probe rule (no client traffic)", side="target")]
-    if "prefix-cache-scorer" in m.source.scorers:
-        verify.append(Op("warm", "warm the target's prefix cache through its probe rule", side="target"))
-    phases.append(Phase("verify-target", tuple(verify), ()))
-    previous = 0
-    for w in o.steps:
+    if o.surge:
         phases.append(Phase(
-            f"shift-{w}",
-            (Op("apply", f"weights: target {w}%, source {100 - w}%", front_routes(m, w)), settle,
-             Op("hold", f"hold {w}% for {o.hold:.0f} s, guarded", weight=w, seconds=o.hold)),
-            (Op("apply", f"weights back: target {previous}%, source {100 - previous}%", front_routes(m, previous)),
-             settle)))
-        previous = w
+            "deploy-target",
+            (Op("deploy", f"deploy the target ({m.target.stack}) beside the source, attached to the front route",
+                side="target"), settle),
+            (Op("remove", f"remove the target ({m.target.stack})", side="target"),)))
+        phases.append(_verify_phase(m))
+        phases += _shifts(m, [(w, 0) for w in o.steps], settle)
+    else:
+        r = replicas(m)
+        for k in range(1, r):
+            phases.append(_swap(m, k, settle))
+            if k == 1:
+                phases.append(_verify_phase(m))
+            phases += _shifts(m, [(weights(m)[k - 1], k)], settle, previous=weights(m)[k - 2] if k > 1 else 0)
+        phases += _shifts(m, [(100, r - 1)], settle, previous=weights(m)[-2])
     phases.append(Phase(
         "drain",
         (Op("apply", "the source leaves the front route (its probe rule too)", front_routes(m, 100, ("target",))),
          settle, Op("drain", f"let the source's in-flight requests finish ({o.drain:.0f} s)", seconds=o.drain)),
         (Op("apply", "the source's probe rule back", front_routes(m, 100)), settle)))
+    last = 0 if o.surge else 1      # --no-surge: the source's last replica comes back, as it was
     phases.append(Phase(
         "remove-source",
         (Op("remove", f"remove the source ({m.source.stack}); the Gateway stays", side="source"),),
-        (Op("deploy", f"deploy the source ({m.source.stack}) again behind the front route", side="source"),
+        (Op("deploy", f"deploy the source ({m.source.stack}) again behind the front route"
+            + (" (1 replica)" if last else ""), side="source", replicas=last),
          Op("apply", "the source's probe rule back", front_routes(m, 100)), settle,
          Op("verify", "verify the source through its probe rule", side="source"))))
+    if not o.surge:
+        r = replicas(m)
+        phases.append(Phase(
+            "scale-target",
+            (Op("deploy", f"scale the target ({m.target.stack}) to {r} replicas in the room the source left",
+                side="target"), settle),
+            _shrink(m, "target", r - 1, settle)))
     # the Gateway an llmd deployment once made (release <pattern>-infra) goes with the deployment, either way
     gateway_release = f"{m.pattern}-infra" if m.source.stack == "llmd" or m.source_fronted else ""
     phases.append(Phase(
@@ -197,6 +227,59 @@ def _phases(m: Migration) -> list[Phase]:
     return phases
 
 
+def _verify_phase(m: Migration) -> Phase:
+    verify = [Op("verify", "verify the target through its probe rule (no client traffic)", side="target")]
+    if "prefix-cache-scorer" in m.source.scorers:
+        verify.append(Op("warm", "warm the target's prefix cache through its probe rule", side="target"))
+    return Phase("verify-target", tuple(verify), ())
+
+
+def _shifts(m: Migration, steps: list[tuple[int, int]], settle: Op, previous: int = 0) -> list[Phase]:
+    """One phase per weight: apply, settle, hold guarded (`replicas`: the target's, 0 = all of them)."""
+    out = []
+    for w, ready in steps:
+        out.append(Phase(
+            f"shift-{w}",
+            (Op("apply", f"weights: target {w}%, source {100 - w}%", front_routes(m, w)), settle,
+             Op("hold", f"hold {w}% for {m.options.hold:.0f} s, guarded", weight=w, seconds=m.options.hold,
+                replicas=ready)),
+            (Op("apply", f"weights back: target {previous}%, source {100 - previous}%", front_routes(m, previous)),
+             settle)))
+        previous = w
+    return out
+
+
+def _shrink(m: Migration, side: str, keep: int, settle: Op) -> tuple[Op, ...]:
+    """Down to `keep` replicas without breaking a request: the extra pods leave the pool, drain, then go."""
+    stack = m.side(side).stack
+    return (Op("retire", f"take the {side}'s ({stack}) pods beyond {keep} replica(s) out of its pool", side=side,
+               replicas=keep),
+            replace(settle, title=f"let the gateway see the pool change ({settle.seconds:.0f} s)"),
+            Op("deploy", f"scale the {side} ({stack}) to {keep} replica(s)", side=side, front=True, replicas=keep),
+            Op("release", f"delete the retired {side} pods once drained ({m.options.drain:.0f} s)", side=side,
+               seconds=m.options.drain))
+
+
+def _swap(m: Migration, k: int, settle: Op) -> Phase:
+    """--no-surge: one source replica's room goes to the target's k-th replica."""
+    r = replicas(m)
+    src, tgt = m.source.stack, m.target.stack
+    grow_source = Op("deploy", f"scale the source ({src}) back to {r - k + 1} replica(s)", side="source", front=True,
+                     replicas=r - k + 1)
+    release_source = Op("release", f"delete the retired source pods once drained ({m.options.drain:.0f} s)",
+                        side="source", seconds=m.options.drain)
+    if k == 1:
+        undo_target: tuple[Op, ...] = (Op("remove", f"remove the target ({tgt})", side="target"),)
+    else:
+        undo_target = _shrink(m, "target", k - 1, settle)
+    return Phase(
+        f"swap-{k}",
+        (*_shrink(m, "source", r - k, settle),
+         Op("deploy", f"deploy the target ({tgt}) with {k} replica(s) in the room the source left, attached to the "
+            "front route", side="target", replicas=k), settle),
+        (*undo_target, release_source, grow_source))
+
+
 def _ours(lbl: Mapping[str, str | None]) -> dict[str, str | None]:
     """Lightrail's own labels: a relabel leaves app.kubernetes.io/managed-by to Helm on what Helm owns."""
     return {k: v for k, v in lbl.items() if k.startswith("lightrail.dev/")}
@@ -206,7 +289,9 @@ def describe(m: Migration) -> list[str]:
     """The whole plan in words: phases in order, what each does, and how each is undone."""
     lines = [f"migrate {m.pattern} ({m.source.accel}) from {m.source.stack} to {m.target.stack} in namespace "
              f"{m.namespace}, behind Gateway {m.gateway[0]}/{m.gateway[1]} (kept)",
-             f"weights (target %): {' -> '.join(str(w) for w in m.options.steps)}; hold {m.options.hold:.0f} s each; "
+             f"weights (target %): {' -> '.join(str(w) for w in weights(m))}"
+             + ("" if m.options.surge else f" (--no-surge: {replicas(m)} replicas swapped one at a time)")
+             + f"; hold {m.options.hold:.0f} s each; "
              f"settle {m.options.settle:.0f} s after each route change; drain {m.options.drain:.0f} s"]
     for i, phase in enumerate(m.phases, 1):
         lines.append(f"phase {i}/{len(m.phases)} {phase.name}:")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ssl
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -18,7 +18,7 @@ import httpx
 
 from lightrail.errors import LightrailError
 from lightrail.migrate import guards
-from lightrail.migrate.plan import Migration, Op, Options, fronted, plan_migration
+from lightrail.migrate.plan import Migration, Op, Options, fronted, plan_migration, weights
 from lightrail.migrate.preflight import (Problem, gateway_splits, selectors_apart, source_present, target_selector)
 from lightrail.migrate.routes import (PROBE_HEADER, client_rules, client_weights, own_route_name, parent_gateway,
                                       pool_name)
@@ -29,14 +29,15 @@ from lightrail.ops import steps as st
 from lightrail.ops.deploy import conflicts
 from lightrail.ops.desired import desired_state
 from lightrail.ops.executor import DryRun, Live as LiveExecutor
-from lightrail.ops.objects import (FIELD_MANAGER, GATEWAY_NAME_LABEL, HELM_RELEASE, MIGRATION_LABEL, STACK_LABEL, annotations, generated,
-                                   labels, meta, stub)
+from lightrail.ops.objects import (FIELD_MANAGER, GATEWAY_NAME_LABEL, HELM_RELEASE, LABEL_PREFIX, MIGRATION_LABEL,
+                                   STACK_LABEL, annotations, generated, labels, meta, stub)
 from lightrail.ops.secrets import Token
 from lightrail.ops.target import Target
-from lightrail.plan import Plan, front_route
+from lightrail.plan import Plan, build_plan, front_route
 from lightrail.progress import Progress, no_progress
 from lightrail.render import to_yaml
 from lightrail.smoke import checks as smoke
+from lightrail.smoke.discovery import server_pod_labels
 
 Out = Callable[[str], None]
 ROUTES = ("gateway.networking.k8s.io/v1", "HTTPRoute")
@@ -44,6 +45,10 @@ POOLS = ("inference.networking.k8s.io/v1", "InferencePool")
 PROBE_INTERVAL = 1.0     # seconds between guard probes during a hold
 WARM_PROMPTS = 8
 VERIFY_GRACE = 30.0      # seconds a new side may answer 503 (no endpoint the gateway knows yet) before verify fails
+RETIRED_LABEL = f"{LABEL_PREFIX}/retired"          # on a pod taken out of its pool (--no-surge): <pattern>-<stack>
+RETIRED_AT = f"{LABEL_PREFIX}/retired-at"          # when (epoch seconds): its drain counts from then
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"   # a ReplicaSet scaling down deletes it first
+GROUP_INDEX = "leaderworkerset.sigs.k8s.io/group-index"        # LWS deletes the highest groups first
 
 
 class GuardTripped(LightrailError):
@@ -114,11 +119,15 @@ def preflight(m: Migration, ctx: Context) -> list[Problem]:
                           ctx.token is not None)
     for c in ck.failed(c for c in checks if c.name != "capacity"):
         problems.append(Problem(f"target ({m.target.stack}): {c.name}: {c.detail}", c.fix))
-    capacity = ck.capacity_check(m.target, cluster.list("v1", "Node"), cluster.list("v1", "Pod"), beside=True)
+    surge = m.options.surge
+    capacity = ck.capacity_check(m.target, cluster.list("v1", "Node"), cluster.list("v1", "Pod"), beside=surge)
     if capacity.status == ck.FAIL:
-        problems.append(Problem(f"target ({m.target.stack}): no capacity beside the source: {capacity.detail}",
-                                f"{capacity.fix}; the target runs beside the source (surge) until the weights "
-                                "have moved (--no-surge, swapping one replica at a time, is not built yet)"))
+        problems.append(Problem(
+            f"target ({m.target.stack}): no capacity {'beside' if surge else 'in place of'} the source: "
+            f"{capacity.detail}",
+            f"{capacity.fix}; " + ("the target runs beside the source until the weights have moved, or "
+                                   "migrate with --no-surge (one replica at a time, in the source's room)"
+                                   if surge else "--no-surge puts each target replica where a source replica ran")))
     pods = cluster.list("v1", "Pod", ns)
     target_pods = [o["spec"]["template"]["metadata"].get("labels") or {} for o in desired.objects
                    if o.get("kind") in ("Deployment", "LeaderWorkerSet") and "template" in o.get("spec", {})]
@@ -203,7 +212,9 @@ def resume(pattern: str, namespace: str, ctx: Context, rollback: bool = False) -
 def describe_short(m: Migration) -> list[str]:
     return [f"migrate {m.pattern} ({m.source.accel}) from {m.source.stack} to {m.target.stack} in namespace "
             f"{m.namespace}, behind Gateway {m.gateway[0]}/{m.gateway[1]} (kept, never replaced)",
-            f"weights (target %): {' -> '.join(str(w) for w in m.options.steps)}; hold {m.options.hold:.0f} s each"]
+            f"weights (target %): {' -> '.join(str(w) for w in weights(m))}"
+            + ("" if m.options.surge else " (--no-surge: each step swaps one replica)")
+            + f"; hold {m.options.hold:.0f} s each"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,6 +330,12 @@ def run_op(m: Migration, op: Op, ctx: Context, state: State | None = None) -> No
     elif op.action == "remove":
         ctx.out(f"- {op.title}")
         _remove(m, op.side, ctx)
+    elif op.action == "retire":
+        ctx.out(f"- {op.title}")
+        _retire(m, op, ctx)
+    elif op.action == "release":
+        ctx.out(f"- {op.title}")
+        _release(m, op, ctx)
     elif op.action == "relabel":
         for step in _relabel_steps(m, op, ctx):
             executor.run(step)
@@ -336,10 +353,12 @@ def run_op(m: Migration, op: Op, ctx: Context, state: State | None = None) -> No
 
 def _side_plan(m: Migration, op: Op) -> Plan:
     if op.side == "target":
-        return m.target
-    if op.front:
-        return m.source if m.source_fronted else fronted(m.source, m.gateway)
-    return m.source
+        plan = m.target
+    elif op.front:
+        plan = m.source if m.source_fronted else fronted(m.source, m.gateway)
+    else:
+        plan = m.source
+    return build_plan(replace(plan.request, replicas=op.replicas)) if op.replicas else plan
 
 
 def _target_weight(m: Migration, route: dict) -> int:
@@ -364,6 +383,74 @@ def _remove(m: Migration, side: str, ctx: Context) -> None:
     flows.teardown(ctx.target, ctx.cluster, pattern=m.pattern, stack=plan.stack, keep_pvcs=m.options.keep_pvcs,
                    dry_run=ctx.dry_run, out=_indent(ctx.out), timeout=m.options.timeout, spare=spare,
                    spare_releases=releases, dry=ctx.dry, progress=ctx.progress)
+
+
+# --- --no-surge: pods leave their pool, drain, then go ------------------------------------------
+
+
+def _live(pod: dict) -> bool:
+    m = meta(pod)
+    return (pod.get("status") or {}).get("phase") == "Running" and not (m.get("deletion_timestamp")
+                                                                        or m.get("deletionTimestamp"))
+
+
+def _ready(pod: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def to_retire(pods: list[dict], keep: int, multinode: bool) -> list[dict]:
+    """Which running pods of one pool leave it so that `keep` replicas stay: whole LWS groups from the
+    highest index (the ones LWS deletes when scaled down), else the surplus, not-ready ones first."""
+    pods = [p for p in pods if _live(p)]
+    if multinode:
+        return [p for p in pods if int(labels(p).get(GROUP_INDEX, "0")) >= keep]
+    ranked = sorted(pods, key=lambda p: (_ready(p), meta(p)["name"]))
+    return ranked[:max(0, len(pods) - keep)]
+
+
+def _retire(m: Migration, op: Op, ctx: Context) -> None:
+    """Take pods out of the side's pool by removing a pool-selector label: the gateway sends them no new
+    request while those in flight finish. Marked with the time, so the drain counts from then."""
+    plan = m.side(op.side)
+    for server in plan.servers:
+        selector = server_pod_labels(plan, server)
+        pods = ctx.cluster.list("v1", "Pod", m.namespace, ",".join(f"{k}={v}" for k, v in selector.items()))
+        gone = to_retire(pods, op.replicas, server.multinode is not None)
+        key = next(iter(selector))
+        for pod in gone:
+            name = meta(pod)["name"]
+            ctx.out(f"    pod {name} leaves pool {pool_name(plan, server)} (label {key} removed)")
+            ctx.cluster.run("kubectl", ctx.target.kubectl(
+                "label", "pod", name, "-n", m.namespace, "--overwrite", f"{key}-", f"{RETIRED_LABEL}={_retired(m, plan)}"),
+                None, 60)
+            ctx.cluster.run("kubectl", ctx.target.kubectl(
+                "annotate", "pod", name, "-n", m.namespace, "--overwrite", f"{RETIRED_AT}={time.time():.0f}",
+                f"{DELETION_COST}=-1000"), None, 60)
+        if not gone:
+            ctx.out(f"    pool {pool_name(plan, server)} holds {op.replicas} replica(s) or fewer already")
+
+
+def _retired(m: Migration, plan: Plan) -> str:
+    return f"{m.pattern}-{plan.stack}"
+
+
+def _release(m: Migration, op: Op, ctx: Context) -> None:
+    """Delete the side's retired pods once their drain is over (their room goes to the other side)."""
+    plan = m.side(op.side)
+    pods = ctx.cluster.list("v1", "Pod", m.namespace, f"{RETIRED_LABEL}={_retired(m, plan)}")
+    pods = [p for p in pods if not (meta(p).get("deletion_timestamp") or meta(p).get("deletionTimestamp"))]
+    if not pods:
+        ctx.out("    no retired pod left")
+        return
+    since = min(float(annotations(p).get(RETIRED_AT) or 0) for p in pods)
+    left = since + op.seconds - time.time()
+    if left > 0:
+        _wait(f"drain the retired pods ({left:.0f} s left)", left, ctx)
+    names = [meta(p)["name"] for p in pods]
+    ctx.out(f"    deleting {', '.join(names)}")
+    ctx.cluster.run("kubectl", ctx.target.kubectl("delete", "pod", *names, "-n", m.namespace, "--ignore-not-found",
+                                                  "--wait=false"), None, 120)
 
 
 def _relabel_steps(m: Migration, op: Op, ctx: Context) -> list[st.Step]:
@@ -467,15 +554,14 @@ def _warm(m: Migration, ctx: Context) -> None:
                     raise LightrailError(f"warming the target failed: HTTP {resp.status_code}")
 
 
-def _ready_endpoints(m: Migration, ctx: Context) -> tuple[int, int]:
+def _ready_endpoints(m: Migration, ctx: Context, replicas: int = 0) -> tuple[int, int]:
+    """Ready target pods in its pools, and how many there should be (`replicas` per model; 0: the plan's)."""
     ready = desired = 0
     for server in m.target.servers:
         sel = ",".join(f"{k}={v}" for k, v in target_selector(m, server).items())
         pods = ctx.cluster.list("v1", "Pod", m.namespace, sel)
-        ready += sum(1 for p in pods if not meta(p).get("deletion_timestamp") and not meta(p).get("deletionTimestamp")
-                     and any(c.get("type") == "Ready" and c.get("status") == "True"
-                             for c in (p.get("status") or {}).get("conditions") or []))
-        desired += server.replicas
+        ready += sum(1 for p in pods if _live(p) and _ready(p))
+        desired += replicas or server.replicas
     return ready, desired
 
 
@@ -495,7 +581,7 @@ def _hold(m: Migration, op: Op, ctx: Context, state: State | None) -> None:
     with ctx.progress(f"{state.phase if state else 'hold'}") as update:
         while True:
             samples.append(_probe(m, "target", ctx))
-            ready, desired = _ready_endpoints(m, ctx)
+            ready, desired = _ready_endpoints(m, ctx, op.replicas)
             reason = guards.verdict(samples, ctx.baseline, ready, desired, limits)
             if reason:
                 raise GuardTripped(reason)

@@ -254,3 +254,37 @@ def test_no_capacity_for_the_target_beside_the_source_is_refused_naming_surge(ks
                       f"--url={gw.url}", "--timeout=60", "--yes", ok=False)
     assert proc.returncode == 1 and "capacity" in proc.stderr and "surge" in proc.stderr, proc.stderr
     assert "nothing was changed" in proc.stderr
+
+
+def test_no_surge_swaps_one_replica_at_a_time_on_a_full_cluster(kserve, upstreams):  # noqa: F811
+    """Three TPU nodes of one chip each hold the source's three replicas and nothing else: a surge
+    migration is refused naming --no-surge; with it, each source pod leaves its pool, drains and
+    goes, and a target replica takes its node - under traffic, with no failed request, the weights
+    following the swapped replicas (33, 67, 100 %)."""
+    cluster = kserve
+    apply_nodes(cluster, "tpu:v6e-1x1:3")
+    ns = "mig-no-surge"
+    accel = ("--accel=tpu", "--topology=1x1")
+    slow = tuple(a for a in FAST if not a.startswith("--steps"))
+    with serving(cluster, ns, upstreams, "caching", *accel) as gw:
+        refused = invoke(cluster, "migrate", "--pattern=caching", *accel, "--to=kserve", f"-n={ns}", f"--url={gw.url}",
+                         *slow, ok=False)
+        assert refused.returncode == 1 and "no capacity beside the source" in refused.stderr \
+            and "--no-surge" in refused.stderr and "nothing was changed" in refused.stderr, refused.stderr
+        weights = Weights(cluster, ns)
+        weights.start()
+        with TrafficDriver(gw.url, QWEN, rate=6, concurrency=6, max_tokens=4) as traffic:
+            moved = invoke(cluster, "migrate", "--pattern=caching", *accel, "--to=kserve", f"-n={ns}",
+                           f"--url={gw.url}", "--no-surge", *slow, timeout=900)
+            time.sleep(2)
+        weights.done.set()
+        pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
+    report = traffic.report()
+    assert report.failures == [], report.summary() + moved.stdout[-3000:]
+    assert "migrated: caching now runs on kserve" in moved.stdout, moved.stdout[-3000:]
+    assert [round(s, 2) for _, s in weights.timeline(POOLS["kserve"])] == [0.0, 0.33, 0.67, 1.0], weights.seen
+    assert {r.backend for r in report.records} == {f"{ns}/{POOLS['llmd']}", f"{ns}/{POOLS['kserve']}"}
+    assert moved.stdout.count("leaves pool") == 2, moved.stdout   # the third goes with the source, after the drain
+    workload = [p for p in pods if p["metadata"].get("labels", {}).get("kserve.io/component") == "workload"]
+    assert sorted(p["spec"].get("nodeName", "") for p in workload) == [f"kwok-tpu-v6e-1x1-{i}" for i in range(3)], \
+        [(p["metadata"]["name"], p["spec"].get("nodeName")) for p in pods]

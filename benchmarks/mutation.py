@@ -50,8 +50,8 @@ MODULES = {
     "ops/checks": ("lightrail/ops/checks.py", ["tests/test_ops_checks.py"]),
     # with real vLLM (started once, see VLLM_MODULES); minus the two tests that start servers of their own
     # the migration's pure core (tests/e2e/test_migrate.py needs a real control plane: minutes, left out)
-    "migrate/guards": ("lightrail/migrate/guards.py", ["tests/test_migrate_plan.py"]),
-    "migrate/routes": ("lightrail/migrate/routes.py", ["tests/test_migrate_plan.py"]),
+    "migrate/guards": ("lightrail/migrate/guards.py", ["tests/test_migrate_guards.py", "tests/test_migrate_plan.py"]),
+    "migrate/routes": ("lightrail/migrate/routes.py", ["tests/test_migrate_routes.py", "tests/test_migrate_plan.py"]),
     "migrate/plan": ("lightrail/migrate/plan.py", ["tests/test_migrate_plan.py"]),
     "smoke/checks": ("lightrail/smoke/checks.py", ["tests/test_smoke.py", "-k",
                                                    "not sizes_the_prefix and not cannot_start"]),

@@ -52,6 +52,7 @@ MODULES = {
     # the migration's pure core (tests/e2e/test_migrate.py needs a real control plane: minutes, left out)
     "migrate/guards": ("lightrail/migrate/guards.py", ["tests/test_migrate_guards.py", "tests/test_migrate_plan.py"]),
     "migrate/routes": ("lightrail/migrate/routes.py", ["tests/test_migrate_routes.py", "tests/test_migrate_plan.py"]),
+    "migrate/preflight": ("lightrail/migrate/preflight.py", ["tests/test_migrate_preflight.py"]),
     "migrate/plan": ("lightrail/migrate/plan.py", ["tests/test_migrate_plan.py"]),
     "smoke/checks": ("lightrail/smoke/checks.py", ["tests/test_smoke.py", "-k",
                                                    "not sizes_the_prefix and not cannot_start"]),

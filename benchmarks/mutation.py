@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lightrail.catalog import load_catalog  # noqa: E402
-from lightrail.settings import cache_dir, charts_dir, schemas_dir  # noqa: E402
+from lightrail.settings import cache_dir, charts_dir, schemas_dir, shared_charts  # noqa: E402
 
 # module -> the test files (and pytest selection) that decide it
 MODULES = {
@@ -49,6 +49,11 @@ MODULES = {
     "ops/teardown": ("lightrail/ops/teardown.py", ["tests/test_ops_teardown.py"]),
     "ops/checks": ("lightrail/ops/checks.py", ["tests/test_ops_checks.py"]),
     # with real vLLM (started once, see VLLM_MODULES); minus the two tests that start servers of their own
+    # the migration's pure core (tests/e2e/test_migrate.py needs a real control plane: minutes, left out)
+    "migrate/guards": ("lightrail/migrate/guards.py", ["tests/test_migrate_guards.py", "tests/test_migrate_plan.py"]),
+    "migrate/routes": ("lightrail/migrate/routes.py", ["tests/test_migrate_routes.py", "tests/test_migrate_plan.py"]),
+    "migrate/preflight": ("lightrail/migrate/preflight.py", ["tests/test_migrate_preflight.py"]),
+    "migrate/plan": ("lightrail/migrate/plan.py", ["tests/test_migrate_plan.py"]),
     "smoke/checks": ("lightrail/smoke/checks.py", ["tests/test_smoke.py", "-k",
                                                    "not sizes_the_prefix and not cannot_start"]),
 }
@@ -61,16 +66,19 @@ SURVIVED = ("survived", "no tests", "timeout", "suspicious")
 
 
 def mutmut_venv() -> Path:
-    """~/.cache/lightrail/mutation/mutmut-<version>, made once; it imports the project's .venv packages."""
+    """~/.cache/lightrail/mutation/mutmut-<version>, made once; it imports the project's .venv packages.
+
+    The .pth naming .venv's site-packages is rewritten on every run: the checkout that made the
+    venv may be gone (a removed worktree), and then nothing of the project's would import."""
     version = load_catalog().versions["mutation"]["mutmut"]
     home = cache_dir("mutation") / f"mutmut-{version}"
     python = home / "bin" / "python"
     if not python.exists():
         venv.create(home, with_pip=True)
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"mutmut=={version}"], check=True)
-        site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                              check=True, capture_output=True, text=True).stdout.strip()
-        (Path(site) / "lightrail-project-venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    (Path(site) / "lightrail-project-venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return home
 
 
@@ -124,7 +132,8 @@ def measure(name: str, source: str, tests: list[str], home: Path, max_children: 
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", **attach)
     if name in FEED_RENDERS:
         env["LIGHTRAIL_NO_CACHE"] = "1"
-    for var, value in (("LIGHTRAIL_SCHEMAS", schemas_dir()), ("LIGHTRAIL_CHARTS", charts_dir())):
+    # the copy is not beside ../shared: pass on the defaults the checkout's tests would get
+    for var, value in (("LIGHTRAIL_SCHEMAS", schemas_dir()), ("LIGHTRAIL_CHARTS", charts_dir() or shared_charts())):
         if value:
             env[var] = str(value)
     mutmut = str(home / "bin" / "mutmut")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 
+from lightrail.errors import LightrailError
 from lightrail.ops.objects import meta
 from lightrail.plan import ModelServer, Plan, front_route
 
@@ -80,4 +81,4 @@ def parent_gateway(route: dict) -> tuple[str, str]:
     for parent in route.get("spec", {}).get("parentRefs") or []:
         if parent.get("kind", "Gateway") == "Gateway":
             return parent.get("namespace") or meta(route).get("namespace", ""), parent["name"]
-    raise ValueError(f"route {meta(route).get('name')} has no Gateway parent")
+    raise LightrailError(f"route {meta(route).get('name')} has no Gateway parent")

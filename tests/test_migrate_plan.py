@@ -354,3 +354,17 @@ def test_pods_leave_the_pool_surplus_first_not_ready_first_and_lws_groups_from_t
     assert names(to_retire(pods, 3, False)) == []          # a pending replacement or a dying pod is not a replica
     groups = [pod(f"g{i}-{j}", group=i) for i in range(3) for j in range(2)]
     assert names(to_retire(groups, 2, True)) == ["g2-0", "g2-1"]   # LWS scaled to 2 deletes group 2, whole
+
+
+def test_removing_a_kserve_source_spares_the_https_gateway_it_made():
+    """--tls-secret on kserve renders the deployment's own HTTPS Gateway; it is the Gateway clients use,
+    so removing the source leaves it (and only it) of the source's objects."""
+    from lightrail.migrate.run import spared
+    from lightrail.render import render
+
+    m = migration("caching", "sim", "kserve", "llmd", KSERVE_ROUTE)
+    objects = render(build_plan(Request(pattern="caching", accel="sim", stack="kserve", namespace="shop",
+                                        tls_secret="llm-cert"))).objects
+    spare, _ = spared(m)
+    assert [(o["kind"], o["metadata"]["name"]) for o in objects if spare(o)] == [("Gateway", "caching-gateway")]
+    assert "LLMInferenceService" in {o["kind"] for o in objects if not spare(o)}

@@ -215,13 +215,15 @@ def _phases(m: Migration) -> list[Phase]:
                 side="target"), settle),
             _shrink(m, "target", r - 1, settle)))
     # the Gateway an llmd deployment once made (release <pattern>-infra) goes with the deployment, either way
+    # (a kserve source's own HTTPS Gateway, of --tls-secret, is relabelled too: the executor finds it)
     gateway_release = f"{m.pattern}-infra" if m.source.stack == "llmd" or m.source_fronted else ""
+    gw = " and the Gateway" if gateway_release else " and the Gateway if the deployment made it"
     phases.append(Phase(
         "handover",
-        (Op("relabel", f"the front route(s){' and the Gateway' if gateway_release else ''} now belong to the "
+        (Op("relabel", f"the front route(s){gw} now belong to the "
             f"{m.target.stack} deployment", tuple(stub(r) for r in front_routes(m, 100)),
             labels={**_ours(m.target.labels), MIGRATION_LABEL: None}, release=gateway_release),),
-        (Op("relabel", f"the front route(s){' and the Gateway' if gateway_release else ''} back to the "
+        (Op("relabel", f"the front route(s){gw} back to the "
             f"{m.source.stack} deployment", tuple(stub(r) for r in front_routes(m, 100)),
             labels=_ours(front_labels(m)), release=gateway_release),)))
     return phases

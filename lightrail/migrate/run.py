@@ -367,19 +367,28 @@ def _target_weight(m: Migration, route: dict) -> int:
     return round(100 * weights.get(pool_name(m.target, m.target.servers[0]), 0) / total) if total else 0
 
 
-def _spared(m: Migration):
-    """What removing a side leaves: the front routes, the state, and the Gateway an llmd source made."""
+def kept_gateway(m: Migration, obj: dict) -> bool:
+    """The Gateway clients use: never removed, whichever side made it (llmd's infra release, or the
+    kserve stack's HTTPS Gateway of --tls-secret / --cert-manager-issuer)."""
+    return (obj.get("kind") == "Gateway" and meta(obj).get("name") == m.gateway[1]
+            and meta(obj).get("namespace") == m.gateway[0])
+
+
+def spared(m: Migration):
+    """What removing a side leaves: the front routes, the state, and the kept Gateway with what its
+    controller made for it."""
     gateway_release = f"{m.pattern}-infra"
 
     def spare(obj: dict) -> bool:
         return (MIGRATION_LABEL in labels(obj) or annotations(obj).get(HELM_RELEASE) == gateway_release
-                or labels(obj).get(GATEWAY_NAME_LABEL) == m.gateway[1] or obj.get("kind") in ("Endpoints", "EndpointSlice"))
+                or kept_gateway(m, obj) or labels(obj).get(GATEWAY_NAME_LABEL) == m.gateway[1]
+                or obj.get("kind") in ("Endpoints", "EndpointSlice"))
     return spare, (gateway_release,)
 
 
 def _remove(m: Migration, side: str, ctx: Context) -> None:
     plan = m.side(side)
-    spare, releases = _spared(m)
+    spare, releases = spared(m)
     flows.teardown(ctx.target, ctx.cluster, pattern=m.pattern, stack=plan.stack, keep_pvcs=m.options.keep_pvcs,
                    dry_run=ctx.dry_run, out=_indent(ctx.out), timeout=m.options.timeout, spare=spare,
                    spare_releases=releases, dry=ctx.dry, progress=ctx.progress)
@@ -454,21 +463,22 @@ def _release(m: Migration, op: Op, ctx: Context) -> None:
 
 
 def _relabel_steps(m: Migration, op: Op, ctx: Context) -> list[st.Step]:
-    """`kubectl label` of the front routes, and of what the op's helm release holds (its Gateway); a label
-    set to None is removed, from the front routes only (nothing else carries it)."""
+    """`kubectl label` of the front routes, and of the kept Gateway when the deployment made it (with
+    what the op's helm release holds); a label set to None is removed, from the front routes only
+    (nothing else carries it)."""
     def step(title: str, objects: list[dict], lbl: dict) -> st.Step:
         args = [f"{k}-" if v is None else f"{k}={v}" for k, v in lbl.items()]
         return st.Step(title, tool="kubectl", objects=tuple(objects),
                        args=ctx.target.kubectl("label", "--overwrite", *args, "-f", "-"))
 
     steps = [step(op.title, list(op.objects), dict(op.labels))]
-    if op.release and ctx.cluster is not None:
+    if ctx.cluster is not None:
         held = [stub(o) for o in flows.find_labelled(ctx.cluster, f"lightrail.dev/pattern={m.pattern}")
-                if annotations(o).get(HELM_RELEASE) == op.release and meta(o).get("namespace") == m.namespace
-                and not generated(o)]
+                if ((op.release and annotations(o).get(HELM_RELEASE) == op.release and meta(o).get("namespace")
+                     == m.namespace) or kept_gateway(m, o)) and not generated(o)]
         if held:
-            steps.append(step(f"{op.title} (helm release {op.release})", held,
-                              {k: v for k, v in op.labels.items() if v is not None}))
+            names = ", ".join(sorted({f"{o['kind']}/{meta(o)['name']}" for o in held}))
+            steps.append(step(f"{op.title}: {names}", held, {k: v for k, v in op.labels.items() if v is not None}))
     return steps
 
 

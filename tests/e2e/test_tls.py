@@ -54,3 +54,42 @@ def test_kserve_routes_attach_to_the_https_gateway_istiod_programs(cluster, tmp_
     assert all(is_true(condition(listener["conditions"], c)) for c in ("Accepted", "ResolvedRefs", "Programmed"))
     (parent,) = route["status"]["parents"]
     assert is_true(condition(parent["conditions"], "Accepted"))
+
+
+def test_a_migration_hands_a_kserve_https_gateway_over_to_the_target(cluster, tmp_path, monkeypatch):
+    """The handover relabels the kserve deployment's own HTTPS Gateway with the front routes, so the
+    migrated (llmd) deployment owns it: its status and teardown find it (the real API server applies
+    the labels)."""
+    from lightrail.migrate.plan import plan_migration
+    from lightrail.migrate.routes import client_rules
+    from lightrail.migrate.run import Context, run_op
+    from lightrail.ops.cluster import KubeCluster
+    from lightrail.ops.target import Target
+    from lightrail.render import to_yaml
+
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
+                    stdin=yaml.safe_dump_all(upstream_crds("gateway-api", "inference-extension")))
+    ns = "tls-handover"
+    cluster.kubectl("create", "namespace", ns)
+    source = build_plan(Request("caching", "sim", "kserve", namespace=ns, tls_secret="llm-cert"))
+    (gateway,) = [o for o in render(source).objects if o["kind"] == "Gateway"]
+    route = {"spec": {"parentRefs": [{"kind": "Gateway", "name": gateway["metadata"]["name"], "namespace": ns}],
+                      "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}]}}
+    plain = build_plan(Request("caching", "sim", "kserve", namespace=ns))   # migrate takes no TLS flags
+    m = plan_migration(plain, "llmd", (ns, gateway["metadata"]["name"]), {s.name: client_rules(route) for s in plain.servers},
+                       {s.name: route["spec"]["parentRefs"] for s in plain.servers})
+    handover = m.phases[-1]
+    fronts = [o for p in m.phases for op in p.forward if op.action == "apply" for o in op.objects][:1]
+    cluster.kubectl("apply", "--server-side", "-f", "-", stdin=to_yaml([gateway, *fronts]))
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    lines = []
+    ctx = Context(target=Target(cluster.context, ns, "test"), cluster=KubeCluster(cluster.context), out=lines.append,
+                  dry_run=False)
+    run_op(m, handover.forward[0], ctx)
+    live = json.loads(cluster.kubectl("get", "gateway", gateway["metadata"]["name"], "-n", ns, "-o", "json").stdout)
+    assert live["metadata"]["labels"]["lightrail.dev/stack"] == "llmd", "\n".join(lines)
+    assert f"Gateway/{gateway['metadata']['name']}" in "\n".join(lines)
+    run_op(m, handover.backward[0], ctx)     # and back, for a rollback
+    live = json.loads(cluster.kubectl("get", "gateway", gateway["metadata"]["name"], "-n", ns, "-o", "json").stdout)
+    assert live["metadata"]["labels"]["lightrail.dev/stack"] == "kserve"
+    cluster.kubectl("delete", "namespace", ns, "--wait=false")

@@ -277,7 +277,7 @@ def cases():
     add("migrate-pattern-nope", ["migrate", "--pattern=nope", "--to=kserve", "--dry-run"], PATTERNS)
     add("migrate-no-accel", ["migrate", "--pattern=caching", "--to=kserve", "--dry-run"], "gpu | tpu | cpu | sim")
     add("migrate-multimodel", ["migrate", "--pattern=multimodel", "--accel=sim", "--to=kserve", "--dry-run"],
-        "body-based router")
+        "body-based router is wired into the Gateway")
     for bad, expected in (("50,10,100", "must rise strictly"), ("10,50", "to 100"), ("abc", "--steps must be a whole"),
                           ("0,100", "--steps must be a whole number from 1"), ("10,,100", "--steps must be a whole"),
                           ("10,150", "from 1 to 100")):

@@ -245,7 +245,7 @@ def test_a_state_this_version_cannot_read_is_named_not_guessed(data, why):
 
 @pytest.mark.parametrize("kwargs,error", [
     ({"to": "llmd"}, "already runs on the llmd stack"),
-    ({"pattern": "multimodel"}, "body-based router"),
+    ({"pattern": "multimodel"}, "clients name its models differently on the two stacks"),
     ({"steps": (50, 10, 100)}, "must rise strictly"),
     ({"steps": (10, 50)}, "to 100"),
     ({"steps": (0, 100)}, "from 1"),

@@ -125,10 +125,13 @@ def check_migratable(source: Plan, to: str, surge: bool = True) -> None:
         raise LightrailError(f"pattern {source.pattern.name} already runs on the {to} stack; valid --to: "
                              f"{'kserve' if to == 'llmd' else 'llmd'}")
     if source.body_based_routing:
-        raise LightrailError(f"migrating pattern {source.pattern.name} is not supported yet: its body-based router "
-                             "is part of the Gateway's data path and would have to move with it",
-                             fix="deploy the target stack in another namespace and move clients, or migrate "
-                                 "baseline, caching or moe")
+        raise LightrailError(
+            f"migrating pattern {source.pattern.name} is not supported: clients name its models differently on the "
+            "two stacks (llmd: <model>; kserve, routed on KServe's shared gateway: publishers/<namespace>/models/"
+            "<model>), and its body-based router is wired into the Gateway's data path (llmd: an ext-proc on the "
+            "pattern's Gateway; kserve: an EnvoyFilter on KServe's), so neither the client contract nor the Gateway "
+            "would stay the same",
+            fix="deploy the target stack in another namespace and move clients, or migrate baseline, caching or moe")
 
 
 def front_routes(m: Migration, weight: int, probes: tuple[str, ...] = ("source", "target"),

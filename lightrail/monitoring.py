@@ -142,6 +142,9 @@ def _panel(panel_id: int, x: int, y: int, spec: tuple, sel: dict[str, str]) -> d
     steps = [{"color": "green", "value": None}] + ([{"color": "red", "value": threshold}] if threshold else [])
     return {"type": "timeseries", "id": panel_id, "title": title, "datasource": DATASOURCE,
             "gridPos": {"x": x, "y": y, "w": PANEL_WIDTH, "h": PANEL_HEIGHT},
+            "options": {"legend": {"displayMode": "table", "placement": "bottom", "showLegend": True,
+                                   "calcs": ["lastNotNull", "max"]},
+                        "tooltip": {"mode": "multi", "sort": "desc"}},
             "fieldConfig": {"defaults": {"unit": unit, "thresholds": {"mode": "absolute", "steps": steps},
                                          "custom": {"thresholdsStyle": {"mode": "line" if threshold else "off"}}},
                             "overrides": []},

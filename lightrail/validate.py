@@ -203,9 +203,41 @@ def dashboard_problems(data: dict) -> list[tuple[str, str]]:
             out.append((where, f"no schema for Grafana dashboard schemaVersion {version}: {path} is not installed "
                                "(scripts/setup installs the one pinned in patterns/versions.yaml `grafana-dashboard:`)"))
             continue
-        out += [(_path(leaf, where), _message(leaf)) for e in _dashboard_validator(path).iter_errors(board)
-                for leaf in _closest_branch(e)]
+        found = [(_path(leaf, where), _message(leaf)) for e in _dashboard_validator(path).iter_errors(board)
+                 for leaf in _closest_branch(e)]
+        out += found or _panel_problems(board, version, where)   # a valid dashboard's panels, by their plugins
     return out
+
+
+def _panel_problems(board: dict, version: int, where: str) -> list[tuple[str, str]]:
+    """A panel's `options` and `fieldConfig.defaults.custom` are its plugin's: checked against the
+    plugin's `Options` and `FieldConfig` (grafana-dashboard-v<N>-<type>.json); a row's are its panels'."""
+    panels = []
+    for i, panel in enumerate(board.get("panels", [])):
+        if panel["type"] == "row":
+            panels += [(f"panels[{i}].panels[{j}]", p) for j, p in enumerate(panel["panels"])]
+        else:
+            panels.append((f"panels[{i}]", panel))
+    out = []
+    for at, panel in panels:
+        path = TOOLS_SCHEMAS / f"grafana-dashboard-v{version}-{panel['type']}.json"
+        if not path.exists():
+            out.append((f"{where}.{at}.type", f"no schema for panel type {panel['type']!r} of schemaVersion {version}: "
+                                              f"{path} is not installed (patterns/versions.yaml `grafana-dashboard:` "
+                                              "`panels` lists the panel types scripts/setup installs)"))
+            continue
+        custom = panel.get("fieldConfig", {}).get("defaults", {}).get("custom", {})
+        for part, definition, value in (("options", "Options", panel.get("options", {})),
+                                        ("fieldConfig.defaults.custom", "FieldConfig", custom)):
+            out += [(_path(leaf, f"{where}.{at}.{part}"), _message(leaf))
+                    for e in _plugin_validator(path, definition).iter_errors(value) for leaf in _closest_branch(e)]
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _plugin_validator(path: Path, definition: str) -> jsonschema.Draft7Validator:
+    return jsonschema.Draft7Validator({"$ref": f"#/definitions/{definition}",
+                                       "definitions": json.loads(path.read_text())["definitions"]})
 
 
 def _closest_branch(err: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:

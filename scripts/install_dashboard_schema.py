@@ -6,7 +6,10 @@ builds against it). This installs the pinned @grafana/schema and ts-json-schema-
 (patterns/versions.yaml `grafana-dashboard:`) with npm into ~/.cache/lightrail/npm/, converts that
 interface into a JSON Schema (interfaces are closed: an unknown field is an error) and writes it to
 .tools/schemas/grafana-dashboard-v<schemaVersion>.json, where <schemaVersion> is the package's own
-`defaultDashboard.schemaVersion` and must equal the pin. Needs Node and npm; idempotent.
+`defaultDashboard.schemaVersion` and must equal the pin. A panel's `options` and
+`fieldConfig.defaults.custom` are its plugin's (`Options`, `FieldConfig` of the plugin's types in the
+same package): for each pinned panel type, grafana-dashboard-v<schemaVersion>-<type>.json. Needs Node
+and npm; idempotent.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / ".tools" / "schemas"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lightrail" / "npm"
 TYPES = "node_modules/@grafana/schema/dist/types/raw/dashboard/x/types.gen.d.ts"
+PANEL_TYPES = "node_modules/@grafana/schema/dist/types/raw/composable/{}/panelcfg/x/types.gen.d.ts"
 GENERATOR = "node_modules/ts-json-schema-generator/dist/ts-json-schema-generator.js"
 
 
@@ -41,11 +45,14 @@ def main() -> int:
         return 0
     pin = yaml.safe_load((ROOT / "patterns" / "versions.yaml").read_text())["grafana-dashboard"]
     packages = [f"{name}@{version}" for name, version in pin["npm"].items()]
-    source = (f"@grafana/schema {pin['npm']['@grafana/schema']} `Dashboard`, converted by "
+    source = (f"@grafana/schema {pin['npm']['@grafana/schema']}, converted by "
               f"ts-json-schema-generator {pin['npm']['ts-json-schema-generator']}")
-    target = SCHEMAS / f"grafana-dashboard-v{pin['schemaVersion']}.json"
-    if target.exists() and json.loads(target.read_text()).get("$comment") == source:
-        print(f"  grafana dashboard schema v{pin['schemaVersion']}: {target.relative_to(ROOT)}")
+    base = f"grafana-dashboard-v{pin['schemaVersion']}"
+    targets = {SCHEMAS / f"{base}.json": (TYPES, "Dashboard"),
+               **{SCHEMAS / f"{base}-{panel}.json": (PANEL_TYPES.format(panel), "*") for panel in pin["panels"]}}
+    if all(t.exists() and json.loads(t.read_text()).get("$comment") == source for t in targets):
+        print(f"  grafana dashboard schema v{pin['schemaVersion']} (panels: {', '.join(pin['panels'])}): "
+              f"{SCHEMAS.relative_to(ROOT)}/{base}*.json")
         return 0
     work = CACHE / hashlib.sha256(" ".join(packages).encode()).hexdigest()[:16]
     work.mkdir(parents=True, exist_ok=True)
@@ -57,10 +64,11 @@ def main() -> int:
     if declared != pin["schemaVersion"]:
         sys.exit(f"error: @grafana/schema {pin['npm']['@grafana/schema']} is for dashboard schemaVersion {declared}, "
                  f"not {pin['schemaVersion']}: fix `grafana-dashboard:` in patterns/versions.yaml")
-    schema = json.loads(run("node", GENERATOR, "--path", TYPES, "--type", "Dashboard", cwd=work))
     SCHEMAS.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps({"$comment": source, **schema}, indent=1) + "\n")
-    print(f"  grafana dashboard schema v{declared}: {target.relative_to(ROOT)} (from {source})")
+    for target, (types, name) in targets.items():
+        schema = json.loads(run("node", GENERATOR, "--path", types, "--type", name, cwd=work))
+        target.write_text(json.dumps({"$comment": source, **schema}, indent=1) + "\n")
+        print(f"  {target.relative_to(ROOT)} (from {types.split('/dist/types/')[1]}, {name})")
     return 0
 
 

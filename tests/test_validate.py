@@ -442,6 +442,18 @@ def test_generated_dashboard_passes_the_grafana_schema():
     (["graphTooltip"], 3, "graphTooltip: 3 is not one of [1, 0, 2]"),
     (["refresh"], False, "refresh: False is not of type 'string'"),
     (["timezone_name"], "utc", "Additional properties are not allowed ('timezone_name' was unexpected)"),
+    # a panel's options and custom field config: its plugin's types (timeseries)
+    (["panels", 1, "options", "legend", "placement"], "top",
+     "panels[1].options.legend.placement: 'top' is not one of ['bottom', 'right']"),
+    (["panels", 1, "options", "tooltip", "sort"], "up",
+     "panels[1].options.tooltip.sort: 'up' is not one of ['asc', 'desc', 'none']"),
+    (["panels", 1, "options", "legend", "showLegend"], "yes",
+     "panels[1].options.legend.showLegend: 'yes' is not of type 'boolean'"),
+    (["panels", 1, "fieldConfig", "defaults", "custom", "thresholdsStyle", "mode"], "lines",
+     "panels[1].fieldConfig.defaults.custom.thresholdsStyle.mode: 'lines' is not one of "
+     "['area', 'dashed', 'dashed+area', 'line', 'line+area', 'off', 'series']"),
+    (["panels", 1, "fieldConfig", "defaults", "custom", "lineWidth"], "2",
+     "panels[1].fieldConfig.defaults.custom.lineWidth: '2' is not of type 'number'"),
 ])
 def test_a_dashboard_the_grafana_schema_refuses_is_a_problem(path, value, expected):
     board = generated_dashboard()
@@ -453,6 +465,27 @@ def test_a_dashboard_the_grafana_schema_refuses_is_a_problem(path, value, expect
     assert (problem.kind, problem.name) == ("ConfigMap", "baseline-dashboard")
     assert f"{problem.path}: {problem.message}".startswith("data[board.json]")
     assert f"{problem.path}: {problem.message}".endswith(expected), str(problem)
+
+
+@needs_dashboard_schema
+def test_a_panel_is_checked_by_its_plugin_also_inside_a_collapsed_row():
+    board = generated_dashboard()
+    inner = copy.deepcopy(board["panels"][1])
+    del inner["options"]["tooltip"]
+    board["panels"].append({"type": "row", "id": 99, "title": "more", "collapsed": True, "panels": [inner]})
+    (problem,) = validate_objects([dashboard_map(board)])
+    assert problem.path == f"data[board.json].panels[{len(board['panels']) - 1}].panels[0].options"
+    assert problem.message == "'tooltip' is a required property"
+
+
+@needs_dashboard_schema
+def test_a_panel_type_without_an_installed_schema_is_a_problem_naming_it():
+    board = generated_dashboard()
+    board["panels"][1]["type"] = "graph"
+    (problem,) = validate_objects([dashboard_map(board)])
+    assert problem.path == "data[board.json].panels[1].type"
+    assert problem.message.startswith(f"no schema for panel type 'graph' of schemaVersion {DASHBOARD_VERSION}: "
+                                      f"{TOOLS_SCHEMAS}/grafana-dashboard-v{DASHBOARD_VERSION}-graph.json is not installed")
 
 
 def test_a_dashboard_without_a_schema_for_its_version_is_a_problem_naming_it():

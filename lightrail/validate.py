@@ -201,7 +201,8 @@ def dashboard_problems(data: dict) -> list[tuple[str, str]]:
         path = TOOLS_SCHEMAS / f"grafana-dashboard-v{version}.json"
         if not path.exists():
             out.append((where, f"no schema for Grafana dashboard schemaVersion {version}: {path} is not installed "
-                               "(scripts/setup installs the one pinned in patterns/versions.yaml `grafana-dashboard:`)"))
+                               "(scripts/setup installs the one pinned in patterns/versions.yaml "
+                               "`grafana-dashboard:`)"))
             continue
         found = [(_path(leaf, where), _message(leaf)) for e in _dashboard_validator(path).iter_errors(board)
                  for leaf in _closest_branch(e)]
@@ -249,7 +250,8 @@ def _closest_branch(err: jsonschema.ValidationError) -> list[jsonschema.Validati
     branches: dict = {}
     for e in err.context:
         branches.setdefault(e.relative_schema_path[0], []).append(e)
-    return [leaf for e in min(branches.values(), key=lambda errs: (len(errs), -max(len(e.path) for e in errs))) for leaf in _closest_branch(e)]
+    closest = min(branches.values(), key=lambda errs: (len(errs), -max(len(e.path) for e in errs)))
+    return [leaf for e in closest for leaf in _closest_branch(e)]
 
 
 def _errors(validator, instance) -> list[jsonschema.ValidationError]:

@@ -59,8 +59,8 @@ def main() -> int:
     if not (work / GENERATOR).exists():
         run("npm", "install", "--prefix", ".", "--no-save", "--no-package-lock", "--no-audit", "--no-fund",
             "--ignore-scripts", *packages, cwd=work)
-    declared = int(run("node", "-e", "import('@grafana/schema').then(m => console.log(m.defaultDashboard.schemaVersion))",
-                       cwd=work))
+    declared = int(run("node", "-e", "import('@grafana/schema').then(m => "
+                       "console.log(m.defaultDashboard.schemaVersion))", cwd=work))
     if declared != pin["schemaVersion"]:
         sys.exit(f"error: @grafana/schema {pin['npm']['@grafana/schema']} is for dashboard schemaVersion {declared}, "
                  f"not {pin['schemaVersion']}: fix `grafana-dashboard:` in patterns/versions.yaml")

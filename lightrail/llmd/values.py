@@ -249,4 +249,5 @@ def monitoring_values(plan: Plan) -> dict:
     rule = monitoring.prometheus_rule(plan)
     board = monitoring.dashboard_configmap(plan)
     return {"name": rule["metadata"]["name"], "groups": rule["spec"]["groups"],
-            "dashboard": {"name": board["metadata"]["name"], "labels": board["metadata"]["labels"], "data": board["data"]}}
+            "dashboard": {"name": board["metadata"]["name"], "labels": board["metadata"]["labels"],
+                          "data": board["data"]}}

@@ -1,12 +1,16 @@
-"""Monitoring: scrape targets and one PrometheusRule per deployment, the same alerts on both stacks.
+"""Monitoring: scrape targets, one PrometheusRule and one Grafana dashboard per deployment, the same
+on both stacks.
 
 Pure values from the plan. The llmd stack scrapes through the charts (llm-d-modelservice
 `decode.monitoring.podmonitor`, llm-d-router-gateway `router.monitoring`); the kserve stack gets
 PodMonitors from us. Metric names are the pinned upstreams': the endpoint picker's `llm_d_epp_*`
 (llm-d-router v0.10.0 pkg/epp/metrics) and vLLM's `vllm:*` (checked against a real vLLM's /metrics
-in tests/test_monitoring.py). docs/monitoring.md lists the alerts.
+in tests/test_monitoring.py). docs/monitoring.md lists the alerts and the dashboard's panels.
 """
 from __future__ import annotations
+
+import hashlib
+import json
 
 from lightrail.plan import VLLM_PORT, ModelServer, Plan
 
@@ -48,14 +52,29 @@ def _alert(name: str, expr: str, duration: str, severity: str, summary: str, pla
             "annotations": {"summary": summary}}
 
 
+def selectors(plan: Plan, server: ModelServer) -> dict[str, str]:
+    """The label matchers of one model server's series: its picker's, its vLLM pods', its pool's."""
+    ns = plan.namespace
+    return {"epp": f'namespace="{ns}", pod=~"{epp_pods(plan, server)}"',
+            "vllm": f'namespace="{ns}", pod=~"{server_pods(plan, server)}"',
+            "pool": f'namespace="{ns}", name="{pool_name(plan, server)}"'}
+
+
+def error_ratio(epp: str) -> str:
+    return (f"sum(rate(llm_d_epp_request_error_total{{{epp}}}[{RATE}])) / "
+            f"sum(rate(llm_d_epp_request_total{{{epp}}}[{RATE}]))")
+
+
+def ttft_p95(vllm: str) -> str:
+    return f"histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{{{vllm}}}[{RATE}])))"
+
+
 def server_rules(plan: Plan, server: ModelServer) -> list[dict]:
     """The alerts of one model server and its endpoint picker."""
     ns = plan.namespace
-    epp = f'namespace="{ns}", pod=~"{epp_pods(plan, server)}"'
-    vllm = f'namespace="{ns}", pod=~"{server_pods(plan, server)}"'
-    pool = f'namespace="{ns}", name="{pool_name(plan, server)}"'
-    ratio = (f"sum(rate(llm_d_epp_request_error_total{{{epp}}}[{RATE}])) / "
-             f"sum(rate(llm_d_epp_request_total{{{epp}}}[{RATE}]))")
+    sel = selectors(plan, server)
+    epp, vllm, pool = sel["epp"], sel["vllm"], sel["pool"]
+    ratio = error_ratio(epp)
     who = f"{server.name} in {ns}"
     return [
         _alert("LightrailEPPErrorRatioCritical", f"{ratio} > {ERROR_RATIO['critical']}", "5m", "critical",
@@ -75,9 +94,7 @@ def server_rules(plan: Plan, server: ModelServer) -> list[dict]:
                "warning", f"a model server of {who} uses more than {KV_CACHE_USAGE:.0%} of its KV cache", plan, server),
         _alert("LightrailPreemptions", f"sum(rate(vllm:num_preemptions_total{{{vllm}}}[{RATE}])) > 0", "10m", "warning",
                f"the model servers of {who} keep preempting requests (KV cache too small for the load)", plan, server),
-        _alert("LightrailTTFTHigh",
-               f"histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{{{vllm}}}[{RATE}])))"
-               f" > {TTFT_P95_SECONDS}", "10m", "warning",
+        _alert("LightrailTTFTHigh", f"{ttft_p95(vllm)} > {TTFT_P95_SECONDS}", "10m", "warning",
                f"time to first token p95 of {who} is above {TTFT_P95_SECONDS:g} s", plan, server),
     ]
 
@@ -91,6 +108,81 @@ def prometheus_rule(plan: Plan) -> dict:
     return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
             "metadata": {"name": f"{plan.pattern.name}-alerts", "namespace": plan.namespace},
             "spec": {"groups": rule_groups(plan)}}
+
+
+# The dashboard: per model server a row of these panels, scoped like its alerts. Each is
+# (title, unit, PromQL from the server's selectors, legend, threshold line: an alert's threshold).
+PANELS = [
+    ("Requests / s by model (endpoint picker)", "reqps",
+     lambda s: f"sum by (model_name) (rate(llm_d_epp_request_total{{{s['epp']}}}[{RATE}]))", "{{model_name}}", None),
+    ("Errors / s by model (endpoint picker)", "reqps",
+     lambda s: f"sum by (model_name) (rate(llm_d_epp_request_error_total{{{s['epp']}}}[{RATE}]))", "{{model_name}}",
+     None),
+    ("Error ratio (endpoint picker)", "percentunit", lambda s: error_ratio(s["epp"]), "errors", ERROR_RATIO["warning"]),
+    ("Ready endpoints in the InferencePool", "short",
+     lambda s: f"max(llm_d_epp_ready_endpoints{{{s['pool']}}})", "ready", None),
+    ("Finished requests / s (model servers)", "reqps",
+     lambda s: f"sum by (finished_reason) (rate(vllm:request_success_total{{{s['vllm']}}}[{RATE}]))",
+     "{{finished_reason}}", None),
+    ("Requests waiting per pod", "short", lambda s: f"max by (pod) (vllm:num_requests_waiting{{{s['vllm']}}})",
+     "{{pod}}", QUEUE_DEPTH),
+    ("KV cache usage per pod", "percentunit", lambda s: f"max by (pod) (vllm:kv_cache_usage_perc{{{s['vllm']}}})",
+     "{{pod}}", KV_CACHE_USAGE),
+    ("Preemptions / s", "short", lambda s: f"sum(rate(vllm:num_preemptions_total{{{s['vllm']}}}[{RATE}]))",
+     "preemptions", None),
+    ("Time to first token p95", "s", lambda s: ttft_p95(s["vllm"]), "p95", TTFT_P95_SECONDS),
+]
+PANEL_WIDTH, PANEL_HEIGHT = 8, 8    # three panels a row on Grafana's 24-column grid
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}   # the dashboard's datasource variable
+DASHBOARD_LABEL = {"grafana_dashboard": "1"}   # the Grafana sidecar's default (grafana / kube-prometheus-stack charts)
+
+
+def _panel(panel_id: int, x: int, y: int, spec: tuple, sel: dict[str, str]) -> dict:
+    title, unit, query, legend, threshold = spec
+    steps = [{"color": "green", "value": None}] + ([{"color": "red", "value": threshold}] if threshold else [])
+    return {"type": "timeseries", "id": panel_id, "title": title, "datasource": DATASOURCE,
+            "gridPos": {"x": x, "y": y, "w": PANEL_WIDTH, "h": PANEL_HEIGHT},
+            "options": {"legend": {"displayMode": "table", "placement": "bottom", "showLegend": True,
+                                   "calcs": ["lastNotNull", "max"]},
+                        "tooltip": {"mode": "multi", "sort": "desc"}},
+            "fieldConfig": {"defaults": {"unit": unit, "thresholds": {"mode": "absolute", "steps": steps},
+                                         "custom": {"thresholdsStyle": {"mode": "line" if threshold else "off"}}},
+                            "overrides": []},
+            "targets": [{"refId": "A", "datasource": DATASOURCE, "expr": query(sel), "legendFormat": legend}]}
+
+
+def dashboard_uid(plan: Plan) -> str:
+    """`lightrail-<namespace>-<pattern>`, cut with a hash to Grafana's 40 characters."""
+    uid = f"lightrail-{plan.namespace}-{plan.pattern.name}"
+    return uid if len(uid) <= 40 else f"{uid[:29]}-{hashlib.sha256(uid.encode()).hexdigest()[:10]}"
+
+
+def dashboard(plan: Plan) -> dict:
+    """The deployment's Grafana dashboard (classic JSON model, the pinned schemaVersion)."""
+    panels, y = [], 0
+    for server in plan.servers:
+        sel = selectors(plan, server)
+        panels.append({"type": "row", "id": len(panels) + 1, "title": f"{server.name}: {server.model}",
+                       "collapsed": False, "panels": [], "gridPos": {"x": 0, "y": y, "w": 24, "h": 1}})
+        y += 1
+        for i, spec in enumerate(PANELS):
+            panels.append(_panel(len(panels) + 1, (i % 3) * PANEL_WIDTH, y + (i // 3) * PANEL_HEIGHT, spec, sel))
+        y += -(-len(PANELS) // 3) * PANEL_HEIGHT
+    return {"uid": dashboard_uid(plan), "title": f"Lightrail {plan.pattern.name} ({plan.namespace})",
+            "tags": ["lightrail", plan.pattern.name, plan.stack],
+            "schemaVersion": plan.versions["grafana-dashboard"]["schemaVersion"],
+            "editable": True, "graphTooltip": 1, "time": {"from": "now-1h", "to": "now"}, "refresh": "30s",
+            "templating": {"list": [{"type": "datasource", "name": "datasource", "label": "Prometheus",
+                                     "query": "prometheus"}]},
+            "panels": panels}
+
+
+def dashboard_configmap(plan: Plan) -> dict:
+    """The dashboard as the Grafana sidecar loads it: a ConfigMap labelled grafana_dashboard=1."""
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": f"{plan.pattern.name}-dashboard", "namespace": plan.namespace,
+                         "labels": dict(DASHBOARD_LABEL)},
+            "data": {f"{dashboard_uid(plan)}.json": json.dumps(dashboard(plan), indent=1) + "\n"}}
 
 
 def kserve_pod_monitors(plan: Plan) -> list[dict]:

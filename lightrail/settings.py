@@ -11,6 +11,8 @@ PATTERNS_DIR = ROOT / "patterns"
 HELMFILES_DIR = ROOT / "helmfiles"
 KUSTOMIZE_DIR = ROOT / "kustomize"
 TOOLS_BIN = ROOT / ".tools" / "bin"
+# Schemas scripts/setup installs from package registries (the Grafana dashboard's, from npm).
+TOOLS_SCHEMAS = ROOT / ".tools" / "schemas"
 # Upstream data beside the checkout (CI and shared machines): CRDs, values schemas, pinned charts.
 SHARED_UPSTREAM = ROOT.parent / "shared" / "upstream"
 

@@ -8,6 +8,8 @@ since neither the Kubernetes OpenAPI schemas nor CRDs do.
 """
 from __future__ import annotations
 
+import functools
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from lightrail import tools
 
 from lightrail.errors import LightrailError
 from lightrail.schemas import INT_RANGES, NoSchema, object_validator, values_schema, values_validator
-from lightrail.settings import TOOLS_BIN
+from lightrail.settings import TOOLS_BIN, TOOLS_SCHEMAS
 from lightrail.settings import schemas_dir as default_schemas_dir
 
 
@@ -140,6 +142,8 @@ def _validate_object(obj: Any, schemas_dir: Path | None) -> list[Problem]:
     else:
         meta_validator = _metadata_for(kind)
         found += [(_path(e, "metadata"), _message(e)) for e in _errors(meta_validator, obj["metadata"])]
+    if kind == "ConfigMap" and is_dashboard(obj):
+        found += dashboard_problems(obj.get("data") or {})
     # the kind's schema and the metadata check may both report a wrong label type
     return [Problem(kind, name, ns, path, msg) for path, msg in dict.fromkeys(found)]
 
@@ -160,6 +164,94 @@ def check_rules(spec: dict) -> list[str]:
         return []
     return [line.strip() for line in (proc.stderr or proc.stdout).splitlines()
             if line.strip() and not line.startswith(("Checking", "FAILED:", "SUCCESS"))] or ["promtool refused the rules"]
+
+
+# Grafana dashboards travel in ConfigMaps the Grafana sidecar picks up by this label
+# (lightrail.monitoring); each .json key is checked against the dashboard JSON Schema of the
+# schemaVersion it declares, which scripts/setup installs (scripts/install_dashboard_schema.py).
+DASHBOARD_LABEL = ("grafana_dashboard", "1")
+
+
+def is_dashboard(obj: dict) -> bool:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return labels.get(DASHBOARD_LABEL[0]) == DASHBOARD_LABEL[1]
+
+
+@functools.lru_cache(maxsize=None)
+def _dashboard_validator(path: Path) -> jsonschema.Draft7Validator:
+    return jsonschema.Draft7Validator(json.loads(path.read_text()))
+
+
+def dashboard_problems(data: dict) -> list[tuple[str, str]]:
+    """(path, message) for every problem of the dashboards in a ConfigMap's data."""
+    out = []
+    for key, text in data.items():
+        if not key.endswith(".json"):
+            continue
+        where = f"data[{key}]"
+        try:
+            board = json.loads(text)
+        except (TypeError, ValueError) as err:
+            out.append((where, f"not JSON: {err}"))
+            continue
+        version = board.get("schemaVersion") if isinstance(board, dict) else None
+        if not isinstance(version, int) or isinstance(version, bool):
+            out.append((where, f"a Grafana dashboard declares its schemaVersion (an integer), not {version!r}"))
+            continue
+        path = TOOLS_SCHEMAS / f"grafana-dashboard-v{version}.json"
+        if not path.exists():
+            out.append((where, f"no schema for Grafana dashboard schemaVersion {version}: {path} is not installed "
+                               "(scripts/setup installs the one pinned in patterns/versions.yaml "
+                               "`grafana-dashboard:`)"))
+            continue
+        found = [(_path(leaf, where), _message(leaf)) for e in _dashboard_validator(path).iter_errors(board)
+                 for leaf in _closest_branch(e)]
+        out += found or _panel_problems(board, version, where)   # a valid dashboard's panels, by their plugins
+    return out
+
+
+def _panel_problems(board: dict, version: int, where: str) -> list[tuple[str, str]]:
+    """A panel's `options` and `fieldConfig.defaults.custom` are its plugin's: checked against the
+    plugin's `Options` and `FieldConfig` (grafana-dashboard-v<N>-<type>.json); a row's are its panels'."""
+    panels = []
+    for i, panel in enumerate(board.get("panels", [])):
+        if panel["type"] == "row":
+            panels += [(f"panels[{i}].panels[{j}]", p) for j, p in enumerate(panel["panels"])]
+        else:
+            panels.append((f"panels[{i}]", panel))
+    out = []
+    for at, panel in panels:
+        path = TOOLS_SCHEMAS / f"grafana-dashboard-v{version}-{panel['type']}.json"
+        if not path.exists():
+            out.append((f"{where}.{at}.type", f"no schema for panel type {panel['type']!r} of schemaVersion {version}: "
+                                              f"{path} is not installed (patterns/versions.yaml `grafana-dashboard:` "
+                                              "`panels` lists the panel types scripts/setup installs)"))
+            continue
+        custom = panel.get("fieldConfig", {}).get("defaults", {}).get("custom", {})
+        for part, definition, value in (("options", "Options", panel.get("options", {})),
+                                        ("fieldConfig.defaults.custom", "FieldConfig", custom)):
+            out += [(_path(leaf, f"{where}.{at}.{part}"), _message(leaf))
+                    for e in _plugin_validator(path, definition).iter_errors(value) for leaf in _closest_branch(e)]
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _plugin_validator(path: Path, definition: str) -> jsonschema.Draft7Validator:
+    return jsonschema.Draft7Validator({"$ref": f"#/definitions/{definition}",
+                                       "definitions": json.loads(path.read_text())["definitions"]})
+
+
+def _closest_branch(err: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
+    """Leaf errors of a failed anyOf (a panel is a Panel or a RowPanel): those of the branch that
+    failed least (and, of equals, deepest), so a timeseries panel's bad field is reported, not that
+    it is no row."""
+    if not err.context:
+        return [err]
+    branches: dict = {}
+    for e in err.context:
+        branches.setdefault(e.relative_schema_path[0], []).append(e)
+    closest = min(branches.values(), key=lambda errs: (len(errs), -max(len(e.path) for e in errs)))
+    return [leaf for e in closest for leaf in _closest_branch(e)]
 
 
 def _errors(validator, instance) -> list[jsonschema.ValidationError]:

@@ -1,11 +1,14 @@
-"""--monitoring=prometheus: the rendered scrape targets and alerts, on both stacks, checked by real tools.
+"""--monitoring=prometheus: the rendered scrape targets, alerts and dashboard, on both stacks, checked by real tools.
 
 The PrometheusRule is taken from the real render (helm on llmd, kustomize on kserve) and handed to
 the pinned promtool: `check rules`, then `test rules` with series that make each alert fire and
-series that keep it silent. The vLLM metric names are held to a real vLLM's /metrics.
+series that keep it silent. The dashboard's queries are parsed by promtool too (its JSON is checked
+against Grafana's schema by validation: tests/test_validate.py). The vLLM metric names are held to
+a real vLLM's /metrics.
 """
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 
@@ -40,8 +43,8 @@ def of_kind(objects: list[dict], kind: str) -> list[dict]:
 @pytest.mark.parametrize("stack", ["llmd", "kserve"])
 def test_every_model_server_and_picker_is_scraped_and_alerted_on(stack):
     plan, objects = rendered("multimodel", stack)
-    assert dict(plan.units[-1].objects) == {"PrometheusRule": 1} if stack == "llmd" else {
-        "PodMonitor": 2 * len(plan.servers), "PrometheusRule": 1}
+    assert dict(plan.units[-1].objects) == {"PrometheusRule": 1, "ConfigMap": 1} if stack == "llmd" else {
+        "PodMonitor": 2 * len(plan.servers), "PrometheusRule": 1, "ConfigMap": 1}
     counted = {}
     for o in objects:
         counted[o["kind"]] = counted.get(o["kind"], 0) + 1
@@ -81,6 +84,71 @@ def test_kserve_picker_serves_metrics_without_a_token_when_scraped():
     plain = build_plan(Request("baseline", "sim", "kserve"))
     assert "--metrics-endpoint-auth=false" not in render_validated(plain).objects[-1]["spec"]["router"][
         "scheduler"]["template"]["containers"][0]["command"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the Grafana dashboard
+
+
+def rendered_dashboard(objects: list[dict]) -> tuple[dict, dict]:
+    (board,) = [o for o in of_kind(objects, "ConfigMap") if o["metadata"]["labels"].get("grafana_dashboard") == "1"]
+    (text,) = board["data"].values()
+    return board, json.loads(text)
+
+
+@pytest.mark.parametrize("stack", ["llmd", "kserve"])
+def test_dashboard_has_a_row_per_model_server_scoped_like_its_alerts(stack):
+    plan, objects = rendered("multimodel", stack)
+    board, dashboard = rendered_dashboard(objects)
+    assert board["data"] == monitoring.dashboard_configmap(plan)["data"]   # helm / kustomize keep the text as is
+    assert board["metadata"]["namespace"] == plan.namespace
+    assert board["metadata"]["labels"]["lightrail.dev/pattern"] == "multimodel"   # stamped like every object
+    assert dashboard["schemaVersion"] == plan.versions["grafana-dashboard"]["schemaVersion"]
+    assert len(dashboard["uid"]) <= 40 and dashboard["title"] == f"Lightrail multimodel ({plan.namespace})"
+    rows = [i for i, p in enumerate(dashboard["panels"]) if p["type"] == "row"]
+    assert [dashboard["panels"][i]["title"] for i in rows] == [f"{s.name}: {s.model}" for s in plan.servers]
+    assert len(dashboard["panels"]) == len(plan.servers) * (1 + len(monitoring.PANELS))
+    for server, start in zip(plan.servers, rows):
+        own = monitoring.selectors(plan, server)
+        others = [v for s in plan.servers if s != server for v in monitoring.selectors(plan, s).values()]
+        for panel in dashboard["panels"][start + 1:start + 1 + len(monitoring.PANELS)]:
+            (target,) = panel["targets"]
+            assert any(f"{{{sel}}}" in target["expr"] for sel in own.values()), target["expr"]
+            assert not any(sel in target["expr"] for sel in others), target["expr"]
+    # every panel on the 24-column grid, none overlapping
+    cells = [(x, y) for p in dashboard["panels"] for g in [p["gridPos"]]
+             for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])]
+    assert len(cells) == len(set(cells)) and max(x for x, _ in cells) < 24
+
+
+def test_dashboard_thresholds_are_the_alerts():
+    plan = build_plan(Request("baseline", "sim", "kserve", monitoring="prometheus"))
+    lines = {p["title"]: p["fieldConfig"]["defaults"]["thresholds"]["steps"][1:]
+             for p in monitoring.dashboard(plan)["panels"] if p["type"] != "row"}
+    assert {t: s[0]["value"] for t, s in lines.items() if s} == {
+        "Error ratio (endpoint picker)": monitoring.ERROR_RATIO["warning"],
+        "Requests waiting per pod": monitoring.QUEUE_DEPTH, "KV cache usage per pod": monitoring.KV_CACHE_USAGE,
+        "Time to first token p95": monitoring.TTFT_P95_SECONDS}
+
+
+def test_dashboard_uid_fits_grafana_for_long_namespaces():
+    plan = build_plan(Request("multimodel", "sim", "kserve", monitoring="prometheus", namespace="n" * 60))
+    uid = monitoring.dashboard_uid(plan)
+    assert len(uid) == 40 and uid.startswith("lightrail-nnn")
+    other = build_plan(Request("multimodel", "sim", "kserve", monitoring="prometheus", namespace="n" * 59))
+    assert monitoring.dashboard_uid(other) != uid
+
+
+@needs_promtool
+def test_promtool_parses_every_dashboard_query(tmp_path):
+    plan = build_plan(Request("multimodel", "sim", "kserve", monitoring="prometheus"))
+    queries = [t["expr"] for p in monitoring.dashboard(plan)["panels"] for t in p.get("targets", [])]
+    assert len(queries) == len(plan.servers) * len(monitoring.PANELS)
+    (tmp_path / "queries.yaml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": [
+        {"record": f"lightrail:panel{i}", "expr": q} for i, q in enumerate(queries)]}]}))
+    checked = promtool("check", "rules", "queries.yaml", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"SUCCESS: {len(queries)} rules found" in checked.stdout
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,14 +259,17 @@ def test_promtool_refuses_a_broken_rule_through_validation():
 
 
 @pytest.mark.vllm
-def test_every_vllm_series_in_the_rules_is_exported_by_a_real_vllm(vllm_server):
+def test_every_vllm_series_in_the_rules_and_dashboard_is_exported_by_a_real_vllm(vllm_server):
     exported = {line.split("{")[0].split(" ")[0] for line in httpx.get(vllm_server.metrics_url, timeout=10).text
                 .splitlines() if line.startswith("vllm:")}
     plan = build_plan(Request("baseline", "cpu", "kserve", monitoring="prometheus"))
     used = {m for g in monitoring.rule_groups(plan) for r in g["rules"] for m in re.findall(r"vllm:\w+", r["expr"])}
     assert used == {"vllm:num_requests_waiting", "vllm:kv_cache_usage_perc", "vllm:num_preemptions_total",
                     "vllm:time_to_first_token_seconds_bucket"}
-    assert used <= exported, used - exported
+    shown = {m for p in monitoring.dashboard(plan)["panels"] for t in p.get("targets", [])
+             for m in re.findall(r"vllm:\w+", t["expr"])}
+    assert shown == used | {"vllm:request_success_total"}
+    assert shown <= exported, shown - exported
 
 
 @pytest.mark.parametrize("pattern, accel, stack", [
@@ -211,3 +282,5 @@ def test_every_pattern_renders_valid_monitoring_the_units_predict(pattern, accel
         counted[o["kind"]] = counted.get(o["kind"], 0) + 1
     assert counted == plan.objects
     assert counted["PrometheusRule"] == 1 and counted.get("PodMonitor", 0) + counted.get("ServiceMonitor", 0) == 2
+    board, dashboard = rendered_dashboard(objects)
+    assert dashboard["tags"] == ["lightrail", pattern, stack]   # valid: render_validated checked it against Grafana's schema

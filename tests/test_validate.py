@@ -1,5 +1,6 @@
 """Validation can fail, for every schema source; objects as users deploy them pass."""
 import copy
+import json
 import os
 
 import pytest
@@ -8,7 +9,7 @@ import yaml
 from lightrail.errors import LightrailError
 from lightrail.catalog import load_catalog
 from lightrail.schemas import NoSchema, _parsed, crd_json_schema, k8s_version, object_validator
-from lightrail.settings import schemas_dir
+from lightrail.settings import TOOLS_SCHEMAS, schemas_dir
 from lightrail.validate import Problem, check, validate_objects, validate_values
 
 SCHEMAS = schemas_dir() if schemas_dir() and schemas_dir().is_dir() else None
@@ -399,3 +400,113 @@ def test_int64_fields_are_bounded_too():
     assert problem.path == "spec.terminationGracePeriodSeconds" and "does not fit int64" in problem.message
     pod["spec"]["terminationGracePeriodSeconds"] = 2**63 - 1
     assert validate_objects([pod]) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Grafana dashboards (ConfigMaps labelled grafana_dashboard=1): the real dashboard schema of the
+# schemaVersion each declares, as scripts/setup installs it from @grafana/schema
+
+DASHBOARD_VERSION = load_catalog().versions["grafana-dashboard"]["schemaVersion"]
+needs_dashboard_schema = pytest.mark.skipif(
+    not (TOOLS_SCHEMAS / f"grafana-dashboard-v{DASHBOARD_VERSION}.json").exists(),
+    reason="the Grafana dashboard schema is not installed: run scripts/setup (needs Node and npm)")
+
+
+def dashboard_map(board) -> dict:
+    text = board if isinstance(board, str) else json.dumps(board)
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "baseline-dashboard", "namespace": "lightrail", "labels": {"grafana_dashboard": "1"}},
+            "data": {"board.json": text}}
+
+
+def generated_dashboard() -> dict:
+    from lightrail.monitoring import dashboard
+    from lightrail.plan import Request, build_plan
+
+    return dashboard(build_plan(Request("multimodel", "sim", "kserve", monitoring="prometheus")))
+
+
+@needs_dashboard_schema
+def test_generated_dashboard_passes_the_grafana_schema():
+    assert generated_dashboard()["schemaVersion"] == DASHBOARD_VERSION
+    assert validate_objects([dashboard_map(generated_dashboard())]) == []
+
+
+@needs_dashboard_schema
+@pytest.mark.parametrize("path, value, expected", [
+    (["panels", 1, "gridPos", "w"], "8", "panels[1].gridPos.w: '8' is not of type 'number'"),
+    (["panels", 0, "collapsed"], "no", "panels[0].collapsed: 'no' is not of type 'boolean'"),
+    (["panels", 1, "targets"], {"refId": "A"}, "panels[1].targets: {'refId': 'A'} is not of type 'array'"),
+    (["panels", 1, "fieldConfig", "defaults", "thresholds", "mode"], "relative",
+     "panels[1].fieldConfig.defaults.thresholds.mode: 'relative' is not one of ['absolute', 'percentage']"),
+    (["graphTooltip"], 3, "graphTooltip: 3 is not one of [1, 0, 2]"),
+    (["refresh"], False, "refresh: False is not of type 'string'"),
+    (["timezone_name"], "utc", "Additional properties are not allowed ('timezone_name' was unexpected)"),
+    # a panel's options and custom field config: its plugin's types (timeseries)
+    (["panels", 1, "options", "legend", "placement"], "top",
+     "panels[1].options.legend.placement: 'top' is not one of ['bottom', 'right']"),
+    (["panels", 1, "options", "tooltip", "sort"], "up",
+     "panels[1].options.tooltip.sort: 'up' is not one of ['asc', 'desc', 'none']"),
+    (["panels", 1, "options", "legend", "showLegend"], "yes",
+     "panels[1].options.legend.showLegend: 'yes' is not of type 'boolean'"),
+    (["panels", 1, "fieldConfig", "defaults", "custom", "thresholdsStyle", "mode"], "lines",
+     "panels[1].fieldConfig.defaults.custom.thresholdsStyle.mode: 'lines' is not one of "
+     "['area', 'dashed', 'dashed+area', 'line', 'line+area', 'off', 'series']"),
+    (["panels", 1, "fieldConfig", "defaults", "custom", "lineWidth"], "2",
+     "panels[1].fieldConfig.defaults.custom.lineWidth: '2' is not of type 'number'"),
+])
+def test_a_dashboard_the_grafana_schema_refuses_is_a_problem(path, value, expected):
+    board = generated_dashboard()
+    parent = board
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = value
+    (problem,) = validate_objects([dashboard_map(board)])
+    assert (problem.kind, problem.name) == ("ConfigMap", "baseline-dashboard")
+    assert f"{problem.path}: {problem.message}".startswith("data[board.json]")
+    assert f"{problem.path}: {problem.message}".endswith(expected), str(problem)
+
+
+@needs_dashboard_schema
+def test_a_panel_is_checked_by_its_plugin_also_inside_a_collapsed_row():
+    board = generated_dashboard()
+    inner = copy.deepcopy(board["panels"][1])
+    del inner["options"]["tooltip"]
+    board["panels"].append({"type": "row", "id": 99, "title": "more", "collapsed": True, "panels": [inner]})
+    (problem,) = validate_objects([dashboard_map(board)])
+    assert problem.path == f"data[board.json].panels[{len(board['panels']) - 1}].panels[0].options"
+    assert problem.message == "'tooltip' is a required property"
+
+
+@needs_dashboard_schema
+def test_a_panel_type_without_an_installed_schema_is_a_problem_naming_it():
+    board = generated_dashboard()
+    board["panels"][1]["type"] = "graph"
+    (problem,) = validate_objects([dashboard_map(board)])
+    assert problem.path == "data[board.json].panels[1].type"
+    assert problem.message.startswith(f"no schema for panel type 'graph' of schemaVersion {DASHBOARD_VERSION}: "
+                                      f"{TOOLS_SCHEMAS}/grafana-dashboard-v{DASHBOARD_VERSION}-graph.json is not installed")
+
+
+def test_a_dashboard_without_a_schema_for_its_version_is_a_problem_naming_it():
+    (problem,) = validate_objects([dashboard_map({**generated_dashboard(), "schemaVersion": 7})])
+    assert problem.path == "data[board.json]"
+    assert problem.message == (f"no schema for Grafana dashboard schemaVersion 7: {TOOLS_SCHEMAS}/grafana-dashboard-v7"
+                               ".json is not installed (scripts/setup installs the one pinned in "
+                               "patterns/versions.yaml `grafana-dashboard:`)")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("{", "not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+    ('{"title": "x"}', "a Grafana dashboard declares its schemaVersion (an integer), not None"),
+    ('{"schemaVersion": "42"}', "a Grafana dashboard declares its schemaVersion (an integer), not '42'"),
+])
+def test_a_dashboard_that_is_no_json_or_declares_no_version_is_a_problem(text, expected):
+    (problem,) = validate_objects([dashboard_map(text)])
+    assert problem.message == expected
+
+
+def test_configmaps_without_the_dashboard_label_are_not_read_as_dashboards():
+    plain = dashboard_map("{")
+    plain["metadata"]["labels"] = {"grafana_dashboard": "0"}
+    assert validate_objects([plain]) == []

@@ -267,14 +267,15 @@ def library(plan: Plan) -> dict[str, str]:
 
 
 GATEWAY = "gateway"         # the overlay with the HTTPS Gateway (--tls-secret / --cert-manager-issuer)
-MONITORING = "monitoring"   # the overlay with the PodMonitors and the PrometheusRule (--monitoring)
+MONITORING = "monitoring"   # the overlay with the PodMonitors, the PrometheusRule and the dashboard (--monitoring)
 
 
 def _monitoring_overlay(plan: Plan) -> tuple[dict, dict[str, str]]:
     """A unit of plain manifests: KServe makes no monitors, so we do (lightrail/monitoring.py)."""
     from lightrail import monitoring
 
-    objects = [*monitoring.kserve_pod_monitors(plan), monitoring.prometheus_rule(plan)]
+    objects = [*monitoring.kserve_pod_monitors(plan), monitoring.prometheus_rule(plan),
+               monitoring.dashboard_configmap(plan)]
     return (_kustomization(namespace=plan.namespace, resources=["monitors.yaml"]),
             {f"{MONITORING}/monitors.yaml": "---\n".join(dump_yaml(o) for o in objects)})
 

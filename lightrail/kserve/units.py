@@ -26,5 +26,5 @@ def units(plan: Plan) -> list[Unit]:
         out.append(Unit(s.name, "kustomize", source, f"serving.kserve.io/{plan.request.kserve_api}", objects))
     if plan.request.monitoring != "none":   # a PodMonitor for the model servers and one for the picker, per model
         out.append(Unit("monitoring", "kustomize", "generated", "monitoring.coreos.com/v1",
-                        {"PodMonitor": 2 * len(plan.servers), "PrometheusRule": 1}))
+                        {"PodMonitor": 2 * len(plan.servers), "PrometheusRule": 1, "ConfigMap": 1}))
     return out

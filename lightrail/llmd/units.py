@@ -20,9 +20,10 @@ BBR = {"body-based-routing": {"ServiceAccount": 1, "Role": 1, "RoleBinding": 1, 
 ROUTER = {"ServiceAccount": 1, "Role": 2, "RoleBinding": 2, "ConfigMap": 1, "Service": 1, "Deployment": 1,
           "HTTPRoute": 1, "InferencePool": 1}
 # --monitoring=prometheus: the router chart's ServiceMonitor and its metrics auth (token Secret,
-# ClusterRole/Binding for TokenReviews), modelservice's PodMonitor, our chart's PrometheusRule.
+# ClusterRole/Binding for TokenReviews), modelservice's PodMonitor, our chart's PrometheusRule and
+# Grafana dashboard ConfigMap.
 MONITORING = {"router": {"ServiceMonitor": 1, "Secret": 1, "ClusterRole": 1, "ClusterRoleBinding": 1},
-              "ms": {"PodMonitor": 1}, "monitoring": {"PrometheusRule": 1}}
+              "ms": {"PodMonitor": 1}, "monitoring": {"PrometheusRule": 1, "ConfigMap": 1}}
 PROVIDER_EXTRAS = {
     "istio": {"infra": {"ConfigMap": 1, "Telemetry": 1}, "bbr": {"DestinationRule": 1, "EnvoyFilter": 1},
               "router": {"DestinationRule": 1}},

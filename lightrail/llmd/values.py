@@ -247,4 +247,7 @@ def release_values(plan: Plan) -> dict[str, tuple[str, dict]]:
 
 def monitoring_values(plan: Plan) -> dict:
     rule = monitoring.prometheus_rule(plan)
-    return {"name": rule["metadata"]["name"], "groups": rule["spec"]["groups"]}
+    board = monitoring.dashboard_configmap(plan)
+    return {"name": rule["metadata"]["name"], "groups": rule["spec"]["groups"],
+            "dashboard": {"name": board["metadata"]["name"], "labels": board["metadata"]["labels"],
+                          "data": board["data"]}}

@@ -32,19 +32,31 @@ KSERVE_ROUTE = {"spec": {"parentRefs": [{"kind": "Gateway", "name": "kserve-ingr
                                     "name": "v1-completions-path"}]}}
 
 
-def migration(pattern="caching", accel="sim", source="llmd", to="kserve", route=LLMD_ROUTE, replicas=None, **options):
-    plan = build_plan(Request(pattern=pattern, accel=accel, stack=source, namespace="shop", replicas=replicas))
+def migration(pattern="caching", accel="sim", source="llmd", to="kserve", route=LLMD_ROUTE, replicas=None,
+              fronted=False, **options):
+    """`fronted`: a migration back - the source runs behind the front route a migration left it, whose
+    client rules are still those of `route` (the first source's own route)."""
+    front = f"{GATEWAY[0]}/{GATEWAY[1]}" if fronted else ""
+    plan = build_plan(Request(pattern=pattern, accel=accel, stack=source, namespace="shop", replicas=replicas,
+                              front=front))
     return plan_migration(plan, to, GATEWAY, {s.name: client_rules(route) for s in plan.servers},
-                          {s.name: route["spec"]["parentRefs"] for s in plan.servers}, Options(**options))
+                          {s.name: route["spec"]["parentRefs"] for s in plan.servers}, Options(**options),
+                          source_fronted=fronted)
 
 
 # --- a model of what each operation does -------------------------------------------------------
 
 
 def initial(m):
+    """The source as it runs: behind its own route, or (a migration back) behind the front route the last
+    migration handed over to it, with the Gateway that came with it."""
     r = m.source.servers[0].replicas
-    return {"source": {"route": "own", "pods": r, "retired": 0}, "target": {"pods": 0, "retired": 0},
-            "front": None, "gateway_stack": m.source.stack}
+    src = pool_name(m.source, m.source.servers[0])
+    front = {"weights": {src: 100}, "probes": {"source": src}, "stack": m.source.stack, "migrating": False,
+             "name": f"{m.source.servers[0].name}-front"}
+    return {"source": {"route": "front" if m.source_fronted else "own", "pods": r, "retired": 0},
+            "target": {"pods": 0, "retired": 0}, "front": front if m.source_fronted else None,
+            "gateway_stack": m.source.stack}
 
 
 def capacity(m):
@@ -59,13 +71,17 @@ def front_of(route):
     probes = {h["value"]: r["backendRefs"][0]["name"] for r in rules for mt in r["matches"]
               for h in mt.get("headers", []) if h["name"] == PROBE_HEADER}
     weights = {b["name"]: b["weight"] for b in client[0]["backendRefs"]}
+    assert sum(weights.values()) == 100, f"weights are the target's and the source's percent: {weights}"
     return {"weights": weights, "probes": probes, "stack": route["metadata"]["labels"]["lightrail.dev/stack"],
-            "migrating": MIGRATION_LABEL in route["metadata"]["labels"]}
+            "migrating": MIGRATION_LABEL in route["metadata"]["labels"], "name": route["metadata"]["name"]}
 
 
 def effect(m, world, op):
     w = copy.deepcopy(world)
     side = w.get(op.side)
+    o = m.options
+    waits = {"settle": o.settle, "drain": o.drain, "release": o.drain, "hold": o.hold}
+    assert op.seconds == waits.get(op.action, 0.0), f"{op.title!r} waits {op.seconds} s"
     if op.action == "apply":
         w["front"] = front_of(op.objects[0])
     elif op.action == "delete":
@@ -86,18 +102,23 @@ def effect(m, world, op):
         side["retired"] = 0
     elif op.action == "relabel":
         stack = op.labels["lightrail.dev/stack"]
-        if w["front"]:
+        if w["front"] and w["front"]["name"] in {o["metadata"]["name"] for o in op.objects}:
             w["front"]["stack"] = stack
             w["front"]["migrating"] = op.labels[MIGRATION_LABEL] is not None
         if op.release:
             w["gateway_stack"] = stack
     elif op.action in ("verify", "warm", "hold"):   # they send requests: the side must be reachable
-        name = op.side or "target"
+        name = "target" if op.action == "hold" else op.side
         assert w["front"] and name in w["front"]["probes"], f"{op.title}: no probe rule for the {name}"
         assert w[name]["pods"], f"{op.title}: the {name} is not deployed"
         if op.action == "hold":
             assert op.replicas in (0, w["target"]["pods"]), f"{op.title}: guards {op.replicas} target replicas, " \
                                                             f"{w['target']['pods']} run"
+            tgt = pool_name(m.target, m.target.servers[0])
+            served = 0 if w["source"]["route"] == "own" else w["front"]["weights"].get(tgt, 0)
+            assert op.weight == served, f"{op.title}: guards {op.weight}%, clients reach the target at {served}%"
+    else:
+        assert op.action in ("settle", "drain"), f"{op.title!r}: unknown action {op.action!r}"
     used = sum(w[s]["pods"] + w[s]["retired"] for s in ("source", "target"))
     assert used <= capacity(m), f"after {op.title!r}: {used} pods need room, the cluster has {capacity(m)}"
     check_served(m, w, op)
@@ -130,29 +151,37 @@ CASES = [("caching", "sim", "llmd", "kserve", LLMD_ROUTE, True), ("baseline", "g
          # --no-surge: room for the source's pods only
          ("caching", "sim", "llmd", "kserve", LLMD_ROUTE, False), ("caching", "tpu", "kserve", "llmd", KSERVE_ROUTE, False),
          ("moe", "gpu", "llmd", "kserve", LLMD_ROUTE, False), ("moe", "gpu", "kserve", "llmd", KSERVE_ROUTE, False)]
-PARAMS = "pattern,accel,source,to,route,surge"
+CASES = [(*c, False) for c in CASES] + [
+    # migrations back: the source (kserve) runs behind the front route the first migration (from llmd) left
+    ("caching", "sim", "kserve", "llmd", LLMD_ROUTE, True, True), ("baseline", "gpu", "kserve", "llmd", LLMD_ROUTE, True, True),
+    ("caching", "sim", "kserve", "llmd", LLMD_ROUTE, False, True), ("moe", "gpu", "llmd", "kserve", KSERVE_ROUTE, False, True)]
+PARAMS = "pattern,accel,source,to,route,surge,fronted"
 
 
-def case(pattern, accel, source, to, route, surge):
+def case(pattern, accel, source, to, route, surge, fronted):
     """moe runs one LWS group unless told; --no-surge needs two to swap."""
     return migration(pattern, accel, source, to, route, replicas=2 if pattern == "moe" and not surge else None,
-                     surge=surge)
+                     fronted=fronted, surge=surge)
 
 
 @pytest.mark.parametrize(PARAMS, CASES)
-def test_an_uninterrupted_run_always_serves_clients_and_ends_on_the_target(pattern, accel, source, to, route, surge):
-    m = case(pattern, accel, source, to, route, surge)
+def test_an_uninterrupted_run_always_serves_clients_and_ends_on_the_target(pattern, accel, source, to, route, surge,
+                                                                           fronted):
+    m = case(pattern, accel, source, to, route, surge, fronted)
     end = run(m, initial(m), m.phases)
     tgt = pool_name(m.target, m.target.servers[0])
     assert end == {"source": {"route": None, "pods": 0, "retired": 0},
                    "target": {"pods": m.target.servers[0].replicas, "retired": 0},
-                   "gateway_stack": to if source == "llmd" else source,
-                   "front": {"weights": {tgt: 100}, "probes": {"target": tgt}, "stack": to, "migrating": False}}
+                   # the Gateway an llmd source made goes with the deployment (on a migration back: the source's)
+                   "gateway_stack": to if source == "llmd" or fronted else source,
+                   "front": {"weights": {tgt: 100}, "probes": {"target": tgt}, "stack": to, "migrating": False,
+                             "name": f"{m.source.servers[0].name}-front"}}
 
 
 @pytest.mark.parametrize(PARAMS, CASES)
-def test_crash_in_any_phase_then_resume_ends_where_an_uninterrupted_run_ends(pattern, accel, source, to, route, surge):
-    m = case(pattern, accel, source, to, route, surge)
+def test_crash_in_any_phase_then_resume_ends_where_an_uninterrupted_run_ends(pattern, accel, source, to, route, surge,
+                                                                           fronted):
+    m = case(pattern, accel, source, to, route, surge, fronted)
     end = run(m, initial(m), m.phases)
     for k, phase in enumerate(m.phases):
         for cut in range(len(phase.forward) + 1):   # the phase's operations that ran before the crash
@@ -163,8 +192,8 @@ def test_crash_in_any_phase_then_resume_ends_where_an_uninterrupted_run_ends(pat
 
 
 @pytest.mark.parametrize(PARAMS, CASES)
-def test_rollback_from_any_point_restores_the_source_exactly(pattern, accel, source, to, route, surge):
-    m = case(pattern, accel, source, to, route, surge)
+def test_rollback_from_any_point_restores_the_source_exactly(pattern, accel, source, to, route, surge, fronted):
+    m = case(pattern, accel, source, to, route, surge, fronted)
     for k, phase in enumerate(m.phases):
         for cut in range(len(phase.forward) + 1):
             world = run(m, initial(m), m.phases[:k])

@@ -383,3 +383,227 @@ def test_pods_leave_the_pool_surplus_first_not_ready_first_and_lws_groups_from_t
     assert names(to_retire(pods, 3, False)) == []          # a pending replacement or a dying pod is not a replica
     groups = [pod(f"g{i}-{j}", group=i) for i in range(3) for j in range(2)]
     assert names(to_retire(groups, 2, True)) == ["g2-0", "g2-1"]   # LWS scaled to 2 deletes group 2, whole
+
+
+def test_the_plan_in_words_no_surge_every_operation_and_its_undo():
+    """What `invoke migrate --dry-run --no-surge` shows before anything changes: caching, 3 replicas swapped one
+    at a time, the target's prefix cache warmed, the Gateway the llmd source made handed over."""
+    assert describe(migration(surge=False)) == [
+        'migrate caching (sim) from llmd to kserve in namespace shop, behind Gateway shop/caching-gateway (kept)',
+        'weights (target %): 33 -> 67 -> 100 (--no-surge: 3 replicas swapped one at a time); hold 60 s each; '
+        'settle 5 s after each route change; drain 30 s',
+        'phase 1/12 front:',
+        "  - own the front route(s): client rules to the source's pool, probe rules to each side",
+        '  - let the gateway apply the route change (5 s)',
+        '  undo: delete the front route(s)',
+        '  undo: let the gateway apply the route change (5 s)',
+        'phase 2/12 retire-source-route:',
+        '  - serve the source (llmd) through the front route: its own route goes',
+        '  - let the gateway apply the route change (5 s)',
+        "  undo: restore the source's own route (llmd)",
+        '  undo: let the gateway apply the route change (5 s)',
+        'phase 3/12 swap-1:',
+        "  - take the source's (llmd) pods beyond 2 replica(s) out of its pool",
+        '  - let the gateway see the pool change (5 s)',
+        '  - scale the source (llmd) to 2 replica(s)',
+        '  - delete the retired source pods once drained (30 s)',
+        '  - deploy the target (kserve) with 1 replica(s) in the room the source left, attached to the front route',
+        '  - let the gateway apply the route change (5 s)',
+        '  undo: remove the target (kserve)',
+        '  undo: delete the retired source pods once drained (30 s)',
+        '  undo: scale the source (llmd) back to 3 replica(s)',
+        'phase 4/12 verify-target:',
+        '  - verify the target through its probe rule (no client traffic)',
+        "  - warm the target's prefix cache through its probe rule",
+        'phase 5/12 shift-33:',
+        '  - weights: target 33%, source 67%',
+        '  - let the gateway apply the route change (5 s)',
+        '  - hold 33% for 60 s, guarded',
+        '  undo: weights back: target 0%, source 100%',
+        '  undo: let the gateway apply the route change (5 s)',
+        'phase 6/12 swap-2:',
+        "  - take the source's (llmd) pods beyond 1 replica(s) out of its pool",
+        '  - let the gateway see the pool change (5 s)',
+        '  - scale the source (llmd) to 1 replica(s)',
+        '  - delete the retired source pods once drained (30 s)',
+        '  - deploy the target (kserve) with 2 replica(s) in the room the source left, attached to the front route',
+        '  - let the gateway apply the route change (5 s)',
+        "  undo: take the target's (kserve) pods beyond 1 replica(s) out of its pool",
+        '  undo: let the gateway see the pool change (5 s)',
+        '  undo: scale the target (kserve) to 1 replica(s)',
+        '  undo: delete the retired target pods once drained (30 s)',
+        '  undo: delete the retired source pods once drained (30 s)',
+        '  undo: scale the source (llmd) back to 2 replica(s)',
+        'phase 7/12 shift-67:',
+        '  - weights: target 67%, source 33%',
+        '  - let the gateway apply the route change (5 s)',
+        '  - hold 67% for 60 s, guarded',
+        '  undo: weights back: target 33%, source 67%',
+        '  undo: let the gateway apply the route change (5 s)',
+        'phase 8/12 shift-100:',
+        '  - weights: target 100%, source 0%',
+        '  - let the gateway apply the route change (5 s)',
+        '  - hold 100% for 60 s, guarded',
+        '  undo: weights back: target 67%, source 33%',
+        '  undo: let the gateway apply the route change (5 s)',
+        'phase 9/12 drain:',
+        '  - the source leaves the front route (its probe rule too)',
+        '  - let the gateway apply the route change (5 s)',
+        "  - let the source's in-flight requests finish (30 s)",
+        "  undo: the source's probe rule back",
+        '  undo: let the gateway apply the route change (5 s)',
+        'phase 10/12 remove-source:',
+        '  - remove the source (llmd); the Gateway stays',
+        '  undo: deploy the source (llmd) again behind the front route (1 replica)',
+        "  undo: the source's probe rule back",
+        '  undo: let the gateway apply the route change (5 s)',
+        '  undo: verify the source through its probe rule',
+        'phase 11/12 scale-target:',
+        '  - scale the target (kserve) to 3 replicas in the room the source left',
+        '  - let the gateway apply the route change (5 s)',
+        "  undo: take the target's (kserve) pods beyond 2 replica(s) out of its pool",
+        '  undo: let the gateway see the pool change (5 s)',
+        '  undo: scale the target (kserve) to 2 replica(s)',
+        '  undo: delete the retired target pods once drained (30 s)',
+        'phase 12/12 handover:',
+        '  - the front route(s) and the Gateway now belong to the kserve deployment',
+        '  undo: the front route(s) and the Gateway back to the llmd deployment',
+        "guards during every hold: a failed target probe, target latency above max(3 x the source's, +1 s), "
+        'fewer ready target endpoints than desired -> weights back to the last good step, '
+        'then stop (state kept: --resume or --rollback)',
+    ]
+
+
+def test_the_plan_in_words_with_surge_and_the_waits_given():
+    """baseline from kserve: the target beside the source, no cache to warm, no Gateway of the source's to hand
+    over; every wait as given."""
+    m = migration("baseline", "sim", "kserve", "llmd", KSERVE_ROUTE, settle=3, drain=7, hold=11, steps=(10, 100))
+    assert describe(m) == [
+        'migrate baseline (sim) from kserve to llmd in namespace shop, behind Gateway shop/caching-gateway (kept)',
+        'weights (target %): 10 -> 100; hold 11 s each; settle 3 s after each route change; drain 7 s',
+        'phase 1/9 front:',
+        "  - own the front route(s): client rules to the source's pool, probe rules to each side",
+        '  - let the gateway apply the route change (3 s)',
+        '  undo: delete the front route(s)',
+        '  undo: let the gateway apply the route change (3 s)',
+        'phase 2/9 retire-source-route:',
+        '  - serve the source (kserve) through the front route: its own route goes',
+        '  - let the gateway apply the route change (3 s)',
+        "  undo: restore the source's own route (kserve)",
+        '  undo: let the gateway apply the route change (3 s)',
+        'phase 3/9 deploy-target:',
+        '  - deploy the target (llmd) beside the source, attached to the front route',
+        '  - let the gateway apply the route change (3 s)',
+        '  undo: remove the target (llmd)',
+        'phase 4/9 verify-target:',
+        '  - verify the target through its probe rule (no client traffic)',
+        'phase 5/9 shift-10:',
+        '  - weights: target 10%, source 90%',
+        '  - let the gateway apply the route change (3 s)',
+        '  - hold 10% for 11 s, guarded',
+        '  undo: weights back: target 0%, source 100%',
+        '  undo: let the gateway apply the route change (3 s)',
+        'phase 6/9 shift-100:',
+        '  - weights: target 100%, source 0%',
+        '  - let the gateway apply the route change (3 s)',
+        '  - hold 100% for 11 s, guarded',
+        '  undo: weights back: target 10%, source 90%',
+        '  undo: let the gateway apply the route change (3 s)',
+        'phase 7/9 drain:',
+        '  - the source leaves the front route (its probe rule too)',
+        '  - let the gateway apply the route change (3 s)',
+        "  - let the source's in-flight requests finish (7 s)",
+        "  undo: the source's probe rule back",
+        '  undo: let the gateway apply the route change (3 s)',
+        'phase 8/9 remove-source:',
+        '  - remove the source (kserve); the Gateway stays',
+        '  undo: deploy the source (kserve) again behind the front route',
+        "  undo: the source's probe rule back",
+        '  undo: let the gateway apply the route change (3 s)',
+        '  undo: verify the source through its probe rule',
+        'phase 9/9 handover:',
+        '  - the front route(s) now belong to the llmd deployment',
+        '  undo: the front route(s) back to the kserve deployment',
+        "guards during every hold: a failed target probe, target latency above max(3 x the source's, +1 s), "
+        'fewer ready target endpoints than desired -> weights back to the last good step, '
+        'then stop (state kept: --resume or --rollback)',
+    ]
+
+
+
+def test_refusals_name_the_valid_choice_and_the_way_out():
+    with pytest.raises(LightrailError) as err:
+        migration(to="llmd")
+    assert str(err.value) == "pattern caching already runs on the llmd stack; valid --to: kserve"
+    with pytest.raises(LightrailError) as err:
+        migration(source="kserve", route=KSERVE_ROUTE, to="kserve")
+    assert str(err.value) == "pattern caching already runs on the kserve stack; valid --to: llmd"
+    with pytest.raises(LightrailError) as err:
+        migration("multimodel")
+    assert str(err.value) == ("migrating pattern multimodel is not supported yet: its body-based router is part of the "
+                              "Gateway's data path and would have to move with it (deploy the target stack in another "
+                              "namespace and move clients, or migrate baseline, caching or moe)")
+    with pytest.raises(LightrailError) as err:
+        migration("baseline", "gpu", surge=False)
+    assert str(err.value) == ("--no-surge swaps one replica at a time, and baseline runs 1: while it is swapped, nothing "
+                              "would serve (free room for the target beside the source and migrate without --no-surge, "
+                              "or deploy with --replicas=2 or more first)")
+
+
+def test_a_one_replica_source_migrates_with_surge():
+    from lightrail.migrate.plan import check_migratable
+
+    check_migratable(build_plan(Request(pattern="baseline", accel="gpu", stack="llmd", namespace="shop")), "kserve")
+
+
+@pytest.mark.parametrize("options,error", [
+    ({"steps": (50, 10, 100)}, "--steps must rise strictly from 1..99 to 100 (percent for the target), got 50,10,100"),
+    ({"steps": ()}, "--steps must rise strictly from 1..99 to 100 (percent for the target), got nothing"),
+    ({"latency_margin": -0.5}, "--latency-margin must not be negative"),
+    ({"drain": -1}, "--drain must not be negative"),
+])
+def test_options_say_what_is_wrong_with_them(options, error):
+    with pytest.raises(LightrailError) as err:
+        Options(**options)
+    assert str(err.value) == error
+
+
+def test_no_waiting_at_all_is_allowed():
+    zero = Options(hold=0, settle=0, drain=0, timeout=0, latency_margin=0)
+    assert [op.seconds for p in migration(hold=0, settle=0, drain=0).phases for op in p.forward if op.seconds] == []
+    assert zero.hold == zero.latency_margin == 0
+
+
+def test_a_model_server_without_known_client_rules_is_refused():
+    plan = build_plan(Request(pattern="caching", accel="sim", stack="llmd", namespace="shop"))
+    with pytest.raises(LightrailError) as err:
+        plan_migration(plan, "kserve", GATEWAY, {}, {}, Options())
+    assert str(err.value) == "no client rules known for caching-qwen2-5-3b-instruct"
+
+
+def test_no_surge_weights_go_back_one_step_at_a_time():
+    m = migration(surge=False)      # caching: 3 replicas
+    src, tgt = "caching-qwen2-5-3b-instruct", "caching-qwen2-5-3b-instruct-inference-pool"
+    shifts = [p for p in m.phases if p.name.startswith("shift-")]
+    assert [client_weights(p.backward[0].objects[0]) for p in shifts] == [{src: 100}, {src: 67, tgt: 33},
+                                                                          {src: 33, tgt: 67}]
+    assert [op.weight for p in shifts for op in p.forward if op.action == "hold"] == [33, 67, 100]
+
+
+def test_a_migration_back_keeps_the_front_route_and_hands_the_gateway_back():
+    """The source (kserve) already runs behind the front route an earlier migration from llmd left it, with
+    that migration's Gateway: no own route to retire; undone, the routes are the source deployment's again."""
+    m = migration("caching", "sim", "kserve", "llmd", LLMD_ROUTE, fronted=True)
+    assert [p.name for p in m.phases][:3] == ["front", "deploy-target", "verify-target"]
+    front = m.phases[0]
+    assert [(op.action, op.title) for op in front.backward] == [
+        ("apply", "front route(s) back as they were"),
+        ("relabel", "the front route(s) belong to the kserve deployment again, no migration's"),
+        ("settle", "let the gateway apply the route change (5 s)")]
+    (before,), unmark = front.backward[0].objects, front.backward[1]
+    assert client_weights(before) == {"caching-qwen2-5-3b-instruct-inference-pool": 100}
+    assert unmark.labels[MIGRATION_LABEL] is None and unmark.labels["lightrail.dev/stack"] == "kserve"
+    assert [o["metadata"]["name"] for o in unmark.objects] == ["caching-qwen2-5-3b-instruct-front"]
+    handover = m.phases[-1]
+    assert handover.forward[0].release == handover.backward[0].release == "caching-infra"
+    assert handover.forward[0].title == "the front route(s) and the Gateway now belong to the llmd deployment"

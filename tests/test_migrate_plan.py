@@ -85,7 +85,8 @@ def effect(m, world, op):
     if op.action == "apply":
         w["front"] = front_of(op.objects[0])
     elif op.action == "delete":
-        w["front"] = None
+        if w["front"] and w["front"]["name"] in {o["metadata"]["name"] for o in op.objects}:
+            w["front"] = None
     elif op.action == "deploy":
         want = op.replicas or m.side(op.side).servers[0].replicas
         assert side["pods"] <= want, (f"{op.title!r} deletes a pod still in the {op.side}'s pool (its requests "
@@ -576,6 +577,9 @@ def test_no_waiting_at_all_is_allowed():
 
 def test_a_model_server_without_known_client_rules_is_refused():
     plan = build_plan(Request(pattern="caching", accel="sim", stack="llmd", namespace="shop"))
+    rules = {s.name: client_rules(LLMD_ROUTE) for s in plan.servers}
+    first = plan_migration(plan, "kserve", GATEWAY, rules, {s.name: [] for s in plan.servers})
+    assert not first.source_fronted and first.phases[1].name == "retire-source-route"   # unless told: a first one
     with pytest.raises(LightrailError) as err:
         plan_migration(plan, "kserve", GATEWAY, {}, {}, Options())
     assert str(err.value) == "no client rules known for caching-qwen2-5-3b-instruct"

@@ -32,19 +32,31 @@ KSERVE_ROUTE = {"spec": {"parentRefs": [{"kind": "Gateway", "name": "kserve-ingr
                                     "name": "v1-completions-path"}]}}
 
 
-def migration(pattern="caching", accel="sim", source="llmd", to="kserve", route=LLMD_ROUTE, replicas=None, **options):
-    plan = build_plan(Request(pattern=pattern, accel=accel, stack=source, namespace="shop", replicas=replicas))
+def migration(pattern="caching", accel="sim", source="llmd", to="kserve", route=LLMD_ROUTE, replicas=None,
+              fronted=False, **options):
+    """`fronted`: a migration back - the source runs behind the front route a migration left it, whose
+    client rules are still those of `route` (the first source's own route)."""
+    front = f"{GATEWAY[0]}/{GATEWAY[1]}" if fronted else ""
+    plan = build_plan(Request(pattern=pattern, accel=accel, stack=source, namespace="shop", replicas=replicas,
+                              front=front))
     return plan_migration(plan, to, GATEWAY, {s.name: client_rules(route) for s in plan.servers},
-                          {s.name: route["spec"]["parentRefs"] for s in plan.servers}, Options(**options))
+                          {s.name: route["spec"]["parentRefs"] for s in plan.servers}, Options(**options),
+                          source_fronted=fronted)
 
 
 # --- a model of what each operation does -------------------------------------------------------
 
 
 def initial(m):
+    """The source as it runs: behind its own route, or (a migration back) behind the front route the last
+    migration handed over to it, with the Gateway that came with it."""
     r = m.source.servers[0].replicas
-    return {"source": {"route": "own", "pods": r, "retired": 0}, "target": {"pods": 0, "retired": 0},
-            "front": None, "gateway_stack": m.source.stack}
+    src = pool_name(m.source, m.source.servers[0])
+    front = {"weights": {src: 100}, "probes": {"source": src}, "stack": m.source.stack, "migrating": False,
+             "name": f"{m.source.servers[0].name}-front"}
+    return {"source": {"route": "front" if m.source_fronted else "own", "pods": r, "retired": 0},
+            "target": {"pods": 0, "retired": 0}, "front": front if m.source_fronted else None,
+            "gateway_stack": m.source.stack}
 
 
 def capacity(m):
@@ -59,17 +71,22 @@ def front_of(route):
     probes = {h["value"]: r["backendRefs"][0]["name"] for r in rules for mt in r["matches"]
               for h in mt.get("headers", []) if h["name"] == PROBE_HEADER}
     weights = {b["name"]: b["weight"] for b in client[0]["backendRefs"]}
+    assert sum(weights.values()) == 100, f"weights are the target's and the source's percent: {weights}"
     return {"weights": weights, "probes": probes, "stack": route["metadata"]["labels"]["lightrail.dev/stack"],
-            "migrating": MIGRATION_LABEL in route["metadata"]["labels"]}
+            "migrating": MIGRATION_LABEL in route["metadata"]["labels"], "name": route["metadata"]["name"]}
 
 
 def effect(m, world, op):
     w = copy.deepcopy(world)
     side = w.get(op.side)
+    o = m.options
+    waits = {"settle": o.settle, "drain": o.drain, "release": o.drain, "hold": o.hold}
+    assert op.seconds == waits.get(op.action, 0.0), f"{op.title!r} waits {op.seconds} s"
     if op.action == "apply":
         w["front"] = front_of(op.objects[0])
     elif op.action == "delete":
-        w["front"] = None
+        if w["front"] and w["front"]["name"] in {o["metadata"]["name"] for o in op.objects}:
+            w["front"] = None
     elif op.action == "deploy":
         want = op.replicas or m.side(op.side).servers[0].replicas
         assert side["pods"] <= want, (f"{op.title!r} deletes a pod still in the {op.side}'s pool (its requests "
@@ -86,18 +103,23 @@ def effect(m, world, op):
         side["retired"] = 0
     elif op.action == "relabel":
         stack = op.labels["lightrail.dev/stack"]
-        if w["front"]:
+        if w["front"] and w["front"]["name"] in {o["metadata"]["name"] for o in op.objects}:
             w["front"]["stack"] = stack
             w["front"]["migrating"] = op.labels[MIGRATION_LABEL] is not None
         if op.release:
             w["gateway_stack"] = stack
     elif op.action in ("verify", "warm", "hold"):   # they send requests: the side must be reachable
-        name = op.side or "target"
+        name = "target" if op.action == "hold" else op.side
         assert w["front"] and name in w["front"]["probes"], f"{op.title}: no probe rule for the {name}"
         assert w[name]["pods"], f"{op.title}: the {name} is not deployed"
         if op.action == "hold":
             assert op.replicas in (0, w["target"]["pods"]), f"{op.title}: guards {op.replicas} target replicas, " \
                                                             f"{w['target']['pods']} run"
+            tgt = pool_name(m.target, m.target.servers[0])
+            served = 0 if w["source"]["route"] == "own" else w["front"]["weights"].get(tgt, 0)
+            assert op.weight == served, f"{op.title}: guards {op.weight}%, clients reach the target at {served}%"
+    else:
+        assert op.action in ("settle", "drain"), f"{op.title!r}: unknown action {op.action!r}"
     used = sum(w[s]["pods"] + w[s]["retired"] for s in ("source", "target"))
     assert used <= capacity(m), f"after {op.title!r}: {used} pods need room, the cluster has {capacity(m)}"
     check_served(m, w, op)
@@ -130,29 +152,37 @@ CASES = [("caching", "sim", "llmd", "kserve", LLMD_ROUTE, True), ("baseline", "g
          # --no-surge: room for the source's pods only
          ("caching", "sim", "llmd", "kserve", LLMD_ROUTE, False), ("caching", "tpu", "kserve", "llmd", KSERVE_ROUTE, False),
          ("moe", "gpu", "llmd", "kserve", LLMD_ROUTE, False), ("moe", "gpu", "kserve", "llmd", KSERVE_ROUTE, False)]
-PARAMS = "pattern,accel,source,to,route,surge"
+CASES = [(*c, False) for c in CASES] + [
+    # migrations back: the source (kserve) runs behind the front route the first migration (from llmd) left
+    ("caching", "sim", "kserve", "llmd", LLMD_ROUTE, True, True), ("baseline", "gpu", "kserve", "llmd", LLMD_ROUTE, True, True),
+    ("caching", "sim", "kserve", "llmd", LLMD_ROUTE, False, True), ("moe", "gpu", "llmd", "kserve", KSERVE_ROUTE, False, True)]
+PARAMS = "pattern,accel,source,to,route,surge,fronted"
 
 
-def case(pattern, accel, source, to, route, surge):
+def case(pattern, accel, source, to, route, surge, fronted):
     """moe runs one LWS group unless told; --no-surge needs two to swap."""
     return migration(pattern, accel, source, to, route, replicas=2 if pattern == "moe" and not surge else None,
-                     surge=surge)
+                     fronted=fronted, surge=surge)
 
 
 @pytest.mark.parametrize(PARAMS, CASES)
-def test_an_uninterrupted_run_always_serves_clients_and_ends_on_the_target(pattern, accel, source, to, route, surge):
-    m = case(pattern, accel, source, to, route, surge)
+def test_an_uninterrupted_run_always_serves_clients_and_ends_on_the_target(pattern, accel, source, to, route, surge,
+                                                                           fronted):
+    m = case(pattern, accel, source, to, route, surge, fronted)
     end = run(m, initial(m), m.phases)
     tgt = pool_name(m.target, m.target.servers[0])
     assert end == {"source": {"route": None, "pods": 0, "retired": 0},
                    "target": {"pods": m.target.servers[0].replicas, "retired": 0},
-                   "gateway_stack": to if source == "llmd" else source,
-                   "front": {"weights": {tgt: 100}, "probes": {"target": tgt}, "stack": to, "migrating": False}}
+                   # the Gateway an llmd source made goes with the deployment (on a migration back: the source's)
+                   "gateway_stack": to if source == "llmd" or fronted else source,
+                   "front": {"weights": {tgt: 100}, "probes": {"target": tgt}, "stack": to, "migrating": False,
+                             "name": f"{m.source.servers[0].name}-front"}}
 
 
 @pytest.mark.parametrize(PARAMS, CASES)
-def test_crash_in_any_phase_then_resume_ends_where_an_uninterrupted_run_ends(pattern, accel, source, to, route, surge):
-    m = case(pattern, accel, source, to, route, surge)
+def test_crash_in_any_phase_then_resume_ends_where_an_uninterrupted_run_ends(pattern, accel, source, to, route, surge,
+                                                                           fronted):
+    m = case(pattern, accel, source, to, route, surge, fronted)
     end = run(m, initial(m), m.phases)
     for k, phase in enumerate(m.phases):
         for cut in range(len(phase.forward) + 1):   # the phase's operations that ran before the crash
@@ -163,8 +193,8 @@ def test_crash_in_any_phase_then_resume_ends_where_an_uninterrupted_run_ends(pat
 
 
 @pytest.mark.parametrize(PARAMS, CASES)
-def test_rollback_from_any_point_restores_the_source_exactly(pattern, accel, source, to, route, surge):
-    m = case(pattern, accel, source, to, route, surge)
+def test_rollback_from_any_point_restores_the_source_exactly(pattern, accel, source, to, route, surge, fronted):
+    m = case(pattern, accel, source, to, route, surge, fronted)
     for k, phase in enumerate(m.phases):
         for cut in range(len(phase.forward) + 1):
             world = run(m, initial(m), m.phases[:k])
@@ -368,3 +398,233 @@ def test_removing_a_kserve_source_spares_the_https_gateway_it_made():
     spare, _ = spared(m)
     assert [(o["kind"], o["metadata"]["name"]) for o in objects if spare(o)] == [("Gateway", "caching-gateway")]
     assert "LLMInferenceService" in {o["kind"] for o in objects if not spare(o)}
+
+
+def test_the_plan_in_words_no_surge_every_operation_and_its_undo():
+    """What `invoke migrate --dry-run --no-surge` shows before anything changes: caching, 3 replicas swapped one
+    at a time, the target's prefix cache warmed, the Gateway the llmd source made handed over."""
+    assert describe(migration(surge=False)) == [
+        'migrate caching (sim) from llmd to kserve in namespace shop, behind Gateway shop/caching-gateway (kept)',
+        'weights (target %): 33 -> 67 -> 100 (--no-surge: 3 replicas swapped one at a time); hold 60 s each; '
+        'settle 5 s after each route change; drain 30 s',
+        'phase 1/12 front:',
+        "  - own the front route(s): client rules to the source's pool, probe rules to each side",
+        '  - let the gateway apply the route change (5 s)',
+        '  undo: delete the front route(s)',
+        '  undo: let the gateway apply the route change (5 s)',
+        'phase 2/12 retire-source-route:',
+        '  - serve the source (llmd) through the front route: its own route goes',
+        '  - let the gateway apply the route change (5 s)',
+        "  undo: restore the source's own route (llmd)",
+        '  undo: let the gateway apply the route change (5 s)',
+        'phase 3/12 swap-1:',
+        "  - take the source's (llmd) pods beyond 2 replica(s) out of its pool",
+        '  - let the gateway see the pool change (5 s)',
+        '  - scale the source (llmd) to 2 replica(s)',
+        '  - delete the retired source pods once drained (30 s)',
+        '  - deploy the target (kserve) with 1 replica(s) in the room the source left, attached to the front route',
+        '  - let the gateway apply the route change (5 s)',
+        '  undo: remove the target (kserve)',
+        '  undo: delete the retired source pods once drained (30 s)',
+        '  undo: scale the source (llmd) back to 3 replica(s)',
+        'phase 4/12 verify-target:',
+        '  - verify the target through its probe rule (no client traffic)',
+        "  - warm the target's prefix cache through its probe rule",
+        'phase 5/12 shift-33:',
+        '  - weights: target 33%, source 67%',
+        '  - let the gateway apply the route change (5 s)',
+        '  - hold 33% for 60 s, guarded',
+        '  undo: weights back: target 0%, source 100%',
+        '  undo: let the gateway apply the route change (5 s)',
+        'phase 6/12 swap-2:',
+        "  - take the source's (llmd) pods beyond 1 replica(s) out of its pool",
+        '  - let the gateway see the pool change (5 s)',
+        '  - scale the source (llmd) to 1 replica(s)',
+        '  - delete the retired source pods once drained (30 s)',
+        '  - deploy the target (kserve) with 2 replica(s) in the room the source left, attached to the front route',
+        '  - let the gateway apply the route change (5 s)',
+        "  undo: take the target's (kserve) pods beyond 1 replica(s) out of its pool",
+        '  undo: let the gateway see the pool change (5 s)',
+        '  undo: scale the target (kserve) to 1 replica(s)',
+        '  undo: delete the retired target pods once drained (30 s)',
+        '  undo: delete the retired source pods once drained (30 s)',
+        '  undo: scale the source (llmd) back to 2 replica(s)',
+        'phase 7/12 shift-67:',
+        '  - weights: target 67%, source 33%',
+        '  - let the gateway apply the route change (5 s)',
+        '  - hold 67% for 60 s, guarded',
+        '  undo: weights back: target 33%, source 67%',
+        '  undo: let the gateway apply the route change (5 s)',
+        'phase 8/12 shift-100:',
+        '  - weights: target 100%, source 0%',
+        '  - let the gateway apply the route change (5 s)',
+        '  - hold 100% for 60 s, guarded',
+        '  undo: weights back: target 67%, source 33%',
+        '  undo: let the gateway apply the route change (5 s)',
+        'phase 9/12 drain:',
+        '  - the source leaves the front route (its probe rule too)',
+        '  - let the gateway apply the route change (5 s)',
+        "  - let the source's in-flight requests finish (30 s)",
+        "  undo: the source's probe rule back",
+        '  undo: let the gateway apply the route change (5 s)',
+        'phase 10/12 remove-source:',
+        '  - remove the source (llmd); the Gateway stays',
+        '  undo: deploy the source (llmd) again behind the front route (1 replica)',
+        "  undo: the source's probe rule back",
+        '  undo: let the gateway apply the route change (5 s)',
+        '  undo: verify the source through its probe rule',
+        'phase 11/12 scale-target:',
+        '  - scale the target (kserve) to 3 replicas in the room the source left',
+        '  - let the gateway apply the route change (5 s)',
+        "  undo: take the target's (kserve) pods beyond 2 replica(s) out of its pool",
+        '  undo: let the gateway see the pool change (5 s)',
+        '  undo: scale the target (kserve) to 2 replica(s)',
+        '  undo: delete the retired target pods once drained (30 s)',
+        'phase 12/12 handover:',
+        '  - the front route(s) and the Gateway now belong to the kserve deployment',
+        '  undo: the front route(s) and the Gateway back to the llmd deployment',
+        "guards during every hold: a failed target probe, target latency above max(3 x the source's, +1 s), "
+        'fewer ready target endpoints than desired -> weights back to the last good step, '
+        'then stop (state kept: --resume or --rollback)',
+    ]
+
+
+def test_the_plan_in_words_with_surge_and_the_waits_given():
+    """baseline from kserve: the target beside the source, no cache to warm, no Gateway of the source's to hand
+    over; every wait as given."""
+    m = migration("baseline", "sim", "kserve", "llmd", KSERVE_ROUTE, settle=3, drain=7, hold=11, steps=(10, 100))
+    assert describe(m) == [
+        'migrate baseline (sim) from kserve to llmd in namespace shop, behind Gateway shop/caching-gateway (kept)',
+        'weights (target %): 10 -> 100; hold 11 s each; settle 3 s after each route change; drain 7 s',
+        'phase 1/9 front:',
+        "  - own the front route(s): client rules to the source's pool, probe rules to each side",
+        '  - let the gateway apply the route change (3 s)',
+        '  undo: delete the front route(s)',
+        '  undo: let the gateway apply the route change (3 s)',
+        'phase 2/9 retire-source-route:',
+        '  - serve the source (kserve) through the front route: its own route goes',
+        '  - let the gateway apply the route change (3 s)',
+        "  undo: restore the source's own route (kserve)",
+        '  undo: let the gateway apply the route change (3 s)',
+        'phase 3/9 deploy-target:',
+        '  - deploy the target (llmd) beside the source, attached to the front route',
+        '  - let the gateway apply the route change (3 s)',
+        '  undo: remove the target (llmd)',
+        'phase 4/9 verify-target:',
+        '  - verify the target through its probe rule (no client traffic)',
+        'phase 5/9 shift-10:',
+        '  - weights: target 10%, source 90%',
+        '  - let the gateway apply the route change (3 s)',
+        '  - hold 10% for 11 s, guarded',
+        '  undo: weights back: target 0%, source 100%',
+        '  undo: let the gateway apply the route change (3 s)',
+        'phase 6/9 shift-100:',
+        '  - weights: target 100%, source 0%',
+        '  - let the gateway apply the route change (3 s)',
+        '  - hold 100% for 11 s, guarded',
+        '  undo: weights back: target 10%, source 90%',
+        '  undo: let the gateway apply the route change (3 s)',
+        'phase 7/9 drain:',
+        '  - the source leaves the front route (its probe rule too)',
+        '  - let the gateway apply the route change (3 s)',
+        "  - let the source's in-flight requests finish (7 s)",
+        "  undo: the source's probe rule back",
+        '  undo: let the gateway apply the route change (3 s)',
+        'phase 8/9 remove-source:',
+        '  - remove the source (kserve); the Gateway stays',
+        '  undo: deploy the source (kserve) again behind the front route',
+        "  undo: the source's probe rule back",
+        '  undo: let the gateway apply the route change (3 s)',
+        '  undo: verify the source through its probe rule',
+        'phase 9/9 handover:',
+        '  - the front route(s) and the Gateway if the deployment made it now belong to the llmd deployment',
+        '  undo: the front route(s) and the Gateway if the deployment made it back to the kserve deployment',
+        "guards during every hold: a failed target probe, target latency above max(3 x the source's, +1 s), "
+        'fewer ready target endpoints than desired -> weights back to the last good step, '
+        'then stop (state kept: --resume or --rollback)',
+    ]
+
+
+
+def test_refusals_name_the_valid_choice_and_the_way_out():
+    with pytest.raises(LightrailError) as err:
+        migration(to="llmd")
+    assert str(err.value) == "pattern caching already runs on the llmd stack; valid --to: kserve"
+    with pytest.raises(LightrailError) as err:
+        migration(source="kserve", route=KSERVE_ROUTE, to="kserve")
+    assert str(err.value) == "pattern caching already runs on the kserve stack; valid --to: llmd"
+    with pytest.raises(LightrailError) as err:
+        migration("multimodel")
+    assert str(err.value) == (
+        "migrating pattern multimodel is not supported: clients name its models differently on the two stacks (llmd: "
+        "<model>; kserve, routed on KServe's shared gateway: publishers/<namespace>/models/<model>), and its body-based "
+        "router is wired into the Gateway's data path (llmd: an ext-proc on the pattern's Gateway; kserve: an "
+        "EnvoyFilter on KServe's), so neither the client contract nor the Gateway would stay the same (deploy the "
+        "target stack in another namespace and move clients, or migrate baseline, caching or moe)")
+    with pytest.raises(LightrailError) as err:
+        migration("baseline", "gpu", surge=False)
+    assert str(err.value) == ("--no-surge swaps one replica at a time, and baseline runs 1: while it is swapped, nothing "
+                              "would serve (free room for the target beside the source and migrate without --no-surge, "
+                              "or deploy with --replicas=2 or more first)")
+
+
+def test_a_one_replica_source_migrates_with_surge():
+    from lightrail.migrate.plan import check_migratable
+
+    check_migratable(build_plan(Request(pattern="baseline", accel="gpu", stack="llmd", namespace="shop")), "kserve")
+
+
+@pytest.mark.parametrize("options,error", [
+    ({"steps": (50, 10, 100)}, "--steps must rise strictly from 1..99 to 100 (percent for the target), got 50,10,100"),
+    ({"steps": ()}, "--steps must rise strictly from 1..99 to 100 (percent for the target), got nothing"),
+    ({"latency_margin": -0.5}, "--latency-margin must not be negative"),
+    ({"drain": -1}, "--drain must not be negative"),
+])
+def test_options_say_what_is_wrong_with_them(options, error):
+    with pytest.raises(LightrailError) as err:
+        Options(**options)
+    assert str(err.value) == error
+
+
+def test_no_waiting_at_all_is_allowed():
+    zero = Options(hold=0, settle=0, drain=0, timeout=0, latency_margin=0)
+    assert [op.seconds for p in migration(hold=0, settle=0, drain=0).phases for op in p.forward if op.seconds] == []
+    assert zero.hold == zero.latency_margin == 0
+
+
+def test_a_model_server_without_known_client_rules_is_refused():
+    plan = build_plan(Request(pattern="caching", accel="sim", stack="llmd", namespace="shop"))
+    rules = {s.name: client_rules(LLMD_ROUTE) for s in plan.servers}
+    first = plan_migration(plan, "kserve", GATEWAY, rules, {s.name: [] for s in plan.servers})
+    assert not first.source_fronted and first.phases[1].name == "retire-source-route"   # unless told: a first one
+    with pytest.raises(LightrailError) as err:
+        plan_migration(plan, "kserve", GATEWAY, {}, {}, Options())
+    assert str(err.value) == "no client rules known for caching-qwen2-5-3b-instruct"
+
+
+def test_no_surge_weights_go_back_one_step_at_a_time():
+    m = migration(surge=False)      # caching: 3 replicas
+    src, tgt = "caching-qwen2-5-3b-instruct", "caching-qwen2-5-3b-instruct-inference-pool"
+    shifts = [p for p in m.phases if p.name.startswith("shift-")]
+    assert [client_weights(p.backward[0].objects[0]) for p in shifts] == [{src: 100}, {src: 67, tgt: 33},
+                                                                          {src: 33, tgt: 67}]
+    assert [op.weight for p in shifts for op in p.forward if op.action == "hold"] == [33, 67, 100]
+
+
+def test_a_migration_back_keeps_the_front_route_and_hands_the_gateway_back():
+    """The source (kserve) already runs behind the front route an earlier migration from llmd left it, with
+    that migration's Gateway: no own route to retire; undone, the routes are the source deployment's again."""
+    m = migration("caching", "sim", "kserve", "llmd", LLMD_ROUTE, fronted=True)
+    assert [p.name for p in m.phases][:3] == ["front", "deploy-target", "verify-target"]
+    front = m.phases[0]
+    assert [(op.action, op.title) for op in front.backward] == [
+        ("apply", "front route(s) back as they were"),
+        ("relabel", "the front route(s) belong to the kserve deployment again, no migration's"),
+        ("settle", "let the gateway apply the route change (5 s)")]
+    (before,), unmark = front.backward[0].objects, front.backward[1]
+    assert client_weights(before) == {"caching-qwen2-5-3b-instruct-inference-pool": 100}
+    assert unmark.labels[MIGRATION_LABEL] is None and unmark.labels["lightrail.dev/stack"] == "kserve"
+    assert [o["metadata"]["name"] for o in unmark.objects] == ["caching-qwen2-5-3b-instruct-front"]
+    handover = m.phases[-1]
+    assert handover.forward[0].release == handover.backward[0].release == "caching-infra"
+    assert handover.forward[0].title == "the front route(s) and the Gateway now belong to the llmd deployment"

@@ -49,6 +49,22 @@ def test_baseline_passes_every_check(vllm_server):
                                                                                   True)
     for name in (f"completion {QWEN}", f"chat {QWEN}"):   # vLLM honoured max_tokens (its default: the whole context)
         assert 0 < int(names[name]["detail"].removesuffix(" tokens")) <= checks.MAX_TOKENS, names[name]
+    # no --metrics-url: the endpoint's own /metrics (vLLM's) is read, and outside caching the prefix check
+    # only informs: reported, marked, never failing the run
+    assert list(names) == ["warm-up", "models listed", f"completion {QWEN}", f"chat {QWEN}", f"stream {QWEN}",
+                           "prefix cache hits", "unknown model is refused"]
+    assert names["prefix cache hits"]["ok"] and names["prefix cache hits"]["detail"].endswith(" (informational)")
+
+
+@pytest.mark.vllm
+def test_without_metrics_to_read_the_informational_prefix_check_is_left_out(vllm_server):
+    """What `invoke smoke` runs for a discovered baseline (no metrics URL): every check but the prefix
+    cache's, which has nothing to read; the report passes."""
+    report = checks.run(vllm_server.url, "baseline", [QWEN], metrics_urls=[], timeout=60)
+    assert [(c.name, c.ok) for c in report.checks] == [
+        ("warm-up", True), ("models listed", True), (f"completion {QWEN}", True), (f"chat {QWEN}", True),
+        (f"stream {QWEN}", True), ("unknown model is refused", True)], report.checks
+    assert report.ok and report.checks[0].detail == "first answer"
 
 
 @pytest.mark.vllm
@@ -110,6 +126,37 @@ def test_endpoint_that_stops_mid_way_fails_then_is_reported_unreachable(vllm_ser
     assert proc.returncode == 1 and time.monotonic() - start < 30
     assert proc.stderr.strip().splitlines()[-1] == (f"error: {router.url} did not answer within 3 s: "
                                                     "connection refused (nothing listens on that port)")
+
+
+def test_a_port_still_refusing_after_the_grace_period_is_the_answer_not_a_wait():
+    """A refused connection is retried for REFUSED_GRACE seconds (a port-forward starting), then it is
+    the answer, long before a generous timeout."""
+    url = f"http://127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    with httpx.Client(base_url=url, timeout=5) as client, pytest.raises(LightrailError) as err:
+        checks.warm_up(client, timeout=60)
+    assert checks.REFUSED_GRACE <= time.monotonic() - start < 30
+    assert str(err.value) == f"{url} did not answer: connection refused (nothing listens on that port)"
+
+
+def test_https_against_a_plain_http_server_fails_at_once_and_says_so():
+    """A TLS handshake with a plain-http server fails the same way every time: no waiting for the timeout."""
+    with http_server(b'{"data": []}', "application/json") as plain:
+        url = plain.replace("http://", "https://")
+        start = time.monotonic()
+        with httpx.Client(base_url=url, timeout=5) as client, pytest.raises(LightrailError) as err:
+            checks.warm_up(client, timeout=60)
+    assert time.monotonic() - start < checks.REFUSED_GRACE
+    said = str(err.value)
+    assert said.startswith(f"{url} did not answer: TLS handshake failed (") and "SSL" in said, said
+    assert said.endswith("); is the server plain http?"), said
+
+
+def test_an_error_without_a_message_is_named_by_its_type():
+    """A failed check's detail is never empty: an exception that carries no text shows its type."""
+    assert checks.describe(httpx.WriteError("")) == "WriteError"
+    assert checks.describe(ValueError("Expecting value: line 1 column 1 (char 0)")) == \
+        "Expecting value: line 1 column 1 (char 0)"
 
 
 def test_nothing_listening_fails_within_the_timeout():
@@ -309,6 +356,13 @@ def test_a_refused_url_is_named_without_its_credentials():
         assert "hunter2" not in str(err.value) and "s3cret" not in str(err.value)
 
 
+def test_a_url_with_whitespace_is_named_trimmed_and_without_its_credentials():
+    with pytest.raises(LightrailError) as err:
+        checks.check_url(" http://me:hunter2@gw.example.com/v1?token=s3cret\n", flag="--metrics-url")
+    assert str(err.value) == ("--metrics-url 'http://***@gw.example.com/v1?token=***' has whitespace in it; valid: "
+                              "http://HOST:PORT or https://HOST, nothing around it")
+
+
 def test_check_url_takes_an_openai_client_base_url():
     assert checks.check_url("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000"
     assert checks.check_url("https://gw.example.com/ns/svc/v1") == "https://gw.example.com/ns/svc"
@@ -354,16 +408,21 @@ def test_a_vllm_that_cannot_start_says_why_and_leaves_nothing_running(tmp_path):
 
 
 @pytest.mark.vllm
-def test_prefix_check_sizes_the_prefix_from_the_server(tiny_model):
-    """A short context: the shared prefix is sized by the server's tokenizer and block size to fit in it."""
-    with VLLMServer(tiny_model, QWEN, max_model_len=1024) as server, \
-            httpx.Client(base_url=server.url, timeout=60) as client:
-        check = checks.prefix_cache(client, QWEN, [server.metrics_url])
-        too_small = checks.shared_prefix(client, QWEN, 1024, [server.metrics_url])
-    block = check.data["block_size"]
+def test_prefix_check_sizes_the_prefix_from_the_server(vllm_server):
+    """The shared prefix is sized by the server's tokenizer and block size: PREFIX_BLOCKS blocks, or as many
+    as fit in its context beside a question (the context as the server itself lists it, whoever started it)."""
+    with httpx.Client(base_url=vllm_server.url, timeout=60) as client:
+        (card,) = client.get("/v1/models").json()["data"]
+        context = card["max_model_len"]
+        check = checks.prefix_cache(client, QWEN, [vllm_server.metrics_url])
+        too_small = checks.shared_prefix(client, QWEN, context, [vllm_server.metrics_url])   # blocks as big as it
+    block, tokens = check.data["block_size"], check.data["prefix_tokens"]
     assert check.ok, check
-    assert 2 * block <= check.data["prefix_tokens"] <= 1024 - 64 and check.data["hits"] > 0
-    assert not too_small.ok and too_small.got == "max_model_len 1024 leaves room for 960 prefix tokens"
+    assert checks.MIN_PREFIX_BLOCKS * block <= tokens <= min(checks.PREFIX_BLOCKS * block, context - 64), check
+    assert check.data["hits"] > 0 and f"shared prefix {tokens} tokens ({tokens // block} blocks of {block})" in \
+        check.detail, check
+    assert not too_small.ok and too_small.got == f"max_model_len {context} leaves room for {context - 64} prefix tokens"
+    assert too_small.expected == f"a shared prefix of at least 2 KV blocks ({2 * context} tokens)"
 
 
 @pytest.fixture

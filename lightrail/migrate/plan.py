@@ -169,11 +169,15 @@ def _phases(m: Migration) -> list[Phase]:
     settle = Op("settle", f"let the gateway apply the route change ({o.settle:.0f} s)", seconds=o.settle)
     phases = []
     before = front_routes(m, 0, ("source",)) if m.source_fronted else None
+    # a migration back: the routes were the source deployment's, not a migration's (`kubectl label`: the
+    # label may be held by the handover's undo, which an apply leaves in place)
+    unmark = Op("relabel", f"the front route(s) belong to the {m.source.stack} deployment again, no migration's",
+                tuple(stub(r) for r in front_routes(m, 0)), labels={**_ours(m.source.labels), MIGRATION_LABEL: None})
     phases.append(Phase(
         "front",
         (Op("apply", "own the front route(s): client rules to the source's pool, probe rules to each side",
             front_routes(m, 0)), settle),
-        (Op("apply", "front route(s) back as they were", before), settle) if before else
+        (Op("apply", "front route(s) back as they were", before), unmark, settle) if before else
         (Op("delete", "delete the front route(s)", tuple(stub(r) for r in front_routes(m, 0))), settle)))
     if not m.source_fronted:
         phases.append(Phase(

@@ -1,6 +1,6 @@
 """What a migration costs the clients: wall time, requests served, latency before / during / after.
 
-    .venv/bin/python benchmarks/migration.py [--pattern=caching] [--steps=10,50,100] [--hold=10] [--window=30]
+    .venv/bin/python benchmarks/migration.py [--pattern=caching] [--steps=10,50,100 | --no-surge] [--hold=10] [--window=30]
 
 On the local control plane (real API server, scheduler, istiod, KServe controller, kwok nodes) the
 pattern is deployed on llmd (sim node shapes), the Gateway is served by the gateway model with one
@@ -8,6 +8,7 @@ real vLLM per stack's pool, and a bounded-rate traffic driver runs throughout: `
 before, `invoke migrate --to=kserve` itself, `--window` seconds after. Prints one line per window
 (requests, failed, p50 / p99 latency) and the migration's wall time. The target's vLLM starts
 cache-cold, so caching's p99 during and after shows the cold-cache cost the warm-up phase reduces.
+`--no-surge` swaps one replica at a time instead (the weights follow the replicas; --steps unused).
 """
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--hold", default="10")
     parser.add_argument("--window", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=6.0)
+    parser.add_argument("--no-surge", action="store_true", help="one replica at a time (docs/migrate.md)")
     args = parser.parse_args()
     name = f"{args.pattern}-qwen2-5-3b-instruct"
     pools = {"llmd": name, "kserve": f"{name}-inference-pool"}
@@ -87,8 +89,9 @@ def main() -> None:
                         time.sleep(args.window)
                         t1 = time.monotonic()
                         invoke(cluster, "migrate", f"--pattern={args.pattern}", "--accel=sim", "--to=kserve",
-                               f"-n={NAMESPACE}", f"--url={gw.url}", f"--steps={args.steps}", f"--hold={args.hold}",
-                               "--settle=2", "--drain=5", "--timeout=600", "--yes")
+                               f"-n={NAMESPACE}", f"--url={gw.url}", f"--hold={args.hold}", "--settle=2",
+                               "--drain=5", "--timeout=600", "--yes",
+                               *(["--no-surge"] if args.no_surge else [f"--steps={args.steps}"]))
                         t2 = time.monotonic()
                         time.sleep(args.window)
                         t3 = time.monotonic()
@@ -98,7 +101,8 @@ def main() -> None:
                         s.stop()
         finally:
             cluster.stop()
-    print(f"migrate {args.pattern} llmd -> kserve, steps {args.steps}, hold {args.hold} s: wall time {t2 - t1:.1f} s")
+    how = "--no-surge" if args.no_surge else f"steps {args.steps}"
+    print(f"migrate {args.pattern} llmd -> kserve, {how}, hold {args.hold} s: wall time {t2 - t1:.1f} s")
     for label, (a, b) in (("before", (t0, t1)), ("during", (t1, t2)), ("after", (t2, t3))):
         print(f"  {label:<7} {json.dumps(window(records, a, b))}")
 

@@ -345,7 +345,7 @@ def test_no_surge_swaps_a_replica_per_step_and_the_weights_follow_the_replicas()
     assert [op.replicas for p in shifts for op in p.forward if op.action == "hold"] == [1, 2, 2]
     swap = next(p for p in m.phases if p.name == "swap-2")
     assert [(op.action, op.side, op.replicas) for op in swap.forward] == [
-        ("retire", "source", 1), ("settle", "", 0), ("deploy", "source", 1), ("release", "source", 0),
+        ("retire", "source", 1), ("settle", "", 0), ("drain", "", 0), ("deploy", "source", 1), ("release", "source", 0),
         ("deploy", "target", 2), ("settle", "", 0)]
     assert "weights (target %): 33 -> 67 -> 100 (--no-surge: 3 replicas swapped one at a time)" in describe(m)[1]
 
@@ -420,8 +420,9 @@ def test_the_plan_in_words_no_surge_every_operation_and_its_undo():
         'phase 3/12 swap-1:',
         "  - take the source's (llmd) pods beyond 2 replica(s) out of its pool",
         '  - let the gateway see the pool change (5 s)',
+        "  - let the retired pods' requests in flight finish (30 s)",
         '  - scale the source (llmd) to 2 replica(s)',
-        '  - delete the retired source pods once drained (30 s)',
+        "  - delete the source's retired pods still there (drained 30 s)",
         '  - deploy the target (kserve) with 1 replica(s) in the room the source left, attached to the front route',
         '  - let the gateway apply the route change (5 s)',
         '  undo: remove the target (kserve)',
@@ -439,14 +440,16 @@ def test_the_plan_in_words_no_surge_every_operation_and_its_undo():
         'phase 6/12 swap-2:',
         "  - take the source's (llmd) pods beyond 1 replica(s) out of its pool",
         '  - let the gateway see the pool change (5 s)',
+        "  - let the retired pods' requests in flight finish (30 s)",
         '  - scale the source (llmd) to 1 replica(s)',
-        '  - delete the retired source pods once drained (30 s)',
+        "  - delete the source's retired pods still there (drained 30 s)",
         '  - deploy the target (kserve) with 2 replica(s) in the room the source left, attached to the front route',
         '  - let the gateway apply the route change (5 s)',
         "  undo: take the target's (kserve) pods beyond 1 replica(s) out of its pool",
         '  undo: let the gateway see the pool change (5 s)',
+        "  undo: let the retired pods' requests in flight finish (30 s)",
         '  undo: scale the target (kserve) to 1 replica(s)',
-        '  undo: delete the retired target pods once drained (30 s)',
+        "  undo: delete the target's retired pods still there (drained 30 s)",
         '  undo: delete the retired source pods once drained (30 s)',
         '  undo: scale the source (llmd) back to 2 replica(s)',
         'phase 7/12 shift-67:',
@@ -478,8 +481,9 @@ def test_the_plan_in_words_no_surge_every_operation_and_its_undo():
         '  - let the gateway apply the route change (5 s)',
         "  undo: take the target's (kserve) pods beyond 2 replica(s) out of its pool",
         '  undo: let the gateway see the pool change (5 s)',
+        "  undo: let the retired pods' requests in flight finish (30 s)",
         '  undo: scale the target (kserve) to 2 replica(s)',
-        '  undo: delete the retired target pods once drained (30 s)',
+        "  undo: delete the target's retired pods still there (drained 30 s)",
         'phase 12/12 handover:',
         '  - the front route(s) and the Gateway now belong to the kserve deployment',
         '  undo: the front route(s) and the Gateway back to the llmd deployment',

@@ -259,14 +259,18 @@ def _shifts(m: Migration, steps: list[tuple[int, int]], settle: Op, previous: in
 
 
 def _shrink(m: Migration, side: str, keep: int, settle: Op) -> tuple[Op, ...]:
-    """Down to `keep` replicas without breaking a request: the extra pods leave the pool, drain, then go."""
+    """Down to `keep` replicas without breaking a request: the extra pods leave the pool and drain, then
+    the workload scales down (deleting them, or the replacement a ReplicaSet made when they left its
+    selector), then whatever retired pod is left goes."""
     stack = m.side(side).stack
+    drain = m.options.drain
     return (Op("retire", f"take the {side}'s ({stack}) pods beyond {keep} replica(s) out of its pool", side=side,
                replicas=keep),
             replace(settle, title=f"let the gateway see the pool change ({settle.seconds:.0f} s)"),
+            Op("drain", f"let the retired pods' requests in flight finish ({drain:.0f} s)", seconds=drain),
             Op("deploy", f"scale the {side} ({stack}) to {keep} replica(s)", side=side, front=True, replicas=keep),
-            Op("release", f"delete the retired {side} pods once drained ({m.options.drain:.0f} s)", side=side,
-               seconds=m.options.drain))
+            Op("release", f"delete the {side}'s retired pods still there (drained {drain:.0f} s)", side=side,
+               seconds=drain))
 
 
 def _swap(m: Migration, k: int, settle: Op) -> Phase:

@@ -1,6 +1,6 @@
 """`--no-surge`'s pod operations against the real controllers: a moe deployment's LWS groups leave
 their pool from the top, LWS leaves them so, and scaling the LeaderWorkerSet down deletes exactly
-those groups (tests/test_migrate_plan.py models the same operations; tests/e2e/test_migrate.py runs
+those groups; a Deployment's pod leaving its selector is not replaced by one that serves (tests/test_migrate_plan.py models the same operations; tests/e2e/test_migrate.py runs
 a whole --no-surge migration of Deployments under traffic)."""
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from lightrail.ops.target import Target
 from lightrail.plan import Request, build_plan
 from lightrail.render import render, to_yaml
 from lightrail.settings import charts_dir
+from lightrail.smoke.discovery import server_pod_labels
 from tests.e2e.conftest import apply_nodes
 from tests.e2e.test_pod_security import need_controller, upstream_crds
 
@@ -79,4 +80,56 @@ def test_lws_groups_leave_the_pool_from_the_top_and_go_when_the_set_shrinks(clus
         run_op(m, Op("release", "release", side="source", seconds=1), ctx)
         assert "no retired pod left" in lines[-1], lines
         assert all(p["metadata"]["labels"].get(POOL_LABEL) == "true" for p in pods())
+    cluster.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+def test_a_pod_leaving_its_deployments_selector_is_not_replaced_by_one_that_serves(cluster, tmp_path, monkeypatch):
+    """The pool's labels are also the ReplicaSet's selector (llm-d-modelservice), so a retired pod is let
+    go and the ReplicaSet starts a replacement at once. With room for it, kwok makes it Ready in a moment
+    and it would join the pool - then the scale-down deletes it while it serves (the migration benchmark
+    saw 3 failed requests so). Retiring scales the Deployment down at once: the replacement never gets
+    Ready, the retired pod keeps running out of the pool until it is released."""
+    ns = "nosurge-rs"
+    apply_nodes(cluster, "cpu:2")
+    cluster.kubectl("create", "namespace", ns)
+    plan = build_plan(Request("caching", "sim", "llmd", namespace=ns))
+    pool = {**server_pod_labels(plan, plan.servers[0]), "llm-d.ai/role": "decode"}
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "caching-decode", "namespace": ns},
+                  "spec": {"replicas": 3, "selector": {"matchLabels": pool},
+                           "template": {"metadata": {"labels": pool},
+                                        "spec": {"containers": [{"name": "vllm", "image": "vllm"}]}}}}
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(deployment))
+    selector = ",".join(f"{k}={v}" for k, v in server_pod_labels(plan, plan.servers[0]).items())
+
+    def ready_in_pool() -> set[str]:
+        items = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-l", selector, "-o", "json").stdout)["items"]
+        return {p["metadata"]["name"] for p in items if not p["metadata"].get("deletionTimestamp")
+                and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))}
+
+    deadline = time.monotonic() + 120
+    while len(before := ready_in_pool()) < 3:
+        assert time.monotonic() < deadline, before
+        time.sleep(1)
+    route = {"spec": {"parentRefs": [{"kind": "Gateway", "name": "caching-gateway"}],
+                      "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}]}}
+    m = plan_migration(plan, "kserve", (ns, "caching-gateway"), {s.name: client_rules(route) for s in plan.servers},
+                       {s.name: route["spec"]["parentRefs"] for s in plan.servers}, Options(surge=False, drain=0))
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    lines: list[str] = []
+    ctx = Context(target=Target(cluster.context, ns, "test"), cluster=KubeCluster(cluster.context), out=lines.append,
+                  dry_run=False)
+    run_op(m, Op("retire", "retire", side="source", replicas=2), ctx)
+    (retired,) = before - ready_in_pool()
+    stay = before - {retired}
+    for _ in range(20):          # 10 s: kwok readies a scheduled pod within about a second
+        now = ready_in_pool()
+        assert now >= stay, f"a pod that stays in the pool was deleted: {stay - now}\n" + "\n".join(lines)
+        time.sleep(0.5)
+    assert ready_in_pool() == stay, "the replacement the ReplicaSet started is still there"
+    live = json.loads(cluster.kubectl("get", "deployment", "caching-decode", "-n", ns, "-o", "json").stdout)
+    assert live["spec"]["replicas"] == 2 and "Deployment caching-decode scaled to 2 at once" in "\n".join(lines)
+    pod = json.loads(cluster.kubectl("get", "pod", retired, "-n", ns, "-o", "json").stdout)
+    assert pod["status"]["phase"] == "Running" and not pod["metadata"].get("deletionTimestamp")   # drains, serving nothing new
+    run_op(m, Op("release", "release", side="source", seconds=0), ctx)
+    assert f"deleting {retired}" in lines[-1], lines
     cluster.kubectl("delete", "namespace", ns, "--wait=false")

@@ -27,6 +27,21 @@ GROUP = "leaderworkerset.sigs.k8s.io/group-index"
 POOL_LABEL = "llm-d.ai/inference-serving"
 
 
+def no_surge(cluster, plan, monkeypatch, drain: float) -> tuple:
+    """A --no-surge migration of `plan` to kserve, and a context that runs its operations on the cluster
+    (printed lines collected)."""
+    gateway = f"{plan.pattern.name}-gateway"
+    route = {"spec": {"parentRefs": [{"kind": "Gateway", "name": gateway}],
+                      "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}]}}
+    m = plan_migration(plan, "kserve", (plan.namespace, gateway), {s.name: client_rules(route) for s in plan.servers},
+                       {s.name: route["spec"]["parentRefs"] for s in plan.servers}, Options(surge=False, drain=drain))
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    lines: list[str] = []
+    ctx = Context(target=Target(cluster.context, plan.namespace, "test"), cluster=KubeCluster(cluster.context),
+                  out=lines.append, dry_run=False)
+    return m, ctx, lines
+
+
 def test_lws_groups_leave_the_pool_from_the_top_and_go_when_the_set_shrinks(cluster, tmp_path, monkeypatch):
     need_controller("lws")
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=yaml.safe_dump_all(upstream_crds("lws")))
@@ -38,14 +53,7 @@ def test_lws_groups_leave_the_pool_from_the_top_and_go_when_the_set_shrinks(clus
     (lws,) = [o for o in objects if o["kind"] == "LeaderWorkerSet"]
     name = lws["metadata"]["name"]
     cluster.kubectl("create", "namespace", ns)
-    route = {"spec": {"parentRefs": [{"kind": "Gateway", "name": "moe-gateway"}],
-                      "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}]}}
-    m = plan_migration(plan, "kserve", (ns, "moe-gateway"), {s.name: client_rules(route) for s in plan.servers},
-                       {s.name: route["spec"]["parentRefs"] for s in plan.servers}, Options(surge=False, drain=1))
-    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
-    lines: list[str] = []
-    ctx = Context(target=Target(cluster.context, ns, "test"), cluster=KubeCluster(cluster.context), out=lines.append,
-                  dry_run=False)
+    m, ctx, lines = no_surge(cluster, plan, monkeypatch, drain=1)
 
     def pods() -> list[dict]:
         items = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-l", f"leaderworkerset.sigs.k8s.io/name={name}",
@@ -110,14 +118,7 @@ def test_a_pod_leaving_its_deployments_selector_is_not_replaced_by_one_that_serv
     while len(before := ready_in_pool()) < 3:
         assert time.monotonic() < deadline, before
         time.sleep(1)
-    route = {"spec": {"parentRefs": [{"kind": "Gateway", "name": "caching-gateway"}],
-                      "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}]}}
-    m = plan_migration(plan, "kserve", (ns, "caching-gateway"), {s.name: client_rules(route) for s in plan.servers},
-                       {s.name: route["spec"]["parentRefs"] for s in plan.servers}, Options(surge=False, drain=0))
-    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
-    lines: list[str] = []
-    ctx = Context(target=Target(cluster.context, ns, "test"), cluster=KubeCluster(cluster.context), out=lines.append,
-                  dry_run=False)
+    m, ctx, lines = no_surge(cluster, plan, monkeypatch, drain=0)
     run_op(m, Op("retire", "retire", side="source", replicas=2), ctx)
     (retired,) = before - ready_in_pool()
     stay = before - {retired}

@@ -21,6 +21,7 @@ from lightrail.errors import LightrailError
 from lightrail.ops.secrets import SECRET_KEY, Token
 
 REQUEST_TIMEOUT = 30      # seconds for one API request
+READ_RETRY = 45           # seconds a read keeps retrying a refused connection (an API-server restart)
 WATCH_WINDOW = 60         # seconds one watch request stays open before it is renewed
 
 
@@ -136,7 +137,8 @@ class KubeCluster:
         if res is None:
             return []
         try:
-            result = res.get(namespace=namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT).to_dict()
+            result = _reading(lambda: res.get(namespace=namespace, label_selector=selector,
+                                              _request_timeout=REQUEST_TIMEOUT)).to_dict()
         except Exception as err:  # forbidden, timed out: one line naming what could not be read
             raise LightrailError(f"cluster of context {self.context!r}: cannot list {kind}"
                                  f"{f' in {namespace}' if namespace else ''}: {_short(err)}") from None
@@ -153,7 +155,8 @@ class KubeCluster:
         if res is None:
             return None
         try:
-            return _without_secret_data(res.get(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT).to_dict())
+            return _without_secret_data(_reading(lambda: res.get(name=name, namespace=namespace,
+                                                                 _request_timeout=REQUEST_TIMEOUT)).to_dict())
         except NotFoundError:
             return None
         except Exception as err:  # forbidden, timed out: one line naming what could not be read
@@ -249,6 +252,24 @@ def _without_secret_data(obj: dict) -> dict:
     meta["annotations"] = notes
     out["metadata"] = meta
     return out
+
+
+def _refused(err: BaseException) -> bool:
+    """The API server did not take the connection (restarting, or its port not yet open)."""
+    import urllib3
+
+    reason = getattr(err, "reason", None) if isinstance(err, urllib3.exceptions.MaxRetryError) else err
+    return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ProtocolError,
+                               ConnectionRefusedError, ConnectionResetError))
+
+
+def _reading(call):
+    """A read, retried while the API server refuses connections: the server answered discovery, so a
+    refusal is a restart in progress, and the watches already ride those out. Writes are not retried."""
+    import tenacity
+
+    return tenacity.Retrying(retry=tenacity.retry_if_exception(_refused), stop=tenacity.stop_after_delay(READ_RETRY),
+                             wait=tenacity.wait_exponential(multiplier=0.5, max=4), reraise=True)(call)
 
 
 def _short(err: Exception) -> str:

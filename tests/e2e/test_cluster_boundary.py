@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
 
 import pytest
 
@@ -46,3 +48,23 @@ def test_list_returns_secrets_without_their_values(token_secret):
     assert secret["kind"] == "Secret" and secret["type"] == "Opaque" and "data" not in secret
     assert secret["metadata"]["annotations"] == {"keep": "me"}
     assert PLANTED not in json.dumps(secret)
+
+
+def test_reads_ride_out_an_api_server_restart(cluster, monkeypatch):
+    """A deploy's last reads (the Gateway's address after the wait) fell on an API-server restart
+    and failed the deploy ("Connection refused"), although its watches had ridden the restart out:
+    a read refused after the server answered once is retried until the server is back."""
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    client = KubeCluster(cluster.context)
+    assert client.get("v1", "Namespace", "default")["metadata"]["name"] == "default"
+    restart = threading.Thread(target=cluster.restart)
+    restart.start()
+    try:
+        deadline = time.monotonic() + 60
+        while cluster.kubectl("get", "--raw", "/readyz", check=False).returncode == 0:
+            assert time.monotonic() < deadline, "the API server never went down"
+            time.sleep(0.2)
+        assert client.get("v1", "Namespace", "default")["metadata"]["name"] == "default"   # while it was down
+        assert any(ns["metadata"]["name"] == "default" for ns in client.list("v1", "Namespace"))
+    finally:
+        restart.join()

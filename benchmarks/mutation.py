@@ -13,7 +13,8 @@ real vLLM are left out: one per mutant would take hours; for smoke/checks two vL
 once and its vLLM tests attach to them). Hits in the tests' subprocesses (`invoke smoke`) are
 counted too (benchmarks/mutation_hits.py): mutmut alone sees only its own process. For the modules renders depend on,
 renders are not cached (LIGHTRAIL_NO_CACHE=1): a mutant must not hide behind a render of the
-original code; the others keep the render cache (their mutants cannot change a render). Prints one
+original code; render itself (whose cache is part of the module) caches into its own directory,
+emptied before every test; the others keep the render cache (their mutants cannot change a render). Prints one
 line per module: killed / mutants and the score; `--list` names every surviving mutant
 (`mutmut show NAME` in the module's work directory shows its diff). docs/testing.md records the
 scores and the survivors we accept.
@@ -41,8 +42,9 @@ from lightrail.settings import cache_dir, charts_dir, schemas_dir, shared_charts
 # module -> the test files (and pytest selection) that decide it
 MODULES = {
     "plan": ("lightrail/plan.py", ["tests/test_plan.py"]),
-    # in-process renders: mutmut maps functions to tests only within its own process, not in `invoke` subprocesses
-    "render": ("lightrail/render.py", ["tests/test_kserve.py", "tests/test_llmd.py"]),
+    # the renders themselves, and what `invoke render` does with one: write it, cache it, refuse bad input
+    "render": ("lightrail/render.py", ["tests/test_kserve.py", "tests/test_llmd.py", "tests/test_render_cli.py",
+                                       "tests/test_cli_contract.py"]),
     "validate": ("lightrail/validate.py", ["tests/test_validate.py"]),
     "ops/readiness": ("lightrail/ops/readiness.py", ["tests/test_ops_readiness.py"]),
     "ops/deploy": ("lightrail/ops/deploy.py", ["tests/test_ops_deploy.py"]),
@@ -129,7 +131,10 @@ def measure(name: str, source: str, tests: list[str], home: Path, max_children: 
             markers: str, only: list[str]) -> dict:
     work = workdir(name, source, tests, markers)
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", **attach)
-    if name in FEED_RENDERS:
+    if name == "render":   # its cache code is measured too: a cache of the run's own, empty at every test
+        env["XDG_CACHE_HOME"] = str(work / "cache")
+        env["LIGHTRAIL_MUTATION_FRESH_RENDERS"] = "1"
+    elif name in FEED_RENDERS:
         env["LIGHTRAIL_NO_CACHE"] = "1"
     # the copy is not beside ../shared: pass on the defaults the checkout's tests would get
     for var, value in (("LIGHTRAIL_SCHEMAS", schemas_dir()), ("LIGHTRAIL_CHARTS", charts_dir() or shared_charts())):

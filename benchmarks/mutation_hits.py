@@ -3,11 +3,12 @@
 While mutmut maps tests to the functions they reach ("stats"), count the functions a test reached
 in its subprocesses too: without it, every mutant of code the tests run through `invoke` (smoke,
 status...) is reported "no tests" and never run. And before every test, empty the caches a module
-fills on first use: otherwise only the first test maps to the code that builds them, and mutmut's
+fills on first use (and, measuring render, the render cache): otherwise only the first test maps to the code that builds them, and mutmut's
 workers (forked from a process that already ran the tests) never run that code at all."""
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +29,10 @@ def pytest_runtest_setup(item):
     for module, name in CACHES.items():
         if module in sys.modules:
             getattr(sys.modules[module], name).clear()
+    if os.environ.get("LIGHTRAIL_MUTATION_FRESH_RENDERS"):   # a render cached by another test would hide a mutant
+        from lightrail.settings import cache_dir
+
+        shutil.rmtree(cache_dir("render"), ignore_errors=True)
 
 
 def pytest_configure(config):

@@ -5,7 +5,8 @@
 1. sequential, no cache: every supported (pattern, accel, stack) rendered one after another;
    the tool calls it makes are timed one by one (lightrail.tools records each call) — their sum
    is the "raw" cost: what a shell script calling helmfile/kustomize would spend;
-2. parallel, no cache: the same matrix through render_many (what `invoke` uses);
+2. parallel, no cache: the same matrix on threads (the tools are separate processes that spend
+   much of their time starting helm and waiting on pipes, so threads overlap them well);
 3. parallel, warm cache: the same again with nothing changed.
 Prints one JSON document; docs/architecture.md quotes the ratio.
 """
@@ -17,14 +18,16 @@ import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lightrail import tools  # noqa: E402
 from lightrail.catalog import STACKS, load_catalog  # noqa: E402
+from lightrail.errors import LightrailError  # noqa: E402
 from lightrail.plan import Request, build_plan  # noqa: E402
-from lightrail.render import Rendered, render_many  # noqa: E402
+from lightrail.render import Rendered, render_validated  # noqa: E402
 from lightrail.settings import charts_dir, schemas_dir  # noqa: E402
 
 
@@ -32,6 +35,18 @@ def matrix():
     cat = load_catalog()
     return [build_plan(Request(p, a, s)) for p in cat.patterns for a in cat.accelerators for s in STACKS
             if not cat.patterns[p].unsupported_reason(a, s)]
+
+
+def render_many(plans, *, charts, schemas, offline, workers):
+    """Every plan rendered and validated on `workers` threads (default two per core): a render or its error."""
+    def one(plan):
+        try:
+            return render_validated(plan, charts=charts, schemas=schemas, offline=offline)
+        except LightrailError as err:
+            return err
+
+    with ThreadPoolExecutor(max_workers=workers or 2 * (os.cpu_count() or 1)) as pool:
+        return list(pool.map(one, plans))
 
 
 def timed(plans, workers, charts, schemas):

@@ -11,7 +11,6 @@ import os
 import shutil
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -70,23 +69,6 @@ def render_validated(plan: Plan, *, charts: Path | None = None, schemas: Path | 
         raise LightrailError(f"{len(problems)} invalid object(s) in the {plan.stack} render:\n  {listing}")
     _cache_put(key, result)
     return result
-
-
-def render_many(plans: list[Plan], *, charts: Path | None = None, schemas: Path | None = None,
-                offline: bool = False, workers: int | None = None) -> list[Rendered | LightrailError]:
-    """Render several plans at once.
-
-    The tools are separate processes that spend much of their time starting helm and waiting
-    on pipes, so threads overlap them well: two per core by default.
-    """
-    def one(plan: Plan):
-        try:
-            return render_validated(plan, charts=charts, schemas=schemas, offline=offline)
-        except LightrailError as err:
-            return err
-
-    with ThreadPoolExecutor(max_workers=workers or 2 * (os.cpu_count() or 1)) as pool:
-        return list(pool.map(one, plans))
 
 
 def _tree_fingerprint(paths) -> str:

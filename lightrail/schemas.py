@@ -31,7 +31,7 @@ from lightrail.settings import cache_dir as settings_cache_dir
 
 _K8S_SCHEMAS = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
 _CACHE_FORMAT = "1"      # bump when the cached JSON changes shape
-_lock = threading.RLock()  # render_many validates from several threads
+_lock = threading.RLock()  # renders are validated from several threads (benchmarks/render_matrix.py)
 
 
 class NoSchema(LookupError):

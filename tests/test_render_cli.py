@@ -103,3 +103,85 @@ def test_refuses_a_foreign_non_empty_directory(tmp_path):
 def test_out_is_required():
     proc = invoke("render", "--pattern=baseline", "--accel=sim")
     assert proc.returncode == 1 and "--out=DIR is required" in proc.stderr
+
+
+def test_refuses_a_foreign_non_empty_directory_and_names_the_fix(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    proc = invoke("render", "--pattern=baseline", "--accel=sim", "--stack=kserve", f"--out={tmp_path}")
+    assert proc.returncode == 1 and proc.stderr.strip().endswith("(choose a new or empty directory)"), proc.stderr
+
+
+@needs_schemas
+def test_a_re_render_removes_only_files_inside_out_whatever_its_list_says(tmp_path):
+    """The list of files a render wrote is read back on the next render: a line leading out of OUT
+    (`..`, an absolute path) or a comment is never a file to remove, whoever edited the list."""
+    out, outside = tmp_path / "out", tmp_path / "outside.txt"
+    assert invoke("render", "--pattern=baseline", "--accel=sim", "--stack=kserve", f"--out={out}").returncode == 0
+    outside.write_text("not ours")
+    (out / "# a comment").write_text("not ours either")
+    marker = out / ".lightrail-render"
+    marker.write_text(marker.read_text() + f"../outside.txt\n{outside}\n# a comment\n")
+    again = invoke("render", "--pattern=baseline", "--accel=sim", "--stack=kserve", f"--out={out}")
+    assert again.returncode == 0, again.stderr
+    assert outside.read_text() == "not ours" and (out / "# a comment").read_text() == "not ours either"
+    # manifests are block YAML a person can read and diff, one key per line
+    text = (out / "manifests.yaml").read_text()
+    assert text.startswith("apiVersion: ") and "\nkind: " in text and "{" not in text.split("\n", 1)[0]
+
+
+@needs_schemas
+def test_a_user_file_in_the_way_is_refused_naming_the_fix(tmp_path):
+    out = tmp_path / "out"
+    assert invoke("render", "--pattern=baseline", "--accel=sim", "--stack=kserve", f"--out={out}").returncode == 0
+    (out / "kustomize" / "caching-qwen2-5-3b-instruct").mkdir()
+    (out / "kustomize" / "caching-qwen2-5-3b-instruct" / "kustomization.yaml").write_text("the user's")
+    refused = invoke("render", "--pattern=caching", "--accel=sim", "--stack=kserve", f"--out={out}")
+    assert refused.returncode == 1 and refused.stderr.strip().endswith(
+        "(move them away or choose another directory)"), refused.stderr
+
+
+def test_rendered_yaml_with_duplicate_keys_is_refused_naming_them():
+    from lightrail.errors import LightrailError
+    from lightrail.render import load_manifests
+
+    with pytest.raises(LightrailError, match=r"^rendered YAML has duplicate keys a, b near line 3$"):
+        load_manifests("kind: x\nspec:\n  a: 1\n  b: 2\n  a: 3\n  b: 4\n")
+    assert load_manifests("kind: x\nspec:\n  a: 1\n---\n") == [{"kind": "x", "spec": {"a": 1}}]
+
+
+@needs_schemas
+def test_a_cached_render_is_served_until_an_input_changes(tmp_path, monkeypatch):
+    """The cache is read (an entry planted in it is what comes back), and any change to an input
+    tree - a file deep in it, one listed after a `__pycache__` - or other schemas is a new render."""
+    import json
+
+    from lightrail import render as rendering
+    from lightrail.plan import Request, build_plan
+    from lightrail.settings import cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("LIGHTRAIL_NO_CACHE", raising=False)
+    charts = tmp_path / "charts"    # a kserve render reads no chart, but the charts are one of its inputs
+    (charts / "__pycache__").mkdir(parents=True)
+    (charts / "__pycache__" / "x.pyc").write_text("compiled")
+    (charts / "deep" / "er").mkdir(parents=True)
+    (charts / "deep" / "er" / "values.yaml").write_text("a: 1\n")
+    plan = build_plan(Request(pattern="baseline", accel="sim", stack="kserve"))
+
+    def plant():
+        (entry,) = cache_dir("render").glob("*.json")
+        data = json.loads(entry.read_text())
+        entry.write_text(json.dumps({**data, "notes": ["planted"]}))
+
+    first = rendering.render_validated(plan, charts=charts)
+    assert first.notes != ["planted"]
+    plant()
+    assert rendering.render_validated(plan, charts=charts).notes == ["planted"]      # served from the cache
+    (charts / "deep" / "er" / "values.yaml").write_text("a: 22\n")
+    again = rendering.render_validated(plan, charts=charts)
+    assert again.notes == first.notes and again.objects == first.objects             # rendered again
+    for entry in cache_dir("render").glob("*.json"):
+        entry.unlink()
+    rendering.render_validated(plan, charts=charts)
+    plant()
+    assert rendering.render_validated(plan, charts=charts, schemas=schemas_dir()).notes == first.notes

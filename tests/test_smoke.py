@@ -443,6 +443,10 @@ def test_an_https_endpoint_with_a_private_ca_passes_with_ca_file_and_is_named_un
     code, report, proc = smoke_json("--pattern=caching", f"--url={front.url}", f"--ca-file={ca}")
     assert code == 0, proc.stdout + proc.stderr
     assert report["url"] == front.url and by_name(report)["prefix cache hits"]["ok"]   # URL/metrics over https too
+    # a baseline's informational prefix check reads https metrics with the same CA
+    baseline = checks.run(front.url, "baseline", [QWEN], metrics_urls=[f"{front.url}/metrics"], timeout=60,
+                          trust=checks.trust(str(ca)))
+    assert "prefix cache hits" in [c.name for c in baseline.checks] and baseline.ok, baseline.checks
     for args in ((), (f"--ca-file={other}",)):
         proc = smoke("--pattern=baseline", f"--url={front.url}", "--timeout=5", *args)
         assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
@@ -469,3 +473,53 @@ def test_a_ca_file_that_is_no_ca_bundle_is_refused_before_any_request(tmp_path, 
     assert proc.returncode == 1 and proc.stdout == "", proc.stdout
     assert proc.stderr == f"error: --ca-file {path}: {message} (give the PEM file of the CA that signed the " \
                           "endpoint's certificate)\n", proc.stderr
+
+
+def test_a_url_that_is_no_http_url_is_refused_naming_the_fix():
+    for url in ("ftp://gw.example.com/", "http://[::1"):
+        with pytest.raises(LightrailError) as err:
+            checks.check_url(url)
+        assert str(err.value).endswith(" (use http://HOST:PORT or https://HOST)"), str(err.value)
+
+
+def test_a_server_that_never_answers_is_described_as_timed_out():
+    silent = socket.socket()            # accepts the connection, never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    try:
+        with pytest.raises(httpx.TimeoutException) as err:
+            httpx.get(f"http://127.0.0.1:{silent.getsockname()[1]}/v1/models", timeout=0.5)
+        assert checks.describe(err.value) == "timed out"
+    finally:
+        silent.close()
+
+
+@pytest.mark.vllm
+def test_the_informational_prefix_check_reads_only_vllm_metrics_and_never_fails_a_baseline(vllm_server,
+                                                                                           vllm_multimodel):
+    """A metrics URL that does not answer is not read (the check is left out); one that is another
+    server's (its counters never rise for these requests) fails the prefix check, and for a
+    baseline that check is informational: marked, passing, the report passing."""
+    dead = f"http://127.0.0.1:{free_port()}/metrics"
+    report = checks.run(vllm_server.url, "baseline", [QWEN], metrics_urls=[dead], timeout=60)
+    assert "prefix cache hits" not in [c.name for c in report.checks] and report.ok, report.checks
+    phi = vllm_multimodel.servers[1]
+    report = checks.run(vllm_server.url, "baseline", [QWEN], metrics_urls=[phi.metrics_url], timeout=60)
+    (prefix,) = [c for c in report.checks if c.name == "prefix cache hits"]
+    assert prefix.data["hits"] == 0 and prefix.ok and prefix.detail.endswith(" (informational)"), prefix
+    assert report.ok and all(c.ok for c in report.checks), report.checks
+
+
+@pytest.mark.vllm
+def test_the_shared_prefix_is_sized_with_the_endpoints_own_tokenize(vllm_server):
+    """No model server's URL to fall back on: the endpoint's /tokenize sizes the prefix, and a
+    prefix that cannot hold two whole blocks beside the question fails, naming its size."""
+    with httpx.Client(base_url=vllm_server.url, timeout=60) as client:
+        text, tokens = checks.shared_prefix(client, QWEN, 128, [])
+        assert client.post("/tokenize", json={"model": QWEN, "prompt": text}).json()["count"] == tokens
+        assert 2 * 128 <= tokens <= 8 * 128
+        (card,) = [c for c in client.get("/v1/models").json()["data"] if c["id"] == QWEN]
+        room = card["max_model_len"] - 64
+        tight = checks.shared_prefix(client, QWEN, room // 2, [vllm_server.metrics_url])
+    assert not tight.ok and tight.got.startswith("a prefix of ") and tight.got.endswith(f" tokens (room for {room})")
+    assert int(tight.got.split()[3]) < 2 * (room // 2), tight.got

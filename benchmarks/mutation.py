@@ -50,13 +50,14 @@ MODULES = {
     "ops/deploy": ("lightrail/ops/deploy.py", ["tests/test_ops_deploy.py"]),
     "ops/teardown": ("lightrail/ops/teardown.py", ["tests/test_ops_teardown.py"]),
     "ops/checks": ("lightrail/ops/checks.py", ["tests/test_ops_checks.py"]),
-    # with real vLLM (started once, see VLLM_MODULES); minus the test that starts a server of its own
+    # with real vLLM (started once, see VLLM_MODULES); minus the two tests that start a server of their own
     # the migration's pure core (tests/e2e/test_migrate.py needs a real control plane: minutes, left out)
     "migrate/guards": ("lightrail/migrate/guards.py", ["tests/test_migrate_guards.py", "tests/test_migrate_plan.py"]),
     "migrate/routes": ("lightrail/migrate/routes.py", ["tests/test_migrate_routes.py", "tests/test_migrate_plan.py"]),
     "migrate/preflight": ("lightrail/migrate/preflight.py", ["tests/test_migrate_preflight.py"]),
     "migrate/plan": ("lightrail/migrate/plan.py", ["tests/test_migrate_plan.py"]),
-    "smoke/checks": ("lightrail/smoke/checks.py", ["tests/test_smoke.py", "-k", "not cannot_start"]),
+    "smoke/checks": ("lightrail/smoke/checks.py", ["tests/test_smoke.py", "tests/test_aliases.py",
+                                                   "-k", "not cannot_start and not against_the_real_vllm"]),
 }
 # modules whose deciding tests talk to a real vLLM: two servers (Qwen, Phi) are started once for the
 # whole run and the tests attach to them (tests/conftest.py RUNNING)

@@ -523,3 +523,71 @@ def test_the_shared_prefix_is_sized_with_the_endpoints_own_tokenize(vllm_server)
         tight = checks.shared_prefix(client, QWEN, room // 2, [vllm_server.metrics_url])
     assert not tight.ok and tight.got.startswith("a prefix of ") and tight.got.endswith(f" tokens (room for {room})")
     assert int(tight.got.split()[3]) < 2 * (room // 2), tight.got
+
+
+def test_prefix_check_failures_before_any_request_say_what_is_missing_in_full():
+    dead = f"http://127.0.0.1:{free_port()}/metrics"
+    rises = "vllm:prefix_cache_hits_total rises"
+    with http_server(b"# TYPE envoy_requests counter\nenvoy_requests_total 7\n", "text/plain") as gateway, \
+            httpx.Client(base_url=gateway) as client:
+        none = checks.prefix_cache(client, QWEN, [])
+        not_vllm = checks.prefix_cache(client, QWEN, [f"{gateway}/metrics"])
+        unreadable = checks.prefix_cache(client, QWEN, [dead])
+    assert none == checks.Check("prefix cache hits", False, 0, expected=rises, got="no metrics URL to read it from",
+                                detail="pass --metrics-url=http://MODEL-SERVER:8000/metrics (one per server)")
+    assert not_vllm == checks.Check("prefix cache hits", False, 0, expected=rises,
+                                    got=f"no vllm:prefix_cache_queries_total at {gateway}/metrics (not a vLLM "
+                                        "server's /metrics?)")
+    assert unreadable == checks.Check("prefix cache hits", False, 0, expected=f"counters from {dead}", got="no metrics",
+                                      detail="cannot read metrics: connection refused (nothing listens on that port)")
+
+
+@contextlib.contextmanager
+def streaming_server(lines: list[bytes], seen: list):
+    """A real HTTP server answering every POST with an event stream of `lines`; `seen` collects the bodies."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            for line in lines:
+                self.wfile.write(line + b"\n\n")
+
+    with serving(Handler) as url:
+        yield url
+
+
+def test_a_stream_that_never_says_done_fails_and_the_request_is_a_short_chat():
+    chunk = b'data: {"choices": [{"index": 0, "delta": {"content": "one"}}]}'
+    seen: list = []
+    with streaming_server([chunk, chunk], seen) as url, httpx.Client(base_url=url, timeout=10) as client:
+        cut = checks.streaming(client, QWEN)
+    assert not cut.ok and cut.got == "2 chunks, no [DONE]" and cut.expected == "content chunks then [DONE]", cut
+    assert cut.name == f"stream {QWEN}" and cut.data["chunks"] == 2 and 0 < cut.data["ttft_ms"] <= cut.latency_ms
+    assert seen == [{"model": QWEN, "messages": [{"role": "user", "content": "Count to five."}],
+                     "max_tokens": checks.MAX_TOKENS, "min_tokens": checks.MIN_TOKENS, "stream": True}]
+    with refusing(503, b'{"error": {"message": "no healthy upstream"}}') as url, \
+            httpx.Client(base_url=url, timeout=10) as client:
+        refused = checks.streaming(client, QWEN)
+    assert refused == checks.Check(f"stream {QWEN}", False, 0, expected="HTTP 200 event stream",
+                                   got="HTTP 503: no healthy upstream"), refused
+
+
+@pytest.mark.vllm
+def test_a_real_stream_reports_its_chunks_and_time_to_first_token(vllm_server):
+    with httpx.Client(base_url=vllm_server.url, timeout=60) as client:
+        check = checks.streaming(client, QWEN)
+    chunks, ttft = check.data["chunks"], check.data["ttft_ms"]
+    assert check.ok and chunks > 0 and check.got == f"{chunks} chunks, [DONE]", check
+    assert check.detail == f"{chunks} chunks, TTFT {ttft:.0f} ms" and 0 < ttft <= check.latency_ms < 60_000, check
+
+
+def test_routing_sends_a_short_completion_per_request():
+    seen: list = []
+    with answering_as(QWEN, seen) as url, httpx.Client(base_url=url, timeout=10) as client:
+        check = checks.routing(client, [QWEN, PHI], rounds=1)
+    assert sorted(body["model"] for _, body in seen) == sorted([QWEN, PHI])
+    assert all(path == "/v1/completions" and body == {"model": body["model"], "prompt": "Route me.", "max_tokens": 2}
+               for path, body in seen), seen
+    assert not check.ok and check.got == f"50 %; e.g. asked {PHI}, got {QWEN}", check

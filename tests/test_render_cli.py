@@ -1,5 +1,6 @@
 """`invoke render`: validated output written all-or-nothing; bad input writes nothing."""
 import os
+import re
 import subprocess
 import sys
 
@@ -100,6 +101,19 @@ def test_refuses_a_foreign_non_empty_directory(tmp_path):
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 
 
+def test_an_out_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("mine")
+    proc = invoke("render", "--pattern=baseline", "--accel=sim", "--stack=kserve", f"--out={tmp_path / 'file'}")
+    assert proc.returncode == 1 and proc.stderr == (f"error: --out {tmp_path / 'file'} exists and is not a directory; "
+                                                    "valid: a new or empty directory\n")
+    from lightrail.errors import LightrailError
+    from lightrail.render import check_out
+
+    with pytest.raises(LightrailError, match=r"exists and is not a directory$"):   # what write() itself refuses
+        check_out(tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "mine"
+
+
 def test_out_is_required():
     proc = invoke("render", "--pattern=baseline", "--accel=sim")
     assert proc.returncode == 1 and "--out=DIR is required" in proc.stderr
@@ -121,12 +135,14 @@ def test_a_re_render_removes_only_files_inside_out_whatever_its_list_says(tmp_pa
     (out / "# a comment").write_text("not ours either")
     marker = out / ".lightrail-render"
     marker.write_text(marker.read_text() + f"../outside.txt\n{outside}\n# a comment\n")
+    (out / "manifests.yaml").unlink()     # a file the list names, already gone: nothing to remove
     again = invoke("render", "--pattern=baseline", "--accel=sim", "--stack=kserve", f"--out={out}")
     assert again.returncode == 0, again.stderr
     assert outside.read_text() == "not ours" and (out / "# a comment").read_text() == "not ours either"
     # manifests are block YAML a person can read and diff, one key per line
     text = (out / "manifests.yaml").read_text()
     assert text.startswith("apiVersion: ") and "\nkind: " in text and "{" not in text.split("\n", 1)[0]
+    assert not re.search(r": (\[.+\]|\{.+\})$", text, re.M), "a list or mapping written inline"
 
 
 @needs_schemas
@@ -185,3 +201,8 @@ def test_a_cached_render_is_served_until_an_input_changes(tmp_path, monkeypatch)
     rendering.render_validated(plan, charts=charts)
     plant()
     assert rendering.render_validated(plan, charts=charts, schemas=schemas_dir()).notes == first.notes
+    for entry in cache_dir("render").glob("*.json"):
+        entry.unlink()
+    monkeypatch.setenv("LIGHTRAIL_NO_CACHE", "1")
+    rendering.render_validated(plan, charts=charts)
+    assert not list(cache_dir("render").glob("*.json")), "LIGHTRAIL_NO_CACHE=1 caches nothing"

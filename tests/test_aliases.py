@@ -125,6 +125,9 @@ def test_the_alias_check_needs_the_targets_own_answer(table, ok, got):
     with answering(table) as url, httpx.Client(base_url=url, timeout=10) as client:
         check = checks.alias(client, "chat", QWEN)
     assert check.ok is ok and check.got.startswith(got), check
+    assert check.name == "alias chat"
+    if "chat" in table:      # answered: compared with the target's own greedy text
+        assert check.expected == f"{QWEN}'s greedy text ' jumps'" and check.detail == f"-> {QWEN}", check
 
 
 @pytest.mark.vllm

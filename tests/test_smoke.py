@@ -591,3 +591,20 @@ def test_routing_sends_a_short_completion_per_request():
     assert all(path == "/v1/completions" and body == {"model": body["model"], "prompt": "Route me.", "max_tokens": 2}
                for path, body in seen), seen
     assert not check.ok and check.got == f"50 %; e.g. asked {PHI}, got {QWEN}", check
+
+
+def test_an_unknown_model_check_wants_a_4xx_and_names_a_hang():
+    with refusing(400, b'{"error": {"message": "model not found"}}') as url, \
+            httpx.Client(base_url=url, timeout=10) as client:
+        refused = checks.unknown_model(client)
+    assert refused.ok and refused.name == "unknown model is refused" and refused.expected == "HTTP 4xx", refused
+    assert refused.got == "HTTP 400"
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.5) as client:
+            hang = checks.unknown_model(client)
+    finally:
+        silent.close()
+    assert hang == checks.Check("unknown model is refused", False, 0, expected="HTTP 4xx", got="timed out (a hang)")

@@ -15,7 +15,7 @@ import pytest
 
 from lightrail.errors import LightrailError
 from lightrail.settings import ROOT
-from lightrail.smoke import checks
+from lightrail.smoke import checks, metrics
 from lightrail.testing.bodyrouter import BodyRouter
 from lightrail.testing.vllm import VLLMServer, free_port
 from tests.conftest import PHI, QWEN
@@ -414,10 +414,14 @@ def test_prefix_check_sizes_the_prefix_from_the_server(vllm_server):
     with httpx.Client(base_url=vllm_server.url, timeout=60) as client:
         (card,) = client.get("/v1/models").json()["data"]
         context = card["max_model_len"]
+        before = metrics.scrape([vllm_server.metrics_url])
         check = checks.prefix_cache(client, QWEN, [vllm_server.metrics_url])
+        served = metrics.delta(before, metrics.scrape([vllm_server.metrics_url]))
         too_small = checks.shared_prefix(client, QWEN, context, [vllm_server.metrics_url])   # blocks as big as it
     block, tokens = check.data["block_size"], check.data["prefix_tokens"]
-    assert check.ok, check
+    assert check.ok and check.expected == "vllm:prefix_cache_hits_total rises", check
+    # a burst of 8 short completions (2 tokens each) sharing the prefix, nothing else
+    assert served[metrics.REQUESTS_OK] == 8 and served[metrics.GENERATION_TOKENS] <= 16, served
     assert checks.MIN_PREFIX_BLOCKS * block <= tokens <= min(checks.PREFIX_BLOCKS * block, context - 64), check
     assert check.data["hits"] > 0 and f"shared prefix {tokens} tokens ({tokens // block} blocks of {block})" in \
         check.detail, check
@@ -531,13 +535,13 @@ def test_prefix_check_failures_before_any_request_say_what_is_missing_in_full():
     with http_server(b"# TYPE envoy_requests counter\nenvoy_requests_total 7\n", "text/plain") as gateway, \
             httpx.Client(base_url=gateway) as client:
         none = checks.prefix_cache(client, QWEN, [])
-        not_vllm = checks.prefix_cache(client, QWEN, [f"{gateway}/metrics"])
+        not_vllm = checks.prefix_cache(client, QWEN, [f"{gateway}/metrics", f"{gateway}/stats"])
         unreadable = checks.prefix_cache(client, QWEN, [dead])
     assert none == checks.Check("prefix cache hits", False, 0, expected=rises, got="no metrics URL to read it from",
                                 detail="pass --metrics-url=http://MODEL-SERVER:8000/metrics (one per server)")
     assert not_vllm == checks.Check("prefix cache hits", False, 0, expected=rises,
-                                    got=f"no vllm:prefix_cache_queries_total at {gateway}/metrics (not a vLLM "
-                                        "server's /metrics?)")
+                                    got=f"no vllm:prefix_cache_queries_total at {gateway}/metrics, {gateway}/stats "
+                                        "(not a vLLM server's /metrics?)")
     assert unreadable == checks.Check("prefix cache hits", False, 0, expected=f"counters from {dead}", got="no metrics",
                                       detail="cannot read metrics: connection refused (nothing listens on that port)")
 

@@ -11,13 +11,13 @@ Each module runs on its own: a copy of the checkout's files in ~/.cache/lightrai
 <module>, mutmut mutating that one file, with only the tests that decide it (tests that start a
 real vLLM are left out: one per mutant would take hours; for smoke/checks two vLLM servers are started
 once and its vLLM tests attach to them). Hits in the tests' subprocesses (`invoke smoke`) are
-counted too (benchmarks/mutation_hits.py): mutmut alone sees only its own process. For the modules renders depend on,
-renders are not cached (LIGHTRAIL_NO_CACHE=1): a mutant must not hide behind a render of the
-original code; render itself (whose cache is part of the module) caches into its own directory,
-emptied before every test; the others keep the render cache (their mutants cannot change a render). Prints one
-line per module: killed / mutants and the score; `--list` names every surviving mutant
-(`mutmut show NAME` in the module's work directory shows its diff). docs/testing.md records the
-scores and the survivors we accept.
+counted too (benchmarks/mutation_hits.py): mutmut alone sees only its own process. For the
+modules renders depend on, renders are not cached (LIGHTRAIL_NO_CACHE=1): a mutant must not hide
+behind a render of the original code; render itself (whose cache is part of the module) caches
+into its own directory, emptied before every test; the others keep the render cache (their
+mutants cannot change a render). Prints one line per module: killed / mutants and the score;
+`--list` names every surviving mutant (`mutmut show NAME` in the module's work directory shows its
+diff). docs/testing.md records the scores and the survivors we accept.
 """
 from __future__ import annotations
 

@@ -3,8 +3,9 @@
 While mutmut maps tests to the functions they reach ("stats"), count the functions a test reached
 in its subprocesses too: without it, every mutant of code the tests run through `invoke` (smoke,
 status...) is reported "no tests" and never run. And before every test, empty the caches a module
-fills on first use (and, measuring render, the render cache): otherwise only the first test maps to the code that builds them, and mutmut's
-workers (forked from a process that already ran the tests) never run that code at all."""
+fills on first use: otherwise only the first test maps to the code that builds them, and mutmut's
+workers (forked from a process that already ran the tests) never run that code at all. Measuring
+render, the render cache is emptied too: a render another test cached would hide a mutant."""
 from __future__ import annotations
 
 import os
@@ -29,7 +30,7 @@ def pytest_runtest_setup(item):
     for module, name in CACHES.items():
         if module in sys.modules:
             getattr(sys.modules[module], name).clear()
-    if os.environ.get("LIGHTRAIL_MUTATION_FRESH_RENDERS"):   # a render cached by another test would hide a mutant
+    if os.environ.get("LIGHTRAIL_MUTATION_FRESH_RENDERS"):
         from lightrail.settings import cache_dir
 
         shutil.rmtree(cache_dir("render"), ignore_errors=True)

@@ -1,6 +1,7 @@
 """What a migration costs the clients: wall time, requests served, latency before / during / after.
 
-    .venv/bin/python benchmarks/migration.py [--pattern=caching] [--steps=10,50,100 | --no-surge] [--hold=10] [--window=30]
+    .venv/bin/python benchmarks/migration.py [--pattern=caching|baseline|multimodel] [--steps=10,50,100 | --no-surge]
+                                             [--hold=10] [--window=30]
 
 On the local control plane (real API server, scheduler, istiod, KServe controller, kwok nodes) the
 pattern is deployed on llmd (sim node shapes), the Gateway is served by the gateway model with one
@@ -9,10 +10,14 @@ before, `invoke migrate --to=kserve` itself, `--window` seconds after. Prints on
 (requests, failed, p50 / p99 latency) and the migration's wall time. The target's vLLM starts
 cache-cold, so caching's p99 during and after shows the cold-cache cost the warm-up phase reduces.
 `--no-surge` swaps one replica at a time instead (the weights follow the replicas; --steps unused).
+multimodel: one vLLM per model and stack, the gateway model routing by the body, one traffic
+driver per model (the rate is per model). The migration reads the gateway model's counters
+(--metrics-url), so each hold's line shows the client requests per side.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -31,7 +36,7 @@ from lightrail.testing.tinymodel import generate
 from lightrail.testing.traffic import TrafficDriver
 from lightrail.testing.vllm import VLLMServer
 
-MODEL = "Qwen/Qwen2.5-3B-Instruct"
+MODELS = {"qwen2-5-3b-instruct": "Qwen/Qwen2.5-3B-Instruct", "phi-3-mini-4k-instruct": "microsoft/Phi-3-mini-4k-instruct"}
 NAMESPACE = "bench-migrate"
 
 
@@ -54,15 +59,16 @@ def window(records, start: float, end: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pattern", default="caching", choices=["baseline", "caching"])
+    parser.add_argument("--pattern", default="caching", choices=["baseline", "caching", "multimodel"])
     parser.add_argument("--steps", default="10,50,100")
     parser.add_argument("--hold", default="10")
     parser.add_argument("--window", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=6.0)
     parser.add_argument("--no-surge", action="store_true", help="one replica at a time (docs/migrate.md)")
     args = parser.parse_args()
-    name = f"{args.pattern}-qwen2-5-3b-instruct"
-    pools = {"llmd": name, "kserve": f"{name}-inference-pool"}
+    models = MODELS if args.pattern == "multimodel" else dict(list(MODELS.items())[:1])
+    pools = {(f"{args.pattern}-{short}{suffix}", model) for short, model in models.items()
+             for suffix in ("", "-inference-pool")}      # llmd's pool, KServe's pool
     with tempfile.TemporaryDirectory(prefix="lightrail-bench-migrate-") as tmp:
         work = Path(tmp)
         cluster = LocalCluster("bench-migrate", work / "cluster").start()
@@ -75,34 +81,41 @@ def main() -> None:
                 invoke(cluster, "deploy", f"--pattern={args.pattern}", "--accel=sim", f"--namespace={NAMESPACE}",
                        "--timeout=600")
                 model_dir = generate(work / "model")
-                servers = [VLLMServer(model_dir, MODEL, extra_args=("--enforce-eager",), startup_timeout=900)
-                           for _ in pools]
+                servers = {pool: VLLMServer(model_dir, model, extra_args=("--enforce-eager",), startup_timeout=900)
+                           for pool, model in sorted(pools)}
                 with ThreadPoolExecutor(2) as pool:
-                    for future in [pool.submit(s.start) for s in servers]:
+                    for future in [pool.submit(s.start) for s in servers.values()]:
                         future.result()
                 try:
-                    backends = {(NAMESPACE, pools[stack]): s.url for stack, s in zip(pools, servers)}
-                    with GatewayModel(cluster.kubeconfig, cluster.context, (NAMESPACE, f"{args.pattern}-gateway"),
-                                      backends, propagation_delay=1.0) as gw, \
-                            TrafficDriver(gw.url, MODEL, rate=args.rate, concurrency=8, max_tokens=8) as traffic:
+                    backends = {(NAMESPACE, name): s.url for name, s in servers.items()}
+                    router = f"{args.pattern}-bbr" if args.pattern == "multimodel" else ""
+                    with contextlib.ExitStack() as running:
+                        gw = running.enter_context(GatewayModel(
+                            cluster.kubeconfig, cluster.context, (NAMESPACE, f"{args.pattern}-gateway"), backends,
+                            propagation_delay=1.0, body_router=router))
+                        drivers = [running.enter_context(TrafficDriver(gw.url, model, rate=args.rate, concurrency=8,
+                                                                       max_tokens=8)) for model in models.values()]
                         t0 = time.monotonic()
                         time.sleep(args.window)
                         t1 = time.monotonic()
-                        invoke(cluster, "migrate", f"--pattern={args.pattern}", "--accel=sim", "--to=kserve",
-                               f"-n={NAMESPACE}", f"--url={gw.url}", f"--hold={args.hold}", "--settle=2",
-                               "--drain=5", "--timeout=600", "--yes",
-                               *(["--no-surge"] if args.no_surge else [f"--steps={args.steps}"]))
+                        moved = invoke(cluster, "migrate", f"--pattern={args.pattern}", "--accel=sim", "--to=kserve",
+                                       f"-n={NAMESPACE}", f"--url={gw.url}", f"--metrics-url={gw.metrics_url}",
+                                       f"--hold={args.hold}", "--settle=2", "--drain=5", "--timeout=600", "--yes",
+                                       *(["--no-surge"] if args.no_surge else [f"--steps={args.steps}"]))
                         t2 = time.monotonic()
                         time.sleep(args.window)
                         t3 = time.monotonic()
-                    records = traffic.report().records
+                    records = [r for d in drivers for r in d.report().records]
                 finally:
-                    for s in servers:
+                    for s in servers.values():
                         s.stop()
         finally:
             cluster.stop()
     how = "--no-surge" if args.no_surge else f"steps {args.steps}"
     print(f"migrate {args.pattern} llmd -> kserve, {how}, hold {args.hold} s: wall time {t2 - t1:.1f} s")
+    for line in moved.stdout.splitlines():
+        if "clients: " in line:
+            print(f"  hold: {line.strip()}")
     for label, (a, b) in (("before", (t0, t1)), ("during", (t1, t2)), ("after", (t2, t3))):
         print(f"  {label:<7} {json.dumps(window(records, a, b))}")
 

@@ -186,7 +186,13 @@ class Plan:
         per namespace (two namespaces serving the same model never match the same requests). On
         kserve an alias is the model's name (spec.model.name), which vLLM answers with."""
         name = server.aliases[0] if self.stack == "kserve" and server.aliases else server.model
-        return client_model(self.stack, self.body_based_routing, self.namespace, name)
+        return client_model(self.request, self.body_based_routing, name)
+
+    @property
+    def body_router(self) -> bool:
+        """Whether the deployment brings its own body-based router: behind a front route the kept
+        Gateway's router (the source's, handed over with the Gateway) already fills the model header."""
+        return self.body_based_routing and not self.gateway.external
 
     @property
     def namespace_labels(self) -> dict[str, str]:
@@ -251,10 +257,12 @@ class Plan:
         }
 
 
-def client_model(stack: str, body_based_routing: bool, namespace: str, model: str) -> str:
-    """See Plan.client_model (also the name a non-vLLM engine is told to serve)."""
-    if stack == "kserve" and body_based_routing:
-        return f"publishers/{namespace}/models/{model}"
+def client_model(request: Request, body_based_routing: bool, model: str) -> str:
+    """See Plan.client_model (also the name a non-vLLM engine is told to serve). Behind a front route
+    clients keep the names of the Gateway's router: an llmd-made Gateway's, the plain ones (a
+    migration refuses KServe's shared gateway for body-routed patterns: migrate.plan)."""
+    if request.stack == "kserve" and body_based_routing and not request.front:
+        return f"publishers/{request.namespace}/models/{model}"
     return model
 
 
@@ -432,7 +440,7 @@ def _engine_server(request: Request, engine: Mapping[str, Any], server: ModelSer
     if server.weights and kind == "path" and not any("{model}" in a for a in engine["args"]):
         raise LightrailError(f"--inference-engine={request.engine} names the model by what it loads (it takes no "
                              f"served name), so it would answer as {ref}; valid: --weights=hf")
-    served = client_model(request.stack, pattern.body_based_routing, request.namespace, server.model)
+    served = client_model(request, pattern.body_based_routing, server.model)
     command, args = engines.command_line(engine, request.accel, model=served, ref=ref, ref_kind=kind,
                                          port=VLLM_PORT, tp=server.tensor_parallel, args=pattern.vllm_args)
     return replace(server, command=command, args=args, engine=request.engine)

@@ -276,8 +276,6 @@ def cases():
     add("migrate-no-pattern", ["migrate", "--to=kserve", "--dry-run"], PATTERNS)
     add("migrate-pattern-nope", ["migrate", "--pattern=nope", "--to=kserve", "--dry-run"], PATTERNS)
     add("migrate-no-accel", ["migrate", "--pattern=caching", "--to=kserve", "--dry-run"], "gpu | tpu | cpu | sim")
-    add("migrate-multimodel", ["migrate", "--pattern=multimodel", "--accel=sim", "--to=kserve", "--dry-run"],
-        "body-based router is wired into the Gateway")
     for bad, expected in (("50,10,100", "must rise strictly"), ("10,50", "to 100"), ("abc", "--steps must be a whole"),
                           ("0,100", "--steps must be a whole number from 1"), ("10,,100", "--steps must be a whole"),
                           ("10,150", "from 1 to 100")):
@@ -293,6 +291,7 @@ def cases():
                                          "--no-surge"], "--replicas=2")
     add("migrate-url-bad", ["migrate", *mig, "--url=http://[::1"], "not a valid URL")
     add("migrate-url-scheme", ["migrate", *mig, "--url=ftp://x"], "not an HTTP URL")
+    add("migrate-metrics-url-bad", ["migrate", *mig, "--metrics-url=ftp://x"], "--metrics-url 'ftp://x' is not an HTTP URL")
     add("migrate-live-without-yes", ["migrate", "--pattern=caching", "--accel=sim", "--to=kserve"], "pass --yes")
     add("migrate-topology-on-sim", ["migrate", *mig, "--topology=2x2"], "--topology")
     return out

@@ -18,6 +18,7 @@ from lightrail.migrate.routes import PROBE_HEADER, client_rules, client_weights,
 from lightrail.ops.objects import MIGRATION_LABEL
 from lightrail.migrate.state import State, from_config_map
 from lightrail.plan import Request, build_plan
+from lightrail.router import MODEL_HEADER
 
 GATEWAY = ("shop", "caching-gateway")
 LLMD_ROUTE = {"spec": {"parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "caching-gateway"}],
@@ -32,14 +33,26 @@ KSERVE_ROUTE = {"spec": {"parentRefs": [{"kind": "Gateway", "name": "kserve-ingr
                                     "name": "v1-completions-path"}]}}
 
 
+def body_routed(route, model):
+    """A model's route behind body-based routing (llm-d's router chart): `/` and the model's header."""
+    route = copy.deepcopy(route)
+    for rule in route["spec"]["rules"]:
+        rule["matches"] = [{"headers": [{"name": MODEL_HEADER, "type": "Exact", "value": model}],
+                            "path": {"type": "PathPrefix", "value": "/"}}]
+    return route
+
+
 def migration(pattern="caching", accel="sim", source="llmd", to="kserve", route=LLMD_ROUTE, replicas=None,
               fronted=False, **options):
     """`fronted`: a migration back - the source runs behind the front route a migration left it, whose
-    client rules are still those of `route` (the first source's own route)."""
+    client rules are still those of `route` (the first source's own route); multimodel's match each
+    model's header."""
     front = f"{GATEWAY[0]}/{GATEWAY[1]}" if fronted else ""
     plan = build_plan(Request(pattern=pattern, accel=accel, stack=source, namespace="shop", replicas=replicas,
                               front=front))
-    return plan_migration(plan, to, GATEWAY, {s.name: client_rules(route) for s in plan.servers},
+    routes = {s.name: body_routed(route, plan.client_model(s)) if plan.body_based_routing else route
+              for s in plan.servers}
+    return plan_migration(plan, to, GATEWAY, {name: client_rules(r) for name, r in routes.items()},
                           {s.name: route["spec"]["parentRefs"] for s in plan.servers}, Options(**options),
                           source_fronted=fronted)
 
@@ -84,6 +97,13 @@ def effect(m, world, op):
     assert op.seconds == waits.get(op.action, 0.0), f"{op.title!r} waits {op.seconds} s"
     if op.action == "apply":
         w["front"] = front_of(op.objects[0])
+        assert len(op.objects) == len(m.source.servers), f"{op.title!r}: a front route per model"
+        for obj, src, tgt in zip(op.objects[1:], m.source.servers[1:], m.target.servers[1:]):   # the same shares
+            pools = {pool_name(m.source, m.source.servers[0]): pool_name(m.source, src),
+                     pool_name(m.target, m.target.servers[0]): pool_name(m.target, tgt)}
+            first = w["front"]
+            assert front_of(obj)["weights"] == {pools[p]: v for p, v in first["weights"].items()}, op.title
+            assert front_of(obj)["probes"] == {k: pools[p] for k, p in first["probes"].items()}, op.title
     elif op.action == "delete":
         if w["front"] and w["front"]["name"] in {o["metadata"]["name"] for o in op.objects}:
             w["front"] = None
@@ -106,7 +126,7 @@ def effect(m, world, op):
         if w["front"] and w["front"]["name"] in {o["metadata"]["name"] for o in op.objects}:
             w["front"]["stack"] = stack
             w["front"]["migrating"] = op.labels[MIGRATION_LABEL] is not None
-        if op.release:
+        if op.releases:
             w["gateway_stack"] = stack
     elif op.action in ("verify", "warm", "hold"):   # they send requests: the side must be reachable
         name = "target" if op.action == "hold" else op.side
@@ -155,13 +175,16 @@ CASES = [("caching", "sim", "llmd", "kserve", LLMD_ROUTE, True), ("baseline", "g
 CASES = [(*c, False) for c in CASES] + [
     # migrations back: the source (kserve) runs behind the front route the first migration (from llmd) left
     ("caching", "sim", "kserve", "llmd", LLMD_ROUTE, True, True), ("baseline", "gpu", "kserve", "llmd", LLMD_ROUTE, True, True),
-    ("caching", "sim", "kserve", "llmd", LLMD_ROUTE, False, True), ("moe", "gpu", "llmd", "kserve", KSERVE_ROUTE, False, True)]
+    ("caching", "sim", "kserve", "llmd", LLMD_ROUTE, False, True), ("moe", "gpu", "llmd", "kserve", KSERVE_ROUTE, False, True),
+    # multimodel, from llmd (whose Gateway and body-based router stay) and back
+    ("multimodel", "sim", "llmd", "kserve", LLMD_ROUTE, True, False), ("multimodel", "gpu", "llmd", "kserve", LLMD_ROUTE, False, False),
+    ("multimodel", "sim", "kserve", "llmd", LLMD_ROUTE, True, True), ("multimodel", "tpu", "kserve", "llmd", LLMD_ROUTE, False, True)]
 PARAMS = "pattern,accel,source,to,route,surge,fronted"
 
 
 def case(pattern, accel, source, to, route, surge, fronted):
     """moe runs one LWS group unless told; --no-surge needs two to swap."""
-    return migration(pattern, accel, source, to, route, replicas=2 if pattern == "moe" and not surge else None,
+    return migration(pattern, accel, source, to, route, replicas=None if surge or pattern in ("caching",) else 2,
                      fronted=fronted, surge=surge)
 
 
@@ -275,7 +298,7 @@ def test_a_state_this_version_cannot_read_is_named_not_guessed(data, why):
 
 @pytest.mark.parametrize("kwargs,error", [
     ({"to": "llmd"}, "already runs on the llmd stack"),
-    ({"pattern": "multimodel"}, "clients name its models differently on the two stacks"),
+    ({"pattern": "multimodel", "source": "kserve", "to": "llmd", "route": KSERVE_ROUTE}, "from KServe's shared gateway"),
     ({"steps": (50, 10, 100)}, "must rise strictly"),
     ({"steps": (10, 50)}, "to 100"),
     ({"steps": (0, 100)}, "from 1"),
@@ -488,7 +511,8 @@ def test_the_plan_in_words_no_surge_every_operation_and_its_undo():
         '  - the front route(s) and the Gateway now belong to the kserve deployment',
         '  undo: the front route(s) and the Gateway back to the llmd deployment',
         "guards during every hold: a failed target probe, target latency above max(3 x the source's, +1 s), "
-        'fewer ready target endpoints than desired -> weights back to the last good step, '
+        'fewer ready target endpoints than desired, a client request answered 5xx from the target (with '
+        '--metrics-url) -> weights back to the last good step, '
         'then stop (state kept: --resume or --rollback)',
     ]
 
@@ -544,7 +568,8 @@ def test_the_plan_in_words_with_surge_and_the_waits_given():
         '  - the front route(s) and the Gateway if the deployment made it now belong to the llmd deployment',
         '  undo: the front route(s) and the Gateway if the deployment made it back to the kserve deployment',
         "guards during every hold: a failed target probe, target latency above max(3 x the source's, +1 s), "
-        'fewer ready target endpoints than desired -> weights back to the last good step, '
+        'fewer ready target endpoints than desired, a client request answered 5xx from the target (with '
+        '--metrics-url) -> weights back to the last good step, '
         'then stop (state kept: --resume or --rollback)',
     ]
 
@@ -558,13 +583,12 @@ def test_refusals_name_the_valid_choice_and_the_way_out():
         migration(source="kserve", route=KSERVE_ROUTE, to="kserve")
     assert str(err.value) == "pattern caching already runs on the kserve stack; valid --to: llmd"
     with pytest.raises(LightrailError) as err:
-        migration("multimodel")
+        migration("multimodel", source="kserve", route=KSERVE_ROUTE, to="llmd")
     assert str(err.value) == (
-        "migrating pattern multimodel is not supported: clients name its models differently on the two stacks (llmd: "
-        "<model>; kserve, routed on KServe's shared gateway: publishers/<namespace>/models/<model>), and its body-based "
-        "router is wired into the Gateway's data path (llmd: an ext-proc on the pattern's Gateway; kserve: an "
-        "EnvoyFilter on KServe's), so neither the client contract nor the Gateway would stay the same (deploy the "
-        "target stack in another namespace and move clients, or migrate baseline, caching or moe)")
+        "migrating pattern multimodel from KServe's shared gateway is not supported: clients send publishers/"
+        "<namespace>/models/<model> there, and its body-based router is an EnvoyFilter in KServe's namespace; the llmd "
+        "stack serves plain model names and brings its router with its own Gateway (deploy the llmd stack in another "
+        "namespace and move clients (a deployment that started on llmd migrates to kserve and back))")
     with pytest.raises(LightrailError) as err:
         migration("baseline", "gpu", surge=False)
     assert str(err.value) == ("--no-surge swaps one replica at a time, and baseline runs 1: while it is swapped, nothing "
@@ -630,5 +654,46 @@ def test_a_migration_back_keeps_the_front_route_and_hands_the_gateway_back():
     assert unmark.labels[MIGRATION_LABEL] is None and unmark.labels["lightrail.dev/stack"] == "kserve"
     assert [o["metadata"]["name"] for o in unmark.objects] == ["caching-qwen2-5-3b-instruct-front"]
     handover = m.phases[-1]
-    assert handover.forward[0].release == handover.backward[0].release == "caching-infra"
+    assert handover.forward[0].releases == handover.backward[0].releases == ("caching-infra",)
     assert handover.forward[0].title == "the front route(s) and the Gateway now belong to the llmd deployment"
+
+
+def test_multimodel_moves_each_models_route_and_hands_the_body_router_over_with_the_gateway():
+    """Each model keeps its front route matching its model header; its probe rules match that header
+    too (two models' probe rules on one Gateway must not tie), and with one header more they win over
+    the client rule. The llmd source's body-based router stays with the Gateway, changing hands."""
+    m = migration("multimodel", "sim", "llmd", "kserve", LLMD_ROUTE)
+    routes = next(p for p in m.phases if p.name == "shift-50").forward[0].objects
+    assert [r["metadata"]["name"] for r in routes] == ["multimodel-qwen2-5-3b-instruct-front",
+                                                       "multimodel-phi-3-mini-4k-instruct-front"]
+    for route, model in zip(routes, ("Qwen/Qwen2.5-3B-Instruct", "microsoft/Phi-3-mini-4k-instruct")):
+        header = {"type": "Exact", "name": MODEL_HEADER, "value": model}
+        *probes, client = route["spec"]["rules"]
+        assert client["matches"] == [{"headers": [{"name": MODEL_HEADER, "type": "Exact", "value": model}],
+                                      "path": {"type": "PathPrefix", "value": "/"}}]
+        assert [p["matches"][0]["headers"] for p in probes] == [
+            [header, {"type": "Exact", "name": PROBE_HEADER, "value": "source"}],
+            [header, {"type": "Exact", "name": PROBE_HEADER, "value": "target"}]]
+        assert sorted(client_weights(route).values()) == [50, 50]
+    handover = m.phases[-1]
+    assert handover.forward[0].releases == ("multimodel-infra", "multimodel-bbr")
+    assert handover.forward[0].title == ("the front route(s) and the Gateway and its body-based router now belong to "
+                                         "the kserve deployment")
+    # the target answers to the names clients send through this Gateway, and brings no router of its own
+    assert m.target.served_models == m.source.served_models == ("Qwen/Qwen2.5-3B-Instruct",
+                                                               "microsoft/Phi-3-mini-4k-instruct")
+    assert not m.target.body_router and not any(u.name == "multimodel-bbr" for u in m.target.units)
+    back = migration("multimodel", "sim", "kserve", "llmd", LLMD_ROUTE, fronted=True)
+    assert back.source.served_models == back.target.served_models == m.source.served_models
+    assert not any(u.name == "multimodel-bbr" for u in back.target.units + back.source.units)
+    assert back.phases[-1].forward[0].releases == ("multimodel-infra", "multimodel-bbr")
+
+
+def test_a_model_route_matching_two_model_names_is_refused():
+    route = body_routed(LLMD_ROUTE, "a")
+    route["spec"]["rules"].append({**copy.deepcopy(route["spec"]["rules"][0]), "matches": [
+        {"headers": [{"name": MODEL_HEADER, "type": "Exact", "value": "b"}], "path": {"type": "PathPrefix", "value": "/"}}]})
+    plan = build_plan(Request(pattern="multimodel", accel="sim", stack="llmd", namespace="shop"))
+    with pytest.raises(LightrailError, match="matches 2 model names; a model's route matches one"):
+        plan_migration(plan, "kserve", GATEWAY, {s.name: client_rules(route) for s in plan.servers},
+                       {s.name: route["spec"]["parentRefs"] for s in plan.servers})

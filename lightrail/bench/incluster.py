@@ -27,7 +27,7 @@ COMPONENT = {"app.kubernetes.io/component": "benchmark"}
 def default_url(plan: Plan) -> str:
     """The gateway's in-cluster address when the implementation's naming is known (Istio)."""
     if plan.stack == "llmd" and plan.gateway.provider == "istio":
-        return f"http://{plan.gateway.name}-istio.{plan.namespace}.svc.cluster.local"
+        return f"http://{plan.gateway.name}-istio.{plan.gateway.namespace or plan.namespace}.svc.cluster.local"
     raise LightrailError(f"no known in-cluster address for the {plan.stack} stack with provider "
                          f"{plan.gateway.provider}", fix="pass --url=http://SERVICE.NAMESPACE.svc.cluster.local:PORT")
 

@@ -71,6 +71,10 @@ def run(c, pattern="", accel="gpu", stack="llmd", namespace="lightrail", kube_co
                              "in-cluster address", fix="drop --ca-file, or run the harness here with --url=https://...")
     ca_file = str(Path(ca_file).expanduser().resolve()) if ca_file else ""   # the harness runs in the run's directory
     kube_context = kube_context or None
+    if not (url or dry_run):    # served through a front route after a migration: its Gateway, its names
+        from lightrail.smoke.discovery import as_deployed
+
+        plan = as_deployed(plan, kube_context)
     if in_cluster:
         target = _target(plan, url or incluster.default_url(plan), tokenizer, metrics_url, "")
         if dry_run:

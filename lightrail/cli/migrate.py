@@ -26,6 +26,9 @@ HELP = {
     "surge": "run the target beside the source (default); --no-surge swaps one replica (moe: one LWS group) at a "
              "time in the source's room, the weights following (needs 2+ replicas)",
     "url": "the Gateway's address as this machine reaches it, for the probes (e.g. a port-forward)",
+    "metrics_url": "the Istio gateway proxy's Prometheus counters (e.g. a port-forward to its port 15020: "
+                   "http://127.0.0.1:15020/stats/prometheus): each hold shows client requests per side, and a 5xx "
+                   "answered from the target trips the guard",
     "ca_file": "PEM bundle of the CA that signed an https --url's certificate (a private CA); default: the "
                "system's CAs",
     "resume": "continue an interrupted or paused migration from the state in the cluster",
@@ -56,7 +59,7 @@ def _steps(value: str) -> tuple[int, ...]:
 def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type="", topology="", vllm_arg=None,
             inference_engine="", alias=None, weights="", cache_size="", namespace="lightrail", kube_context="", steps="", hold="60", settle="5", drain="30", surge=True,
             url="", resume=False, rollback=False, yes=False, timeout="900", hf_token_file="", charts="",
-            keep_pvcs=True, latency_margin="1", dry_run=False, ca_file=""):
+            keep_pvcs=True, latency_margin="1", dry_run=False, ca_file="", metrics_url=""):
     """Move a running pattern between stacks behind its Gateway, weight by weight, with zero failed requests."""
     from lightrail.migrate.plan import Options, check_migratable
     from lightrail.migrate.run import Context, resume as resume_migration, start
@@ -77,6 +80,7 @@ def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type=""
                       drain=_duration(drain, "--drain"), surge=surge, keep_pvcs=keep_pvcs,
                       timeout=seconds(timeout), latency_margin=seconds(latency_margin, "--latency-margin"))
     url = check_url(url) if url else ""
+    metrics_url = check_url(metrics_url, "--metrics-url") if metrics_url else ""
     verify = trust(ca_file)
     token = read_token(hf_token_file or None)
     chart_root = charts_dir(charts or None)
@@ -96,7 +100,7 @@ def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type=""
                              "--model and --alias")
     target, cluster = flows.connect(kube_context, namespace, dry_run, out, progress=progress)
     ctx = Context(target=target, cluster=cluster, out=out, dry_run=dry_run, url=url, token=token, charts=chart_root,
-                  progress=progress, trust=verify)
+                  progress=progress, trust=verify, metrics_url=metrics_url)
     out(target.banner())
     if source is not None:
         start(source, to, options, ctx, confirm=lambda: _confirm(yes))

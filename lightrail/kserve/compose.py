@@ -260,7 +260,7 @@ def _bbr_overlays(plan: Plan) -> dict[str, dict]:
 def library(plan: Plan) -> dict[str, str]:
     """The parts of kustomize/ this plan's overlays use, as {path under lib/: text}."""
     dirs = ["base"] + sorted({f"components/{c}" for s in plan.servers for c in components(plan, s)})
-    if plan.body_based_routing:
+    if plan.body_router:
         dirs.append("body-based-routing")
     return {f"{LIB}/{p.relative_to(KUSTOMIZE_DIR)}": p.read_text()
             for d in dirs for p in sorted((KUSTOMIZE_DIR / d).rglob("*")) if p.is_file()}
@@ -288,7 +288,7 @@ def write_overlay(plan: Plan, workdir: Path) -> dict[str, str]:
     must stay in the gateway's namespace.
     """
     units: dict[str, dict] = {}
-    if plan.body_based_routing:
+    if plan.body_router:
         units.update(_bbr_overlays(plan))
     for server in plan.servers:
         units[server.name] = _server_overlay(plan, server)

@@ -15,7 +15,7 @@ def units(plan: Plan) -> list[Unit]:
     out = []
     if plan.tls:   # our HTTPS Gateway, which the LLMInferenceServices' routes attach to
         out.append(Unit("gateway", "kustomize", "generated", "gateway.networking.k8s.io/v1", {"Gateway": 1}))
-    if plan.body_based_routing:
+    if plan.body_router:
         image = plan.versions["images"]["bbr"]
         out.append(Unit(f"{plan.pattern.name}-bbr", "kustomize", "kustomize/body-based-routing",
                         image.rsplit(":", 1)[-1], BBR))

@@ -49,7 +49,7 @@ def chart_refs(plan: Plan, charts: Path | None, stub: Path | None = None) -> tup
     """
     pins = load_catalog().versions["charts"]
     by_key = {"infra": "llm-d-infra", "router": "llm-d-router-gateway", "modelservice": "llm-d-modelservice"}
-    if plan.body_based_routing:
+    if plan.body_router:
         by_key["bbr"] = bbr_chart(plan)
     if plan.request.monitoring != "none":
         by_key["monitoring"] = "lightrail-monitoring"
@@ -96,7 +96,7 @@ def write_state(plan: Plan, workdir: Path, charts: Path | None, stub: Path | Non
         "labels": stamped_labels(plan),
         "charts": refs,
         "repositories": repos,
-        "bodyBasedRouting": plan.body_based_routing,
+        "bodyBasedRouting": plan.body_router,
         "ownGateway": not plan.gateway.external,
         "servers": [{"name": s.name, "model": s.model} for s in plan.servers],
         "valuesDir": str(values_dir),

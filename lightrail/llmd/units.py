@@ -50,7 +50,7 @@ def units(plan: Plan) -> list[Unit]:
                     {**base, **extras.get(role, {}), **(MONITORING.get(role, {}) if monitored else {})})
 
     out = [] if plan.gateway.external else [unit(f"{plan.pattern.name}-infra", "llm-d-infra", INFRA, "infra")]
-    if plan.body_based_routing:
+    if plan.body_router:
         chart = bbr_chart(plan)
         out.append(unit(f"{plan.pattern.name}-bbr", chart, BBR[chart], "bbr"))
     for s in plan.servers:

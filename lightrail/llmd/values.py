@@ -227,7 +227,7 @@ def restricted_deployments(plan: Plan) -> list[str]:
         return []
     uid = podsecurity.DISTROLESS_USER
     out = [f"Deployment/{s.name[:40]}-epp/epp/{uid}" for s in plan.servers]   # the chart truncates the release name
-    if plan.body_based_routing and bbr_chart(plan) == "body-based-routing":
+    if plan.body_router and bbr_chart(plan) == "body-based-routing":
         out.append(f"Deployment/{plan.pattern.name}-bbr/bbr/{uid}")
     return out
 
@@ -235,7 +235,7 @@ def restricted_deployments(plan: Plan) -> list[str]:
 def release_values(plan: Plan) -> dict[str, tuple[str, dict]]:
     """Every release: name -> (chart: a name in versions.yaml or one of OWN_CHARTS, values)."""
     out = {} if plan.gateway.external else {f"{plan.pattern.name}-infra": ("llm-d-infra", infra_values(plan))}
-    if plan.body_based_routing:
+    if plan.body_router:
         out[f"{plan.pattern.name}-bbr"] = (bbr_chart(plan), bbr_values(plan))
     for s in plan.servers:
         out[s.name] = ("llm-d-router-gateway", router_values(plan, s))

@@ -2,12 +2,15 @@
 
 Signals the migrator can observe wherever it runs: its own requests through the Gateway to each
 side (probe rules of the front route), and the target pool's ready endpoints from the API
-server. A guard that trips names the signal and the numbers.
+server; with --metrics-url also what the Gateway answered clients from the target's pools
+(gatewaymetrics). A guard that trips names the signal and the numbers.
 """
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+
+from lightrail.migrate.gatewaymetrics import Counts
 
 
 @dataclass(frozen=True)
@@ -19,7 +22,7 @@ class Sample:
 
 @dataclass(frozen=True)
 class Limits:
-    failures: int = 0             # failed target probes tolerated during one hold
+    failures: int = 0             # failed target probes (and 5xx client answers) tolerated during one hold
     latency_factor: float = 3.0   # target median may reach factor x the source's baseline median...
     latency_margin: float = 1.0   # ... or baseline + margin seconds, whichever is larger
 
@@ -34,11 +37,15 @@ def latency_limit(baseline: float, limits: Limits = Limits()) -> float:
 
 
 def verdict(samples: list[Sample], baseline: float | None, ready: int, desired: int,
-            limits: Limits = Limits()) -> str | None:
-    """Why the target must not keep (or gain) weight, or None while it is healthy."""
+            limits: Limits = Limits(), clients: Counts | None = None) -> str | None:
+    """Why the target must not keep (or gain) weight, or None while it is healthy. `clients`: the
+    client requests the Gateway sent the target during this hold (None: not read)."""
     failed = [s for s in samples if not s.ok]
     if len(failed) > limits.failures:
         return f"{len(failed)} of {len(samples)} target probe(s) failed, last: {failed[-1].detail}"
+    if clients is not None and clients.errors > limits.failures:
+        return (f"the gateway answered {clients.errors} of {clients.requests} client request(s) to the target with "
+                "5xx during this hold")
     if ready < desired:
         return f"only {ready} of {desired} target endpoint(s) ready"
     mid = median(samples)

@@ -54,7 +54,7 @@ class Op:
                          # hold: the target's replicas that must be ready
     seconds: float = 0.0
     labels: Mapping[str, str] = field(default_factory=dict)   # relabel: the labels to set
-    release: str = ""    # relabel: also the objects of this helm release (the Gateway an llmd source made)
+    releases: tuple[str, ...] = ()   # relabel: also the objects of these helm releases (gateway_releases)
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,13 @@ def plan_migration(source: Plan, to: str, gateway: tuple[str, str], rules: Mappi
                    source_fronted: bool = False) -> Migration:
     """Every phase of moving `source` to stack `to`, or LightrailError when it cannot be done."""
     check_migratable(source, to, options.surge)
+    if source.body_based_routing and any(source.client_model(s) != s.model for s in source.servers):
+        raise LightrailError(
+            f"migrating pattern {source.pattern.name} from KServe's shared gateway is not supported: clients send "
+            "publishers/<namespace>/models/<model> there, and its body-based router is an EnvoyFilter in KServe's "
+            "namespace; the llmd stack serves plain model names and brings its router with its own Gateway",
+            fix="deploy the llmd stack in another namespace and move clients (a deployment that started on llmd "
+                "migrates to kserve and back)")
     missing = [s.name for s in source.servers if s.name not in rules]
     if missing:
         raise LightrailError(f"no client rules known for {', '.join(missing)}")
@@ -124,14 +131,6 @@ def check_migratable(source: Plan, to: str, surge: bool = True) -> None:
     if to == source.stack:
         raise LightrailError(f"pattern {source.pattern.name} already runs on the {to} stack; valid --to: "
                              f"{'kserve' if to == 'llmd' else 'llmd'}")
-    if source.body_based_routing:
-        raise LightrailError(
-            f"migrating pattern {source.pattern.name} is not supported: clients name its models differently on the "
-            "two stacks (llmd: <model>; kserve, routed on KServe's shared gateway: publishers/<namespace>/models/"
-            "<model>), and its body-based router is wired into the Gateway's data path (llmd: an ext-proc on the "
-            "pattern's Gateway; kserve: an EnvoyFilter on KServe's), so neither the client contract nor the Gateway "
-            "would stay the same",
-            fix="deploy the target stack in another namespace and move clients, or migrate baseline, caching or moe")
 
 
 def front_routes(m: Migration, weight: int, probes: tuple[str, ...] = ("source", "target"),
@@ -221,19 +220,28 @@ def _phases(m: Migration) -> list[Phase]:
             (Op("deploy", f"scale the target ({m.target.stack}) to {r} replicas in the room the source left",
                 side="target"), settle),
             _shrink(m, "target", r - 1, settle)))
-    # the Gateway an llmd deployment once made (release <pattern>-infra) goes with the deployment, either way
-    # (a kserve source's own HTTPS Gateway, of --tls-secret, is relabelled too: the executor finds it)
-    gateway_release = f"{m.pattern}-infra" if m.source.stack == "llmd" or m.source_fronted else ""
-    gw = " and the Gateway" if gateway_release else " and the Gateway if the deployment made it"
+    # the Gateway an llmd deployment once made goes with the deployment, either way (a kserve source's own
+    # HTTPS Gateway, of --tls-secret, is relabelled too: the executor finds it)
+    releases = gateway_releases(m) if m.source.stack == "llmd" or m.source_fronted else ()
+    gw = " and the Gateway" if releases else " and the Gateway if the deployment made it"
+    gw += " and its body-based router" if len(releases) > 1 else ""
     phases.append(Phase(
         "handover",
         (Op("relabel", f"the front route(s){gw} now belong to the "
             f"{m.target.stack} deployment", tuple(stub(r) for r in front_routes(m, 100)),
-            labels={**_ours(m.target.labels), MIGRATION_LABEL: None}, release=gateway_release),),
+            labels={**_ours(m.target.labels), MIGRATION_LABEL: None}, releases=releases),),
         (Op("relabel", f"the front route(s){gw} back to the "
             f"{m.source.stack} deployment", tuple(stub(r) for r in front_routes(m, 100)),
-            labels=_ours(front_labels(m)), release=gateway_release),)))
+            labels=_ours(front_labels(m)), releases=releases),)))
     return phases
+
+
+def gateway_releases(m: Migration) -> tuple[str, ...]:
+    """The helm releases that go with the Gateway an llmd deployment made: the Gateway's own
+    (`<pattern>-infra`) and, for a body-routed pattern, the body-based router acting on it
+    (`<pattern>-bbr`), which fills the model header the front routes match. Neither side's
+    removal touches them; the handover gives them to the target."""
+    return (f"{m.pattern}-infra",) + ((f"{m.pattern}-bbr",) if m.source.body_based_routing else ())
 
 
 def _verify_phase(m: Migration) -> Phase:
@@ -311,7 +319,7 @@ def describe(m: Migration) -> list[str]:
         lines.extend(f"  - {op.title}" for op in phase.forward)
         lines.extend(f"  undo: {op.title}" for op in phase.backward)
     lines.append("guards during every hold: a failed target probe, target latency above "
-                 f"max(3 x the source's, +{m.options.latency_margin:g} s), fewer ready target endpoints than desired -> "
-                 "weights back to the "
+                 f"max(3 x the source's, +{m.options.latency_margin:g} s), fewer ready target endpoints than desired, "
+                 "a client request answered 5xx from the target (with --metrics-url) -> weights back to the "
                  "last good step, then stop (state kept: --resume or --rollback)")
     return lines

@@ -13,6 +13,7 @@ import copy
 from lightrail.errors import LightrailError
 from lightrail.ops.objects import meta
 from lightrail.plan import ModelServer, Plan, front_route
+from lightrail.router import MODEL_HEADER
 
 PROBE_HEADER = "x-lightrail-migration"
 POOL_GROUP = "inference.networking.k8s.io"
@@ -51,12 +52,14 @@ def front_route_object(plan: Plan, server: ModelServer, parent_refs: list[dict],
     `probes` maps a probe header value ("source", "target") to the pool it reaches. A probe rule
     matches `/` plus the header and calls the OpenAI paths as the pool serves them (`/v1/...`):
     no client rule matches those with the probe header alone, and one rule per side keeps the
-    route within the API's 16 rules (KServe's managed route has 13). Probe rules come first: a
-    client rule matching `/` with one header of its own (llm-d's body-based routing) ties with
-    them on precedence, and a tie goes to the rule listed first.
+    route within the API's 16 rules (KServe's managed route has 13). Behind body-based routing
+    a probe rule also matches the model's header, as the client rules do: every model's front
+    route has its own probe rules on the one Gateway, and with one header more they take
+    precedence over the client rules. Probe rules come first all the same.
     """
+    model = model_header(rules)
     out_rules = [{"matches": [{"path": {"type": "PathPrefix", "value": "/"},
-                               "headers": [{"type": "Exact", "name": PROBE_HEADER, "value": side}]}],
+                               "headers": [*model, {"type": "Exact", "name": PROBE_HEADER, "value": side}]}],
                   "backendRefs": backends({pool: 1})} for side, pool in probes.items()]
     out_rules += [{**copy.deepcopy(rule), "backendRefs": backends(weights)} for rule in rules]
     return {
@@ -64,6 +67,15 @@ def front_route_object(plan: Plan, server: ModelServer, parent_refs: list[dict],
         "metadata": {"name": front_route(server), "namespace": plan.namespace, "labels": dict(labels)},
         "spec": {"parentRefs": copy.deepcopy(parent_refs), "rules": out_rules},
     }
+
+
+def model_header(rules: list[dict]) -> list[dict]:
+    """The model header match of body-routed client rules (X-Gateway-Model-Name: the model), or none."""
+    found = {(h.get("type", "Exact"), h["name"], h["value"]) for r in rules for m in r.get("matches") or []
+             for h in m.get("headers") or [] if h.get("name", "").lower() == MODEL_HEADER.lower()}
+    if len(found) > 1:
+        raise LightrailError(f"the source's route matches {len(found)} model names; a model's route matches one")
+    return [{"type": t, "name": n, "value": v} for t, n, v in found]
 
 
 def is_probe(rule: dict) -> bool:

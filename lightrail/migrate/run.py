@@ -18,8 +18,8 @@ from typing import Callable
 import httpx
 
 from lightrail.errors import LightrailError
-from lightrail.migrate import guards
-from lightrail.migrate.plan import Migration, Op, Options, fronted, plan_migration, weights
+from lightrail.migrate import gatewaymetrics, guards
+from lightrail.migrate.plan import Migration, Op, Options, fronted, gateway_releases, plan_migration, weights
 from lightrail.migrate.preflight import (Problem, gateway_splits, selectors_apart, source_present, target_selector)
 from lightrail.migrate.routes import (PROBE_HEADER, client_rules, client_weights, own_route_name, parent_gateway,
                                       pool_name)
@@ -65,6 +65,7 @@ class Context:
     out: Out
     dry_run: bool
     url: str = ""                      # the Gateway, as this machine reaches it (probes)
+    metrics_url: str = ""              # the gateway proxy's Prometheus counters (Istio), or none
     trust: ssl.SSLContext | bool = True  # how an https --url's certificate is checked (--ca-file)
     token: Token | None = None
     charts: Path | None = None
@@ -167,7 +168,7 @@ def start(source: Plan, to: str, options: Options, ctx: Context, confirm: Callab
                              fix=f"e.g. `kubectl -n {gateway[0]} port-forward svc/<gateway service> 8080:80` and "
                                  "--url=http://127.0.0.1:8080")
     if not ctx.dry_run:
-        _reachable(ctx)
+        _reachable(m, ctx)
     for line in describe_short(m):
         ctx.out(line)
     if ctx.dry_run:
@@ -198,7 +199,7 @@ def resume(pattern: str, namespace: str, ctx: Context, rollback: bool = False) -
             return
         if not ctx.url:
             raise LightrailError("the rollback verifies the source through the Gateway: give its address with --url")
-        _reachable(ctx)
+        _reachable(m, ctx)
         return backward(m, state, ctx)
     ctx.out(f"resuming the migration of {pattern} ({m.source.stack} -> {m.target.stack}) at phase {state.phase} "
             f"(target at {state.weight}%)")
@@ -206,7 +207,7 @@ def resume(pattern: str, namespace: str, ctx: Context, rollback: bool = False) -
         return dry_run(m, ctx, start=state.position)
     if not ctx.url:
         raise LightrailError("the migration probes each side through the Gateway: give its address with --url")
-    _reachable(ctx)
+    _reachable(m, ctx)
     forward(m, state, ctx)
 
 
@@ -378,13 +379,13 @@ def kept_gateway(m: Migration, obj: dict) -> bool:
 def spared(m: Migration):
     """What removing a side leaves: the front routes, the state, and the kept Gateway with what its
     controller made for it."""
-    gateway_release = f"{m.pattern}-infra"
+    releases = gateway_releases(m)
 
     def spare(obj: dict) -> bool:
-        return (MIGRATION_LABEL in labels(obj) or annotations(obj).get(HELM_RELEASE) == gateway_release
+        return (MIGRATION_LABEL in labels(obj) or annotations(obj).get(HELM_RELEASE) in releases
                 or kept_gateway(m, obj) or labels(obj).get(GATEWAY_NAME_LABEL) == m.gateway[1]
                 or obj.get("kind") in ("Endpoints", "EndpointSlice"))
-    return spare, (gateway_release,)
+    return spare, releases
 
 
 def _remove(m: Migration, side: str, ctx: Context) -> None:
@@ -508,7 +509,7 @@ def _release(m: Migration, op: Op, ctx: Context) -> None:
 
 def _relabel_steps(m: Migration, op: Op, ctx: Context) -> list[st.Step]:
     """`kubectl label` of the front routes, and of the kept Gateway when the deployment made it (with
-    what the op's helm release holds); a label set to None is removed, from the front routes only
+    what the op's helm releases hold); a label set to None is removed, from the front routes only
     (nothing else carries it)."""
     def step(title: str, objects: list[dict], lbl: dict) -> st.Step:
         args = [f"{k}-" if v is None else f"{k}={v}" for k, v in lbl.items()]
@@ -518,7 +519,7 @@ def _relabel_steps(m: Migration, op: Op, ctx: Context) -> list[st.Step]:
     steps = [step(op.title, list(op.objects), dict(op.labels))]
     if ctx.cluster is not None:
         held = [stub(o) for o in flows.find_labelled(ctx.cluster, f"lightrail.dev/pattern={m.pattern}")
-                if ((op.release and annotations(o).get(HELM_RELEASE) == op.release and meta(o).get("namespace")
+                if ((annotations(o).get(HELM_RELEASE) in op.releases and meta(o).get("namespace")
                      == m.namespace) or kept_gateway(m, o)) and not generated(o)]
         if held:
             names = ", ".join(sorted({f"{o['kind']}/{meta(o)['name']}" for o in held}))
@@ -542,23 +543,50 @@ def _wait(title: str, seconds: float, ctx: Context) -> None:
 # --- probes through the Gateway ----------------------------------------------------------------
 
 
-def _reachable(ctx: Context) -> None:
-    """Any HTTP answer from --url (a 404 too) before anything changes: a wrong address or an untrusted
-    certificate is refused now, not after the target was deployed."""
+def _reachable(m: Migration, ctx: Context) -> None:
+    """Any HTTP answer from --url (a 404 too), and Istio's counters at --metrics-url, before anything
+    changes: a wrong address or an untrusted certificate is refused now, not after the target was deployed."""
     try:
         httpx.get(f"{ctx.url}/", timeout=30, verify=ctx.trust)
     except httpx.HTTPError as err:
         raise LightrailError(f"the Gateway does not answer at --url={smoke.mask_url(ctx.url)}: {smoke.describe(err)}; "
                              "nothing was changed") from None
+    try:
+        _client_counts(m, ctx)
+    except LightrailError as err:
+        raise LightrailError(f"{err.message}; nothing was changed", fix=err.fix) from None
+
+
+def _client_counts(m: Migration, ctx: Context) -> dict[str, gatewaymetrics.Counts] | None:
+    """Requests per side the Gateway has counted (--metrics-url), or None without it."""
+    if not ctx.metrics_url:
+        return None
+    try:
+        resp = httpx.get(ctx.metrics_url, timeout=10, verify=ctx.trust)
+        resp.raise_for_status()
+    except httpx.HTTPError as err:
+        raise LightrailError(f"the gateway metrics do not answer at --metrics-url={smoke.mask_url(ctx.metrics_url)}: "
+                             f"{smoke.describe(err)}", fix="is the port-forward to the gateway proxy still running?") \
+            from None
+    pools = {side: [pool_name(m.side(side), s) for s in m.side(side).servers] for side in ("source", "target")}
+    return gatewaymetrics.per_side(resp.text, m.namespace, pools)
+
+
+def _since(base: dict | None, now: dict | None) -> dict | None:
+    """Counts since the hold began (a gateway restart resets its counters: then all it counted since)."""
+    if base is None or now is None:
+        return None
+    return {side: now[side] - base[side] if now[side].requests >= base[side].requests else now[side] for side in now}
 
 
 def _client(ctx: Context, side: str) -> httpx.Client:
     return httpx.Client(base_url=ctx.url, headers={PROBE_HEADER: side}, timeout=60, verify=ctx.trust)
 
 
-def _probe(m: Migration, side: str, ctx: Context) -> guards.Sample:
+def _probe(m: Migration, side: str, ctx: Context, k: int = 0) -> guards.Sample:
+    """One completion through the side's probe rule, to its k-th model (in turn: multimodel)."""
     plan = m.side(side)
-    server = plan.servers[0]
+    server = plan.servers[k % len(plan.servers)]
     with _client(ctx, side) as client:
         try:
             check = smoke.completion(client, plan.client_model(server))
@@ -568,7 +596,7 @@ def _probe(m: Migration, side: str, ctx: Context) -> guards.Sample:
 
 
 def _baseline(m: Migration, ctx: Context, n: int = 5) -> float:
-    samples = [_probe(m, "source", ctx) for _ in range(n)]
+    samples = [_probe(m, "source", ctx, k) for k in range(n)]
     ok = [s.seconds for s in samples if s.ok]
     if not ok:
         raise LightrailError(f"the source does not answer through its probe rule: {samples[-1].detail}",
@@ -627,21 +655,25 @@ def _hold(m: Migration, op: Op, ctx: Context, state: State | None) -> None:
     limits = guards.Limits(latency_margin=m.options.latency_margin)
     limit = f" (limit {guards.latency_limit(ctx.baseline, limits) * 1000:.0f} ms)" if ctx.baseline else ""
 
-    def summary(ready: int, desired: int) -> str:
+    base = _client_counts(m, ctx)
+
+    def summary(ready: int, desired: int, clients: dict | None) -> str:
         mid = guards.median(samples)
+        seen = f", clients: source {clients['source']}, target {clients['target']}" if clients else ""
         return (f"target {op.weight}%, {ctx.clock() - start:.0f}/{op.seconds:.0f} s, probes {len(samples)} ok, median "
-                f"{(mid or 0) * 1000:.0f} ms{limit}, ready {ready}/{desired}")
+                f"{(mid or 0) * 1000:.0f} ms{limit}, ready {ready}/{desired}{seen}")
 
     with ctx.progress(f"{state.phase if state else 'hold'}") as update:
         while True:
-            samples.append(_probe(m, "target", ctx))
+            samples.append(_probe(m, "target", ctx, len(samples)))
             ready, desired = _ready_endpoints(m, ctx, op.replicas)
-            reason = guards.verdict(samples, ctx.baseline, ready, desired, limits)
+            clients = _since(base, _client_counts(m, ctx))
+            reason = guards.verdict(samples, ctx.baseline, ready, desired, limits, clients and clients["target"])
             if reason:
                 raise GuardTripped(reason)
-            update(summary(ready, desired))
+            update(summary(ready, desired, clients))
             if ctx.clock() - start >= op.seconds:
-                ctx.out(f"    {summary(ready, desired)}")
+                ctx.out(f"    {summary(ready, desired, clients)}")
                 return
             ctx.sleep(PROBE_INTERVAL)
 

@@ -80,7 +80,7 @@ class KubeCluster:
 
         self.context = context
         try:
-            self._api = config.new_client_from_config(config_file=_kubeconfig(), context=context)
+            self._api = config.new_client_from_config(config_file=kubeconfig_file(), context=context)
         except Exception as err:  # the client raises several types for a missing or bad kubeconfig
             raise LightrailError(f"cannot load kube context {context!r}: {err}") from None
         self._dynamic = None
@@ -236,7 +236,7 @@ class KubeCluster:
         return tools.run(tool, *args, input=stdin, timeout=timeout).stdout
 
 
-def _kubeconfig() -> str | None:
+def kubeconfig_file() -> str | None:
     """$KUBECONFIG as it is now (the client reads it once, at import), else the client's default."""
     return os.environ.get("KUBECONFIG") or None
 

@@ -11,8 +11,8 @@ from urllib.parse import urlparse
 
 from lightrail.errors import LightrailError
 from lightrail.llmd.values import server_labels
-from lightrail.ops.objects import GATEWAY_NAME_LABEL
-from lightrail.plan import ModelServer, Plan
+from lightrail.ops.objects import GATEWAY_NAME_LABEL, STACK_LABEL
+from lightrail.plan import ModelServer, Plan, build_plan, front_route
 
 # The labels KServe v0.20 gives the pods of an LLMInferenceService that take requests
 # (single-node pods and LWS leaders), besides app.kubernetes.io/name=<service name>.
@@ -110,8 +110,10 @@ def _kube_api(kube_context: str | None):
     """An API client for the kube context, and a function making its answers API-shaped dicts."""
     from kubernetes import client, config
 
+    from lightrail.ops.cluster import kubeconfig_file
+
     try:
-        config.load_kube_config(context=kube_context)
+        config.load_kube_config(config_file=kubeconfig_file(), context=kube_context)
     except Exception as err:  # the kubernetes client raises several types for a missing/bad kubeconfig
         raise LightrailError(f"cannot load the kube config{f' context {kube_context!r}' if kube_context else ''}: {err}",
                              fix="pass --url=URL, or --kube-context=NAME of a reachable cluster") from None
@@ -140,6 +142,31 @@ def _ask(what: str, call, plan: Plan):
                              fix="check the kube context, or pass --url") from None
 
 
+def as_deployed(plan: Plan, kube_context: str | None) -> Plan:
+    """The plan as the deployment runs. After a migration it is served through its front route on
+    the Gateway it migrated onto (Request.front), which decides where it answers and, for
+    multimodel, the model names clients send there; its first model's front route, labelled with
+    its stack, says so."""
+    from dataclasses import replace
+
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    api, plain = _kube_api(kube_context)
+    try:
+        route = plain(client.CustomObjectsApi(api).get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", plan.namespace, "httproutes", front_route(plan.servers[0])))
+    except ApiException as err:
+        if err.status == 404:
+            return plan
+        raise LightrailError(f"the cluster refused to read HTTPRoute {front_route(plan.servers[0])}: HTTP {err.status} "
+                             f"{err.reason}") from None
+    if (route["metadata"].get("labels") or {}).get(STACK_LABEL) != plan.stack:
+        return plan     # the other side's, in the middle of a migration
+    parent = next(p for p in route["spec"]["parentRefs"] if p.get("kind", "Gateway") == "Gateway")
+    return build_plan(replace(plan.request, front=f"{parent.get('namespace') or plan.namespace}/{parent['name']}"))
+
+
 @contextmanager
 def discover(plan: Plan, kube_context: str | None):
     """Yield the URL of the deployed pattern, port-forwarding to the gateway when needed."""
@@ -153,7 +180,7 @@ def discover(plan: Plan, kube_context: str | None):
     if plan.stack == "llmd":
         gateway_name = plan.gateway.name
         gw = _ask(f"Gateway {gateway_name}", lambda: custom.get_namespaced_custom_object(
-            "gateway.networking.k8s.io", "v1", ns, "gateways", gateway_name), plan)
+            "gateway.networking.k8s.io", "v1", plan.gateway.namespace or ns, "gateways", gateway_name), plan)
         url = gateway_url(gw)
     else:
         gateway_name = "kserve-ingress-gateway"

@@ -10,7 +10,7 @@ from typing import Callable
 
 from lightrail.plan import Plan
 from lightrail.smoke import checks
-from lightrail.smoke.discovery import discover, server_metrics
+from lightrail.smoke.discovery import as_deployed, discover, server_metrics
 
 
 def prefix_check(plan: Plan) -> str:
@@ -29,6 +29,7 @@ def smoke_plan(plan: Plan, *, url: str = "", metrics_urls: tuple[str, ...] = (),
     """
     prefix = prefix_check(plan)
     url = checks.check_url(url) if url else ""
+    plan = plan if url else as_deployed(plan, kube_context)
     with contextlib.ExitStack() as stack:
         base = url or stack.enter_context(discover(plan, kube_context))
         if metrics_urls:

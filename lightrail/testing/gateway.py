@@ -13,21 +13,30 @@ What it makes observable, because real gateways behave so:
   among the endpoints the data plane knows); when that pod stops running, the request breaks (a
   truncated stream, or 503 before the headers, as Envoy answers), and a request the stale
   configuration still sends to a dead pod gets 503.
+
+Like an Istio gateway proxy it counts requests in `istio_requests_total` at `metrics_url` (port
+15020's /stats/prometheus): by destination Service - an InferencePool's shadow Service - and the
+response code sent to the client (a stream broken after its headers keeps its 200; a client gone
+before the answer counts as code 0).
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import aiohttp
 from aiohttp import web
 
 from lightrail.errors import LightrailError
+from lightrail.migrate.gatewaymetrics import shadow_service
+from lightrail.router import MODEL_HEADER
 from lightrail.testing import kubewatch, routing
 from lightrail.testing.vllm import free_port
 
@@ -109,13 +118,17 @@ class GatewayModel:
 
     def __init__(self, kubeconfig: str | Path, context: str, gateway: tuple[str, str],
                  backends: Mapping[tuple[str, str], str], *, propagation_delay: float = 1.0,
-                 seed: int | None = None):
+                 seed: int | None = None, body_router: str = ""):
         self.api = kubewatch.ApiAccess(kubeconfig, context)
         self.gateway = gateway
         self.backends = dict(backends)
         self.propagation_delay = propagation_delay
+        self.body_router = body_router   # the Service of a body-based router acting on this Gateway (multimodel)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/stats/prometheus"
+        self._codes: dict[tuple[str, str, str], int] = defaultdict(int)   # (namespace, service, code) -> requests
         self.now = ClusterView()       # the cluster as it is (pods live or die at once)
         self.seen = ClusterView()      # the cluster as the data plane is configured (late)
         self.unrouted = 0              # requests no rule took, or whose rule had no weighted backend
@@ -160,6 +173,9 @@ class GatewayModel:
         self._runner = web.ServerRunner(web.Server(self._handle), shutdown_timeout=2)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self._metrics_runner = web.ServerRunner(web.Server(self._metrics), shutdown_timeout=1)
+        await self._metrics_runner.setup()
+        await web.TCPSite(self._metrics_runner, "127.0.0.1", self.metrics_port).start()
 
     def stop(self) -> None:
         if self._loop.is_running():
@@ -171,8 +187,9 @@ class GatewayModel:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if getattr(self, "_runner", None):
-            await self._runner.cleanup()
+        for runner in ("_runner", "_metrics_runner"):
+            if getattr(self, runner, None):
+                await getattr(self, runner).cleanup()
         for session in ("_upstream", "_api_session"):
             if getattr(self, session, None):
                 await getattr(self, session).close()
@@ -209,9 +226,25 @@ class GatewayModel:
 
     # --- data plane -----------------------------------------------------------------------
 
+    def _count(self, namespace: str, service: str, code: int) -> None:
+        self._codes[(namespace, service, str(code))] += 1
+
+    async def _metrics(self, request: web.BaseRequest) -> web.Response:
+        """`istio_requests_total` as an Istio gateway proxy reports it (reporter "source")."""
+        if request.path != "/stats/prometheus":
+            return web.Response(status=404, text="not found\n")
+        lines = ["# HELP istio_requests_total Total requests.", "# TYPE istio_requests_total counter"]
+        for (namespace, service, code), n in sorted(self._codes.items()):
+            lines.append(f'istio_requests_total{{reporter="source",destination_service="{service}.{namespace}.svc.'
+                         f'cluster.local",destination_service_name="{service}",destination_service_namespace='
+                         f'"{namespace}",response_code="{code}"}} {n}')
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         headers = {k.lower(): v for k, v in request.headers.items()}
         path = request.raw_path.split("?", 1)[0]
+        if self.body_router:
+            await self._route_by_body(request, headers)
         choice = routing.select(self.seen.routes(*self.gateway),
                                 routing.Request(request.method, path, headers, dict(request.query), request.url.host or ""))
         ref = choice and routing.pick_backend(choice.rule.get("backendRefs") or [], self._rng)
@@ -224,6 +257,8 @@ class GatewayModel:
         label = f"{namespace}/{name}"
         stats = self._stats[label]
         stats.started += 1
+        service = shadow_service(name) if ref.get("kind") == "InferencePool" else name
+        count = partial(self._count, namespace, service)
         selector = self.seen.selector(ref, namespace) if namespace == route_ns else None
         upstream = self.backends.get((namespace, name))
         known = self.seen.endpoints(namespace, selector) if selector is not None else []
@@ -236,13 +271,27 @@ class GatewayModel:
             (500, f"the gateway model has no upstream URL for {label}") if upstream is None else None)
         if problem:
             stats.failed += 1
+            count(problem[0])
             return _reply(*problem, backend=label)
         forward_path, forward_headers = routing.apply_filters(
             [*(choice.rule.get("filters") or []), *(ref.get("filters") or [])], choice.match, path,
             {k: v for k, v in headers.items() if k not in HOP_BY_HOP})
         query = request.rel_url.raw_query_string
         url = f"{upstream.rstrip('/')}{forward_path}{'?' + query if query else ''}"
-        return await self._forward(request, url, forward_headers, _Flight(pod, label, stats))
+        return await self._forward(request, url, forward_headers, _Flight(pod, label, stats, count))
+
+    async def _route_by_body(self, request: web.BaseRequest, headers: dict[str, str]) -> None:
+        """What the body-based router (an ext-proc on the Gateway) does: the body's `model` into the
+        model header the routes match - while its Service exists as the data plane sees it. Without
+        it, no header: a request for a model-matching route finds no rule (404)."""
+        if (self.gateway[0], self.body_router) not in self.seen.objects["Service"]:
+            return
+        try:
+            model = json.loads(await request.read()).get("model")
+        except (ValueError, AttributeError):
+            return
+        if isinstance(model, str):
+            headers[MODEL_HEADER.lower()] = model
 
     async def _forward(self, request, url, headers, flight: _Flight) -> web.StreamResponse:
         """Relay to the upstream until it ends, the client leaves, or the backend's pods die."""
@@ -260,6 +309,7 @@ class GatewayModel:
             await asyncio.gather(relay, return_exceptions=True)
             flight.settle("failed")
         if flight.response is None:
+            flight.count(0 if flight.outcome == "cancelled" else 503)
             return _reply(503, RESET_BEFORE_HEADERS, backend=flight.label)
         if flight.outcome == "failed" and request.transport:
             request.transport.abort()      # headers already sent: the client sees a truncated stream
@@ -274,6 +324,7 @@ class GatewayModel:
                     BACKEND_HEADER: flight.label, ENDPOINT_HEADER: "/".join(flight.pod)})
                 await response.prepare(request)
                 flight.response = response
+                flight.count(upstream.status)
                 async for chunk in upstream.content.iter_any():
                     await response.write(chunk)
                 flight.settle("finished")
@@ -290,6 +341,7 @@ class _Flight:
     pod: tuple[str, str]
     label: str
     stats: BackendStats
+    count: Callable[[int], None]   # the response code sent to the client, counted once
 
     def __post_init__(self):
         self.killed = asyncio.Event()

@@ -364,3 +364,30 @@ def test_traffic_flows_through_an_api_server_restart_and_the_watch_resumes_after
     space.route("front", rule(("new", 1)))
     assert wait_for(lambda: httpx.get(f"{model.url}/v1/models", timeout=30).headers["x-lightrail-backend"]
                     == f"{space.ns}/new", 20)
+
+
+def test_a_body_router_routes_by_the_bodys_model_only_while_its_service_exists(space):
+    """Body-based routing, as the llm-d/GIE router does on a Gateway: the body's `model` becomes the
+    header the model routes match. Its Service gone (the wrong teardown), requests match no rule: 404."""
+    space.pool("old")
+    space.pool("new")
+    by_model = lambda model: [{"path": {"type": "PathPrefix", "value": "/"},   # noqa: E731
+                               "headers": [{"name": "X-Gateway-Model-Name", "value": model}]}]
+    space.route("qwen", rule(("old", 1), matches=by_model(QWEN)))
+    space.route("other", rule(("new", 1), matches=by_model("org/other")))
+    space.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "bbr"},
+                 "spec": {"selector": {"app": "bbr"}, "ports": [{"port": 9004}]}})
+    model = space.model(delay=0.5, body_router="bbr")
+
+    def ask(name: str) -> httpx.Response:
+        return httpx.post(model.url + "/v1/completions", json={"model": name, "prompt": "Hi", "max_tokens": 2},
+                          timeout=60)
+
+    answer = ask(QWEN)
+    assert answer.status_code == 200 and answer.headers["x-lightrail-backend"] == f"{space.ns}/old", answer.text
+    assert answer.json()["model"] == QWEN
+    other = ask("org/other")       # routed to "new" by its name (the vLLM there answers 404 for an unknown model)
+    assert other.headers["x-lightrail-backend"] == f"{space.ns}/new"
+    assert ask("org/none").status_code == 404 and "x-lightrail-backend" not in ask("org/none").headers
+    space.cluster.kubectl("delete", "service", "bbr", "-n", space.ns)
+    assert wait_for(lambda: ask(QWEN).status_code == 404, 10)

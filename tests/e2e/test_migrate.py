@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
 import pytest
 
-from lightrail.migrate.routes import client_weights
+from lightrail.migrate.gatewaymetrics import shadow_service
+from lightrail.migrate.routes import PROBE_HEADER, client_weights
+from lightrail.plan import Request, build_plan
+from lightrail.smoke.discovery import as_deployed
 from lightrail.settings import ROOT
 from lightrail.testing.gateway import GatewayModel
 from lightrail.testing.traffic import TrafficDriver
-from tests.conftest import QWEN
+from tests.conftest import PHI, QWEN
 from tests.e2e.conftest import PLANTED, apply_nodes, invoke
 from tests.e2e.test_deploy import gateway, kserve  # noqa: F401  (module fixtures: istiod, KServe)
 
@@ -103,7 +110,8 @@ def test_llmd_to_kserve_and_back_under_traffic_fails_no_request(deployed):
     weights = Weights(cluster, ns)
     weights.start()
     with TrafficDriver(gw.url, QWEN, rate=8, concurrency=8, max_tokens=4) as traffic:
-        there = migrate(cluster, "--accel=sim", "--to=kserve", f"-n={ns}", f"--url={gw.url}", *FAST)
+        there = migrate(cluster, "--accel=sim", "--to=kserve", f"-n={ns}", f"--url={gw.url}",
+                        f"--metrics-url={gw.metrics_url}", *FAST)
         there_timeline = weights.timeline(POOLS["kserve"])
         back = migrate(cluster, "--accel=sim", "--to=llmd", f"-n={ns}", f"--url={gw.url}", *FAST)
         time.sleep(2)
@@ -112,6 +120,13 @@ def test_llmd_to_kserve_and_back_under_traffic_fails_no_request(deployed):
     out = there.stdout + back.stdout
     assert report.failures == [], report.summary() + "\n" + out[-3000:]
     assert "migrated: caching now runs on kserve" in there.stdout and "migrated: caching now runs on llmd" in back.stdout
+    # each hold showed the client requests the gateway counted per side (the pools' shadow Services are
+    # named as the real istiod names them): at 50 % both sides served, at 100 % the source no more
+    holds = dict(re.findall(r"target (\d+)%, .*clients: (source \d+ \(0 5xx\), target \d+ \(0 5xx\))", there.stdout))
+    assert holds.keys() == {"10", "50", "100"}, there.stdout
+    source, target = map(int, re.findall(r"\d+(?= \()", holds["50"]))
+    assert source > 0 and target > 0, holds
+    assert cluster.kubectl("get", "service", shadow_service(POOLS["llmd"]), "-n", ns, check=False).returncode == 0
     served = {r.backend for r in report.records}
     assert served == {f"{ns}/{POOLS['llmd']}", f"{ns}/{POOLS['kserve']}"}, served
     # the target's share followed the weights the migration set (10, 50, 100 %)
@@ -132,26 +147,63 @@ def test_llmd_to_kserve_and_back_under_traffic_fails_no_request(deployed):
     assert PLANTED not in cluster.kubectl("get", "configmaps,httproutes", "-n", ns, "-o", "yaml").stdout
 
 
-def test_a_tripped_guard_restores_the_last_good_weights_and_rollback_restores_the_source(deployed):
-    """The target starts failing at 50 %: the guard puts the weights back at 10 % and stops; --rollback
-    then returns to the source exactly (objects compared field by field)."""
+@contextlib.contextmanager
+def failing_clients(upstream: str):
+    """A target that still answers the migration's probes (they carry its probe header) and answers
+    every client request 500: only the gateway's counters can see it."""
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            if self.headers.get(PROBE_HEADER) is None:
+                self.send_response(500)
+                self.send_header("content-length", "0")
+                self.end_headers()
+                return
+            answer = httpx.post(upstream + self.path, content=body, headers={"content-type": "application/json"},
+                                timeout=60)
+            self.send_response(answer.status_code)
+            self.send_header("content-type", answer.headers.get("content-type", "application/json"))
+            self.send_header("content-length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
+def test_a_tripped_guard_restores_the_last_good_weights_and_rollback_restores_the_source(deployed, upstreams):
+    """At 50 % the target starts failing its clients while its probes still pass: the gateway's counters
+    (--metrics-url) trip the guard, which puts the weights back at 10 % and stops; --rollback then
+    returns to the source exactly (objects compared field by field)."""
     cluster, ns, gw = deployed
     kinds = "deployments,inferencepools,httproutes,gateways.gateway.networking.k8s.io,services"
     before = objects(cluster, ns, kinds)
-    proc = subprocess.Popen([sys.executable, "-m", "invoke", "migrate", "--pattern=caching", "--accel=sim", "--to=kserve",
-                             f"-n={ns}", f"--url={gw.url}", "--steps=10,50,100", "--hold=6", "--settle=2", "--drain=2",
-                             "--timeout=300", "--latency-margin=60", "--yes"], cwd=ROOT, env={**cluster.env, "HF_TOKEN": PLANTED},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if "hold 50%" in line:
-            gw.backends[(ns, POOLS["kserve"])] = "http://127.0.0.1:9"   # the target's server goes away
-            break
-    seen += proc.stdout.readlines()
+    with failing_clients(upstreams["kserve"]) as broken, \
+            TrafficDriver(gw.url, QWEN, rate=8, concurrency=8, max_tokens=4) as traffic:
+        proc = subprocess.Popen([sys.executable, "-m", "invoke", "migrate", "--pattern=caching", "--accel=sim",
+                                 "--to=kserve", f"-n={ns}", f"--url={gw.url}", f"--metrics-url={gw.metrics_url}",
+                                 "--steps=10,50,100", "--hold=6", "--settle=2", "--drain=2", "--timeout=300",
+                                 "--latency-margin=60", "--yes"], cwd=ROOT, env={**cluster.env, "HF_TOKEN": PLANTED},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "hold 50%" in line:
+                gw.backends[(ns, POOLS["kserve"])] = broken   # the target starts failing clients
+                break
+        seen += proc.stdout.readlines()
     out = "".join(seen)
     assert proc.wait(120) == 1, out
-    assert "guard tripped at shift-50" in out, out
+    assert "guard tripped at shift-50" in out and "client request(s) to the target with 5xx" in out, out
+    assert "clients: source " in out, out        # the 10 % hold showed what each side served
+    assert {r.backend for r in traffic.report().failures} == {f"{ns}/{POOLS['kserve']}"}
     route = json.loads(cluster.kubectl("get", "httproute", f"{NAME}-front", "-n", ns, "-o", "json").stdout)
     assert client_weights(route) == {POOLS["llmd"]: 90, POOLS["kserve"]: 10}, f"not the last good weights:\n{out}"
     state = json.loads(json.loads(cluster.kubectl("get", "configmap", "caching-migration", "-n", ns, "-o", "json")
@@ -288,3 +340,60 @@ def test_no_surge_swaps_one_replica_at_a_time_on_a_full_cluster(kserve, upstream
     workload = [p for p in pods if p["metadata"].get("labels", {}).get("kserve.io/component") == "workload"]
     assert sorted(p["spec"].get("nodeName", "") for p in workload) == [f"kwok-tpu-v6e-1x1-{i}" for i in range(3)], \
         [(p["metadata"]["name"], p["spec"].get("nodeName")) for p in pods]
+
+
+@pytest.fixture(scope="module")
+def phi(tiny_model):
+    """A real vLLM answering as multimodel's second model: it stands in for both stacks' pools of it."""
+    from lightrail.testing.vllm import VLLMServer
+
+    with VLLMServer(tiny_model, PHI, extra_args=("--enforce-eager",), startup_timeout=600) as server:
+        yield server.url
+
+
+def test_multimodel_moves_each_models_route_and_the_body_router_goes_with_the_gateway(kserve, upstreams, phi,  # noqa: F811
+                                                                                      monkeypatch):
+    """Both models under traffic, llmd -> kserve -> llmd: clients keep their model names on the same
+    Gateway; the gateway model routes by the body only while the llmd body-based router's Service
+    exists, so removing it with the source would fail every request."""
+    cluster, ns = kserve, "mig-multimodel"
+    qwen, phi_name = "multimodel-qwen2-5-3b-instruct", "multimodel-phi-3-mini-4k-instruct"
+    backends = {(ns, qwen): upstreams["llmd"], (ns, f"{qwen}-inference-pool"): upstreams["kserve"],
+                (ns, phi_name): phi, (ns, f"{phi_name}-inference-pool"): phi}
+    steps = ("--steps=50,100", *FAST[1:])
+    invoke(cluster, "deploy", "--pattern=multimodel", "--accel=sim", f"--namespace={ns}", "--timeout=300")
+    try:
+        with GatewayModel(cluster.kubeconfig, cluster.context, (ns, "multimodel-gateway"), backends,
+                          propagation_delay=1.0, seed=7, body_router="multimodel-bbr") as gw, \
+                TrafficDriver(gw.url, QWEN, rate=4, concurrency=4, max_tokens=4) as to_qwen, \
+                TrafficDriver(gw.url, PHI, rate=4, concurrency=4, max_tokens=4) as to_phi:
+            there = invoke(cluster, "migrate", "--pattern=multimodel", "--accel=sim", "--to=kserve", f"-n={ns}",
+                           f"--url={gw.url}", *steps, timeout=900)
+            bbr = json.loads(cluster.kubectl("get", "service", "multimodel-bbr", "-n", ns, "-o", "json").stdout)
+            (middle,) = json.loads(invoke(cluster, "status", f"--namespace={ns}", "--output=json").stdout)
+            monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))   # smoke's and bench's discovery, as they see it
+            seen = as_deployed(build_plan(Request("multimodel", "sim", "kserve", namespace=ns)), cluster.context)
+            back = invoke(cluster, "migrate", "--pattern=multimodel", "--accel=sim", "--to=llmd", f"-n={ns}",
+                          f"--url={gw.url}", *steps, timeout=900)
+            time.sleep(2)
+        reports = {QWEN: to_qwen.report(), PHI: to_phi.report()}
+        out = there.stdout + back.stdout
+        for model, report in reports.items():
+            assert report.failures == [], model + ": " + report.summary() + "\n" + out[-3000:]
+        assert {r.backend for r in reports[QWEN].records} == {f"{ns}/{qwen}", f"{ns}/{qwen}-inference-pool"}
+        assert {r.backend for r in reports[PHI].records} == {f"{ns}/{phi_name}", f"{ns}/{phi_name}-inference-pool"}
+        assert "verify the target through its probe rule" in there.stdout and "completion" in there.stdout
+        # the router stayed with the Gateway and changed hands with it; kserve rendered none of its own
+        assert bbr["metadata"]["labels"]["lightrail.dev/stack"] == "kserve", bbr["metadata"]["labels"]
+        assert (middle["stack"], middle["ready"], middle["desired"]) == ("kserve", 2, 2), middle
+        # smoke and bench find it behind the kept Gateway, and send the names clients send there
+        assert (seen.gateway.namespace, seen.gateway.name, seen.served_models) == (ns, "multimodel-gateway", (QWEN, PHI))
+        after = json.loads(cluster.kubectl("get", "service", "multimodel-bbr", "-n", ns, "-o", "json").stdout)
+        assert after["metadata"]["uid"] == bbr["metadata"]["uid"]
+        assert after["metadata"]["labels"]["lightrail.dev/stack"] == "llmd"
+        (row,) = json.loads(invoke(cluster, "status", f"--namespace={ns}", "--output=json").stdout)
+        assert (row["stack"], row["ready"], row["desired"]) == ("llmd", 2, 2), row
+        assert not json.loads(cluster.kubectl("get", "envoyfilters", "-n", "kserve", "-o", "json").stdout)["items"]
+    finally:
+        invoke(cluster, "teardown", "--pattern=multimodel", f"--namespace={ns}", ok=False)
+        cluster.kubectl("delete", "namespace", ns, "--wait=false")

@@ -1,0 +1,72 @@
+"""Client requests per side, as the Gateway counts them: Istio's `istio_requests_total`.
+
+The migrator's probes show what its own requests see; the gateway's counters show what clients
+get from each pool while a weight is held. Istio sends a route's InferencePool backend to a
+shadow Service it makes for the pool (`<pool>-ip-<hash>`, pilot's InferencePoolServiceName in
+pilot/pkg/config/kube/gateway/inferencepool_collection.go), so that Service is the destination
+a pool's requests are counted under. Read from the gateway proxy's `/stats/prometheus` (port 15020).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from lightrail.errors import LightrailError
+
+METRIC = "istio_requests_total"
+_SEPARATOR, _HASH, _MAX_NAME = "-ip-", 8, 63
+
+
+def shadow_service(pool: str) -> str:
+    """The Service Istio makes for an InferencePool: the pool's name, `-ip-`, and 8 hex digits of
+    its SHA-256, the name cut to fit 63 characters."""
+    digest = hashlib.sha256(pool.encode()).hexdigest()[:_HASH]
+    return f"{pool[:_MAX_NAME - len(_SEPARATOR) - _HASH]}{_SEPARATOR}{digest}"
+
+
+@dataclass(frozen=True)
+class Counts:
+    requests: int = 0
+    errors: int = 0      # answered 5xx
+
+    def __sub__(self, other: "Counts") -> "Counts":
+        return Counts(self.requests - other.requests, self.errors - other.errors)
+
+    def __str__(self) -> str:
+        return f"{self.requests} ({self.errors} 5xx)"
+
+
+def per_side(text: str, namespace: str, pools: Mapping[str, Sequence[str]]) -> dict[str, Counts]:
+    """Requests and 5xx per side ("source", "target": the names of its pools) from a scrape.
+
+    A scrape with no `istio_requests_total` at all is not an Istio gateway's (or the URL is
+    wrong): refused, not read as zero traffic. A gateway that has served nothing yet has the
+    metric's HELP line."""
+    wanted = {shadow_service(pool): side for side, names in pools.items() for pool in names}
+    totals = {side: [0, 0] for side in pools}
+    seen = False
+    try:
+        families = list(text_string_to_metric_families(text))
+    except ValueError as err:
+        raise LightrailError(f"the gateway metrics are not in the Prometheus text format: {err}") from None
+    for family in families:
+        if family.name not in (METRIC, METRIC.removesuffix("_total")):
+            continue
+        seen = True
+        for sample in family.samples:
+            labels = sample.labels
+            side = wanted.get(labels.get("destination_service_name", ""))
+            if sample.name != METRIC or side is None or labels.get("destination_service_namespace") != namespace:
+                continue
+            totals[side][0] += int(sample.value)
+            if labels.get("response_code", "").startswith("5"):
+                totals[side][1] += int(sample.value)
+    if not seen:
+        raise LightrailError(f"no {METRIC} in the gateway metrics",
+                             fix="give --metrics-url the Istio gateway proxy's /stats/prometheus (port 15020), e.g. "
+                                 "`kubectl port-forward deploy/<gateway>-istio 15020` and "
+                                 "--metrics-url=http://127.0.0.1:15020/stats/prometheus")
+    return {side: Counts(*values) for side, values in totals.items()}

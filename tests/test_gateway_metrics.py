@@ -1,0 +1,58 @@
+"""Client requests per side from an Istio gateway proxy's counters (lightrail/migrate/gatewaymetrics.py)."""
+from __future__ import annotations
+
+import pytest
+
+from lightrail.errors import LightrailError
+from lightrail.migrate import guards
+from lightrail.migrate.gatewaymetrics import Counts, per_side, shadow_service
+
+HEAD = "# HELP istio_requests_total Total requests.\n# TYPE istio_requests_total counter\n"
+
+
+def line(service: str, code: int, n: int, namespace: str = "shop") -> str:
+    return (f'istio_requests_total{{reporter="source",destination_service="{service}.{namespace}.svc.cluster.local",'
+            f'destination_service_name="{service}",destination_service_namespace="{namespace}",'
+            f'response_code="{code}"}} {n}\n')
+
+
+def test_the_shadow_service_is_istios_name_for_the_pool():
+    """As istiod names them (seen in tests/e2e/test_migrate.py's cluster): pool, -ip-, 8 hex digits of its
+    SHA-256; a long pool name is cut so the whole fits 63 characters, the hash kept whole."""
+    assert shadow_service("multimodel-qwen2-5-3b-instruct") == "multimodel-qwen2-5-3b-instruct-ip-1c3ab60f"
+    assert shadow_service("multimodel-phi-3-mini-4k-instruct") == "multimodel-phi-3-mini-4k-instruct-ip-0511f88b"
+    long = "a" * 60
+    name = shadow_service(long)
+    assert len(name) == 63 and name.startswith("a" * 51 + "-ip-") and name[-8:] == shadow_service("a" * 60)[-8:]
+    assert shadow_service("a" * 51).startswith("a" * 51 + "-ip-") and len(shadow_service("a" * 51)) == 63
+
+
+def test_requests_and_5xx_are_summed_per_side_over_its_pools_and_codes():
+    text = HEAD + "".join([
+        line(shadow_service("src-a"), 200, 90), line(shadow_service("src-a"), 503, 2),
+        line(shadow_service("src-b"), 200, 10), line(shadow_service("tgt-a"), 200, 7),
+        line(shadow_service("tgt-a"), 500, 1), line(shadow_service("tgt-a"), 0, 4),    # a client gone: not a 5xx
+        line(shadow_service("tgt-a"), 200, 50, namespace="other"),                     # another namespace's pool
+        line("unrelated", 503, 9)])
+    got = per_side(text, "shop", {"source": ["src-a", "src-b"], "target": ["tgt-a"]})
+    assert got == {"source": Counts(102, 2), "target": Counts(12, 1)}
+    assert str(got["target"]) == "12 (1 5xx)" and got["target"] - Counts(2, 1) == Counts(10, 0)
+
+
+def test_a_gateway_that_served_nothing_yet_counts_zero_but_no_istio_metric_is_refused():
+    assert per_side(HEAD, "shop", {"source": ["a"], "target": ["b"]}) == {"source": Counts(), "target": Counts()}
+    with pytest.raises(LightrailError) as err:
+        per_side("# TYPE envoy_server_live gauge\nenvoy_server_live 1\n", "shop", {"source": ["a"], "target": ["b"]})
+    assert str(err.value).startswith("no istio_requests_total in the gateway metrics (give --metrics-url the Istio "
+                                     "gateway proxy's /stats/prometheus (port 15020)")
+    with pytest.raises(LightrailError, match="not in the Prometheus text format"):
+        per_side("istio_requests_total{ 1\n", "shop", {"source": ["a"], "target": ["b"]})
+
+
+def test_a_5xx_answered_from_the_target_trips_the_guard_before_latency_is_read():
+    ok = [guards.Sample(True, 0.05)] * 3
+    assert guards.verdict(ok, 0.05, 1, 1, clients=Counts(40, 0)) is None
+    assert guards.verdict(ok, 0.05, 1, 1, clients=None) is None
+    assert guards.verdict(ok, 0.05, 1, 1, clients=Counts(40, 2)) == \
+        "the gateway answered 2 of 40 client request(s) to the target with 5xx during this hold"
+    assert guards.verdict(ok, 0.05, 1, 1, guards.Limits(failures=2), Counts(40, 2)) is None

@@ -128,6 +128,9 @@ def effect(m, world, op):
             w["front"]["migrating"] = op.labels[MIGRATION_LABEL] is not None
         if op.releases:
             w["gateway_stack"] = stack
+    elif op.action == "verify" and op.side == "clients":   # through the client rules: the target alone serves
+        assert w["front"] and set(w["front"]["weights"]) == {pool_name(m.target, m.target.servers[0])}, op.title
+        assert w["target"]["pods"] and w["source"]["route"] is None, op.title
     elif op.action in ("verify", "warm", "hold"):   # they send requests: the side must be reachable
         name = "target" if op.action == "hold" else op.side
         assert w["front"] and name in w["front"]["probes"], f"{op.title}: no probe rule for the {name}"
@@ -495,6 +498,7 @@ def test_the_plan_in_words_no_surge_every_operation_and_its_undo():
         '  undo: let the gateway apply the route change (5 s)',
         'phase 10/12 remove-source:',
         '  - remove the source (llmd); the Gateway stays',
+        '  - verify clients are served: every model through the client rules (no probe header), as clients call it',
         '  undo: deploy the source (llmd) again behind the front route (1 replica)',
         "  undo: the source's probe rule back",
         '  undo: let the gateway apply the route change (5 s)',
@@ -560,6 +564,7 @@ def test_the_plan_in_words_with_surge_and_the_waits_given():
         '  undo: let the gateway apply the route change (3 s)',
         'phase 8/9 remove-source:',
         '  - remove the source (kserve); the Gateway stays',
+        '  - verify clients are served: every model through the client rules (no probe header), as clients call it',
         '  undo: deploy the source (kserve) again behind the front route',
         "  undo: the source's probe rule back",
         '  undo: let the gateway apply the route change (3 s)',
@@ -697,3 +702,29 @@ def test_a_model_route_matching_two_model_names_is_refused():
     with pytest.raises(LightrailError, match="matches 2 model names; a model's route matches one"):
         plan_migration(plan, "kserve", GATEWAY, {s.name: client_rules(route) for s in plan.servers},
                        {s.name: route["spec"]["parentRefs"] for s in plan.servers})
+
+
+def test_a_kserve_source_keeps_its_paths_and_its_probes_need_no_router():
+    """KServe's real managed route (its preset, templated as KServe does) has a rule on the model header
+    too; without body-based routing nothing fills that header, so the probe rules must not require it.
+    Clients call the model under /<namespace>/<name>: the client-path check after the source is gone
+    calls it there."""
+    from lightrail.migrate.routes import client_prefix, is_probe
+    from lightrail.settings import schemas_dir
+    from lightrail.testing.presets import preset, templated
+
+    isvc = {"metadata": {"name": "baseline-qwen2-5-3b-instruct", "namespace": "shop"},
+            "spec": {"model": {"name": "Qwen/Qwen2.5-3B-Instruct"}}}
+    route = templated(preset(schemas_dir(), "kserve-config-llm-router-route")["spec"]["router"]["route"], isvc)["http"]
+    route["spec"]["parentRefs"] = KSERVE_ROUTE["spec"]["parentRefs"]
+    m = migration("baseline", "sim", "kserve", "llmd", route)
+    front = m.phases[0].forward[0].objects[0]
+    probes = [r for r in front["spec"]["rules"] if is_probe(r)]
+    assert [p["matches"][0]["headers"] for p in probes] == [[{"type": "Exact", "name": PROBE_HEADER, "value": side}]
+                                                            for side in ("source", "target")]
+    assert any(h.get("name") == MODEL_HEADER for r in m.rules[m.source.servers[0].name] for mt in r["matches"]
+               for h in mt.get("headers") or [])      # the client rule on the header is kept, as KServe made it
+    assert client_prefix(list(m.rules[m.source.servers[0].name])) == "/shop/baseline-qwen2-5-3b-instruct"
+    assert client_prefix(client_rules(LLMD_ROUTE)) == ""
+    remove = next(p for p in m.phases if p.name == "remove-source")
+    assert [(op.action, op.side) for op in remove.forward] == [("remove", "source"), ("verify", "clients")]

@@ -47,7 +47,7 @@ class Op:
                          # | retire | release
     title: str
     objects: tuple[dict, ...] = ()
-    side: str = ""       # deploy/remove/verify/warm: "source" or "target"
+    side: str = ""       # deploy/remove/verify/warm: "source" or "target"; verify: "clients" (the client path)
     front: bool = True   # deploy: served through the front route (False: as the stack makes it alone)
     weight: int = 0      # hold: the target's share being held
     replicas: int = 0    # deploy: replicas per model (0: the plan's); retire: replicas left in the pool;
@@ -208,7 +208,9 @@ def _phases(m: Migration) -> list[Phase]:
     last = 0 if o.surge else 1      # --no-surge: the source's last replica comes back, as it was
     phases.append(Phase(
         "remove-source",
-        (Op("remove", f"remove the source ({m.source.stack}); the Gateway stays", side="source"),),
+        (Op("remove", f"remove the source ({m.source.stack}); the Gateway stays", side="source"),
+         Op("verify", "verify clients are served: every model through the client rules (no probe header), as "
+            "clients call it", side="clients")),
         (Op("deploy", f"deploy the source ({m.source.stack}) again behind the front route"
             + (" (1 replica)" if last else ""), side="source", replicas=last),
          Op("apply", "the source's probe rule back", front_routes(m, 100)), settle,

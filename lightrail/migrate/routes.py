@@ -53,11 +53,12 @@ def front_route_object(plan: Plan, server: ModelServer, parent_refs: list[dict],
     matches `/` plus the header and calls the OpenAI paths as the pool serves them (`/v1/...`):
     no client rule matches those with the probe header alone, and one rule per side keeps the
     route within the API's 16 rules (KServe's managed route has 13). Behind body-based routing
-    a probe rule also matches the model's header, as the client rules do: every model's front
-    route has its own probe rules on the one Gateway, and with one header more they take
-    precedence over the client rules. Probe rules come first all the same.
+    (multimodel) a probe rule also matches the model's header, as the client rules do: every
+    model's front route has its own probe rules on the one Gateway, and with one header more they
+    take precedence over the client rules. Elsewhere no router fills that header, so KServe's own
+    header rule is not copied into the probes. Probe rules come first all the same.
     """
-    model = model_header(rules)
+    model = model_header(rules) if plan.body_based_routing else []
     out_rules = [{"matches": [{"path": {"type": "PathPrefix", "value": "/"},
                                "headers": [*model, {"type": "Exact", "name": PROBE_HEADER, "value": side}]}],
                   "backendRefs": backends({pool: 1})} for side, pool in probes.items()]
@@ -76,6 +77,19 @@ def model_header(rules: list[dict]) -> list[dict]:
     if len(found) > 1:
         raise LightrailError(f"the source's route matches {len(found)} model names; a model's route matches one")
     return [{"type": t, "name": n, "value": v} for t, n, v in found]
+
+
+def client_prefix(rules: list[dict]) -> str:
+    """Where clients call a model's OpenAI paths: the path before `/v1/...` of a rule that rewrites
+    it to `/v1/...` (KServe's `/<namespace>/<name>/v1/completions`), else the root."""
+    for rule in rules:
+        for f in rule.get("filters") or []:
+            to = ((f.get("urlRewrite") or {}).get("path") or {}).get("replacePrefixMatch") or ""
+            for match in rule.get("matches") or []:
+                path = (match.get("path") or {}).get("value") or ""
+                if to.startswith("/v1/") and path.endswith(to) and len(path) > len(to):
+                    return path[:-len(to)]
+    return ""
 
 
 def is_probe(rule: dict) -> bool:

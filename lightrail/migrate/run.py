@@ -21,8 +21,8 @@ from lightrail.errors import LightrailError
 from lightrail.migrate import gatewaymetrics, guards
 from lightrail.migrate.plan import Migration, Op, Options, fronted, gateway_releases, plan_migration, weights
 from lightrail.migrate.preflight import (Problem, gateway_splits, selectors_apart, source_present, target_selector)
-from lightrail.migrate.routes import (PROBE_HEADER, client_rules, client_weights, own_route_name, parent_gateway,
-                                      pool_name)
+from lightrail.migrate.routes import (PROBE_HEADER, client_prefix, client_rules, client_weights, own_route_name,
+                                      parent_gateway, pool_name)
 from lightrail.migrate.state import State, from_config_map, state_name
 from lightrail.ops import checks as ck
 from lightrail.ops import flows
@@ -579,8 +579,10 @@ def _since(base: dict | None, now: dict | None) -> dict | None:
     return {side: now[side] - base[side] if now[side].requests >= base[side].requests else now[side] for side in now}
 
 
-def _client(ctx: Context, side: str) -> httpx.Client:
-    return httpx.Client(base_url=ctx.url, headers={PROBE_HEADER: side}, timeout=60, verify=ctx.trust)
+def _client(ctx: Context, side: str, prefix: str = "") -> httpx.Client:
+    """Requests through the Gateway: a side's probe rule, or (side "clients") the client rules under `prefix`."""
+    return httpx.Client(base_url=ctx.url + prefix, headers={} if side == "clients" else {PROBE_HEADER: side},
+                        timeout=60, verify=ctx.trust)
 
 
 def _probe(m: Migration, side: str, ctx: Context, k: int = 0) -> guards.Sample:
@@ -606,12 +608,15 @@ def _baseline(m: Migration, ctx: Context, n: int = 5) -> float:
 
 
 def _verify(m: Migration, side: str, ctx: Context) -> None:
-    """Completion, chat and streaming through the side's probe rule, each from the right model."""
-    ctx.out(f"- verify the {side} through its probe rule")
-    plan = m.side(side)
-    with _client(ctx, side) as client:
-        for server in plan.servers:
-            model = plan.client_model(server)
+    """Completion, chat and streaming through the side's probe rule, each from the right model; or
+    ("clients") as clients call each model, which takes the target once the source is gone: what
+    the probe rules cannot see (the client rules, the router that fills their model header)."""
+    ctx.out(f"- verify the {side} through " + ("the client rules" if side == "clients" else "its probe rule"))
+    plan = m.target if side == "clients" else m.side(side)
+    for server, source in zip(plan.servers, m.source.servers):
+        model = plan.client_model(server)
+        base = client_prefix(list(m.rules[source.name])) if side == "clients" else ""
+        with _client(ctx, side, base) as client:
             for probe in (smoke.completion, smoke.chat, smoke.streaming):
                 check = probe(client, model)
                 deadline = ctx.clock() + VERIFY_GRACE
@@ -620,7 +625,8 @@ def _verify(m: Migration, side: str, ctx: Context) -> None:
                     check = probe(client, model)
                 ctx.out(f"    {'ok  ' if check.ok else 'FAIL'}  {check.name}  {check.latency_ms:.0f} ms  {check.got}")
                 if not check.ok:
-                    raise LightrailError(f"the {side} failed {check.name}: expected {check.expected}, got {check.got}")
+                    who = "clients' requests" if side == "clients" else f"the {side}"
+                    raise LightrailError(f"{who} failed {check.name}: expected {check.expected}, got {check.got}")
 
 
 def _warm(m: Migration, ctx: Context) -> None:

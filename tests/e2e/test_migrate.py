@@ -383,6 +383,9 @@ def test_multimodel_moves_each_models_route_and_the_body_router_goes_with_the_ga
         assert {r.backend for r in reports[QWEN].records} == {f"{ns}/{qwen}", f"{ns}/{qwen}-inference-pool"}
         assert {r.backend for r in reports[PHI].records} == {f"{ns}/{phi_name}", f"{ns}/{phi_name}-inference-pool"}
         assert "verify the target through its probe rule" in there.stdout and "completion" in there.stdout
+        # once the source is gone, each model is called as clients call it (the router fills the header)
+        assert there.stdout.count("ok    completion") == 2 * 2 and "verify the clients through the client rules" \
+            in there.stdout, there.stdout
         # the router stayed with the Gateway and changed hands with it; kserve rendered none of its own
         assert bbr["metadata"]["labels"]["lightrail.dev/stack"] == "kserve", bbr["metadata"]["labels"]
         assert (middle["stack"], middle["ready"], middle["desired"]) == ("kserve", 2, 2), middle

@@ -189,7 +189,7 @@ def test_a_tripped_guard_restores_the_last_good_weights_and_rollback_restores_th
             TrafficDriver(gw.url, QWEN, rate=8, concurrency=8, max_tokens=4) as traffic:
         proc = subprocess.Popen([sys.executable, "-m", "invoke", "migrate", "--pattern=caching", "--accel=sim",
                                  "--to=kserve", f"-n={ns}", f"--url={gw.url}", f"--metrics-url={gw.metrics_url}",
-                                 "--steps=10,50,100", "--hold=6", "--settle=2", "--drain=2", "--timeout=300",
+                                 "--steps=10,50,100", "--hold=10", "--settle=2", "--drain=2", "--timeout=300",
                                  "--latency-margin=60", "--yes"], cwd=ROOT, env={**cluster.env, "HF_TOKEN": PLANTED},
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         seen = []

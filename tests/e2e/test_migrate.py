@@ -203,7 +203,8 @@ def test_a_tripped_guard_restores_the_last_good_weights_and_rollback_restores_th
     assert proc.wait(120) == 1, out
     assert "guard tripped at shift-50" in out and "client request(s) to the target with 5xx" in out, out
     assert "clients: source " in out, out        # the 10 % hold showed what each side served
-    assert {r.backend for r in traffic.report().failures} == {f"{ns}/{POOLS['kserve']}"}
+    report = traffic.report()
+    assert {r.backend for r in report.failures} == {f"{ns}/{POOLS['kserve']}"}, report.summary() + "\n" + out
     route = json.loads(cluster.kubectl("get", "httproute", f"{NAME}-front", "-n", ns, "-o", "json").stdout)
     assert client_weights(route) == {POOLS["llmd"]: 90, POOLS["kserve"]: 10}, f"not the last good weights:\n{out}"
     state = json.loads(json.loads(cluster.kubectl("get", "configmap", "caching-migration", "-n", ns, "-o", "json")

@@ -5,7 +5,7 @@ import pytest
 
 from lightrail.errors import LightrailError
 from lightrail.migrate import guards
-from lightrail.migrate.gatewaymetrics import Counts, per_side, shadow_service
+from lightrail.migrate.gatewaymetrics import Counts, HoldWatch, per_side, shadow_service
 
 HEAD = "# HELP istio_requests_total Total requests.\n# TYPE istio_requests_total counter\n"
 
@@ -56,3 +56,36 @@ def test_a_5xx_answered_from_the_target_trips_the_guard_before_latency_is_read()
     assert guards.verdict(ok, 0.05, 1, 1, clients=Counts(40, 2)) == \
         "the gateway answered 2 of 40 client request(s) to the target with 5xx during this hold"
     assert guards.verdict(ok, 0.05, 1, 1, guards.Limits(failures=2), Counts(40, 2)) is None
+
+
+def test_a_hold_counts_from_its_first_answered_scrape_and_a_failed_one_is_taken_again():
+    """A scrape that fails (a port-forward reconnecting) leaves the last counts and is counted in a row;
+    the next answer clears it; a gateway restart (counters lower than the base) counts all since."""
+    def scrape(source, target):
+        return lambda: {"source": Counts(*source), "target": Counts(*target)}
+
+    def fails():
+        raise LightrailError("the gateway metrics do not answer at --metrics-url=http://127.0.0.1:15020: refused")
+
+    watch = HoldWatch()
+    watch.read(fails)   # the hold's first scrape failed: nothing to count from yet
+    assert (watch.clients, watch.unread) == (None, 1)
+    watch.read(scrape((100, 0), (10, 0)))
+    assert (watch.clients, watch.unread) == ({"source": Counts(), "target": Counts()}, 0)
+    watch.read(scrape((130, 1), (25, 2)))
+    watch.read(fails)
+    watch.read(fails)
+    assert watch.clients == {"source": Counts(30, 1), "target": Counts(15, 2)}
+    assert (watch.unread, watch.error) == (2, "the gateway metrics do not answer at "
+                                              "--metrics-url=http://127.0.0.1:15020: refused")
+    watch.read(scrape((5, 0), (3, 0)))   # the proxy restarted
+    assert watch.clients == {"source": Counts(5, 0), "target": Counts(3, 0)} and watch.unread == 0
+
+
+def test_counters_unread_three_times_in_a_row_trip_the_guard_and_say_why():
+    ok = [guards.Sample(True, 0.05)] * 3
+    assert guards.verdict(ok, 0.05, 1, 1, clients=Counts(40, 0), unread=2, error="refused") is None
+    assert guards.verdict(ok, 0.05, 1, 1, clients=Counts(40, 0), unread=3, error="refused") == \
+        "the gateway's counters could not be read 3 times in a row, last: refused"
+    failed = [guards.Sample(False, 0, "HTTP 503")]
+    assert guards.verdict(failed, 0.05, 1, 1, unread=3).startswith("1 of 1 target probe(s) failed")

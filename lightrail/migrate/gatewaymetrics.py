@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -70,3 +70,32 @@ def per_side(text: str, namespace: str, pools: Mapping[str, Sequence[str]]) -> d
                                  "`kubectl port-forward deploy/<gateway>-istio 15020` and "
                                  "--metrics-url=http://127.0.0.1:15020/stats/prometheus")
     return {side: Counts(*values) for side, values in totals.items()}
+
+
+@dataclass
+class HoldWatch:
+    """The gateway's counters over one hold, from scrapes taken in turn (one per probe). A scrape that
+    fails (a port-forward reconnecting, a busy proxy) is taken again at the next probe; how many failed
+    in a row is the guard's to judge (guards.verdict), and a hold ends only on a scrape that answered."""
+    base: Mapping[str, Counts] | None = None
+    now: Mapping[str, Counts] | None = None
+    unread: int = 0        # scrapes failed in a row
+    error: str = ""        # the last failure
+
+    def read(self, scrape: Callable[[], Mapping[str, Counts]]) -> None:
+        try:
+            counts = scrape()
+        except LightrailError as err:
+            self.unread, self.error = self.unread + 1, err.message
+            return
+        self.base = self.base or counts
+        self.now, self.unread = counts, 0
+
+    @property
+    def clients(self) -> dict[str, Counts] | None:
+        """Counts per side since the first scrape of the hold (a gateway restart resets its counters:
+        then all it counted since)."""
+        if self.base is None or self.now is None:
+            return None
+        return {side: now - self.base[side] if now.requests >= self.base[side].requests else now
+                for side, now in self.now.items()}

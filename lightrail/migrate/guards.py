@@ -25,6 +25,7 @@ class Limits:
     failures: int = 0             # failed target probes (and 5xx client answers) tolerated during one hold
     latency_factor: float = 3.0   # target median may reach factor x the source's baseline median...
     latency_margin: float = 1.0   # ... or baseline + margin seconds, whichever is larger
+    unread: int = 3               # scrapes of the gateway's counters failed in a row (--metrics-url)
 
 
 def median(samples: list[Sample]) -> float | None:
@@ -37,12 +38,16 @@ def latency_limit(baseline: float, limits: Limits = Limits()) -> float:
 
 
 def verdict(samples: list[Sample], baseline: float | None, ready: int, desired: int,
-            limits: Limits = Limits(), clients: Counts | None = None) -> str | None:
+            limits: Limits = Limits(), clients: Counts | None = None, unread: int = 0, error: str = "") -> str | None:
     """Why the target must not keep (or gain) weight, or None while it is healthy. `clients`: the
-    client requests the Gateway sent the target during this hold (None: not read)."""
+    client requests the Gateway sent the target during this hold (None: not read); `unread`: its
+    counters' scrapes failed in a row, the last with `error` - a weight whose effect on clients
+    cannot be seen is not kept."""
     failed = [s for s in samples if not s.ok]
     if len(failed) > limits.failures:
         return f"{len(failed)} of {len(samples)} target probe(s) failed, last: {failed[-1].detail}"
+    if unread >= limits.unread:
+        return f"the gateway's counters could not be read {unread} times in a row, last: {error}"
     if clients is not None and clients.errors > limits.failures:
         return (f"the gateway answered {clients.errors} of {clients.requests} client request(s) to the target with "
                 "5xx during this hold")

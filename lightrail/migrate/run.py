@@ -572,13 +572,6 @@ def _client_counts(m: Migration, ctx: Context) -> dict[str, gatewaymetrics.Count
     return gatewaymetrics.per_side(resp.text, m.namespace, pools)
 
 
-def _since(base: dict | None, now: dict | None) -> dict | None:
-    """Counts since the hold began (a gateway restart resets its counters: then all it counted since)."""
-    if base is None or now is None:
-        return None
-    return {side: now[side] - base[side] if now[side].requests >= base[side].requests else now[side] for side in now}
-
-
 def _client(ctx: Context, side: str, prefix: str = "") -> httpx.Client:
     """Requests through the Gateway: a side's probe rule, or (side "clients") the client rules under `prefix`."""
     return httpx.Client(base_url=ctx.url + prefix, headers={} if side == "clients" else {PROBE_HEADER: side},
@@ -661,7 +654,7 @@ def _hold(m: Migration, op: Op, ctx: Context, state: State | None) -> None:
     limits = guards.Limits(latency_margin=m.options.latency_margin)
     limit = f" (limit {guards.latency_limit(ctx.baseline, limits) * 1000:.0f} ms)" if ctx.baseline else ""
 
-    base = _client_counts(m, ctx)
+    watch = gatewaymetrics.HoldWatch()
 
     def summary(ready: int, desired: int, clients: dict | None) -> str:
         mid = guards.median(samples)
@@ -673,12 +666,15 @@ def _hold(m: Migration, op: Op, ctx: Context, state: State | None) -> None:
         while True:
             samples.append(_probe(m, "target", ctx, len(samples)))
             ready, desired = _ready_endpoints(m, ctx, op.replicas)
-            clients = _since(base, _client_counts(m, ctx))
-            reason = guards.verdict(samples, ctx.baseline, ready, desired, limits, clients and clients["target"])
+            if ctx.metrics_url:
+                watch.read(lambda: _client_counts(m, ctx))
+            clients = watch.clients
+            reason = guards.verdict(samples, ctx.baseline, ready, desired, limits, clients and clients["target"],
+                                    watch.unread, watch.error)
             if reason:
                 raise GuardTripped(reason)
             update(summary(ready, desired, clients))
-            if ctx.clock() - start >= op.seconds:
+            if ctx.clock() - start >= op.seconds and not watch.unread:
                 ctx.out(f"    {summary(ready, desired, clients)}")
                 return
             ctx.sleep(PROBE_INTERVAL)

@@ -12,7 +12,11 @@ import pytest
 import yaml
 
 from lightrail.migrate.plan import plan_migration
-from lightrail.migrate.preflight import Problem, gateway_splits, selectors_apart, source_present, target_selector
+from lightrail import tools
+from lightrail.errors import LightrailError
+from lightrail.migrate.preflight import (Problem, gateway_fixed, gateway_splits, release, selectors_apart, source_present,
+                                         target_selector)
+from lightrail.ops import controllers
 from lightrail.migrate.routes import client_rules
 from lightrail.plan import Request, build_plan
 from lightrail.smoke.discovery import server_pod_labels
@@ -137,3 +141,53 @@ def test_a_pool_selects_a_pod_only_when_every_selector_label_matches():
     near_target = [{**{k: v for k, v in source.items() if k != key}, **extra}
                    for key in source for extra in ({}, {key: source[key] + "-other"})]
     assert selectors_apart(m, near, near_target) == []
+
+
+def istiod(tag: str, revision: str = "") -> dict:
+    """istiod's Deployment as Istio's own istio-discovery chart (the pinned module's, built by setup) renders it."""
+    try:
+        chart = controllers.installed("istio") / "manifests/charts/istio-control/istio-discovery"
+    except LightrailError as err:
+        pytest.skip(str(err))
+    out = tools.run("helm", "template", "istiod", str(chart), "-n", "istio-system", "--set", "global.hub=docker.io/istio",
+                    "--set", f"global.tag={tag}", "--set", f"revision={revision}",
+                    "--show-only", "templates/deployment.yaml").stdout
+    (deployment,) = [d for d in yaml.safe_load_all(out) if d]
+    return deployment
+
+
+def test_istio_releases_order_pre_releases_before_the_release_and_ignore_the_variant():
+    assert release("1.31.0-rc.0") < release("1.31.0-rc.1") < release("1.31.0") < release("1.31.1")
+    assert release("1.30.4") < release("1.30.5") < release("1.31.0-alpha.0") < release("1.31.0-beta.2")
+    assert release("1.29.2-distroless") == release("1.29.2") and release("1.29") == release("1.29.0")
+    assert release("master-2026-08-22T19-00-53") is None and release("latest") is None
+
+
+def test_an_istiod_release_cut_before_the_weighted_pool_fix_is_refused_naming_the_issue():
+    """patterns/migration.yaml `without_fix`: istio#61594 (one empty pool answers a weighted rule 503) is
+    fixed after 1.29.6, 1.30.4 and 1.31.0-rc.0; minors before 1.29 got no backport."""
+    gateway, classes = gateway_objects()
+    problem = gateway_fixed(gateway, classes["istio"], [istiod("1.29.2")])
+    assert problem == Problem(
+        "istiod 1.29.2 (istio-system/istiod) lacks the fix for istio#61594: one empty InferencePool in a weighted "
+        "rule answers the whole rule 503",
+        "upgrade istiod to a patch release that carries it (1.29: after 1.29.6, 1.30: after 1.30.4, 1.31: after "
+        "1.31.0-rc.0; 1.29 or later) before migrating (patterns/migration.yaml)")
+    for tag in ("1.29.6", "1.30.4-distroless", "1.31.0-rc.0", "1.31.0-beta.1", "1.28.9", "1.27.0"):
+        assert gateway_fixed(gateway, classes["istio"], [istiod(tag)]) is not None, tag
+    for tag in ("1.29.7", "1.29.9", "1.30.5", "1.31.0-rc.1", "1.31.0", "1.32.0", "master-2026-09-30"):
+        assert gateway_fixed(gateway, classes["istio"], [istiod(tag)]) is None, tag
+
+
+def test_the_gateways_own_istio_revision_is_judged_and_no_istiod_in_the_cluster_is_nothing_to_judge():
+    gateway, classes = gateway_objects()
+    both = [istiod("1.30.4"), istiod("1.30.5", revision="canary")]
+    assert gateway_fixed(gateway, classes["istio"], both) is not None             # istio.io/rev default: 1.30.4
+    canary = copy.deepcopy(gateway)
+    canary["metadata"].setdefault("labels", {})["istio.io/rev"] = "canary"
+    assert gateway_fixed(canary, classes["istio"], both) is None
+    other = copy.deepcopy(gateway)
+    other["metadata"].setdefault("labels", {})["istio.io/rev"] = "prod-stable"    # a revision tag: every istiod
+    assert gateway_fixed(other, classes["istio"], both) is not None
+    assert gateway_fixed(gateway, classes["istio"], []) is None                   # istiod outside the cluster
+    assert gateway_fixed(gateway, gateway_class("networking.gke.io/gateway"), [istiod("1.29.2")]) is None

@@ -247,7 +247,7 @@ def test_prereqs_on_an_empty_cluster_install_pinned_sources_in_order():
     assert "deployment/lws-controller-manager" in commands[3]
     # model aliases: the endpoint picker looks for this CRD once, at start, so it comes before any deploy
     assert commands[4].endswith("llm-d/llm-d-router/v0.10.0/config/crd/bases/llm-d.ai_inferencemodelrewrites.yaml")
-    assert result.steps[5].tool == "helm" and "istio-base base" in commands[5] and "--version 1.29.2" in commands[5]
+    assert result.steps[5].tool == "helm" and "istio-base base" in commands[5] and "--version 1.29.9" in commands[5]
     assert "pilot.env.ENABLE_GATEWAY_API_INFERENCE_EXTENSION=true" in commands[6]
     assert "gateways.seccompProfile.type=RuntimeDefault" in commands[6]   # Pod Security restricted
     assert all(s.args[0] in (f"--context={TARGET.context}", f"--kube-context={TARGET.context}") for s in result.steps)
@@ -276,7 +276,7 @@ def test_prereqs_upgrade_old_crds_and_name_what_they_cannot_install():
     assert kserve.steps == []
     assert [m.split(" (")[0] for m in kserve.missing] == [
         "KServe v0.20.0 with the LLMInferenceService controller",
-        "Istio 1.29.2 and KServe's ingress Gateway kserve/kserve-ingress-gateway"]
+        "Istio 1.29.9 and KServe's ingress Gateway kserve/kserve-ingress-gateway"]
 
 
 @pytest.mark.parametrize("provider", ["gke", "agentgateway"])

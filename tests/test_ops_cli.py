@@ -113,8 +113,8 @@ def test_prereqs_dry_run_lists_pinned_installs(kubeconfig):
     assert steps == ["[1] install Gateway API CRDs v1.6.1", "[2] install InferencePool CRDs v1.6.0",
                      "[3] install LeaderWorkerSet v0.10.0", "[4] wait for the LeaderWorkerSet controller",
                      "[5] install InferenceModelRewrite CRD (llm-d-router v0.10.0)",
-                     "[6] install Istio 1.29.2 CRDs (chart base)",
-                     "[7] install istiod 1.29.2 with the Gateway API inference extension"]
+                     "[6] install Istio 1.29.9 CRDs (chart base)",
+                     "[7] install istiod 1.29.9 with the Gateway API inference extension"]
     kserve = invoke("prereqs", "--stack=kserve", "--dry-run", kubeconfig=kubeconfig)
     assert kserve.returncode == 0 and "missing: KServe v0.20.0 with the LLMInferenceService controller" in kserve.stdout
     assert "note: a real run ends with exit code 1 unless these 2 prerequisite(s) exist" in kserve.stdout

@@ -5,6 +5,7 @@ migration refuses with every reason at once and changes nothing.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -36,6 +37,50 @@ def gateway_splits(gateway: dict | None, gateway_class: dict | None, ref: tuple[
     if not known[controller]["splits"]:
         return Problem(f"gateway controller {controller} cannot split traffic between InferencePools: "
                        f"{known[controller]['note']}", "migrate behind a Gateway of istio, GKE or agentgateway")
+    return None
+
+
+ISTIOD_SELECTOR = "app=istiod"   # istiod's Deployments, as Istio's istio-discovery chart labels them
+_RELEASE = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?(?:-(alpha|beta|rc)\.(\d+))?")
+_STAGES = {"alpha": 0, "beta": 1, "rc": 2, None: 3}
+
+
+def release(tag: str) -> tuple[int, ...] | None:
+    """An Istio image tag as a comparable release (1.31.0-rc.0 before 1.31.0; `-distroless` ignored),
+    or None for what is not a release (a dev build, a digest)."""
+    found = _RELEASE.fullmatch(tag.removesuffix("-distroless"))
+    if found is None:
+        return None
+    major, minor, patch, stage, n = found.groups()
+    return int(major), int(minor), int(patch or 0), _STAGES[stage], int(n or 0)
+
+
+def gateway_fixed(gateway: dict, gateway_class: dict | None, istiods: list[dict]) -> Problem | None:
+    """The gateway controller carries the fixes a weighted rule needs (patterns/migration.yaml
+    `without_fix`): istiod's version from its image tag, for the Gateway's revision (istio.io/rev;
+    every istiod when none is labelled with it). No istiod Deployment readable (one run outside the
+    cluster): nothing to judge."""
+    controller = (gateway_class or {}).get("spec", {}).get("controllerName")
+    known = load_catalog().migration["controllers"].get(controller, {}).get("without_fix")
+    if not known:
+        return None
+    rev = labels(gateway).get("istio.io/rev", "default")
+    mine = [d for d in istiods if labels(d).get("istio.io/rev", "default") == rev] or istiods
+    since = release(str(known["since"]))
+    for deployment in mine:
+        containers = deployment["spec"]["template"]["spec"]["containers"]
+        image = next((c for c in containers if c["name"] == "discovery"), containers[0])["image"]
+        tag = image.rsplit("@", 1)[0].rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else ""
+        found = release(tag)
+        if found is None:
+            continue
+        last = known["last"].get(f"{found[0]}.{found[1]}")
+        if found[:2] < since[:2] or (last is not None and found <= release(str(last))):
+            fixed = ", ".join(f"{minor}: after {v}" for minor, v in known["last"].items())
+            return Problem(f"istiod {tag} ({meta(deployment)['namespace']}/{meta(deployment)['name']}) lacks the fix for "
+                           f"{known['issue']}: one empty InferencePool in a weighted rule answers the whole rule 503",
+                           f"upgrade istiod to a patch release that carries it ({fixed}; {since[0]}.{since[1]} or "
+                           "later) before migrating (patterns/migration.yaml)")
     return None
 
 

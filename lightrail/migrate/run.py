@@ -20,7 +20,8 @@ import httpx
 from lightrail.errors import LightrailError
 from lightrail.migrate import gatewaymetrics, guards
 from lightrail.migrate.plan import Migration, Op, Options, fronted, gateway_releases, plan_migration, weights
-from lightrail.migrate.preflight import (Problem, gateway_splits, selectors_apart, source_present, target_selector)
+from lightrail.migrate.preflight import (ISTIOD_SELECTOR, Problem, gateway_fixed, gateway_splits, selectors_apart,
+                                         source_present, target_selector)
 from lightrail.migrate.routes import (PROBE_HEADER, client_prefix, client_rules, client_weights, own_route_name,
                                       parent_gateway, pool_name)
 from lightrail.migrate.state import State, from_config_map, state_name
@@ -104,6 +105,14 @@ def observe_source(cluster, source: Plan) -> tuple[dict, dict, tuple[str, str], 
     return rules, parents, gateways.pop(), bool(fronted_by)
 
 
+def _istiods(cluster) -> list[dict]:
+    """istiod's Deployments in any namespace; none where they cannot be listed (namespace-scoped access)."""
+    try:
+        return cluster.list("apps/v1", "Deployment", selector=ISTIOD_SELECTOR)
+    except LightrailError:
+        return []
+
+
 def preflight(m: Migration, ctx: Context) -> list[Problem]:
     """Every reason this migration cannot start, from reads only."""
     cluster, ns = ctx.cluster, m.namespace
@@ -111,6 +120,8 @@ def preflight(m: Migration, ctx: Context) -> list[Problem]:
     gw = cluster.get("gateway.networking.k8s.io/v1", "Gateway", m.gateway[1], m.gateway[0])
     cls = cluster.get("gateway.networking.k8s.io/v1", "GatewayClass", gw["spec"]["gatewayClassName"]) if gw else None
     if (p := gateway_splits(gw, cls, m.gateway)) is not None:
+        problems.append(p)
+    elif (p := gateway_fixed(gw, cls, _istiods(cluster))) is not None:
         problems.append(p)
     pools = {pool_name(m.source, s): cluster.get(*POOLS, pool_name(m.source, s), ns) for s in m.source.servers}
     problems += source_present(m, pools)

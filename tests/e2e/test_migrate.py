@@ -32,6 +32,7 @@ from lightrail.testing.traffic import TrafficDriver
 from tests.conftest import PHI, QWEN
 from tests.e2e.conftest import PLANTED, apply_nodes, invoke
 from tests.e2e.test_deploy import gateway, kserve  # noqa: F401  (module fixtures: istiod, KServe)
+from tests.test_migrate_preflight import istiod
 
 pytestmark = pytest.mark.vllm
 NAME = "caching-qwen2-5-3b-instruct"
@@ -274,6 +275,22 @@ def test_preflight_refuses_a_gateway_that_cannot_split_and_changes_nothing(deplo
     proc = migrate(cluster, "--accel=sim", "--to=kserve", f"-n={ns}", f"--url={gw.url}", "--yes", ok=False)
     assert proc.returncode == 1 and "kgateway#11667" in proc.stderr and "nothing was changed" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+    assert objects(cluster, ns, "deployments,inferencepools,httproutes,configmaps") == before
+    # back on istio, but its istiod (Istio's own chart, as `invoke prereqs --istio` installed it before 1.29.9)
+    # predates the fix for one empty pool answering a weighted rule 503
+    cluster.kubectl("patch", "gateway", "caching-gateway", "-n", ns, "--type=merge",
+                    "-p", json.dumps({"spec": {"gatewayClassName": "istio"}}))
+    old = istiod("1.29.2")
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "Namespace",
+                                                          "metadata": {"name": "istio-system"}}))
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(old))
+    try:
+        proc = migrate(cluster, "--accel=sim", "--to=kserve", f"-n={ns}", f"--url={gw.url}", "--yes", ok=False)
+    finally:
+        cluster.kubectl("delete", "deployment", "istiod", "-n", "istio-system", "--wait=false")
+    assert proc.returncode == 1 and "istiod 1.29.2 (istio-system/istiod) lacks the fix for istio#61594" in proc.stderr, \
+        proc.stderr
+    assert "kgateway" not in proc.stderr and "nothing was changed" in proc.stderr, proc.stderr
     assert objects(cluster, ns, "deployments,inferencepools,httproutes,configmaps") == before
 
 

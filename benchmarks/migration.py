@@ -81,7 +81,7 @@ def main() -> None:
                 invoke(cluster, "deploy", f"--pattern={args.pattern}", "--accel=sim", f"--namespace={NAMESPACE}",
                        "--timeout=600")
                 model_dir = generate(work / "model")
-                servers = {pool: VLLMServer(model_dir, model, extra_args=("--enforce-eager",), startup_timeout=900)
+                servers = {pool: VLLMServer(model_dir, model, startup_timeout=900)
                            for pool, model in sorted(pools)}
                 with ThreadPoolExecutor(2) as pool:
                     for future in [pool.submit(s.start) for s in servers.values()]:

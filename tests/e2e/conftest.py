@@ -38,7 +38,7 @@ def vllm_pair(tiny_model):
     from lightrail.testing.vllm import VLLMServer
     from tests.conftest import QWEN
 
-    servers = [VLLMServer(tiny_model, QWEN, extra_args=("--enforce-eager",), startup_timeout=600) for _ in range(2)]
+    servers = [VLLMServer(tiny_model, QWEN, startup_timeout=600) for _ in range(2)]
     with ThreadPoolExecutor(2) as pool:
         started = [pool.submit(s.start) for s in servers]
     try:

@@ -365,7 +365,7 @@ def phi(tiny_model):
     """A real vLLM answering as multimodel's second model: it stands in for both stacks' pools of it."""
     from lightrail.testing.vllm import VLLMServer
 
-    with VLLMServer(tiny_model, PHI, extra_args=("--enforce-eager",), startup_timeout=600) as server:
+    with VLLMServer(tiny_model, PHI, startup_timeout=600) as server:
         yield server.url
 
 

@@ -340,6 +340,8 @@ def run_op(m: Migration, op: Op, ctx: Context, state: State | None = None) -> No
         plan = _side_plan(m, op)
         flows.deploy(plan, ctx.target, ctx.cluster, dry_run=False, out=_indent(ctx.out), token=ctx.token,
                      timeout=m.options.timeout, charts=ctx.charts, progress=ctx.progress)
+        if op.side == "target":
+            _await_endpoints(m, op, ctx)
     elif op.action == "remove":
         ctx.out(f"- {op.title}")
         _remove(m, op.side, ctx)
@@ -542,6 +544,22 @@ def _indent(out: Out) -> Out:
     return lambda line: out(f"    {line}")
 
 
+def _await_endpoints(m: Migration, op: Op, ctx: Context) -> None:
+    """Every target replica ready before it is verified or gets weight. A stack's own readiness can
+    come sooner: KServe's is its Deployment's Available condition, true while a replica still starts;
+    the holds' readiness guard would then trip on a target that was only slow."""
+    end = ctx.clock() + m.options.timeout
+    with ctx.progress("target endpoints") as update:
+        while (counts := _ready_endpoints(m, ctx, op.replicas))[0] < counts[1]:
+            if ctx.clock() >= end:
+                raise LightrailError(f"only {counts[0]} of {counts[1]} target endpoint(s) ready after "
+                                     f"{m.options.timeout:.0f} s", fix="see why with `kubectl get pods` and "
+                                     f"`kubectl describe pod` in namespace {m.namespace}")
+            update(f"{counts[0]}/{counts[1]} ready, {end - ctx.clock():.0f} s left")
+            ctx.sleep(1.0)
+    ctx.out(f"    target endpoints ready: {counts[0]}/{counts[1]}")
+
+
 def _wait(title: str, seconds: float, ctx: Context) -> None:
     ctx.out(f"- {title}")
     end = ctx.clock() + seconds
@@ -723,6 +741,9 @@ def _dry(m: Migration, op: Op, ctx: Context) -> None:
         ctx.out(f"[{dry.count}] {op.title}: as `invoke deploy` would, now:")
         flows.deploy(_side_plan(m, op), ctx.target, ctx.cluster, dry_run=True, out=_indent(ctx.out), token=ctx.token,
                      timeout=m.options.timeout, charts=ctx.charts, dry=dry)
+        if op.side == "target":
+            ctx.out(f"    then wait until every target replica is ready ({op.replicas or m.target.servers[0].replicas} "
+                    f"per model, timeout {m.options.timeout:.0f} s)")
     elif op.action == "remove":
         dry.count += 1
         ctx.out(f"[{dry.count}] {op.title}: as `invoke teardown` would, now:")

@@ -570,7 +570,8 @@ def test_a_stream_that_never_says_done_fails_and_the_request_is_a_short_chat():
     assert not cut.ok and cut.got == "2 chunks, no [DONE]" and cut.expected == "content chunks then [DONE]", cut
     assert cut.name == f"stream {QWEN}" and cut.data["chunks"] == 2 and 0 < cut.data["ttft_ms"] <= cut.latency_ms
     assert seen == [{"model": QWEN, "messages": [{"role": "user", "content": "Count to five."}],
-                     "max_tokens": checks.MAX_TOKENS, "min_tokens": checks.MIN_TOKENS, "stream": True}]
+                     "max_tokens": checks.MAX_TOKENS, "min_tokens": checks.MIN_TOKENS, "temperature": 0,
+                     "stream": True}]
     with refusing(503, b'{"error": {"message": "no healthy upstream"}}') as url, \
             httpx.Client(base_url=url, timeout=10) as client:
         refused = checks.streaming(client, QWEN)

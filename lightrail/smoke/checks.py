@@ -27,6 +27,9 @@ MAX_TOKENS = 8
 # from a healthy server (the random test model does so about once in 700 requests); other servers
 # ignore the field
 MIN_TOKENS = 1
+# the generation checks ask for greedy text: the same answer every time (sampled, a few byte-fragment
+# tokens can decode to no text at all: a migration probe once got 0 chars from a healthy server)
+GREEDY = 0
 UNKNOWN_MODEL = "lightrail/no-such-model"
 PREFIX_SENTENCE = "You are a meticulous assistant for platform engineers. "
 PREFIX_BLOCKS = 8          # the shared prefix spans this many KV-cache blocks when the context allows
@@ -240,16 +243,15 @@ def models_listed(client: httpx.Client, models: list[str]) -> Check:
 
 
 def completion(client: httpx.Client, model: str) -> Check:
-    # greedy: the same answer every time (sampled, a few byte-fragment tokens can decode to no text at all)
     body = {"model": model, "prompt": "The quick brown fox", "max_tokens": MAX_TOKENS, "min_tokens": MIN_TOKENS,
-            "temperature": 0}
+            "temperature": GREEDY}
     return _generation_check(client, f"completion {model}", "/v1/completions", body, model,
                              lambda choice: choice.get("text"))
 
 
 def chat(client: httpx.Client, model: str) -> Check:
     body = {"model": model, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": MAX_TOKENS,
-            "min_tokens": MIN_TOKENS}
+            "min_tokens": MIN_TOKENS, "temperature": GREEDY}
     return _generation_check(client, f"chat {model}", "/v1/chat/completions", body, model,
                              lambda choice: (choice.get("message") or {}).get("content"))
 
@@ -269,7 +271,7 @@ def _generation_check(client, name, path, body, model, text_of) -> Check:
 def streaming(client: httpx.Client, model: str) -> Check:
     """Streaming chat over SSE: chunks arrive, time to first token, ends with [DONE]."""
     body = {"model": model, "messages": [{"role": "user", "content": "Count to five."}],
-            "max_tokens": MAX_TOKENS, "min_tokens": MIN_TOKENS, "stream": True}
+            "max_tokens": MAX_TOKENS, "min_tokens": MIN_TOKENS, "temperature": GREEDY, "stream": True}
     start = time.perf_counter()
     ttft, chunks, done = None, 0, False
     try:

@@ -401,7 +401,7 @@ def pod(name, ready=True, phase="Running", group=None, deleting=False):
 
 
 def test_pods_leave_the_pool_surplus_first_not_ready_first_and_lws_groups_from_the_top():
-    from lightrail.migrate.run import to_retire
+    from lightrail.migrate.retire import to_retire
 
     names = lambda pods: [p["metadata"]["name"] for p in pods]   # noqa: E731
     pods = [pod("a"), pod("b", ready=False), pod("c"), pod("d", phase="Pending"), pod("e", deleting=True)]

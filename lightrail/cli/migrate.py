@@ -62,7 +62,8 @@ def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type=""
             keep_pvcs=True, latency_margin="1", dry_run=False, ca_file="", metrics_url=""):
     """Move a running pattern between stacks behind its Gateway, weight by weight, with zero failed requests."""
     from lightrail.migrate.plan import Options, check_migratable
-    from lightrail.migrate.run import Context, resume as resume_migration, start
+    from lightrail.migrate.context import Context
+    from lightrail.migrate.run import resume as resume_migration, start
     from lightrail.settings import charts_dir
     from lightrail.smoke.checks import check_url, trust
 

@@ -10,7 +10,12 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from lightrail.errors import LightrailError
 from lightrail.migrate.gatewaymetrics import Counts
+
+
+class GuardTripped(LightrailError):
+    """A hold's verdict: the weights go back to the last good step."""
 
 
 @dataclass(frozen=True)

@@ -1,29 +1,24 @@
 """Run a migration against a cluster: observe, preflight, then phase by phase with the state saved.
 
 The imperative shell around `migrate.plan`: each operation is one thing the existing flows
-already do (apply objects, deploy a plan, tear a side down, relabel), or a timed wait with probes
-through the Gateway. The state ConfigMap is written before and after every phase, so Ctrl-C,
-kill -9 or a lost connection leave a position that `--resume` finishes and `--rollback` undoes.
+already do (apply objects, deploy a plan, tear a side down, relabel), a timed wait, requests
+through the Gateway (`probes`), or pods leaving their pool (`retire`, --no-surge). The state
+ConfigMap is written before and after every phase, so Ctrl-C, kill -9 or a lost connection leave
+a position that `--resume` finishes and `--rollback` undoes.
 """
 from __future__ import annotations
 
-import json
-import ssl
-import statistics
-import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Callable
 
-import httpx
-
 from lightrail.errors import LightrailError
-from lightrail.migrate import gatewaymetrics, guards
+from lightrail.migrate import probes, retire
+from lightrail.migrate.context import Context, indent
+from lightrail.migrate.guards import GuardTripped
 from lightrail.migrate.plan import Migration, Op, Options, fronted, gateway_releases, plan_migration, weights
 from lightrail.migrate.preflight import (ISTIOD_SELECTOR, Problem, gateway_fixed, gateway_splits, selectors_apart,
                                          source_present, target_selector)
-from lightrail.migrate.routes import (PROBE_HEADER, client_prefix, client_rules, client_weights, own_route_name,
-                                      parent_gateway, pool_name)
+from lightrail.migrate.routes import PROBE_HEADER, client_rules, client_weights, own_route_name, parent_gateway, pool_name
 from lightrail.migrate.state import State, from_config_map, state_name
 from lightrail.ops import checks as ck
 from lightrail.ops import flows
@@ -31,51 +26,14 @@ from lightrail.ops import steps as st
 from lightrail.ops.deploy import conflicts
 from lightrail.ops.desired import desired_state
 from lightrail.ops.executor import DryRun, Live as LiveExecutor
-from lightrail.ops.objects import (FIELD_MANAGER, GATEWAY_NAME_LABEL, HELM_RELEASE, LABEL_PREFIX, MIGRATION_LABEL,
-                                   STACK_LABEL, annotations, generated, labels, meta, stub)
-from lightrail.ops.secrets import Token
-from lightrail.ops.target import Target
+from lightrail.ops.objects import (FIELD_MANAGER, GATEWAY_NAME_LABEL, HELM_RELEASE, MIGRATION_LABEL, STACK_LABEL,
+                                   annotations, generated, labels, meta, stub)
 from lightrail.plan import Plan, build_plan, front_route
-from lightrail.progress import Progress, no_progress
 from lightrail.render import to_yaml
 from lightrail.smoke import checks as smoke
-from lightrail.smoke.discovery import server_pod_labels
 
-Out = Callable[[str], None]
 ROUTES = ("gateway.networking.k8s.io/v1", "HTTPRoute")
 POOLS = ("inference.networking.k8s.io/v1", "InferencePool")
-PROBE_INTERVAL = 1.0     # seconds between guard probes during a hold
-WARM_PROMPTS = 8
-VERIFY_GRACE = 30.0      # seconds a new side may answer 503 (no endpoint the gateway knows yet) before verify fails
-RETIRED_LABEL = f"{LABEL_PREFIX}/retired"          # on a pod taken out of its pool (--no-surge): <pattern>-<stack>
-RETIRED_AT = f"{LABEL_PREFIX}/retired-at"          # when (epoch seconds): its drain counts from then
-DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"   # a ReplicaSet scaling down deletes it first
-GROUP_INDEX = "leaderworkerset.sigs.k8s.io/group-index"        # LWS deletes the highest groups first
-
-
-class GuardTripped(LightrailError):
-    pass
-
-
-@dataclass
-class Context:
-    """Everything the operations need besides the migration itself."""
-
-    target: Target
-    cluster: object
-    out: Out
-    dry_run: bool
-    url: str = ""                      # the Gateway, as this machine reaches it (probes)
-    metrics_url: str = ""              # the gateway proxy's Prometheus counters (Istio), or none
-    trust: ssl.SSLContext | bool = True  # how an https --url's certificate is checked (--ca-file)
-    token: Token | None = None
-    charts: Path | None = None
-    dry: DryRun | None = None
-    baseline: float | None = None      # the source's probe latency median (seconds)
-    progress: Progress = no_progress   # live display of long waits (the CLI's), or none
-    clock: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
-    seen: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,7 +137,7 @@ def start(source: Plan, to: str, options: Options, ctx: Context, confirm: Callab
                              fix=f"e.g. `kubectl -n {gateway[0]} port-forward svc/<gateway service> 8080:80` and "
                                  "--url=http://127.0.0.1:8080")
     if not ctx.dry_run:
-        _reachable(m, ctx)
+        probes.reachable(m, ctx)
     for line in describe_short(m):
         ctx.out(line)
     if ctx.dry_run:
@@ -210,7 +168,7 @@ def resume(pattern: str, namespace: str, ctx: Context, rollback: bool = False) -
             return
         if not ctx.url:
             raise LightrailError("the rollback verifies the source through the Gateway: give its address with --url")
-        _reachable(m, ctx)
+        probes.reachable(m, ctx)
         return backward(m, state, ctx)
     ctx.out(f"resuming the migration of {pattern} ({m.source.stack} -> {m.target.stack}) at phase {state.phase} "
             f"(target at {state.weight}%)")
@@ -218,7 +176,7 @@ def resume(pattern: str, namespace: str, ctx: Context, rollback: bool = False) -
         return dry_run(m, ctx, start=state.position)
     if not ctx.url:
         raise LightrailError("the migration probes each side through the Gateway: give its address with --url")
-    _reachable(m, ctx)
+    probes.reachable(m, ctx)
     forward(m, state, ctx)
 
 
@@ -244,7 +202,7 @@ def forward(m: Migration, state: State, ctx: Context) -> None:
             save(state, ctx)
             ctx.out(f"phase {i + 1}/{len(m.phases)} {phase.name}")
             if phase.name == "verify-target":
-                state.baseline = ctx.baseline = _baseline(m, ctx)
+                state.baseline = ctx.baseline = probes.baseline(m, ctx)
                 state.note(f"source baseline {ctx.baseline * 1000:.0f} ms")
             ctx.baseline = ctx.baseline or state.baseline
             for op in phase.forward:
@@ -338,30 +296,30 @@ def run_op(m: Migration, op: Op, ctx: Context, state: State | None = None) -> No
     elif op.action == "deploy":
         ctx.out(f"- {op.title}")
         plan = _side_plan(m, op)
-        flows.deploy(plan, ctx.target, ctx.cluster, dry_run=False, out=_indent(ctx.out), token=ctx.token,
+        flows.deploy(plan, ctx.target, ctx.cluster, dry_run=False, out=indent(ctx.out), token=ctx.token,
                      timeout=m.options.timeout, charts=ctx.charts, progress=ctx.progress)
         if op.side == "target":
-            _await_endpoints(m, op, ctx)
+            probes.await_endpoints(m, op, ctx)
     elif op.action == "remove":
         ctx.out(f"- {op.title}")
         _remove(m, op.side, ctx)
     elif op.action == "retire":
         ctx.out(f"- {op.title}")
-        _retire(m, op, ctx)
+        retire.retire(m, op, ctx)
     elif op.action == "release":
         ctx.out(f"- {op.title}")
-        _release(m, op, ctx)
+        retire.release(m, op, ctx)
     elif op.action == "relabel":
         for step in _relabel_steps(m, op, ctx):
             executor.run(step)
     elif op.action in ("settle", "drain"):
-        _wait(op.title, op.seconds, ctx)
+        ctx.wait(op.title, op.seconds)
     elif op.action == "verify":
-        _verify(m, op.side, ctx)
+        probes.verify(m, op.side, ctx)
     elif op.action == "warm":
-        _warm(m, ctx)
+        probes.warm(m, ctx)
     elif op.action == "hold":
-        _hold(m, op, ctx, state)
+        probes.hold(m, op, ctx, state)
     else:
         raise ValueError(op.action)
 
@@ -405,119 +363,8 @@ def _remove(m: Migration, side: str, ctx: Context) -> None:
     plan = m.side(side)
     spare, releases = spared(m)
     flows.teardown(ctx.target, ctx.cluster, pattern=m.pattern, stack=plan.stack, keep_pvcs=m.options.keep_pvcs,
-                   dry_run=ctx.dry_run, out=_indent(ctx.out), timeout=m.options.timeout, spare=spare,
+                   dry_run=ctx.dry_run, out=indent(ctx.out), timeout=m.options.timeout, spare=spare,
                    spare_releases=releases, dry=ctx.dry, progress=ctx.progress)
-
-
-# --- --no-surge: pods leave their pool, drain, then go ------------------------------------------
-
-
-def _live(pod: dict) -> bool:
-    m = meta(pod)
-    return (pod.get("status") or {}).get("phase") == "Running" and not (m.get("deletion_timestamp")
-                                                                        or m.get("deletionTimestamp"))
-
-
-def _ready(pod: dict) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
-
-
-def to_retire(pods: list[dict], keep: int, multinode: bool) -> list[dict]:
-    """Which running pods of one pool leave it so that `keep` replicas stay: whole LWS groups from the
-    highest index (the ones LWS deletes when scaled down), else the surplus, not-ready ones first."""
-    pods = [p for p in pods if _live(p)]
-    if multinode:
-        return [p for p in pods if int(labels(p).get(GROUP_INDEX, "0")) >= keep]
-    ranked = sorted(pods, key=lambda p: (_ready(p), meta(p)["name"]))
-    return ranked[:max(0, len(pods) - keep)]
-
-
-def _retire(m: Migration, op: Op, ctx: Context) -> None:
-    """Take pods out of the side's pool by removing a pool-selector label: the gateway sends them no new
-    request while those in flight finish. Marked with the time, so the drain counts from then."""
-    plan = m.side(op.side)
-    for server in plan.servers:
-        selector = server_pod_labels(plan, server)
-        pods = ctx.cluster.list("v1", "Pod", m.namespace, ",".join(f"{k}={v}" for k, v in selector.items()))
-        gone = to_retire(pods, op.replicas, server.multinode is not None)
-        key = next(iter(selector))
-        released = _workload_releasing(gone, key, m.namespace, ctx)
-        stay = [meta(p)["name"] for p in pods if _live(p) and p not in gone]
-        if gone and stay:    # a scale-down deletes the lowest cost first: never these, whatever else it finds
-            ctx.cluster.run("kubectl", ctx.target.kubectl(
-                "annotate", "pod", *stay, "-n", m.namespace, "--overwrite", f"{DELETION_COST}=1000"), None, 60)
-        for pod in gone:
-            name = meta(pod)["name"]
-            ctx.out(f"    pod {name} leaves pool {pool_name(plan, server)} (label {key} removed)")
-            ctx.cluster.run("kubectl", ctx.target.kubectl(
-                "annotate", "pod", name, "-n", m.namespace, "--overwrite", f"{RETIRED_AT}={time.time():.0f}",
-                f"{DELETION_COST}=-1000"), None, 60)
-            ctx.cluster.run("kubectl", ctx.target.kubectl(
-                "label", "pod", name, "-n", m.namespace, "--overwrite", f"{key}-", f"{RETIRED_LABEL}={_retired(m, plan)}"),
-                None, 60)
-        if released is not None:
-            _scale_now(released, op.replicas, m.namespace, ctx)
-        if not gone:
-            ctx.out(f"    pool {pool_name(plan, server)} holds {op.replicas} replica(s) or fewer already")
-
-
-def _controller(obj: dict | None) -> tuple[str, str] | None:
-    refs = meta(obj or {}).get("ownerReferences") or meta(obj or {}).get("owner_references") or []
-    return next(((r["kind"], r["name"]) for r in refs if r.get("controller")), None)
-
-
-def _workload_releasing(pods: list[dict], key: str, namespace: str, ctx: Context) -> tuple[str, str] | None:
-    """The Deployment (or the LLMInferenceService over it) whose ReplicaSet selects on `key`: removing
-    the label makes the ReplicaSet let the pods go and start replacements at once. Those must be scaled
-    away before they get Ready and join the pool (a model server takes minutes; kwok, a moment): the
-    pods that stay carry the highest deletion cost, so the scale-down takes the replacement. None when
-    the pods stay owned (LWS groups): the scale-down after the drain deletes them."""
-    owner = _controller(pods[0]) if pods else None
-    if owner is None or owner[0] != "ReplicaSet":
-        return None
-    rs = ctx.cluster.get("apps/v1", "ReplicaSet", owner[1], namespace)
-    if key not in (((rs or {}).get("spec") or {}).get("selector") or {}).get("matchLabels", {}):
-        return None
-    deployment = _controller(rs)
-    if deployment is None or deployment[0] != "Deployment":
-        return None
-    top = _controller(ctx.cluster.get("apps/v1", "Deployment", deployment[1], namespace))
-    return top if top is not None and top[0] == "LLMInferenceService" else deployment
-
-
-def _scale_now(workload: tuple[str, str], replicas: int, namespace: str, ctx: Context) -> None:
-    kind, name = workload
-    ctx.out(f"    {kind} {name} scaled to {replicas} at once: the replacement its ReplicaSet starts goes before it serves")
-    if kind == "Deployment":
-        args = ("scale", "deployment", name, f"--replicas={replicas}")
-    else:
-        args = ("patch", "llminferenceservice", name, "--type=merge", f"--field-manager={FIELD_MANAGER}",
-                "-p", json.dumps({"spec": {"replicas": replicas}}))
-    ctx.cluster.run("kubectl", ctx.target.kubectl(*args, "-n", namespace), None, 60)
-
-
-def _retired(m: Migration, plan: Plan) -> str:
-    return f"{m.pattern}-{plan.stack}"
-
-
-def _release(m: Migration, op: Op, ctx: Context) -> None:
-    """Delete the side's retired pods once their drain is over (their room goes to the other side); a
-    scale-down may have deleted them already."""
-    plan = m.side(op.side)
-    pods = ctx.cluster.list("v1", "Pod", m.namespace, f"{RETIRED_LABEL}={_retired(m, plan)}")
-    pods = [p for p in pods if not (meta(p).get("deletion_timestamp") or meta(p).get("deletionTimestamp"))]
-    if not pods:
-        ctx.out("    no retired pod left")
-        return
-    since = min(float(annotations(p).get(RETIRED_AT) or 0) for p in pods)
-    left = since + op.seconds - time.time()
-    if left > 0:
-        _wait(f"drain the retired pods ({left:.0f} s left)", left, ctx)
-    names = [meta(p)["name"] for p in pods]
-    ctx.out(f"    deleting {', '.join(names)}")
-    ctx.cluster.run("kubectl", ctx.target.kubectl("delete", "pod", *names, "-n", m.namespace, "--ignore-not-found",
-                                                  "--wait=false"), None, 120)
 
 
 def _relabel_steps(m: Migration, op: Op, ctx: Context) -> list[st.Step]:
@@ -538,175 +385,6 @@ def _relabel_steps(m: Migration, op: Op, ctx: Context) -> list[st.Step]:
             names = ", ".join(sorted({f"{o['kind']}/{meta(o)['name']}" for o in held}))
             steps.append(step(f"{op.title}: {names}", held, {k: v for k, v in op.labels.items() if v is not None}))
     return steps
-
-
-def _indent(out: Out) -> Out:
-    return lambda line: out(f"    {line}")
-
-
-def _await_endpoints(m: Migration, op: Op, ctx: Context) -> None:
-    """Every target replica ready before it is verified or gets weight. A stack's own readiness can
-    come sooner: KServe's is its Deployment's Available condition, true while a replica still starts;
-    the holds' readiness guard would then trip on a target that was only slow."""
-    end = ctx.clock() + m.options.timeout
-    with ctx.progress("target endpoints") as update:
-        while (counts := _ready_endpoints(m, ctx, op.replicas))[0] < counts[1]:
-            if ctx.clock() >= end:
-                raise LightrailError(f"only {counts[0]} of {counts[1]} target endpoint(s) ready after "
-                                     f"{m.options.timeout:.0f} s", fix="see why with `kubectl get pods` and "
-                                     f"`kubectl describe pod` in namespace {m.namespace}")
-            update(f"{counts[0]}/{counts[1]} ready, {end - ctx.clock():.0f} s left")
-            ctx.sleep(1.0)
-    ctx.out(f"    target endpoints ready: {counts[0]}/{counts[1]}")
-
-
-def _wait(title: str, seconds: float, ctx: Context) -> None:
-    ctx.out(f"- {title}")
-    end = ctx.clock() + seconds
-    with ctx.progress(title) as update:
-        while (left := end - ctx.clock()) > 0:
-            update(f"{left:.0f} s left")
-            ctx.sleep(min(left, 1.0))
-
-
-# --- probes through the Gateway ----------------------------------------------------------------
-
-
-def _reachable(m: Migration, ctx: Context) -> None:
-    """Any HTTP answer from --url (a 404 too), and Istio's counters at --metrics-url, before anything
-    changes: a wrong address or an untrusted certificate is refused now, not after the target was deployed."""
-    try:
-        httpx.get(f"{ctx.url}/", timeout=30, verify=ctx.trust)
-    except httpx.HTTPError as err:
-        raise LightrailError(f"the Gateway does not answer at --url={smoke.mask_url(ctx.url)}: {smoke.describe(err)}; "
-                             "nothing was changed") from None
-    try:
-        _client_counts(m, ctx)
-    except LightrailError as err:
-        raise LightrailError(f"{err.message}; nothing was changed", fix=err.fix) from None
-
-
-def _client_counts(m: Migration, ctx: Context) -> dict[str, gatewaymetrics.Counts] | None:
-    """Requests per side the Gateway has counted (--metrics-url), or None without it."""
-    if not ctx.metrics_url:
-        return None
-    try:
-        resp = httpx.get(ctx.metrics_url, timeout=10, verify=ctx.trust)
-        resp.raise_for_status()
-    except httpx.HTTPError as err:
-        raise LightrailError(f"the gateway metrics do not answer at --metrics-url={smoke.mask_url(ctx.metrics_url)}: "
-                             f"{smoke.describe(err)}", fix="is the port-forward to the gateway proxy still running?") \
-            from None
-    pools = {side: [pool_name(m.side(side), s) for s in m.side(side).servers] for side in ("source", "target")}
-    return gatewaymetrics.per_side(resp.text, m.namespace, pools)
-
-
-def _client(ctx: Context, side: str, prefix: str = "") -> httpx.Client:
-    """Requests through the Gateway: a side's probe rule, or (side "clients") the client rules under `prefix`."""
-    return httpx.Client(base_url=ctx.url + prefix, headers={} if side == "clients" else {PROBE_HEADER: side},
-                        timeout=60, verify=ctx.trust)
-
-
-def _probe(m: Migration, side: str, ctx: Context, k: int = 0) -> guards.Sample:
-    """One completion through the side's probe rule, to its k-th model (in turn: multimodel)."""
-    plan = m.side(side)
-    server = plan.servers[k % len(plan.servers)]
-    with _client(ctx, side) as client:
-        try:
-            check = smoke.completion(client, plan.client_model(server))
-        except httpx.HTTPError as err:
-            return guards.Sample(False, 0.0, f"{type(err).__name__}: {err}")
-    return guards.Sample(check.ok, check.latency_ms / 1000, "" if check.ok else f"{check.got}")
-
-
-def _baseline(m: Migration, ctx: Context, n: int = 5) -> float:
-    samples = [_probe(m, "source", ctx, k) for k in range(n)]
-    ok = [s.seconds for s in samples if s.ok]
-    if not ok:
-        raise LightrailError(f"the source does not answer through its probe rule: {samples[-1].detail}",
-                             fix=f"check --url={smoke.mask_url(ctx.url)} reaches Gateway {m.gateway[0]}/{m.gateway[1]}")
-    ctx.out(f"    source baseline: median {statistics.median(ok) * 1000:.0f} ms over {len(ok)} probe(s)")
-    return statistics.median(ok)
-
-
-def _verify(m: Migration, side: str, ctx: Context) -> None:
-    """Completion, chat and streaming through the side's probe rule, each from the right model; or
-    ("clients") as clients call each model, which takes the target once the source is gone: what
-    the probe rules cannot see (the client rules, the router that fills their model header)."""
-    ctx.out(f"- verify the {side} through " + ("the client rules" if side == "clients" else "its probe rule"))
-    plan = m.target if side == "clients" else m.side(side)
-    for server, source in zip(plan.servers, m.source.servers):
-        model = plan.client_model(server)
-        base = client_prefix(list(m.rules[source.name])) if side == "clients" else ""
-        with _client(ctx, side, base) as client:
-            for probe in (smoke.completion, smoke.chat, smoke.streaming):
-                check = probe(client, model)
-                deadline = ctx.clock() + VERIFY_GRACE
-                while not check.ok and "HTTP 503" in check.got and ctx.clock() < deadline:
-                    ctx.sleep(1)      # no ready endpoint yet, as the gateway sees it: it learns new pods late
-                    check = probe(client, model)
-                ctx.out(f"    {'ok  ' if check.ok else 'FAIL'}  {check.name}  {check.latency_ms:.0f} ms  {check.got}")
-                if not check.ok:
-                    who = "clients' requests" if side == "clients" else f"the {side}"
-                    raise LightrailError(f"{who} failed {check.name}: expected {check.expected}, got {check.got}")
-
-
-def _warm(m: Migration, ctx: Context) -> None:
-    """Requests sharing long prefixes, so the target's prefix caches hold what clients send most."""
-    ctx.out(f"- warm the target's prefix cache ({WARM_PROMPTS} requests through its probe rule)")
-    prefix = "You are a helpful assistant. Answer briefly and precisely. " * 40
-    with _client(ctx, "target") as client:
-        for server in m.target.servers:
-            for i in range(WARM_PROMPTS):
-                body = {"model": m.target.client_model(server), "prompt": f"{prefix}\nQuestion {i}:", "max_tokens": 1}
-                resp = client.post("/v1/completions", json=body)
-                if resp.status_code != 200:
-                    raise LightrailError(f"warming the target failed: HTTP {resp.status_code}")
-
-
-def _ready_endpoints(m: Migration, ctx: Context, replicas: int = 0) -> tuple[int, int]:
-    """Ready target pods in its pools, and how many there should be (`replicas` per model; 0: the plan's)."""
-    ready = desired = 0
-    for server in m.target.servers:
-        sel = ",".join(f"{k}={v}" for k, v in target_selector(m, server).items())
-        pods = ctx.cluster.list("v1", "Pod", m.namespace, sel)
-        ready += sum(1 for p in pods if _live(p) and _ready(p))
-        desired += replicas or server.replicas
-    return ready, desired
-
-
-def _hold(m: Migration, op: Op, ctx: Context, state: State | None) -> None:
-    """Keep the weight for op.seconds while probing the target; trip on the first bad verdict."""
-    ctx.out(f"- {op.title}")
-    samples: list[guards.Sample] = []
-    start = ctx.clock()
-    limits = guards.Limits(latency_margin=m.options.latency_margin)
-    limit = f" (limit {guards.latency_limit(ctx.baseline, limits) * 1000:.0f} ms)" if ctx.baseline else ""
-
-    watch = gatewaymetrics.HoldWatch()
-
-    def summary(ready: int, desired: int, clients: dict | None) -> str:
-        mid = guards.median(samples)
-        seen = f", clients: source {clients['source']}, target {clients['target']}" if clients else ""
-        return (f"target {op.weight}%, {ctx.clock() - start:.0f}/{op.seconds:.0f} s, probes {len(samples)} ok, median "
-                f"{(mid or 0) * 1000:.0f} ms{limit}, ready {ready}/{desired}{seen}")
-
-    with ctx.progress(f"{state.phase if state else 'hold'}") as update:
-        while True:
-            samples.append(_probe(m, "target", ctx, len(samples)))
-            ready, desired = _ready_endpoints(m, ctx, op.replicas)
-            if ctx.metrics_url:
-                watch.read(lambda: _client_counts(m, ctx))
-            clients = watch.clients
-            reason = guards.verdict(samples, ctx.baseline, ready, desired, limits, clients and clients["target"],
-                                    watch.unread, watch.error)
-            if reason:
-                raise GuardTripped(reason)
-            update(summary(ready, desired, clients))
-            if ctx.clock() - start >= op.seconds and not watch.unread:
-                ctx.out(f"    {summary(ready, desired, clients)}")
-                return
-            ctx.sleep(PROBE_INTERVAL)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -739,7 +417,7 @@ def _dry(m: Migration, op: Op, ctx: Context) -> None:
     elif op.action == "deploy":
         dry.count += 1
         ctx.out(f"[{dry.count}] {op.title}: as `invoke deploy` would, now:")
-        flows.deploy(_side_plan(m, op), ctx.target, ctx.cluster, dry_run=True, out=_indent(ctx.out), token=ctx.token,
+        flows.deploy(_side_plan(m, op), ctx.target, ctx.cluster, dry_run=True, out=indent(ctx.out), token=ctx.token,
                      timeout=m.options.timeout, charts=ctx.charts, dry=dry)
         if op.side == "target":
             ctx.out(f"    then wait until every target replica is ready ({op.replicas or m.target.servers[0].replicas} "

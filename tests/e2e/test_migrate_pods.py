@@ -12,7 +12,8 @@ import yaml
 
 from lightrail.migrate.plan import Op, Options, plan_migration
 from lightrail.migrate.routes import client_rules
-from lightrail.migrate.run import Context, run_op
+from lightrail.migrate.context import Context
+from lightrail.migrate.run import run_op
 from lightrail.ops import controllers
 from lightrail.ops.cluster import KubeCluster
 from lightrail.ops.target import Target

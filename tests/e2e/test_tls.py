@@ -62,7 +62,8 @@ def test_a_migration_hands_a_kserve_https_gateway_over_to_the_target(cluster, tm
     the labels)."""
     from lightrail.migrate.plan import plan_migration
     from lightrail.migrate.routes import client_rules
-    from lightrail.migrate.run import Context, run_op
+    from lightrail.migrate.context import Context
+    from lightrail.migrate.run import run_op
     from lightrail.ops.cluster import KubeCluster
     from lightrail.ops.target import Target
     from lightrail.render import to_yaml

@@ -294,6 +294,15 @@ def cases():
     add("migrate-metrics-url-bad", ["migrate", *mig, "--metrics-url=ftp://x"], "--metrics-url 'ftp://x' is not an HTTP URL")
     add("migrate-live-without-yes", ["migrate", "--pattern=caching", "--accel=sim", "--to=kserve"], "pass --yes")
     add("migrate-topology-on-sim", ["migrate", *mig, "--topology=2x2"], "--topology")
+    add("migrate-warm-missing", ["migrate", *mig, "--warm-prompts=OUT/nope"], "OUT/nope: cannot read it (No such file")
+    add("migrate-warm-binary", ["migrate", *mig, "--warm-prompts=OUT/binary"], "OUT/binary: cannot read it")
+    add("migrate-warm-not-jsonl", ["migrate", *mig, "--warm-prompts=OUT/afile"],
+        'OUT/afile line 1: expected a JSON object with a non-empty "prompt" string')
+    add("migrate-warm-empty", ["migrate", *mig, "--warm-prompts=OUT/empty"], "OUT/empty holds no prompt")
+    add("migrate-warm-baseline", ["migrate", "--pattern=baseline", "--accel=sim", "--to=kserve", "--dry-run",
+                                  "--warm-prompts=OUT/prompts.jsonl"], "pattern baseline has no prefix-cache-aware")
+    add("migrate-resume-with-warm", ["migrate", "--pattern=caching", "--resume", "--dry-run",
+                                     "--warm-prompts=OUT/prompts.jsonl"], "drop --to, --accel, --model, --alias and --warm")
     return out
 
 
@@ -320,6 +329,7 @@ def place(tmp_path, monkeypatch, api):
         (work / "oldcharts" / chart).mkdir(parents=True)
         (work / "oldcharts" / chart / "Chart.yaml").write_text(f"apiVersion: v2\nname: {chart}\nversion: 0.0.1\n")
     (work / "empty").write_text("")
+    (work / "prompts.jsonl").write_text('{"prompt": "You are a terse assistant."}\n')
     (work / "binary").write_bytes(b"\xff\xfe\x00")
     (work / "twowords").write_text("hf_one two\n")
     for run in ("RUN_A", "RUN_B"):

@@ -13,7 +13,7 @@ import copy
 import pytest
 
 from lightrail.errors import LightrailError
-from lightrail.migrate.plan import DEFAULT_STEPS, Options, describe, plan_migration
+from lightrail.migrate.plan import DEFAULT_STEPS, WARM_LIMIT, Options, describe, plan_migration, warm_prompts
 from lightrail.migrate.routes import PROBE_HEADER, client_rules, client_weights, pool_name
 from lightrail.ops.objects import MIGRATION_LABEL
 from lightrail.migrate.state import State, from_config_map
@@ -289,6 +289,30 @@ def test_the_state_round_trips_through_its_config_map():
     again = from_config_map(copy.deepcopy(state.config_map("shop")))
     assert again.config_map("shop") == state.config_map("shop") and again.migration() == m
     assert (again.position, again.weight, again.history[-1][3]) == (4, 5, "paused by a test")
+
+
+def test_warm_prompts_travel_with_the_state_and_name_the_warm_up():
+    m = migration(warm_prompts=("You are a terse assistant.\nRules:", "Translate to French:"))
+    again = from_config_map(copy.deepcopy(State.start(m).config_map("shop"))).migration()
+    assert again.options.warm_prompts == m.options.warm_prompts and again == m
+    (warm,) = [op for phase in m.phases for op in phase.forward if op.action == "warm"]
+    assert warm.title == "warm the target's prefix cache through its probe rule with the 2 prompt(s) of --warm-prompts"
+    with pytest.raises(LightrailError, match="pattern baseline has no prefix-cache-aware picking"):
+        migration(pattern="baseline", warm_prompts=("x",))
+
+
+def test_a_warm_prompts_file_is_json_lines_of_prompts_and_every_bad_line_is_named():
+    text = '{"prompt": "a\\nb"}\n\n  \n{"prompt": "c", "output_tokens": 4}\n'
+    assert warm_prompts(text, "p.jsonl") == ("a\nb", "c")
+    for bad, line in (('{"prompt": "a"}\n["b"]', 2), ('{"prompt": ""}', 1), ('{"text": "a"}', 1), ("{", 1),
+                      ('{"prompt": 3}', 1), ('"just a string"', 1)):
+        with pytest.raises(LightrailError, match=f'p.jsonl line {line}: expected a JSON object with a non-empty "prompt"'):
+            warm_prompts(bad, "p.jsonl")
+    with pytest.raises(LightrailError, match="p.jsonl holds no prompt"):
+        warm_prompts("\n \n", "p.jsonl")
+    big = "\n".join(['{"prompt": "%s"}' % ("x" * 1000)] * (WARM_LIMIT // 1000 + 1))
+    with pytest.raises(LightrailError, match=f"more than {WARM_LIMIT}"):
+        warm_prompts(big, "p.jsonl")
 
 
 @pytest.mark.parametrize("data,why", [({}, "state.json"), ({"state.json": "{"}, "Expecting"),

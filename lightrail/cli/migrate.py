@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from pathlib import Path
 
 from lightrail.catalog import STACKS, load_catalog
 from lightrail.cli import command, user_errors
@@ -40,6 +41,9 @@ HELP = {
     "latency_margin": "seconds the target's probe latency median may exceed the source's before the guard trips "
                       "(the limit is the larger of this and 3x the source's; default 1)",
     "keep_pvcs": "keep the source's PersistentVolumeClaims (model caches) when it is removed (default)",
+    "warm_prompts": "caching: a JSON Lines file of {\"prompt\": ...} (as `vllm bench serve --dataset-name=custom` "
+                    "reads) the target's prefix caches are warmed with before it gets weight: the prefixes your "
+                    "clients share (system prompts, few-shot examples); default: generic prompts",
 }
 
 
@@ -59,9 +63,9 @@ def _steps(value: str) -> tuple[int, ...]:
 def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type="", topology="", vllm_arg=None,
             inference_engine="", alias=None, weights="", cache_size="", namespace="lightrail", kube_context="", steps="", hold="60", settle="5", drain="30", surge=True,
             url="", resume=False, rollback=False, yes=False, timeout="900", hf_token_file="", charts="",
-            keep_pvcs=True, latency_margin="1", dry_run=False, ca_file="", metrics_url=""):
+            keep_pvcs=True, latency_margin="1", dry_run=False, ca_file="", metrics_url="", warm_prompts=""):
     """Move a running pattern between stacks behind its Gateway, weight by weight, with zero failed requests."""
-    from lightrail.migrate.plan import Options, check_migratable
+    from lightrail.migrate.plan import Options, check_migratable, warm_prompts as read_warm_prompts
     from lightrail.migrate.context import Context
     from lightrail.migrate.run import resume as resume_migration, start
     from lightrail.settings import charts_dir
@@ -79,7 +83,8 @@ def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type=""
                              "replicas swapped (1/R, 2/R, ... 100 %)")
     options = Options(steps=_steps(steps), hold=_duration(hold, "--hold"), settle=_duration(settle, "--settle"),
                       drain=_duration(drain, "--drain"), surge=surge, keep_pvcs=keep_pvcs,
-                      timeout=seconds(timeout), latency_margin=seconds(latency_margin, "--latency-margin"))
+                      timeout=seconds(timeout), latency_margin=seconds(latency_margin, "--latency-margin"),
+                      warm_prompts=read_warm_prompts(_read(warm_prompts), warm_prompts) if warm_prompts else ())
     url = check_url(url) if url else ""
     metrics_url = check_url(metrics_url, "--metrics-url") if metrics_url else ""
     verify = trust(ca_file)
@@ -95,10 +100,10 @@ def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type=""
                                vllm_arg=vllm_arg, inference_engine=inference_engine, alias=alias, weights=weights,
                                cache_size=cache_size)
         source = build_plan(dataclasses.replace(request, hf_token=token is not None))
-        check_migratable(source, to, surge)
-    elif to or accel or model or alias:
+        check_migratable(source, to, surge, bool(options.warm_prompts))
+    elif to or accel or model or alias or warm_prompts:
         raise LightrailError("--resume and --rollback take the migration from the cluster: drop --to, --accel, "
-                             "--model and --alias")
+                             "--model, --alias and --warm-prompts")
     target, cluster = flows.connect(kube_context, namespace, dry_run, out, progress=progress)
     ctx = Context(target=target, cluster=cluster, out=out, dry_run=dry_run, url=url, token=token, charts=chart_root,
                   progress=progress, trust=verify, metrics_url=metrics_url)
@@ -109,6 +114,14 @@ def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type=""
         if not dry_run:
             _confirm(yes)
         resume_migration(pattern, namespace, ctx, rollback=rollback)
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise LightrailError(f"--warm-prompts {path}: cannot read it ({getattr(err, 'strerror', None) or err})",
+                             fix="a JSON Lines file of {\"prompt\": \"...\"}") from None
 
 
 def _confirm(yes: bool) -> None:

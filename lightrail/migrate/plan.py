@@ -8,6 +8,7 @@ interrupted anywhere is finished by running it again
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
@@ -17,6 +18,7 @@ from lightrail.ops.objects import MIGRATION_LABEL, stub
 from lightrail.plan import Plan, build_plan
 
 DEFAULT_STEPS = (1, 5, 10, 25, 50, 75, 100)
+WARM_LIMIT = 256 * 1024   # characters of --warm-prompts in all: they travel in the state ConfigMap (1 MiB at most)
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Options:
     keep_pvcs: bool = True
     timeout: float = 900.0    # seconds for a deploy to become ready
     latency_margin: float = 1.0   # the target's probe median may exceed the source's by this (or 3x it)
+    warm_prompts: tuple[str, ...] = ()   # caching: what the target's prefix caches are warmed with (none: generic)
 
     def __post_init__(self):
         steps = self.steps
@@ -103,7 +106,7 @@ def plan_migration(source: Plan, to: str, gateway: tuple[str, str], rules: Mappi
                    parent_refs: Mapping[str, list[dict]], options: Options = Options(),
                    source_fronted: bool = False) -> Migration:
     """Every phase of moving `source` to stack `to`, or LightrailError when it cannot be done."""
-    check_migratable(source, to, options.surge)
+    check_migratable(source, to, options.surge, bool(options.warm_prompts))
     if source.body_based_routing and any(source.client_model(s) != s.model for s in source.servers):
         raise LightrailError(
             f"migrating pattern {source.pattern.name} from KServe's shared gateway is not supported: clients send "
@@ -121,8 +124,40 @@ def plan_migration(source: Plan, to: str, gateway: tuple[str, str], rules: Mappi
     return replace(m, phases=tuple(_phases(m)))
 
 
-def check_migratable(source: Plan, to: str, surge: bool = True) -> None:
+def warm_prompts(text: str, path: str) -> tuple[str, ...]:
+    """The prompts of a --warm-prompts file: JSON Lines of {"prompt": "..."}, as `vllm bench serve
+    --dataset-name=custom` reads them, so a file of the clients' own prompts serves both."""
+    prompts = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            prompt = json.loads(line).get("prompt")
+        except (ValueError, AttributeError):
+            prompt = None
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise LightrailError(f"--warm-prompts {path} line {n}: expected a JSON object with a non-empty \"prompt\" "
+                                 "string", fix='one {"prompt": "..."} per line (JSON Lines)')
+        prompts.append(prompt)
+    if not prompts:
+        raise LightrailError(f"--warm-prompts {path} holds no prompt", fix='one {"prompt": "..."} per line')
+    if sum(map(len, prompts)) > WARM_LIMIT:
+        raise LightrailError(f"--warm-prompts {path}: {sum(map(len, prompts))} characters of prompts, more than "
+                             f"{WARM_LIMIT} (they are kept in the migration's state ConfigMap)",
+                             fix="keep the prefixes clients share (system prompts, few-shot examples), once each")
+    return tuple(prompts)
+
+
+def warms(source: Plan) -> bool:
+    """Prefix-cache-aware picking (caching): the target's caches are warmed before it gets weight."""
+    return "prefix-cache-scorer" in source.scorers
+
+
+def check_migratable(source: Plan, to: str, surge: bool = True, warm: bool = False) -> None:
     """What can be refused from the request alone, before the cluster is read."""
+    if warm and not warms(source):
+        raise LightrailError(f"--warm-prompts: pattern {source.pattern.name} has no prefix-cache-aware picking, "
+                             "so nothing is warmed", fix="drop --warm-prompts (it applies to caching)")
     if not surge and source.servers[0].replicas < 2:
         raise LightrailError(f"--no-surge swaps one replica at a time, and {source.pattern.name} runs "
                              f"{source.servers[0].replicas}: while it is swapped, nothing would serve",
@@ -248,8 +283,10 @@ def gateway_releases(m: Migration) -> tuple[str, ...]:
 
 def _verify_phase(m: Migration) -> Phase:
     verify = [Op("verify", "verify the target through its probe rule (no client traffic)", side="target")]
-    if "prefix-cache-scorer" in m.source.scorers:
-        verify.append(Op("warm", "warm the target's prefix cache through its probe rule", side="target"))
+    if warms(m.source):
+        given = len(m.options.warm_prompts)
+        verify.append(Op("warm", "warm the target's prefix cache through its probe rule"
+                         + (f" with the {given} prompt(s) of --warm-prompts" if given else ""), side="target"))
     return Phase("verify-target", tuple(verify), ())
 
 

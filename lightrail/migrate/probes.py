@@ -16,7 +16,8 @@ from lightrail.migrate.state import State
 from lightrail.smoke import checks as smoke
 
 PROBE_INTERVAL = 1.0     # seconds between guard probes during a hold
-WARM_PROMPTS = 8
+WARM_PROMPTS = 8         # generic warm-up requests, without --warm-prompts
+WARM_PREFIX = "You are a helpful assistant. Answer briefly and precisely. " * 40
 VERIFY_GRACE = 30.0      # seconds a new side may answer 503 (no endpoint the gateway knows yet) before verify fails
 
 
@@ -68,13 +69,16 @@ def verify(m: Migration, side: str, ctx: Context) -> None:
 
 
 def warm(m: Migration, ctx: Context) -> None:
-    """Requests sharing long prefixes, so the target's prefix caches hold what clients send most."""
-    ctx.out(f"- warm the target's prefix cache ({WARM_PROMPTS} requests through its probe rule)")
-    prefix = "You are a helpful assistant. Answer briefly and precisely. " * 40
+    """Requests the target's prefix caches keep, before clients reach it: the --warm-prompts (the
+    prefixes clients share), else generic prompts sharing a long prefix."""
+    given = m.options.warm_prompts
+    prompts = given or tuple(f"{WARM_PREFIX}\nQuestion {i}:" for i in range(WARM_PROMPTS))
+    ctx.out(f"- warm the target's prefix cache ({len(prompts)} request(s) per model through its probe rule"
+            + (", the prompts of --warm-prompts)" if given else ")"))
     with _client(ctx, "target") as client:
         for server in m.target.servers:
-            for i in range(WARM_PROMPTS):
-                body = {"model": m.target.client_model(server), "prompt": f"{prefix}\nQuestion {i}:", "max_tokens": 1}
+            for prompt in prompts:
+                body = {"model": m.target.client_model(server), "prompt": prompt, "max_tokens": 1}
                 resp = client.post("/v1/completions", json=body)
                 if resp.status_code != 200:
                     raise LightrailError(f"warming the target failed: HTTP {resp.status_code}")

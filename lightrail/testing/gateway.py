@@ -131,7 +131,6 @@ class GatewayModel:
         self._codes: dict[tuple[str, str, str], int] = defaultdict(int)   # (namespace, service, code) -> requests
         self.now = ClusterView()       # the cluster as it is (pods live or die at once)
         self.seen = ClusterView()      # the cluster as the data plane is configured (late)
-        self.unrouted = 0              # requests no rule took, or whose rule had no weighted backend
         self._stats: dict[str, BackendStats] = defaultdict(BackendStats)
         self._flights: set[_Flight] = set()
         self._rng = random.Random(seed)
@@ -249,7 +248,6 @@ class GatewayModel:
                                 routing.Request(request.method, path, headers, dict(request.query), request.url.host or ""))
         ref = choice and routing.pick_backend(choice.rule.get("backendRefs") or [], self._rng)
         if ref is None:
-            self.unrouted += 1
             return _reply(404, "no route matches the request") if choice is None else \
                 _reply(500, "the rule has no backendRef with a weight above 0")
         route_ns = choice.route["metadata"]["namespace"]

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -25,6 +26,7 @@ import pytest
 from lightrail.migrate.gatewaymetrics import shadow_service
 from lightrail.migrate.routes import PROBE_HEADER, client_weights
 from lightrail.plan import Request, build_plan
+from lightrail.smoke import metrics
 from lightrail.smoke.discovery import as_deployed
 from lightrail.settings import ROOT
 from lightrail.testing.gateway import GatewayModel
@@ -105,18 +107,32 @@ def deployed(kserve, upstreams, request):   # noqa: F811
         yield kserve, ns, gw
 
 
-def test_llmd_to_kserve_and_back_under_traffic_fails_no_request(deployed):
+def test_llmd_to_kserve_and_back_under_traffic_fails_no_request(deployed, upstreams, tmp_path):
     cluster, ns, gw = deployed
     gateway_before = objects(cluster, ns, "gateways.gateway.networking.k8s.io")
+    # the way back warms the llmd target with a prefix clients share (--warm-prompts), one nobody sent before
+    shared = f"Policy {uuid.uuid4().hex}: " + "Answer in one line, cite the runbook, never guess. " * 30
+    (tmp_path / "prompts.jsonl").write_text(json.dumps({"prompt": shared}) + "\n")
     weights = Weights(cluster, ns)
     weights.start()
     with TrafficDriver(gw.url, QWEN, rate=8, concurrency=8, max_tokens=4) as traffic:
         there = migrate(cluster, "--accel=sim", "--to=kserve", f"-n={ns}", f"--url={gw.url}",
                         f"--metrics-url={gw.metrics_url}", *FAST)
         there_timeline = weights.timeline(POOLS["kserve"])
-        back = migrate(cluster, "--accel=sim", "--to=llmd", f"-n={ns}", f"--url={gw.url}", *FAST)
+        back = migrate(cluster, "--accel=sim", "--to=llmd", f"-n={ns}", f"--url={gw.url}",
+                       f"--warm-prompts={tmp_path / 'prompts.jsonl'}", *FAST)
         time.sleep(2)
     weights.done.set()
+    assert "- warm the target's prefix cache (8 request(s) per model through its probe rule)" in there.stdout
+    assert "- warm the target's prefix cache (1 request(s) per model through its probe rule, the prompts of " \
+           "--warm-prompts)" in back.stdout and shared not in back.stdout + back.stderr
+    # the llmd target's vLLM holds that prefix: a client request with it hits its prefix cache (blocks of 128)
+    before = metrics.scrape([f"{upstreams['llmd']}/metrics"])
+    asked = httpx.post(f"{upstreams['llmd']}/v1/completions", json={"model": QWEN, "prompt": f"{shared}\nQ: which?",
+                                                                      "max_tokens": 1}, timeout=60)
+    assert asked.status_code == 200, asked.text
+    hits = metrics.delta(before, metrics.scrape([f"{upstreams['llmd']}/metrics"]))[metrics.PREFIX_HITS]
+    assert hits >= 128, f"{hits} prompt tokens of the warmed prefix came from the cache"
     report = traffic.report()
     out = there.stdout + back.stdout
     assert report.failures == [], report.summary() + "\n" + out[-3000:]

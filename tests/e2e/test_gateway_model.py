@@ -261,6 +261,9 @@ def test_a_route_change_takes_effect_only_after_the_propagation_delay(space):
     assert 1.7 <= first_new - changed <= 4.0, first_new - changed
 
 
+CUT_WITHIN = 3.0    # seconds from a pod's deletion (accepted by the API server) to its streams breaking
+
+
 def test_a_stream_in_flight_breaks_when_its_pool_loses_its_last_pod(space):
     """Pod death is not a configuration change: it breaks the stream at once, well before the (long)
     propagation delay, and new requests the stale configuration still sends there get 503."""
@@ -294,15 +297,16 @@ def test_a_stream_in_flight_breaks_when_its_pool_loses_its_last_pod(space):
         assert first_chunk.wait(60)
         killed = space.kill("old")
         reader.join(30)
-        if outcome.get("error") is None and outcome.get("at", killed) < killed:
-            continue     # inconclusive: the whole answer arrived before the API server took the deletion
-        assert isinstance(outcome.get("error"), httpx.RemoteProtocolError), outcome
-        assert outcome["at"] - killed < 3.0 and "[DONE]" not in "".join(got)
+        if "at" in outcome and outcome["error"] is None and outcome["at"] < killed + CUT_WITHIN:
+            continue     # inconclusive: the whole answer arrived before the gateway could have seen the deletion
+        assert isinstance(outcome.get("error"), httpx.RemoteProtocolError), {**outcome, "killed": killed}
+        assert outcome["at"] - killed < CUT_WITHIN and "[DONE]" not in "".join(got)
         late = httpx.get(f"{model.url}/v1/models", timeout=30)
         assert late.status_code == 503 and "upstream connect error" in late.text
         assert model.stats()[old].failed - failed_before == 2
         return
-    pytest.fail("three streams of 4000 tokens each ended before their pod's deletion was accepted")
+    pytest.fail(f"three streams of 4000 tokens each ended before, or within {CUT_WITHIN} s after, their pod's "
+                "deletion was accepted")
 
 
 def test_a_pods_death_breaks_only_the_requests_in_flight_to_it(space):

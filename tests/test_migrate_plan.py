@@ -9,6 +9,7 @@ plans in tests/e2e/test_migrate.py.
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
@@ -313,6 +314,10 @@ def test_a_warm_prompts_file_is_json_lines_of_prompts_and_every_bad_line_is_name
     big = "\n".join(['{"prompt": "%s"}' % ("x" * 1000)] * (WARM_LIMIT // 1000 + 1))
     with pytest.raises(LightrailError, match=f"more than {WARM_LIMIT}"):
         warm_prompts(big, "p.jsonl")
+    # measured as the state stores them (JSON escapes non-ASCII): 50,000 CJK letters are 300,004 characters there
+    with pytest.raises(LightrailError, match=f"300004 characters of prompts as stored, more than {WARM_LIMIT}"):
+        warm_prompts(json.dumps({"prompt": "語" * 50_000}), "p.jsonl")
+    assert warm_prompts(json.dumps({"prompt": "語" * 40_000}), "p.jsonl") == ("語" * 40_000,)
 
 
 @pytest.mark.parametrize("data,why", [({}, "state.json"), ({"state.json": "{"}, "Expecting"),

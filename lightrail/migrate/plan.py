@@ -18,7 +18,7 @@ from lightrail.ops.objects import MIGRATION_LABEL, stub
 from lightrail.plan import Plan, build_plan
 
 DEFAULT_STEPS = (1, 5, 10, 25, 50, 75, 100)
-WARM_LIMIT = 256 * 1024   # characters of --warm-prompts in all: they travel in the state ConfigMap (1 MiB at most)
+WARM_LIMIT = 256 * 1024   # characters of --warm-prompts as the state ConfigMap stores them (JSON; 1 MiB at most)
 
 
 @dataclass(frozen=True)
@@ -141,8 +141,9 @@ def warm_prompts(text: str, path: str) -> tuple[str, ...]:
         prompts.append(prompt)
     if not prompts:
         raise LightrailError(f"--warm-prompts {path} holds no prompt", fix='one {"prompt": "..."} per line')
-    if sum(map(len, prompts)) > WARM_LIMIT:
-        raise LightrailError(f"--warm-prompts {path}: {sum(map(len, prompts))} characters of prompts, more than "
+    stored = len(json.dumps(prompts))     # as the state holds them: non-ASCII text takes 6 characters a letter
+    if stored > WARM_LIMIT:
+        raise LightrailError(f"--warm-prompts {path}: {stored} characters of prompts as stored, more than "
                              f"{WARM_LIMIT} (they are kept in the migration's state ConfigMap)",
                              fix="keep the prefixes clients share (system prompts, few-shot examples), once each")
     return tuple(prompts)

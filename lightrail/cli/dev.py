@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -24,11 +25,10 @@ def test(c, match="", args=""):
     """Run the whole test suite (what CI runs): tests/e2e and the unit tests at once, as two pytest
     processes. The e2e tests mostly wait (on the local cluster, the holds, vLLM's answers), so the unit
     tests take the CPU they leave, at a lower priority; their report follows the e2e tests'."""
-    select = f"-k {match!r}" if match else ""
-    if args:
-        c.run(f"{' '.join(PYTEST)} {select} {args}", pty=False)
-        return
     select_args = ["-k", match] if match else []
+    if args:
+        c.run(f"{shlex.join([*PYTEST, *select_args])} {args}", pty=False)
+        return
     with tempfile.TemporaryFile("w+") as log:
         unit = subprocess.Popen([*PYTEST, *select_args, "--ignore=tests/e2e", "-o", "cache_dir=.pytest_cache/unit"],
                                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,

@@ -65,7 +65,7 @@ def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type=""
             url="", resume=False, rollback=False, yes=False, timeout="900", hf_token_file="", charts="",
             keep_pvcs=True, latency_margin="1", dry_run=False, ca_file="", metrics_url="", warm_prompts=""):
     """Move a running pattern between stacks behind its Gateway, weight by weight, with zero failed requests."""
-    from lightrail.migrate.plan import Options, check_migratable, warm_prompts as read_warm_prompts
+    from lightrail.migrate.plan import Options, check_migratable
     from lightrail.migrate.context import Context
     from lightrail.migrate.run import resume as resume_migration, start
     from lightrail.settings import charts_dir
@@ -84,7 +84,7 @@ def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type=""
     options = Options(steps=_steps(steps), hold=_duration(hold, "--hold"), settle=_duration(settle, "--settle"),
                       drain=_duration(drain, "--drain"), surge=surge, keep_pvcs=keep_pvcs,
                       timeout=seconds(timeout), latency_margin=seconds(latency_margin, "--latency-margin"),
-                      warm_prompts=read_warm_prompts(_read(warm_prompts), warm_prompts) if warm_prompts else ())
+                      warm_prompts=_warm_prompts(warm_prompts) if warm_prompts else ())
     url = check_url(url) if url else ""
     metrics_url = check_url(metrics_url, "--metrics-url") if metrics_url else ""
     verify = trust(ca_file)
@@ -116,12 +116,15 @@ def migrate(c, pattern="", to="", accel="", model=None, replicas="", gpu_type=""
         resume_migration(pattern, namespace, ctx, rollback=rollback)
 
 
-def _read(path: str) -> str:
+def _warm_prompts(path: str) -> tuple[str, ...]:
+    from lightrail.migrate.plan import warm_prompts
+
     try:
-        return Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise LightrailError(f"--warm-prompts {path}: cannot read it ({getattr(err, 'strerror', None) or err})",
                              fix="a JSON Lines file of {\"prompt\": \"...\"}") from None
+    return warm_prompts(text, path)
 
 
 def _confirm(yes: bool) -> None:

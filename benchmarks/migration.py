@@ -99,7 +99,7 @@ def main() -> None:
                         future.result()
                 try:
                     backends = {(NAMESPACE, name): s.url for name, s in servers.items()}
-                    router = f"{args.pattern}-bbr" if args.pattern == "multimodel" else ""
+                    router = (NAMESPACE, f"{args.pattern}-bbr") if args.pattern == "multimodel" else None
                     with contextlib.ExitStack() as running:
                         gw = running.enter_context(GatewayModel(
                             cluster.kubeconfig, cluster.context, (NAMESPACE, f"{args.pattern}-gateway"), backends,

@@ -17,11 +17,16 @@ from lightrail.vllm_args import check_extra_args
 from lightrail.weights import Weights
 
 LABEL_PREFIX = "lightrail.dev"
+# On a kustomize unit's objects that can outlive their deployment (the body-based router on KServe's
+# shared gateway, which a migration hands over with the Gateway): the unit's name, as helm's
+# release annotation names an llmd release's objects.
+UNIT_LABEL = f"{LABEL_PREFIX}/unit"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "lightrail"}
 RESERVED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 HF_TOKEN_SECRET = "lightrail-hf-token"
 VLLM_PORT = 8000
 KSERVE_MODEL_DIR = "/mnt/models"   # where KServe's storage initializer (or model car) puts the weights
+KSERVE_GATEWAY = ("kserve", "kserve-ingress-gateway")   # KServe's shared ingress Gateway (its default config)
 # `replicas` is an int32 in Deployment, LeaderWorkerSet and LLMInferenceService: the API server's
 # bound, checked before any arithmetic (pods, accelerators, cost) uses the number.
 MAX_REPLICAS = 2**31 - 1
@@ -181,10 +186,11 @@ class Plan:
         return tuple(self.client_model(s) for s in self.servers)
 
     def client_model(self, server: ModelServer) -> str:
-        """The model name clients send to a server: on kserve behind body-based routing KServe's
-        publisher-qualified name, which its route on the shared gateway matches and which is unique
-        per namespace (two namespaces serving the same model never match the same requests). On
-        kserve an alias is the model's name (spec.model.name), which vLLM answers with."""
+        """The model name clients send to a server: behind body-based routing on KServe's shared
+        gateway (a kserve deployment, or one a migration left there) KServe's publisher-qualified
+        name, which its routes match and which is unique per namespace (two namespaces serving the
+        same model never match the same requests). On kserve an alias is the model's name
+        (spec.model.name), which vLLM answers with."""
         name = server.aliases[0] if self.stack == "kserve" and server.aliases else server.model
         return client_model(self.request, self.body_based_routing, name)
 
@@ -258,10 +264,11 @@ class Plan:
 
 
 def client_model(request: Request, body_based_routing: bool, model: str) -> str:
-    """See Plan.client_model (also the name a non-vLLM engine is told to serve). Behind a front route
-    clients keep the names of the Gateway's router: an llmd-made Gateway's, the plain ones (a
-    migration refuses KServe's shared gateway for body-routed patterns: migrate.plan)."""
-    if request.stack == "kserve" and body_based_routing and not request.front:
+    """See Plan.client_model (also the name a non-vLLM engine is told to serve). The Gateway decides,
+    whichever stack serves behind it: KServe's shared gateway routes by publisher-qualified names, an
+    llmd-made Gateway by the plain ones, so behind a front route clients keep the names they sent."""
+    on_kserve_gateway = request.front == "/".join(KSERVE_GATEWAY) if request.front else request.stack == "kserve"
+    if body_based_routing and on_kserve_gateway:
         return f"publishers/{request.namespace}/models/{model}"
     return model
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from lightrail.catalog import load_catalog
-from lightrail.plan import Request, build_plan
+from lightrail.plan import UNIT_LABEL, Request, build_plan
 from lightrail.render import render, render_validated
 from lightrail.router import MODEL_HEADER
 from lightrail.settings import schemas_dir
@@ -291,6 +291,17 @@ def test_multimodel_body_based_router_feeds_the_model_routes():
         (parent,) = route["parentRefs"]
         assert envoy["metadata"]["namespace"] == parent["namespace"]
         assert envoy["spec"]["targetRefs"] == [{k: parent[k] for k in ("group", "kind", "name")}]
+    # every object of the router carries its unit's name (a migration keeps them with the Gateway), no other
+    router = [deploy, svc, envoy, rule, binding, role, *of_kind(objects, "ServiceAccount"), *of_kind(objects, "NetworkPolicy")]
+    router = [o for o in router if o["metadata"]["name"].endswith(("bbr", "bbr-configmap-reader"))]
+    assert {o["kind"] for o in router} == {"Deployment", "Service", "EnvoyFilter", "DestinationRule", "RoleBinding",
+                                           "Role", "ServiceAccount", "NetworkPolicy"}
+    assert [o for o in objects if o["metadata"]["labels"].get(UNIT_LABEL)] == [o for o in objects if o in router]
+    assert {o["metadata"]["labels"][UNIT_LABEL] for o in router} == {"multimodel-bbr"}
+    # on its pods too (their ReplicaSet copies the template's labels: a migration's teardown spares them), not
+    # in the selector, which a Deployment cannot change
+    assert deploy["spec"]["template"]["metadata"]["labels"][UNIT_LABEL] == "multimodel-bbr"
+    assert UNIT_LABEL not in deploy["spec"]["selector"]["matchLabels"] and UNIT_LABEL not in svc["spec"]["selector"]
     # one filter per deployment on the shared gateway
     _, elsewhere = rendered("multimodel", "gpu", namespace="team-b")
     assert of_kind(elsewhere, "EnvoyFilter")[0]["metadata"]["name"] != envoy["metadata"]["name"]

@@ -18,7 +18,7 @@ from lightrail.migrate.plan import DEFAULT_STEPS, WARM_LIMIT, Options, describe,
 from lightrail.migrate.routes import PROBE_HEADER, client_rules, client_weights, pool_name
 from lightrail.ops.objects import MIGRATION_LABEL
 from lightrail.migrate.state import State, from_config_map
-from lightrail.plan import Request, build_plan
+from lightrail.plan import KSERVE_GATEWAY, Request, build_plan
 from lightrail.router import MODEL_HEADER
 
 GATEWAY = ("shop", "caching-gateway")
@@ -44,16 +44,16 @@ def body_routed(route, model):
 
 
 def migration(pattern="caching", accel="sim", source="llmd", to="kserve", route=LLMD_ROUTE, replicas=None,
-              fronted=False, **options):
+              fronted=False, gateway=GATEWAY, **options):
     """`fronted`: a migration back - the source runs behind the front route a migration left it, whose
     client rules are still those of `route` (the first source's own route); multimodel's match each
     model's header."""
-    front = f"{GATEWAY[0]}/{GATEWAY[1]}" if fronted else ""
+    front = f"{gateway[0]}/{gateway[1]}" if fronted else ""
     plan = build_plan(Request(pattern=pattern, accel=accel, stack=source, namespace="shop", replicas=replicas,
                               front=front))
     routes = {s.name: body_routed(route, plan.client_model(s)) if plan.body_based_routing else route
               for s in plan.servers}
-    return plan_migration(plan, to, GATEWAY, {name: client_rules(r) for name, r in routes.items()},
+    return plan_migration(plan, to, gateway, {name: client_rules(r) for name, r in routes.items()},
                           {s.name: route["spec"]["parentRefs"] for s in plan.servers}, Options(**options),
                           source_fronted=fronted)
 
@@ -109,6 +109,12 @@ def effect(m, world, op):
         if w["front"] and w["front"]["name"] in {o["metadata"]["name"] for o in op.objects}:
             w["front"] = None
     elif op.action == "deploy":
+        if op.side == "source" and m.source.stack == "kserve" and (op.front or side["route"] == "front"):
+            # KServe waits until the routes it is given are Ready: one naming a pool not there yet never is
+            tgt = pool_name(m.target, m.target.servers[0])
+            named = set(w["front"]["weights"]) | set(w["front"]["probes"].values())
+            assert tgt not in named or w["target"]["pods"], f"{op.title!r}: the front route names the target's " \
+                "pool, which does not exist yet, so the kserve source never becomes Ready"
         want = op.replicas or m.side(op.side).servers[0].replicas
         assert side["pods"] <= want, (f"{op.title!r} deletes a pod still in the {op.side}'s pool (its requests "
                                       "in flight break): retire it first")
@@ -182,14 +188,19 @@ CASES = [(*c, False) for c in CASES] + [
     ("caching", "sim", "kserve", "llmd", LLMD_ROUTE, False, True), ("moe", "gpu", "llmd", "kserve", KSERVE_ROUTE, False, True),
     # multimodel, from llmd (whose Gateway and body-based router stay) and back
     ("multimodel", "sim", "llmd", "kserve", LLMD_ROUTE, True, False), ("multimodel", "gpu", "llmd", "kserve", LLMD_ROUTE, False, False),
-    ("multimodel", "sim", "kserve", "llmd", LLMD_ROUTE, True, True), ("multimodel", "tpu", "kserve", "llmd", LLMD_ROUTE, False, True)]
+    ("multimodel", "sim", "kserve", "llmd", LLMD_ROUTE, True, True), ("multimodel", "tpu", "kserve", "llmd", LLMD_ROUTE, False, True),
+    # multimodel, from KServe's shared gateway (whose router, a kustomize unit, stays) and back
+    ("multimodel", "sim", "kserve", "llmd", KSERVE_ROUTE, True, False), ("multimodel", "gpu", "kserve", "llmd", KSERVE_ROUTE, False, False),
+    ("multimodel", "sim", "llmd", "kserve", KSERVE_ROUTE, True, True), ("multimodel", "tpu", "llmd", "kserve", KSERVE_ROUTE, False, True)]
 PARAMS = "pattern,accel,source,to,route,surge,fronted"
 
 
 def case(pattern, accel, source, to, route, surge, fronted):
-    """moe runs one LWS group unless told; --no-surge needs two to swap."""
+    """moe runs one LWS group unless told; --no-surge needs two to swap. multimodel keeps KServe's shared
+    gateway when it started there."""
+    gateway = KSERVE_GATEWAY if pattern == "multimodel" and route is KSERVE_ROUTE else GATEWAY
     return migration(pattern, accel, source, to, route, replicas=None if surge or pattern in ("caching",) else 2,
-                     fronted=fronted, surge=surge)
+                     fronted=fronted, gateway=gateway, surge=surge)
 
 
 @pytest.mark.parametrize(PARAMS, CASES)
@@ -200,8 +211,9 @@ def test_an_uninterrupted_run_always_serves_clients_and_ends_on_the_target(patte
     tgt = pool_name(m.target, m.target.servers[0])
     assert end == {"source": {"route": None, "pods": 0, "retired": 0},
                    "target": {"pods": m.target.servers[0].replicas, "retired": 0},
-                   # the Gateway an llmd source made goes with the deployment (on a migration back: the source's)
-                   "gateway_stack": to if source == "llmd" or fronted else source,
+                   # the Gateway an llmd source made goes with the deployment (on a migration back: the source's),
+                   # and so does the body-based router on the Gateway (KServe's shared one too)
+                   "gateway_stack": to if source == "llmd" or fronted or pattern == "multimodel" else source,
                    "front": {"weights": {tgt: 100}, "probes": {"target": tgt}, "stack": to, "migrating": False,
                              "name": f"{m.source.servers[0].name}-front"}}
 
@@ -330,7 +342,6 @@ def test_a_state_this_version_cannot_read_is_named_not_guessed(data, why):
 
 @pytest.mark.parametrize("kwargs,error", [
     ({"to": "llmd"}, "already runs on the llmd stack"),
-    ({"pattern": "multimodel", "source": "kserve", "to": "llmd", "route": KSERVE_ROUTE}, "from KServe's shared gateway"),
     ({"steps": (50, 10, 100)}, "must rise strictly"),
     ({"steps": (10, 50)}, "to 100"),
     ({"steps": (0, 100)}, "from 1"),
@@ -463,7 +474,7 @@ def test_the_plan_in_words_no_surge_every_operation_and_its_undo():
         'weights (target %): 33 -> 67 -> 100 (--no-surge: 3 replicas swapped one at a time); hold 60 s each; '
         'settle 5 s after each route change; drain 30 s',
         'phase 1/12 front:',
-        "  - own the front route(s): client rules to the source's pool, probe rules to each side",
+        "  - own the front route(s): client rules and a probe rule to the source's pool",
         '  - let the gateway apply the route change (5 s)',
         '  undo: delete the front route(s)',
         '  undo: let the gateway apply the route change (5 s)',
@@ -473,14 +484,17 @@ def test_the_plan_in_words_no_surge_every_operation_and_its_undo():
         "  undo: restore the source's own route (llmd)",
         '  undo: let the gateway apply the route change (5 s)',
         'phase 3/12 swap-1:',
+        "  - the front route(s) without the target's probe rule",
         "  - take the source's (llmd) pods beyond 2 replica(s) out of its pool",
         '  - let the gateway see the pool change (5 s)',
         "  - let the retired pods' requests in flight finish (30 s)",
         '  - scale the source (llmd) to 2 replica(s)',
         "  - delete the source's retired pods still there (drained 30 s)",
+        "  - add the target's probe rule to the front route(s)",
         '  - deploy the target (kserve) with 1 replica(s) in the room the source left, attached to the front route',
         '  - let the gateway apply the route change (5 s)',
         '  undo: remove the target (kserve)',
+        "  undo: the front route(s) without the target's probe rule",
         '  undo: delete the retired source pods once drained (30 s)',
         '  undo: scale the source (llmd) back to 3 replica(s)',
         'phase 4/12 verify-target:',
@@ -558,7 +572,7 @@ def test_the_plan_in_words_with_surge_and_the_waits_given():
         'migrate baseline (sim) from kserve to llmd in namespace shop, behind Gateway shop/caching-gateway (kept)',
         'weights (target %): 10 -> 100; hold 11 s each; settle 3 s after each route change; drain 7 s',
         'phase 1/9 front:',
-        "  - own the front route(s): client rules to the source's pool, probe rules to each side",
+        "  - own the front route(s): client rules and a probe rule to the source's pool",
         '  - let the gateway apply the route change (3 s)',
         '  undo: delete the front route(s)',
         '  undo: let the gateway apply the route change (3 s)',
@@ -568,9 +582,11 @@ def test_the_plan_in_words_with_surge_and_the_waits_given():
         "  undo: restore the source's own route (kserve)",
         '  undo: let the gateway apply the route change (3 s)',
         'phase 3/9 deploy-target:',
+        "  - add the target's probe rule to the front route(s)",
         '  - deploy the target (llmd) beside the source, attached to the front route',
         '  - let the gateway apply the route change (3 s)',
         '  undo: remove the target (llmd)',
+        "  undo: the front route(s) without the target's probe rule",
         'phase 4/9 verify-target:',
         '  - verify the target through its probe rule (no client traffic)',
         'phase 5/9 shift-10:',
@@ -616,13 +632,6 @@ def test_refusals_name_the_valid_choice_and_the_way_out():
     with pytest.raises(LightrailError) as err:
         migration(source="kserve", route=KSERVE_ROUTE, to="kserve")
     assert str(err.value) == "pattern caching already runs on the kserve stack; valid --to: llmd"
-    with pytest.raises(LightrailError) as err:
-        migration("multimodel", source="kserve", route=KSERVE_ROUTE, to="llmd")
-    assert str(err.value) == (
-        "migrating pattern multimodel from KServe's shared gateway is not supported: clients send publishers/"
-        "<namespace>/models/<model> there, and its body-based router is an EnvoyFilter in KServe's namespace; the llmd "
-        "stack serves plain model names and brings its router with its own Gateway (deploy the llmd stack in another "
-        "namespace and move clients (a deployment that started on llmd migrates to kserve and back))")
     with pytest.raises(LightrailError) as err:
         migration("baseline", "gpu", surge=False)
     assert str(err.value) == ("--no-surge swaps one replica at a time, and baseline runs 1: while it is swapped, nothing "
@@ -723,6 +732,35 @@ def test_multimodel_moves_each_models_route_and_hands_the_body_router_over_with_
     assert back.phases[-1].forward[0].releases == ("multimodel-infra", "multimodel-bbr")
 
 
+def test_multimodel_from_kserves_shared_gateway_keeps_the_qualified_names_and_hands_the_router_over():
+    """On KServe's shared gateway clients send publishers/<namespace>/models/<model>: an llmd target
+    behind the front route there answers to those names first (vLLM answers with the first) and brings
+    no router; the kserve source's router (a kustomize unit) changes hands, no Gateway release does."""
+    from lightrail.llmd.values import modelservice_values
+
+    m = migration("multimodel", "gpu", "kserve", "llmd", KSERVE_ROUTE, gateway=KSERVE_GATEWAY)
+    qualified = ("publishers/shop/models/Qwen/Qwen2.5-3B-Instruct",
+                 "publishers/shop/models/microsoft/Phi-3-mini-4k-instruct")
+    assert m.source.served_models == m.target.served_models == qualified
+    assert not m.target.body_router and not any(u.name.endswith("-bbr") for u in m.target.units)
+    container = modelservice_values(m.target, m.target.servers[0])["decode"]["containers"][0]
+    i = container["args"].index("--served-model-name")
+    assert container["args"][i + 1:i + 3] == [qualified[0], "Qwen/Qwen2.5-3B-Instruct"]
+    handover = m.phases[-1]
+    assert handover.forward[0].releases == handover.backward[0].releases == ("multimodel-bbr",)
+    assert handover.forward[0].title == ("the front route(s) and the Gateway if the deployment made it and its "
+                                         "body-based router now belong to the llmd deployment")
+    back = migration("multimodel", "sim", "llmd", "kserve", KSERVE_ROUTE, fronted=True, gateway=KSERVE_GATEWAY)
+    assert back.source.served_models == back.target.served_models == qualified
+    assert back.phases[-1].forward[0].releases == ("multimodel-bbr",)
+    sim = modelservice_values(back.source, back.source.servers[1])["decode"]["containers"][0]
+    assert sim["modelCommand"] == "imageDefault" and sim["args"][:3] == [
+        "--served-model-name", qualified[1], "microsoft/Phi-3-mini-4k-instruct"]
+    # an llmd deployment on its own Gateway keeps the plain names and the flags it had
+    own = build_plan(Request(pattern="multimodel", accel="sim", stack="llmd", namespace="shop"))
+    assert "--served-model-name" not in modelservice_values(own, own.servers[0])["decode"]["containers"][0]["args"]
+
+
 def test_a_model_route_matching_two_model_names_is_refused():
     route = body_routed(LLMD_ROUTE, "a")
     route["spec"]["rules"].append({**copy.deepcopy(route["spec"]["rules"][0]), "matches": [
@@ -747,7 +785,9 @@ def test_a_kserve_source_keeps_its_paths_and_its_probes_need_no_router():
     route = templated(preset(schemas_dir(), "kserve-config-llm-router-route")["spec"]["router"]["route"], isvc)["http"]
     route["spec"]["parentRefs"] = KSERVE_ROUTE["spec"]["parentRefs"]
     m = migration("baseline", "sim", "kserve", "llmd", route)
-    front = m.phases[0].forward[0].objects[0]
+    assert [r for r in m.phases[0].forward[0].objects[0]["spec"]["rules"] if is_probe(r)] == [
+        r for r in m.phases[2].forward[0].objects[0]["spec"]["rules"] if is_probe(r)][:1]   # the target's comes later
+    front = m.phases[2].forward[0].objects[0]
     probes = [r for r in front["spec"]["rules"] if is_probe(r)]
     assert [p["matches"][0]["headers"] for p in probes] == [[{"type": "Exact", "name": PROBE_HEADER, "value": side}]
                                                             for side in ("source", "target")]

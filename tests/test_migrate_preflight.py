@@ -14,7 +14,7 @@ import yaml
 from lightrail.migrate.plan import plan_migration
 from lightrail import tools
 from lightrail.errors import LightrailError
-from lightrail.migrate.preflight import (Problem, gateway_fixed, gateway_splits, release, selectors_apart, source_present,
+from lightrail.migrate.preflight import (Problem, gateway_fixed, gateway_programmed, gateway_splits, release, selectors_apart, source_present,
                                          target_selector)
 from lightrail.ops import controllers
 from lightrail.migrate.routes import client_rules
@@ -86,6 +86,24 @@ def test_a_controller_known_not_to_split_is_refused_with_the_reason(controller, 
     problem = gateway_splits(gateway, gateway_class(controller), REF)
     assert problem.what.startswith(f"gateway controller {controller} cannot split traffic between InferencePools: {note}")
     assert problem.fix == "migrate behind a Gateway of istio, GKE or agentgateway"
+
+
+def test_the_kept_gateway_must_be_programmed_for_the_kserve_side():
+    """KServe reports Ready only once a Gateway named in gateway.refs is Programmed; istiod reports a
+    LoadBalancer Gateway with no address assigned (kind without a load balancer) as not Programmed."""
+    gateway, _ = gateway_objects()
+    assert gateway_programmed(gateway, migration("kserve", "llmd")) is None
+    unaddressed = copy.deepcopy(gateway)
+    (cond,) = [c for c in unaddressed["status"]["conditions"] if c["type"] == "Programmed"]
+    cond.update(status="False", reason="AddressNotAssigned", message="Assigned to service(s) x, but failed to "
+                "assign to all requested addresses")
+    for source, to in (("kserve", "llmd"), ("llmd", "kserve")):
+        assert gateway_programmed(unaddressed, migration(source, to)) == Problem(
+            "Gateway kserve/kserve-ingress-gateway is not Programmed (AddressNotAssigned: Assigned to service(s) x, "
+            "but failed to assign to all requested addresses); KServe waits for it once the kserve side is served "
+            "through the front route", "give the Gateway an address (a load balancer for its Service, or the gateway "
+            "controller's ClusterIP option) until it reports Programmed")
+    assert "no Programmed condition" in gateway_programmed({"status": {}}, migration("llmd", "kserve")).what
 
 
 @pytest.mark.parametrize("source,to,pool", [("llmd", "kserve", "caching-qwen2-5-3b-instruct"),

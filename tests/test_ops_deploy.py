@@ -110,6 +110,21 @@ def test_one_changed_field_applies_that_object_only_and_remembers_it():
     assert "uid" not in change.previous["metadata"] and "managedFields" not in change.previous["metadata"]
 
 
+def test_an_object_read_with_null_fields_is_restored_without_them():
+    """A read LLMInferenceService held `router: {route: null, gateway: null}`; applied back as it was read,
+    the API server refused it ("spec.router.route in body must be of type object"), so a failed deploy's
+    rollback could not restore it. A null is no value: it is left out."""
+    live = {"apiVersion": "serving.kserve.io/v1alpha2", "kind": "LLMInferenceService",
+            "metadata": {"name": "m", "namespace": "n", "uid": "u", "annotations": None},
+            "spec": {"router": {"route": None, "gateway": None, "scheduler": {"config": {"inline": {}}}},
+                     "template": {"containers": [{"name": "main", "args": None, "image": "i"}]}},
+            "status": {"conditions": []}}
+    assert sendable(live) == {"apiVersion": "serving.kserve.io/v1alpha2", "kind": "LLMInferenceService",
+                              "metadata": {"name": "m", "namespace": "n"},
+                              "spec": {"router": {"scheduler": {"config": {"inline": {}}}},
+                                       "template": {"containers": [{"name": "main", "image": "i"}]}}}
+
+
 def test_difference_ignores_server_defaults_but_not_our_fields():
     desired = {"spec": {"resources": {"cpu": "1", "memory": "1Gi"}, "port": 8000, "flag": False, "list": [{"a": 1}]}}
     live = {"spec": {"resources": {"cpu": "1000m", "memory": "1024Mi"}, "port": "8000", "list": [{"a": 1, "b": 2}],

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lightrail import podsecurity
 from lightrail.errors import LightrailError
-from lightrail.plan import VLLM_PORT, ModelServer, Plan, front_route
+from lightrail.plan import UNIT_LABEL, VLLM_PORT, ModelServer, Plan, front_route
 from lightrail.render import dump_yaml
 from lightrail.router import epp_config, metrics_scheme
 from lightrail.settings import KUSTOMIZE_DIR
@@ -238,6 +238,8 @@ def _server_overlay(plan: Plan, server: ModelServer) -> dict:
 def _bbr_overlays(plan: Plan) -> dict[str, dict]:
     """The body-based router in the plan's namespace, and its EnvoyFilter in KServe's gateway namespace."""
     prefix = f"{plan.pattern.name}-"
+    # kserve/units.py's name; on the pods too (their ReplicaSet copies it), which a teardown must spare with it
+    unit = [{"pairs": {UNIT_LABEL: f"{prefix}bbr"}, "includeSelectors": False, "includeTemplates": True}]
     filter_ops = [
         {"op": "replace", "path": "/spec/configPatches/0/patch/value/name",
          "value": f"envoy.filters.http.ext_proc.{plan.namespace}.{prefix}bbr"},
@@ -246,13 +248,13 @@ def _bbr_overlays(plan: Plan) -> dict[str, dict]:
     ]
     return {
         "body-based-routing": _kustomization(
-            namespace=plan.namespace, namePrefix=prefix, resources=[_lib("body-based-routing")],
+            namespace=plan.namespace, namePrefix=prefix, labels=unit, resources=[_lib("body-based-routing")],
             patches=[_patch("Deployment", [{"op": "replace", "path": "/spec/template/spec/containers/0/image",
                                             "value": plan.versions["images"]["bbr"]}]),
                      _patch("DestinationRule", [{"op": "replace", "path": "/spec/host", "value": bbr_service(plan)}])]),
         # named after the namespace too: every deployment's filter shares the gateway's namespace
         "body-based-routing-gateway": _kustomization(
-            namePrefix=f"{plan.namespace}-{prefix}", resources=[_lib("body-based-routing/gateway")],
+            namePrefix=f"{plan.namespace}-{prefix}", labels=unit, resources=[_lib("body-based-routing/gateway")],
             patches=[_patch("EnvoyFilter", filter_ops)]),
     }
 

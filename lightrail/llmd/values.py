@@ -123,7 +123,15 @@ def weights_volume(plan: Plan, server: ModelServer) -> str | None:
     return server.weights.cache if server.weights else None
 
 
-def vllm_command(server: ModelServer) -> tuple[list[str], list[str]]:
+def served_names(plan: Plan, server: ModelServer) -> list[str]:
+    """The names a model server answers to: the one clients send first (vLLM answers with it), then
+    the model's own id. They differ behind KServe's shared gateway (Plan.client_model), where a
+    migration puts an llmd deployment that started on kserve."""
+    client = plan.client_model(server)
+    return [client] + ([server.model] if client != server.model else [])
+
+
+def vllm_command(plan: Plan, server: ModelServer) -> tuple[list[str], list[str]]:
     """Command and args of a vLLM container, with the plan's flags as they are.
 
     The chart's own `vllmServe` command cannot serve a model from a path in the container, nor
@@ -132,7 +140,7 @@ def vllm_command(server: ModelServer) -> tuple[list[str], list[str]]:
     joins the leader's coordinator; LWS sets LWS_LEADER_ADDRESS and LWS_WORKER_INDEX.
     """
     argv = ["vllm", "serve", server.weights.load if server.weights else server.source, "--port", str(VLLM_PORT),
-            "--served-model-name", server.model, *server.args]
+            "--served-model-name", *served_names(plan, server), *server.args]
     if not server.multinode:
         return argv[:2], argv[2:]
     ranks = ["--data-parallel-hybrid-lb", '--data-parallel-address="$LWS_LEADER_ADDRESS"',
@@ -160,10 +168,13 @@ def modelservice_values(plan: Plan, server: ModelServer) -> dict:
         if cache_env and server.weights and server.weights.kind in ("hf", "pvc-cache"):
             container["env"].append({"name": cache_env, "value": MODEL_MOUNT})
     elif server.source:
-        command, args = vllm_command(server)
+        command, args = vllm_command(plan, server)
         container.update(modelCommand="custom", command=command, args=args)
-    else:   # the simulator's own entrypoint; the chart adds --model, --port and the served name
-        container.update(modelCommand="imageDefault", args=list(server.args))
+    else:   # the simulator's own entrypoint; the chart adds --model, --port and --served-model-name <model>,
+        # which ours extends (repeated, the simulator's flag adds to its list of names)
+        names = served_names(plan, server)
+        container.update(modelCommand="imageDefault",
+                         args=(["--served-model-name", *names] if names != [server.model] else []) + list(server.args))
     parallelism = {"tensor": server.tensor_parallel}
     if server.multinode:
         mn = server.multinode

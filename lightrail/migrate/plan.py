@@ -15,7 +15,7 @@ from typing import Mapping
 from lightrail.errors import LightrailError
 from lightrail.migrate.routes import front_route_object, pool_name
 from lightrail.ops.objects import MIGRATION_LABEL, stub
-from lightrail.plan import Plan, build_plan
+from lightrail.plan import KSERVE_GATEWAY, Plan, build_plan
 
 DEFAULT_STEPS = (1, 5, 10, 25, 50, 75, 100)
 WARM_LIMIT = 256 * 1024   # characters of --warm-prompts as the state ConfigMap stores them (JSON; 1 MiB at most)
@@ -107,13 +107,6 @@ def plan_migration(source: Plan, to: str, gateway: tuple[str, str], rules: Mappi
                    source_fronted: bool = False) -> Migration:
     """Every phase of moving `source` to stack `to`, or LightrailError when it cannot be done."""
     check_migratable(source, to, options.surge, bool(options.warm_prompts))
-    if source.body_based_routing and any(source.client_model(s) != s.model for s in source.servers):
-        raise LightrailError(
-            f"migrating pattern {source.pattern.name} from KServe's shared gateway is not supported: clients send "
-            "publishers/<namespace>/models/<model> there, and its body-based router is an EnvoyFilter in KServe's "
-            "namespace; the llmd stack serves plain model names and brings its router with its own Gateway",
-            fix="deploy the llmd stack in another namespace and move clients (a deployment that started on llmd "
-                "migrates to kserve and back)")
     missing = [s.name for s in source.servers if s.name not in rules]
     if missing:
         raise LightrailError(f"no client rules known for {', '.join(missing)}")
@@ -210,8 +203,8 @@ def _phases(m: Migration) -> list[Phase]:
                 tuple(stub(r) for r in front_routes(m, 0)), labels={**_ours(m.source.labels), MIGRATION_LABEL: None})
     phases.append(Phase(
         "front",
-        (Op("apply", "own the front route(s): client rules to the source's pool, probe rules to each side",
-            front_routes(m, 0)), settle),
+        (Op("apply", "own the front route(s): client rules and a probe rule to the source's pool",
+            front_routes(m, 0, ("source",))), settle),
         (Op("apply", "front route(s) back as they were", before), unmark, settle) if before else
         (Op("delete", "delete the front route(s)", tuple(stub(r) for r in front_routes(m, 0))), settle)))
     if not m.source_fronted:
@@ -223,9 +216,9 @@ def _phases(m: Migration) -> list[Phase]:
     if o.surge:
         phases.append(Phase(
             "deploy-target",
-            (Op("deploy", f"deploy the target ({m.target.stack}) beside the source, attached to the front route",
-                side="target"), settle),
-            (Op("remove", f"remove the target ({m.target.stack})", side="target"),)))
+            (_probe_target(m), Op("deploy", f"deploy the target ({m.target.stack}) beside the source, attached to "
+                                  "the front route", side="target"), settle),
+            (Op("remove", f"remove the target ({m.target.stack})", side="target"), _unprobe_target(m))))
         phases.append(_verify_phase(m))
         phases += _shifts(m, [(w, 0) for w in o.steps], settle)
     else:
@@ -259,10 +252,11 @@ def _phases(m: Migration) -> list[Phase]:
                 side="target"), settle),
             _shrink(m, "target", r - 1, settle)))
     # the Gateway an llmd deployment once made goes with the deployment, either way (a kserve source's own
-    # HTTPS Gateway, of --tls-secret, is relabelled too: the executor finds it)
-    releases = gateway_releases(m) if m.source.stack == "llmd" or m.source_fronted else ()
-    gw = " and the Gateway" if releases else " and the Gateway if the deployment made it"
-    gw += " and its body-based router" if len(releases) > 1 else ""
+    # HTTPS Gateway, of --tls-secret, is relabelled too: the executor finds it), and so does the
+    # body-based router acting on the Gateway, KServe's shared one too
+    releases = gateway_releases(m)
+    gw = " and the Gateway" if f"{m.pattern}-infra" in releases else " and the Gateway if the deployment made it"
+    gw += " and its body-based router" if m.source.body_based_routing else ""
     phases.append(Phase(
         "handover",
         (Op("relabel", f"the front route(s){gw} now belong to the "
@@ -275,11 +269,15 @@ def _phases(m: Migration) -> list[Phase]:
 
 
 def gateway_releases(m: Migration) -> tuple[str, ...]:
-    """The helm releases that go with the Gateway an llmd deployment made: the Gateway's own
-    (`<pattern>-infra`) and, for a body-routed pattern, the body-based router acting on it
-    (`<pattern>-bbr`), which fills the model header the front routes match. Neither side's
-    removal touches them; the handover gives them to the target."""
-    return (f"{m.pattern}-infra",) + ((f"{m.pattern}-bbr",) if m.source.body_based_routing else ())
+    """What goes with the kept Gateway: the helm release of the Gateway an llmd deployment made
+    (`<pattern>-infra`; none on KServe's shared gateway) and, for a body-routed pattern, the
+    body-based router acting on it (`<pattern>-bbr`: llmd's helm release, or the kserve stack's
+    kustomize unit with its EnvoyFilter in KServe's namespace), which fills the model header the
+    front routes match. Neither side's removal touches them; the handover gives them to the target."""
+    router = (f"{m.pattern}-bbr",) if m.source.body_based_routing else ()
+    if tuple(m.gateway) == KSERVE_GATEWAY or (m.source.stack == "kserve" and not m.source_fronted):
+        return router
+    return (f"{m.pattern}-infra",) + router
 
 
 def _verify_phase(m: Migration) -> Phase:
@@ -330,15 +328,30 @@ def _swap(m: Migration, k: int, settle: Op) -> Phase:
     release_source = Op("release", f"delete the retired source pods once drained ({m.options.drain:.0f} s)",
                         side="source", seconds=m.options.drain)
     if k == 1:
-        undo_target: tuple[Op, ...] = (Op("remove", f"remove the target ({tgt})", side="target"),)
+        undo_target: tuple[Op, ...] = (Op("remove", f"remove the target ({tgt})", side="target"), _unprobe_target(m))
     else:
         undo_target = _shrink(m, "target", k - 1, settle)
     return Phase(
         f"swap-{k}",
-        (*_shrink(m, "source", r - k, settle),
+        # the first swap scales a kserve source while no route names the missing target pool, also when it
+        # runs again on --resume after its probe rule was added
+        (*((_unprobe_target(m),) if k == 1 else ()), *_shrink(m, "source", r - k, settle),
+         *((_probe_target(m),) if k == 1 else ()),
          Op("deploy", f"deploy the target ({tgt}) with {k} replica(s) in the room the source left, attached to the "
             "front route", side="target", replicas=k), settle),
         (*undo_target, release_source, grow_source))
+
+
+def _probe_target(m: Migration) -> Op:
+    """The target's probe rule joins the front route(s) just before the target is deployed: a kserve
+    target waits for the gateway to accept its pool, which a route must name; and not before, since a
+    route naming a pool that does not exist yet is not Ready to KServe (ResolvedRefs: BackendNotFound),
+    which a kserve source, served through that route from retire-source-route on, waits for."""
+    return Op("apply", "add the target's probe rule to the front route(s)", front_routes(m, 0))
+
+
+def _unprobe_target(m: Migration) -> Op:
+    return Op("apply", "the front route(s) without the target's probe rule", front_routes(m, 0, ("source",)))
 
 
 def _ours(lbl: Mapping[str, str | None]) -> dict[str, str | None]:

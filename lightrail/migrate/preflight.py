@@ -40,6 +40,21 @@ def gateway_splits(gateway: dict | None, gateway_class: dict | None, ref: tuple[
     return None
 
 
+def gateway_programmed(gateway: dict, m: Migration) -> Problem | None:
+    """The kserve side is served through the front route with `router.gateway.refs` naming the kept
+    Gateway, and KServe then reports the LLMInferenceService Ready only once that Gateway is Programmed
+    (KServe v0.20.0 llmisvc EvaluateGatewayConditions); a kserve deployment on KServe's shared gateway
+    without refs never waited for it, so a Gateway without an address (kind without a load balancer)
+    served it, and would stop the migration at its first kserve deploy."""
+    cond = next((c for c in (gateway.get("status") or {}).get("conditions") or [] if c.get("type") == "Programmed"), {})
+    if cond.get("status") == "True":
+        return None
+    why = f"{cond.get('reason')}: {cond.get('message')}" if cond else "no Programmed condition"
+    return Problem(f"Gateway {m.gateway[0]}/{m.gateway[1]} is not Programmed ({why}); KServe waits for it once the "
+                   "kserve side is served through the front route", "give the Gateway an address (a load balancer "
+                   "for its Service, or the gateway controller's ClusterIP option) until it reports Programmed")
+
+
 ISTIOD_SELECTOR = "app=istiod"   # istiod's Deployments, as Istio's istio-discovery chart labels them
 _RELEASE = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?(?:-(alpha|beta|rc)\.(\d+))?")
 _STAGES = {"alpha": 0, "beta": 1, "rc": 2, None: 3}

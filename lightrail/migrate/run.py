@@ -16,19 +16,20 @@ from lightrail.migrate import probes, retire
 from lightrail.migrate.context import Context, indent
 from lightrail.migrate.guards import GuardTripped
 from lightrail.migrate.plan import Migration, Op, Options, fronted, gateway_releases, plan_migration, weights
-from lightrail.migrate.preflight import (ISTIOD_SELECTOR, Problem, gateway_fixed, gateway_splits, selectors_apart,
-                                         source_present, target_selector)
+from lightrail.migrate.preflight import (ISTIOD_SELECTOR, Problem, gateway_fixed, gateway_programmed, gateway_splits,
+                                         selectors_apart, source_present, target_selector)
 from lightrail.migrate.routes import PROBE_HEADER, client_rules, client_weights, own_route_name, parent_gateway, pool_name
 from lightrail.migrate.state import State, from_config_map, state_name
 from lightrail.ops import checks as ck
 from lightrail.ops import flows
 from lightrail.ops import steps as st
+from lightrail.ops import teardown as td
 from lightrail.ops.deploy import conflicts
 from lightrail.ops.desired import desired_state
 from lightrail.ops.executor import DryRun, Live as LiveExecutor
-from lightrail.ops.objects import (FIELD_MANAGER, GATEWAY_NAME_LABEL, HELM_RELEASE, MIGRATION_LABEL, STACK_LABEL,
-                                   annotations, generated, labels, meta, stub)
-from lightrail.plan import Plan, build_plan, front_route
+from lightrail.ops.objects import (FIELD_MANAGER, GATEWAY_NAME_LABEL, HELM_RELEASE, MIGRATION_LABEL, PATTERN_LABEL,
+                                   STACK_LABEL, annotations, generated, labels, meta, stub)
+from lightrail.plan import UNIT_LABEL, Plan, build_plan, front_route
 from lightrail.render import to_yaml
 from lightrail.smoke import checks as smoke
 
@@ -79,8 +80,8 @@ def preflight(m: Migration, ctx: Context) -> list[Problem]:
     cls = cluster.get("gateway.networking.k8s.io/v1", "GatewayClass", gw["spec"]["gatewayClassName"]) if gw else None
     if (p := gateway_splits(gw, cls, m.gateway)) is not None:
         problems.append(p)
-    elif (p := gateway_fixed(gw, cls, _istiods(cluster))) is not None:
-        problems.append(p)
+    else:
+        problems += [p for p in (gateway_fixed(gw, cls, _istiods(cluster)), gateway_programmed(gw, m)) if p]
     pools = {pool_name(m.source, s): cluster.get(*POOLS, pool_name(m.source, s), ns) for s in m.source.servers}
     problems += source_present(m, pools)
     desired = desired_state(m.target, ctx.charts)
@@ -347,13 +348,18 @@ def kept_gateway(m: Migration, obj: dict) -> bool:
             and meta(obj).get("namespace") == m.gateway[0])
 
 
+def in_releases(obj: dict, releases: tuple[str, ...]) -> bool:
+    """Whether an object belongs to one of these helm releases (llmd) or kustomize units (kserve)."""
+    return annotations(obj).get(HELM_RELEASE) in releases or labels(obj).get(UNIT_LABEL) in releases
+
+
 def spared(m: Migration):
     """What removing a side leaves: the front routes, the state, and the kept Gateway with what its
-    controller made for it."""
+    controller made for it and what goes with it (gateway_releases)."""
     releases = gateway_releases(m)
 
     def spare(obj: dict) -> bool:
-        return (MIGRATION_LABEL in labels(obj) or annotations(obj).get(HELM_RELEASE) in releases
+        return (MIGRATION_LABEL in labels(obj) or in_releases(obj, releases)
                 or kept_gateway(m, obj) or labels(obj).get(GATEWAY_NAME_LABEL) == m.gateway[1]
                 or obj.get("kind") in ("Endpoints", "EndpointSlice"))
     return spare, releases
@@ -377,10 +383,9 @@ def _relabel_steps(m: Migration, op: Op, ctx: Context) -> list[st.Step]:
                        args=ctx.target.kubectl("label", "--overwrite", *args, "-f", "-"))
 
     steps = [step(op.title, list(op.objects), dict(op.labels))]
-    if ctx.cluster is not None:
-        held = [stub(o) for o in flows.find_labelled(ctx.cluster, f"lightrail.dev/pattern={m.pattern}")
-                if ((annotations(o).get(HELM_RELEASE) in op.releases and meta(o).get("namespace")
-                     == m.namespace) or kept_gateway(m, o)) and not generated(o)]
+    if ctx.cluster is not None:   # the deployment's objects, and its router's EnvoyFilter in KServe's namespace
+        mine = td.select(flows.find_labelled(ctx.cluster, f"{PATTERN_LABEL}={m.pattern}"), m.namespace, m.pattern)
+        held = [stub(o) for o in mine if (in_releases(o, op.releases) or kept_gateway(m, o)) and not generated(o)]
         if held:
             names = ", ".join(sorted({f"{o['kind']}/{meta(o)['name']}" for o in held}))
             steps.append(step(f"{op.title}: {names}", held, {k: v for k, v in op.labels.items() if v is not None}))

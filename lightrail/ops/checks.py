@@ -13,11 +13,10 @@ from decimal import Decimal
 from lightrail.catalog import load_catalog
 from lightrail.ops.objects import (annotations, condition, conditions, group, is_custom, is_true, labels, meta,
                                    quantity, version)
-from lightrail.plan import Plan
+from lightrail.plan import KSERVE_GATEWAY, Plan
 from lightrail.weights import shared_claim_problem
 
 OK, WARN, FAIL = "ok", "warn", "fail"
-KSERVE_GATEWAY = ("kserve", "kserve-ingress-gateway")
 # The CRDs each stack needs whatever the pattern: (group, kind, version, versions.yaml crds key).
 GATEWAY = ("gateway.networking.k8s.io", "Gateway", "v1", "gateway-api")
 HTTPROUTE = ("gateway.networking.k8s.io", "HTTPRoute", "v1", "gateway-api")

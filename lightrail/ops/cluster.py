@@ -163,18 +163,20 @@ class KubeCluster:
             raise LightrailError(f"cluster of context {self.context!r}: cannot read {kind} {name}: {_short(err)}") from None
 
     def kinds(self) -> list[tuple[str, str, bool]]:
-        """Every listable kind the cluster serves, at its preferred version: (apiVersion, kind, namespaced).
-        The client's discovery also yields a `ResourceList` per kind (`...List`, the list type itself):
-        skipped, it cannot be listed."""
+        """Every listable kind the cluster serves, once: (apiVersion, kind, namespaced), at its group's
+        preferred version, or where the preferred one does not serve it at the version that does (Istio's
+        EnvoyFilter is only v1alpha3 while networking.istio.io prefers v1). The client's discovery also
+        yields a `ResourceList` per kind (`...List`, the list type itself): skipped, it cannot be listed."""
         from kubernetes.dynamic.resource import ResourceList
 
-        out = set()
+        found: dict[tuple[str, str], tuple[bool, str, bool]] = {}
         for res in self.dynamic.resources.search():
-            if isinstance(res, ResourceList):
+            if isinstance(res, ResourceList) or "list" not in (res.verbs or []) or "/" in res.name:
                 continue
-            if getattr(res, "preferred", False) and "list" in (res.verbs or []) and "/" not in res.name:
-                out.add((res.group_version, res.kind, bool(res.namespaced)))
-        return sorted(out)
+            key, preferred = (res.group, res.kind), bool(getattr(res, "preferred", False))
+            if key not in found or (preferred and not found[key][0]):
+                found[key] = (preferred, res.group_version, bool(res.namespaced))
+        return sorted((version, kind, namespaced) for (_, kind), (_, version, namespaced) in found.items())
 
     def releases(self, namespace: str) -> list[dict]:
         """`helm list` of a namespace, every status."""

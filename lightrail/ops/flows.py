@@ -30,7 +30,7 @@ from lightrail.ops.secrets import Token
 from lightrail.ops.status import KINDS, Row, aggregate
 from lightrail.ops.steps import show
 from lightrail.ops.target import Target, check_namespace, resolve
-from lightrail.plan import HF_TOKEN_SECRET, Plan
+from lightrail.plan import HF_TOKEN_SECRET, KSERVE_GATEWAY, Plan
 from lightrail.progress import Progress, no_progress
 from lightrail.settings import TOOLS_BIN
 from lightrail.smoke.discovery import GATEWAY_NAME_LABEL, gateway_service, gateway_url, kserve_endpoint
@@ -117,7 +117,7 @@ def observe_facts(cluster, target: Target) -> ck.Facts:
         context=target.context, server_version=version,
         crds=cluster.list("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
         gateway_classes=cluster.list("gateway.networking.k8s.io/v1", "GatewayClass"),
-        gateways=cluster.list("gateway.networking.k8s.io/v1", "Gateway", ck.KSERVE_GATEWAY[0]),
+        gateways=cluster.list("gateway.networking.k8s.io/v1", "Gateway", KSERVE_GATEWAY[0]),
         nodes=cluster.list("v1", "Node"), pods=cluster.list("v1", "Pod"),
         secrets=[meta(s)["name"] for s in cluster.list("v1", "Secret", target.namespace)] if target.namespace else [],
         claims=cluster.list("v1", "PersistentVolumeClaim", target.namespace) if target.namespace else [],
@@ -287,7 +287,7 @@ def endpoint(cluster, plan: Plan) -> str:
         svc = cluster.get(f"serving.kserve.io/{plan.request.kserve_api}", "LLMInferenceService", plan.servers[0].name,
                           plan.namespace)
         url = kserve_endpoint(svc, plan.body_based_routing) if svc else None
-        name = ck.KSERVE_GATEWAY[1]
+        name = KSERVE_GATEWAY[1]
     if url:
         return url
     services = cluster.list("v1", "Service", None, f"{GATEWAY_NAME_LABEL}={name}")

@@ -104,8 +104,10 @@ def manager(obj: dict) -> str:
 
 
 def sendable(obj: dict) -> dict:
-    """An object as it can be applied again: without status and server-set metadata."""
-    out = {k: v for k, v in obj.items() if k != "status"}
+    """An object as it can be applied again: without status, server-set metadata, and null fields (a
+    read can hold `null` where the schema wants an object, e.g. an LLMInferenceService's
+    spec.router.route, which the API server then refuses to take back)."""
+    out = {k: _no_nulls(v) for k, v in obj.items() if k != "status" and v is not None}
     m = {k: v for k, v in meta(obj).items() if k not in _SERVER_METADATA}
     annotations_ = {k: v for k, v in (m.get("annotations") or {}).items()
                     if k != "kubectl.kubernetes.io/last-applied-configuration"}
@@ -115,6 +117,14 @@ def sendable(obj: dict) -> dict:
         m.pop("annotations", None)
     out["metadata"] = m
     return out
+
+
+def _no_nulls(value):
+    if isinstance(value, dict):
+        return {k: _no_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_no_nulls(v) for v in value]
+    return value
 
 
 def stub(obj: dict) -> dict:

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from lightrail.catalog import load_catalog
 from lightrail.ops import steps as st
-from lightrail.ops.checks import (BUNDLE_ANNOTATIONS, GATEWAY, INFERENCEPOOL, KSERVE_GATEWAY, LWS, MODEL_REWRITE, Facts,
+from lightrail.ops.checks import (BUNDLE_ANNOTATIONS, GATEWAY, INFERENCEPOOL, LWS, MODEL_REWRITE, Facts,
                                   semver)
 from lightrail.ops.objects import annotations, meta
 from lightrail.ops.target import Target
+from lightrail.plan import KSERVE_GATEWAY
 
 # istiod's settings: the inference extension (InferencePool backends), and the RuntimeDefault seccomp
 # profile on the gateway proxies it deploys into a deployment's namespace, which the Pod Security

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 from lightrail.errors import LightrailError
 from lightrail.llmd.values import server_labels
 from lightrail.ops.objects import GATEWAY_NAME_LABEL, STACK_LABEL
-from lightrail.plan import ModelServer, Plan, build_plan, front_route
+from lightrail.plan import KSERVE_GATEWAY, ModelServer, Plan, build_plan, front_route
 
 # The labels KServe v0.20 gives the pods of an LLMInferenceService that take requests
 # (single-node pods and LWS leaders), besides app.kubernetes.io/name=<service name>.
@@ -182,7 +182,7 @@ def discover(plan: Plan, kube_context: str | None):
             "gateway.networking.k8s.io", "v1", plan.gateway.namespace or ns, "gateways", gateway_name), plan)
         url = gateway_url(gw)
     else:
-        gateway_name = "kserve-ingress-gateway"
+        gateway_name = KSERVE_GATEWAY[1]
         name = plan.servers[0].name
         isvc = _ask(f"LLMInferenceService {name}", lambda: custom.get_namespaced_custom_object(
             "serving.kserve.io", "v1alpha2", ns, "llminferenceservices", name), plan)

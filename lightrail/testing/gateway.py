@@ -118,12 +118,14 @@ class GatewayModel:
 
     def __init__(self, kubeconfig: str | Path, context: str, gateway: tuple[str, str],
                  backends: Mapping[tuple[str, str], str], *, propagation_delay: float = 1.0,
-                 seed: int | None = None, body_router: str = ""):
+                 seed: int | None = None, body_router: tuple[str, str] | None = None):
         self.api = kubewatch.ApiAccess(kubeconfig, context)
         self.gateway = gateway
         self.backends = dict(backends)
         self.propagation_delay = propagation_delay
-        self.body_router = body_router   # the Service of a body-based router acting on this Gateway (multimodel)
+        # (namespace, name) of the Service of a body-based router acting on this Gateway (multimodel): llmd's
+        # beside its Gateway; the kserve stack's in the deployment's namespace, wired by its EnvoyFilter
+        self.body_router = body_router
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.metrics_port = free_port()
@@ -282,7 +284,7 @@ class GatewayModel:
         """What the body-based router (an ext-proc on the Gateway) does: the body's `model` into the
         model header the routes match - while its Service exists as the data plane sees it. Without
         it, no header: a request for a model-matching route finds no rule (404)."""
-        if (self.gateway[0], self.body_router) not in self.seen.objects["Service"]:
+        if self.body_router not in self.seen.objects["Service"]:
             return
         try:
             model = json.loads(await request.read()).get("model")

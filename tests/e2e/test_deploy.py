@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -187,7 +188,22 @@ def kserve(gateway, tmp_path_factory):
         pytest.skip(str(err))
     with controllers.running("kserve", gateway.kubeconfig, tmp_path_factory.mktemp("kserve")):
         gateway.kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(KSERVE_GATEWAY))
+        load_balanced(gateway, KSERVE_GATEWAY["metadata"]["namespace"], KSERVE_GATEWAY["metadata"]["name"])
         yield gateway
+
+
+def load_balanced(cluster, namespace: str, name: str, timeout: float = 90) -> None:
+    """What a cloud's load balancer controller does for KServe's LoadBalancer Gateway (none runs here): an
+    ingress address in its Service's status, after which istiod reports the Gateway Programmed - which
+    KServe waits for once an LLMInferenceService names the Gateway in gateway.refs (a migration's)."""
+    service, deadline = f"{name}-istio", time.monotonic() + timeout
+    while cluster.kubectl("get", "service", service, "-n", namespace, check=False).returncode:
+        assert time.monotonic() < deadline, f"istiod made no Service {namespace}/{service} for Gateway {name}"
+        time.sleep(0.5)
+    cluster.kubectl("patch", "service", service, "-n", namespace, "--subresource=status", "--type=merge", "-p",
+                    json.dumps({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}}))
+    cluster.kubectl("wait", f"gateway/{name}", "-n", namespace, "--for=condition=Programmed",
+                    f"--timeout={int(timeout)}s")
 
 
 def test_kserve_deploy_reconciled_by_the_real_controller_then_torn_down(kserve):

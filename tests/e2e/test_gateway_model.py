@@ -363,7 +363,7 @@ def test_a_body_router_routes_by_the_bodys_model_only_while_its_service_exists(s
     space.route("other", rule(("new", 1), matches=by_model("org/other")))
     space.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "bbr"},
                  "spec": {"selector": {"app": "bbr"}, "ports": [{"port": 9004}]}})
-    model = space.model(delay=0.5, body_router="bbr")
+    model = space.model(delay=0.5, body_router=(space.ns, "bbr"))
 
     def ask(name: str) -> httpx.Response:
         return httpx.post(model.url + "/v1/completions", json={"model": name, "prompt": "Hi", "max_tokens": 2},

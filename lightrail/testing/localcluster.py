@@ -4,7 +4,9 @@ and ~/.kube/config are never touched.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -73,8 +75,26 @@ class LocalCluster:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
         return proc
 
+    @contextlib.contextmanager
+    def frozen(self, component: str):
+        """One component stopped (SIGSTOP) until the block ends: a frozen kube-scheduler (no leader election
+        here) leaves new pods Pending for as long as a test needs a deploy to be still waiting."""
+        pids = [pid for pid, cmd in self._processes() if Path(cmd.split(" ", 1)[0]).name == component]
+        if not pids:
+            raise AssertionError(f"no {component} runs in cluster {self.name}: {self.components()}")
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+
     def processes(self) -> list[str]:
         """Command lines of processes still running from this cluster's work directory."""
+        return [cmd for _, cmd in self._processes()]
+
+    def _processes(self) -> list[tuple[int, str]]:
         mark = str(self.workdir)
         found = []
         for proc in Path("/proc").iterdir():
@@ -85,7 +105,7 @@ class LocalCluster:
             except OSError:
                 continue
             if mark in cmd:
-                found.append(cmd.strip())
+                found.append((int(proc.name), cmd.strip()))
         return found
 
     def wait_gone(self, seconds: float = 20) -> list[str]:

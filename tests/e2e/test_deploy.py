@@ -147,16 +147,19 @@ def test_interrupted_and_restarted_deploys_converge(gateway):
     namespace = f"{NAMESPACE}-restart"
     args = [sys.executable, "-m", "invoke", "deploy", "--pattern=baseline", "--accel=sim", f"--namespace={namespace}",
             "--timeout=300"]
-    first = subprocess.Popen(args, cwd=ROOT, env={**cluster.env, "HF_TOKEN": PLANTED}, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
-    seen = []
-    for line in first.stdout:
-        seen.append(line)
-        if "wait until ready" in line:
-            first.send_signal(signal.SIGINT)
-            break
-    seen += first.stdout.readlines()
-    assert first.wait(60) == 130, "".join(seen)
+    # the scheduler frozen: the pods stay Pending, so the first deploy is still waiting when Ctrl-C comes (here
+    # a wait can end within the second it starts)
+    with cluster.frozen("kube-scheduler"):
+        first = subprocess.Popen(args, cwd=ROOT, env={**cluster.env, "HF_TOKEN": PLANTED}, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+        seen = []
+        for line in first.stdout:
+            seen.append(line)
+            if "wait until ready" in line:
+                first.send_signal(signal.SIGINT)
+                break
+        seen += first.stdout.readlines()
+        assert first.wait(60) == 130, "".join(seen)
     assert "interrupted" in "".join(seen) and PLANTED not in "".join(seen)
 
     second = subprocess.Popen(args, cwd=ROOT, env={**cluster.env, "HF_TOKEN": PLANTED}, stdout=subprocess.PIPE,

@@ -30,7 +30,6 @@ from lightrail.ops.executor import DryRun, Live as LiveExecutor
 from lightrail.ops.objects import (FIELD_MANAGER, GATEWAY_NAME_LABEL, HELM_RELEASE, MIGRATION_LABEL, PATTERN_LABEL,
                                    STACK_LABEL, annotations, generated, labels, meta, stub)
 from lightrail.plan import UNIT_LABEL, Plan, build_plan, front_route
-from lightrail.render import to_yaml
 from lightrail.smoke import checks as smoke
 
 ROUTES = ("gateway.networking.k8s.io/v1", "HTTPRoute")
@@ -269,9 +268,7 @@ def _pause(m: Migration, state: State, ctx: Context, reason: str) -> None:
 
 
 def save(state: State, ctx: Context) -> None:
-    cm = state.config_map(ctx.target.namespace)
-    ctx.cluster.run("kubectl", ctx.target.kubectl("apply", "--server-side", "--force-conflicts",
-                                                  f"--field-manager={FIELD_MANAGER}", "-f", "-"), to_yaml([cm]), 60)
+    ctx.cluster.apply(state.config_map(ctx.target.namespace), FIELD_MANAGER)
 
 
 def _delete_state(m: Migration, ctx: Context) -> None:

@@ -68,3 +68,27 @@ def test_reads_ride_out_an_api_server_restart(cluster, monkeypatch):
         assert any(ns["metadata"]["name"] == "default" for ns in client.list("v1", "Namespace"))
     finally:
         restart.join()
+
+
+def test_apply_creates_then_updates_under_one_field_manager_and_names_what_it_could_not_write(cluster, monkeypatch):
+    """The migration's state is written through apply() at every phase: the second write replaces the
+    first one's fields (a key it no longer sets is gone, as with kubectl's server-side apply), the
+    field manager is the one given, and a refused write is one line naming the object."""
+    from lightrail.errors import LightrailError
+
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    client = KubeCluster(cluster.context)
+    ns = "e2e-boundary-apply"
+    cluster.kubectl("create", "namespace", ns, check=False)
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "state", "namespace": ns,
+                                                                 "labels": {"lightrail.dev/pattern": "caching"}}}
+    client.apply({**cm, "data": {"state.json": "{\"phase\": \"front\"}", "old": "x"}}, "lightrail")
+    client.apply({**cm, "data": {"state.json": "{\"phase\": \"drain\"}"}}, "lightrail")
+    stored = client.get("v1", "ConfigMap", "state", ns)
+    assert stored["data"] == {"state.json": "{\"phase\": \"drain\"}"}
+    assert stored["metadata"]["labels"] == {"lightrail.dev/pattern": "caching"}
+    assert [f["manager"] for f in stored["metadata"]["managedFields"]] == ["lightrail"]
+    with pytest.raises(LightrailError, match=r"(?i)^could not apply ConfigMap state: .*not found"):
+        client.apply({**cm, "metadata": {**cm["metadata"], "namespace": "no-such-namespace"}}, "lightrail")
+    with pytest.raises(LightrailError, match="could not apply Widget w: the cluster does not serve Widget"):
+        client.apply({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}, "lightrail")

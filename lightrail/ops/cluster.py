@@ -238,14 +238,12 @@ class KubeCluster:
         """Server-side apply one object through the client: for bookkeeping written many times a run (a
         migration's state), where a kubectl process each time cost about a second on a busy machine."""
         name, namespace = obj["metadata"]["name"], obj["metadata"].get("namespace")
+        res = self._resource(obj["apiVersion"], obj["kind"])
+        if res is None:
+            raise LightrailError(f"could not apply {obj['kind']} {name}: the cluster does not serve {obj['kind']}")
         try:
-            res = self._resource(obj["apiVersion"], obj["kind"])
-            if res is None:
-                raise LightrailError(f"the cluster does not serve {obj['kind']}")
             res.server_side_apply(body=obj, name=name, namespace=namespace, field_manager=field_manager,
                                   force_conflicts=True, _request_timeout=REQUEST_TIMEOUT)
-        except LightrailError as err:
-            raise LightrailError(f"could not apply {obj['kind']} {name}: {err}") from None
         except Exception as err:  # refused, forbidden, timed out: one line naming what was not written
             raise LightrailError(f"could not apply {obj['kind']} {name}: {_short(err)}") from None
 

@@ -68,12 +68,16 @@ def test_a_hold_counts_from_its_first_answered_scrape_and_a_failed_one_is_taken_
         raise LightrailError("the gateway metrics do not answer at --metrics-url=http://127.0.0.1:15020: refused")
 
     watch = HoldWatch()
+    assert watch.settled    # no --metrics-url: nothing to wait for
     watch.read(fails)   # the hold's first scrape failed: nothing to count from yet
-    assert (watch.clients, watch.unread) == (None, 1)
+    assert (watch.clients, watch.unread, watch.settled) == (None, 1, False)
     watch.read(scrape((100, 0), (10, 0)))
-    assert (watch.clients, watch.unread) == ({"source": Counts(), "target": Counts()}, 0)
+    # one answered scrape spans no window: a hold whose first probe took all its seconds goes on
+    assert (watch.clients, watch.unread, watch.settled) == ({"source": Counts(), "target": Counts()}, 0, False)
     watch.read(scrape((130, 1), (25, 2)))
+    assert watch.settled
     watch.read(fails)
+    assert not watch.settled
     watch.read(fails)
     assert watch.clients == {"source": Counts(30, 1), "target": Counts(15, 2)}
     assert (watch.unread, watch.error) == (2, "the gateway metrics do not answer at "

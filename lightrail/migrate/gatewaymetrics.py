@@ -81,6 +81,7 @@ class HoldWatch:
     now: Mapping[str, Counts] | None = None
     unread: int = 0        # scrapes failed in a row
     error: str = ""        # the last failure
+    answered: int = 0      # scrapes that answered
 
     def read(self, scrape: Callable[[], Mapping[str, Counts]]) -> None:
         try:
@@ -89,7 +90,14 @@ class HoldWatch:
             self.unread, self.error = self.unread + 1, err.message
             return
         self.base = self.base or counts
-        self.now, self.unread = counts, 0
+        self.now, self.unread, self.answered = counts, 0, self.answered + 1
+
+    @property
+    def settled(self) -> bool:
+        """Whether a hold may end here: the last scrape answered and the counts span a window (a second
+        answered scrape; a hold whose first probe outlasts it would otherwise show 0 and 0), or no
+        scrape is taken at all."""
+        return self.unread == 0 and self.answered != 1
 
     @property
     def clients(self) -> dict[str, Counts] | None:

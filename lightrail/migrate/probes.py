@@ -128,7 +128,7 @@ def hold(m: Migration, op: Op, ctx: Context, state: State | None) -> None:
             if reason:
                 raise guards.GuardTripped(reason)
             update(summary(ready, desired, clients))
-            if ctx.clock() - start >= op.seconds and not watch.unread:
+            if ctx.clock() - start >= op.seconds and watch.settled:
                 ctx.out(f"    {summary(ready, desired, clients)}")
                 return
             ctx.sleep(PROBE_INTERVAL)

@@ -51,6 +51,7 @@ WATCHED = {
 }
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
               "transfer-encoding", "upgrade", "host", "content-length"}
+UPSTREAM_IDLE = 2.0    # seconds an idle upstream connection is kept for reuse
 RESET_BEFORE_HEADERS = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
 
 
@@ -158,7 +159,11 @@ class GatewayModel:
 
     async def _start(self) -> None:
         self._changes: asyncio.Queue = asyncio.Queue()
+        # Idle upstream connections are dropped before the upstream drops them (vLLM closes one idle for
+        # VLLM_HTTP_TIMEOUT_KEEP_ALIVE, 5 s): a request sent on a connection the upstream is closing at that
+        # moment fails before its headers, as Envoy's do unless its idle timeout is the shorter one.
         self._upstream = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+                                               connector=aiohttp.TCPConnector(keepalive_timeout=UPSTREAM_IDLE),
                                                auto_decompress=False)
         self._api_session = aiohttp.ClientSession()
         synced = []

@@ -50,9 +50,13 @@ class VLLMServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "VLLMServer":
+        # VLLM_ENABLE_V1_MULTIPROCESSING=0: the model runs in the engine-core process, not in a worker
+        # process of its own that spins on shared memory for a second after every step (measured here,
+        # 80 requests at 8/s: 3.4 CPU-s instead of 13; ready in 30 s instead of 55). Same server, same
+        # scheduler, prefix cache and metrics; the tests share two cores with a control plane.
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1",
                    VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1", OMP_NUM_THREADS="1",
-                   VLLM_CPU_OMP_THREADS_BIND="nobind")
+                   VLLM_CPU_OMP_THREADS_BIND="nobind", VLLM_ENABLE_V1_MULTIPROCESSING="0")
         with self.log_path.open("w") as log:   # the server writes through its own copy of the descriptor
             self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=env,
                                          start_new_session=True)

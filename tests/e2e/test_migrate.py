@@ -260,24 +260,36 @@ def test_kill_9_mid_migration_then_resume_completes_it(deployed):
     assert (row["stack"], row["ready"]) == ("kserve", 3), row
 
 
-def test_a_gateway_behind_https_with_a_private_ca_is_probed_with_ca_file(deployed, tmp_path):
+def test_a_gpu_baseline_behind_https_moves_onto_its_node_shape_probed_with_ca_file(kserve, upstreams,  # noqa: F811
+                                                                                  tmp_path):
     """The Gateway answers over HTTPS with a certificate from a private CA: without --ca-file the
-    migration is refused before anything changes, naming the flag; with it, it completes."""
+    migration is refused before anything changes, naming the flag; with it, it completes under traffic,
+    and the real scheduler puts the target's pods on the source's accelerator node shape (H100s)."""
     from lightrail.ops.controllers import serving_cert
     from lightrail.testing.tlsfront import TlsFront
 
-    cluster, ns, gw = deployed
+    cluster, ns = kserve, "mig-https-gpu"
+    apply_nodes(cluster, "gpu:h100:2")
+    accel = ("--accel=gpu", "--gpu-type=h100")
     serving_cert(tmp_path / "gw")
     kinds = "deployments,inferencepools,httproutes,configmaps"
-    before = objects(cluster, ns, kinds)
-    with TlsFront(gw.url, tmp_path / "gw") as front:
-        refused = migrate(cluster, "--accel=sim", "--to=kserve", f"-n={ns}", f"--url={front.url}", *FAST, ok=False)
+    with serving(cluster, ns, upstreams, "baseline", *accel) as gw, TlsFront(gw.url, tmp_path / "gw") as front:
+        args = ("migrate", "--pattern=baseline", *accel, "--to=kserve", f"-n={ns}", f"--url={front.url}", *FAST)
+        before = objects(cluster, ns, kinds)
+        refused = invoke(cluster, *args, ok=False)
         assert refused.returncode == 1 and "its TLS certificate is not trusted (self-signed certificate): give the " \
             "CA that signed it with --ca-file; nothing was changed" in refused.stderr, refused.stderr
         assert objects(cluster, ns, kinds) == before
-        done = migrate(cluster, "--accel=sim", "--to=kserve", f"-n={ns}", f"--url={front.url}",
-                       f"--ca-file={tmp_path / 'gw' / 'tls.crt'}", *FAST)
-    assert "migrated: caching now runs on kserve" in done.stdout, done.stdout[-3000:]
+        with TrafficDriver(gw.url, QWEN, rate=5, concurrency=5, max_tokens=4) as traffic:
+            done = invoke(cluster, *args, f"--ca-file={tmp_path / 'gw' / 'tls.crt'}", timeout=900)
+            time.sleep(2)
+        pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-l", "kserve.io/component=workload", "-o",
+                                          "json").stdout)["items"]
+    assert "migrated: baseline now runs on kserve" in done.stdout, done.stdout[-3000:]
+    report = traffic.report()
+    assert report.failures == [], report.summary() + done.stdout[-2000:]
+    assert pods and all(p["spec"]["nodeName"].startswith("kwok-gpu-h100-") for p in pods), \
+        [p["spec"].get("nodeName") for p in pods]
 
 
 def test_preflight_refuses_a_gateway_that_cannot_split_and_changes_nothing(deployed):
@@ -308,27 +320,6 @@ def test_preflight_refuses_a_gateway_that_cannot_split_and_changes_nothing(deplo
         proc.stderr
     assert "kgateway" not in proc.stderr and "nothing was changed" in proc.stderr, proc.stderr
     assert objects(cluster, ns, "deployments,inferencepools,httproutes,configmaps") == before
-
-
-@pytest.mark.parametrize("pattern,accel,nodes", [("baseline", ("--accel=gpu", "--gpu-type=h100"), "gpu:h100:2"),
-                                                 ("caching", ("--accel=tpu", "--topology=2x2"), "tpu:v6e-2x2:6")])
-def test_accelerator_patterns_migrate_onto_their_node_shapes(kserve, upstreams, pattern, accel, nodes):  # noqa: F811
-    """The target's pods land on the same accelerator node shapes (the real scheduler), beside the source's."""
-    cluster = kserve
-    apply_nodes(cluster, nodes)
-    ns = f"mig-{pattern}-{accel[0].split('=')[1]}"
-    with serving(cluster, ns, upstreams, pattern, *accel) as gw, \
-            TrafficDriver(gw.url, QWEN, rate=5, concurrency=5, max_tokens=4) as traffic:
-        moved = invoke(cluster, "migrate", f"--pattern={pattern}", *accel, "--to=kserve", f"-n={ns}", f"--url={gw.url}",
-                          *FAST, timeout=900)
-        time.sleep(2)
-        pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-l", "kserve.io/component=workload", "-o",
-                                          "json").stdout)
-    report = traffic.report()
-    assert report.failures == [], report.summary() + moved.stdout[-2000:]
-    shape = "kwok-gpu-h100-" if "gpu" in accel[0] else "kwok-tpu-v6e-2x2-"
-    assert pods["items"] and all(p["spec"]["nodeName"].startswith(shape) for p in pods["items"]), \
-        [p["spec"].get("nodeName") for p in pods["items"]]
 
 
 def test_no_capacity_for_the_target_beside_the_source_is_refused_naming_surge(kserve, upstreams):  # noqa: F811
@@ -387,9 +378,10 @@ def phi(tiny_model):
 
 def test_multimodel_moves_each_models_route_and_the_body_router_goes_with_the_gateway(kserve, upstreams, phi,  # noqa: F811
                                                                                       monkeypatch):
-    """Both models under traffic, llmd -> kserve -> llmd: clients keep their model names on the same
-    Gateway; the gateway model routes by the body only while the llmd body-based router's Service
-    exists, so removing it with the source would fail every request."""
+    """Both models under traffic, llmd -> kserve: clients keep their model names on the same Gateway;
+    the gateway model routes by the body only while the llmd body-based router's Service exists, so
+    removing it with the source would fail every request. (kserve -> llmd for multimodel: the next test;
+    back onto the llmd Gateway: tests/test_migrate_plan.py.)"""
     cluster, ns = kserve, "mig-multimodel"
     qwen, phi_name = "multimodel-qwen2-5-3b-instruct", "multimodel-phi-3-mini-4k-instruct"
     backends = {(ns, qwen): upstreams["llmd"], (ns, f"{qwen}-inference-pool"): upstreams["kserve"],
@@ -397,39 +389,34 @@ def test_multimodel_moves_each_models_route_and_the_body_router_goes_with_the_ga
     steps = ("--steps=50,100", *FAST[1:])
     invoke(cluster, "deploy", "--pattern=multimodel", "--accel=sim", f"--namespace={ns}", "--timeout=300")
     try:
+        bbr = json.loads(cluster.kubectl("get", "service", "multimodel-bbr", "-n", ns, "-o", "json").stdout)
         with GatewayModel(cluster.kubeconfig, cluster.context, (ns, "multimodel-gateway"), backends,
                           propagation_delay=1.0, seed=7, body_router=(ns, "multimodel-bbr")) as gw, \
                 TrafficDriver(gw.url, QWEN, rate=4, concurrency=4, max_tokens=4) as to_qwen, \
                 TrafficDriver(gw.url, PHI, rate=4, concurrency=4, max_tokens=4) as to_phi:
             there = invoke(cluster, "migrate", "--pattern=multimodel", "--accel=sim", "--to=kserve", f"-n={ns}",
                            f"--url={gw.url}", *steps, timeout=900)
-            bbr = json.loads(cluster.kubectl("get", "service", "multimodel-bbr", "-n", ns, "-o", "json").stdout)
-            (middle,) = json.loads(invoke(cluster, "status", f"--namespace={ns}", "--output=json").stdout)
-            monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))   # smoke's and bench's discovery, as they see it
-            seen = as_deployed(build_plan(Request("multimodel", "sim", "kserve", namespace=ns)), cluster.context)
-            back = invoke(cluster, "migrate", "--pattern=multimodel", "--accel=sim", "--to=llmd", f"-n={ns}",
-                          f"--url={gw.url}", *steps, timeout=900)
             time.sleep(2)
+        (row,) = json.loads(invoke(cluster, "status", f"--namespace={ns}", "--output=json").stdout)
+        monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))   # smoke's and bench's discovery, as they see it
+        seen = as_deployed(build_plan(Request("multimodel", "sim", "kserve", namespace=ns)), cluster.context)
         reports = {QWEN: to_qwen.report(), PHI: to_phi.report()}
-        out = there.stdout + back.stdout
         for model, report in reports.items():
-            assert report.failures == [], model + ": " + report.summary() + "\n" + out[-3000:]
+            assert report.failures == [], model + ": " + report.summary() + "\n" + there.stdout[-3000:]
         assert {r.backend for r in reports[QWEN].records} == {f"{ns}/{qwen}", f"{ns}/{qwen}-inference-pool"}
         assert {r.backend for r in reports[PHI].records} == {f"{ns}/{phi_name}", f"{ns}/{phi_name}-inference-pool"}
         assert "verify the target through its probe rule" in there.stdout and "completion" in there.stdout
         # once the source is gone, each model is called as clients call it (the router fills the header)
         assert there.stdout.count("ok    completion") == 2 * 2 and "verify the clients through the client rules" \
             in there.stdout, there.stdout
-        # the router stayed with the Gateway and changed hands with it; kserve rendered none of its own
-        assert bbr["metadata"]["labels"]["lightrail.dev/stack"] == "kserve", bbr["metadata"]["labels"]
-        assert (middle["stack"], middle["ready"], middle["desired"]) == ("kserve", 2, 2), middle
-        # smoke and bench find it behind the kept Gateway, and send the names clients send there
-        assert (seen.gateway.namespace, seen.gateway.name, seen.served_models) == (ns, "multimodel-gateway", (QWEN, PHI))
+        # the router stayed with the Gateway (the same object) and changed hands with it; kserve rendered
+        # none of its own (no EnvoyFilter in KServe's namespace)
         after = json.loads(cluster.kubectl("get", "service", "multimodel-bbr", "-n", ns, "-o", "json").stdout)
         assert after["metadata"]["uid"] == bbr["metadata"]["uid"]
-        assert after["metadata"]["labels"]["lightrail.dev/stack"] == "llmd"
-        (row,) = json.loads(invoke(cluster, "status", f"--namespace={ns}", "--output=json").stdout)
-        assert (row["stack"], row["ready"], row["desired"]) == ("llmd", 2, 2), row
+        assert after["metadata"]["labels"]["lightrail.dev/stack"] == "kserve", after["metadata"]["labels"]
+        assert (row["stack"], row["ready"], row["desired"]) == ("kserve", 2, 2), row
+        # smoke and bench find it behind the kept Gateway, and send the names clients send there
+        assert (seen.gateway.namespace, seen.gateway.name, seen.served_models) == (ns, "multimodel-gateway", (QWEN, PHI))
         assert not json.loads(cluster.kubectl("get", "envoyfilters", "-n", "kserve", "-o", "json").stdout)["items"]
     finally:
         invoke(cluster, "teardown", "--pattern=multimodel", f"--namespace={ns}", ok=False)

@@ -30,6 +30,7 @@ class Context:
     dry: DryRun | None = None
     baseline: float | None = None      # the source's probe latency median (seconds)
     progress: Progress = no_progress   # live display of long waits (the CLI's), or none
+    checked: bool = False              # preflight ran doctor's checks in this run: its deploys skip them
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
 

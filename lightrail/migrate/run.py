@@ -132,6 +132,7 @@ def start(source: Plan, to: str, options: Options, ctx: Context, confirm: Callab
     if problems:
         raise LightrailError(f"cannot migrate {m.pattern} to {to}; nothing was changed:\n  "
                              + "\n  ".join(p.what + (f"\n      fix: {p.fix}" if p.fix else "") for p in problems))
+    ctx.checked = True
     if not ctx.dry_run and not ctx.url:
         raise LightrailError("the migration probes each side through the Gateway: give its address with --url",
                              fix=f"e.g. `kubectl -n {gateway[0]} port-forward svc/<gateway service> 8080:80` and "
@@ -295,7 +296,7 @@ def run_op(m: Migration, op: Op, ctx: Context, state: State | None = None) -> No
         ctx.out(f"- {op.title}")
         plan = _side_plan(m, op)
         flows.deploy(plan, ctx.target, ctx.cluster, dry_run=False, out=indent(ctx.out), token=ctx.token,
-                     timeout=m.options.timeout, charts=ctx.charts, progress=ctx.progress)
+                     timeout=m.options.timeout, charts=ctx.charts, progress=ctx.progress, checked=ctx.checked)
         if op.side == "target":
             probes.await_endpoints(m, op, ctx)
     elif op.action == "remove":

@@ -180,16 +180,17 @@ def check_table(checks: list[ck.Check]) -> list[str]:
 def deploy(plan: Plan, target: Target, cluster, *, dry_run: bool, out: Out, token: Token | None = None,
            wait: bool = True, timeout: float = 900, smoke: Callable[[], None] | None = None,
            charts: Path | None = None, dry: DryRun | None = None, progress: Progress = no_progress,
-           desired: Desired | None = None) -> DeployPlan:
+           desired: Desired | None = None, checked: bool = False) -> DeployPlan:
     """`dry`: the dry run of a larger command this is part of (numbering continues, it sums up).
-    `desired`: already rendered (tasks render before they connect); else rendered here from `charts`."""
+    `desired`: already rendered (tasks render before they connect); else rendered here from `charts`.
+    `checked`: the larger command has run doctor's checks for this plan already (a migration's preflight)."""
     out(f"deploy {plan.pattern.name} ({plan.accel}, {plan.stack}) to {target.banner()}"
         + (" — dry run, nothing is changed" if dry_run else ""))
     desired = desired or desired_state(plan, charts)
     if dry_run and desired.inputs:
         out(f"note: helmfile reads the inputs kept in {desired.inputs} (named by their content; no secret is in "
             f"them); the commands use the pinned tools: put {TOOLS_BIN} first on PATH to run them as printed")
-    if cluster is not None:
+    if cluster is not None and not checked:
         problems = ck.failed(doctor(target, cluster, plan.stack, plan.gateway.provider, plan, desired.objects,
                                     token is not None))
         if problems and dry_run:

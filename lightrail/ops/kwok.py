@@ -146,7 +146,11 @@ def create_step(name: str, kubeconfig: str | None = None) -> Step:
             f"--etcd-binary={paths['etcd']}", f"--kwok-controller-binary={paths['kwok']}",
             # one instance each: leader election only makes them exit when a busy machine renews a lease late
             # (seen: "leaderelection lost" under load, and then no ReplicaSet is ever created)
-            "--extra-args=kube-controller-manager=leader-elect=false", "--extra-args=kube-scheduler=leader-elect=false")
+            "--extra-args=kube-controller-manager=leader-elect=false", "--extra-args=kube-scheduler=leader-elect=false",
+            # node leases of 40 s (kwokctl multiplies this by its heartbeat factor, 5), not 200: a kwok
+            # controller started again (`kwokctl start` after a stop) waits for its predecessor's leases to
+            # expire before it runs any pod - 200 s during which nothing starts or terminates
+            "--node-lease-duration-seconds=8")
     return Step(f"create kwok cluster {name} (Kubernetes {version}, local binaries) unless it exists",
                 tool="kwokctl", args=args, timeout=180)
 

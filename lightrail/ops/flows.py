@@ -211,7 +211,7 @@ def deploy(plan: Plan, target: Target, cluster, *, dry_run: bool, out: Out, toke
     try:
         run_steps(serve, executor, journal)
         if wait and not dry_run:
-            out(f"endpoint: {endpoint(cluster, plan)}")
+            out(f"endpoint: {ready_endpoint(cluster, plan)}")
         run_steps([s for s in dp.steps if s.action == "smoke"], executor, journal)
     except KeyboardInterrupt:
         report_interrupted(journal, target, out, plan)
@@ -275,6 +275,16 @@ def report_interrupted(journal: Journal, target: Target, out: Out, plan: Plan | 
         out(show(step, i).split("\n", 2)[1])
     for note in notes:
         out(f"  note: {note}")
+
+
+def ready_endpoint(cluster, plan: Plan) -> str:
+    """The endpoint of a deployment just found ready, or why it could not be read (an API server restarting
+    for longer than reads retry, a user who may not read Gateways): a failed read of an address is no reason
+    to roll back a ready deployment."""
+    try:
+        return endpoint(cluster, plan)
+    except LightrailError as err:
+        return f"not read ({err}); `invoke status --namespace={plan.namespace}` shows it"
 
 
 def endpoint(cluster, plan: Plan) -> str:

@@ -7,9 +7,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
 
 from lightrail import tools
 from lightrail.errors import LightrailError
@@ -21,6 +25,7 @@ class LocalCluster:
         self.name, self.workdir = name, Path(workdir)
         self.kubeconfig = self.workdir / "kubeconfig"
         self.env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "KWOK_WORKDIR": str(self.workdir / "kwok")}
+        self._frozen: set[int] = set()
 
     @property
     def context(self) -> str:
@@ -40,15 +45,21 @@ class LocalCluster:
     def restart(self) -> None:
         """Stop every component (etcd keeps its data) and start them again: an API server restart."""
         env = {**kwok.kwokctl_env(), "KWOK_WORKDIR": self.env["KWOK_WORKDIR"]}
+        for pid in self._frozen:   # a stopped process never acts on kwokctl's SIGTERM; its successor runs
+            os.kill(pid, signal.SIGKILL)
+        self._frozen.clear()
+        port = self._api_port()
         for _ in range(2):
             tools.run("kwokctl", "stop", "cluster", "--name", self.name, env=env, timeout=120)
-            # `kwokctl stop` signals the components and returns; an API server still draining its
-            # watches holds its port, and a new one exits with "address already in use" (seen in CI)
+            # `kwokctl stop` signals the components and returns; an exiting API server holds its port a
+            # moment after its command line is gone, and a new one exits with "address already in use" (then
+            # `kwokctl start` waits out its --wait for nothing: a 60-s restart, seen in CI)
             deadline = time.monotonic() + 60
-            while (left := self.components()) and time.monotonic() < deadline:
-                time.sleep(0.5)
-            if left:
-                raise AssertionError(f"cluster {self.name} did not stop within 60 s: {left}")
+            while (busy := self.components() or not _bindable(port)) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if busy:
+                raise AssertionError(f"cluster {self.name} did not stop within 60 s: {self.components()}, "
+                                     f"port {port} {'free' if _bindable(port) else 'in use'}")
             try:
                 tools.run("kwokctl", "start", "cluster", "--name", self.name, "--wait=60s", env=env, timeout=120)
             except LightrailError:     # it waits for an API server that exited: stop and start again
@@ -60,6 +71,11 @@ class LocalCluster:
                 time.sleep(1)
         raise AssertionError(f"the API server of cluster {self.name} is not ready after two restarts: "
                              f"{self.components()}")
+
+    def _api_port(self) -> int:
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        ctx = next(c["context"] for c in config["contexts"] if c["name"] == self.context)
+        return urlparse(next(c["cluster"]["server"] for c in config["clusters"] if c["name"] == ctx["cluster"])).port
 
     def components(self) -> list[str]:
         """The cluster's own control-plane processes still running (etcd, API server, ..., kwok)."""
@@ -78,17 +94,20 @@ class LocalCluster:
     @contextlib.contextmanager
     def frozen(self, component: str):
         """One component stopped (SIGSTOP) until the block ends: a frozen kube-scheduler (no leader election
-        here) leaves new pods Pending for as long as a test needs a deploy to be still waiting."""
-        pids = [pid for pid, cmd in self._processes() if Path(cmd.split(" ", 1)[0]).name == component]
+        here) leaves new pods Pending for as long as a test needs a deploy to be still waiting. A restart
+        within the block ends the freeze: the component it starts runs."""
+        pids = {pid for pid, cmd in self._processes() if Path(cmd.split(" ", 1)[0]).name == component}
         if not pids:
             raise AssertionError(f"no {component} runs in cluster {self.name}: {self.components()}")
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
+        self._frozen |= pids
         try:
             yield
         finally:
-            for pid in pids:
+            for pid in pids & self._frozen:
                 os.kill(pid, signal.SIGCONT)
+            self._frozen -= pids
 
     def processes(self) -> list[str]:
         """Command lines of processes still running from this cluster's work directory."""
@@ -113,3 +132,19 @@ class LocalCluster:
         while (left := self.processes()) and time.monotonic() < deadline:
             time.sleep(0.5)
         return left
+
+
+def _bindable(port: int) -> bool:
+    """Nothing holds the port any more: it binds and listens as the API server (Go) does, dual-stack with
+    SO_REUSEADDR."""
+    v6 = socket.has_ipv6
+    with socket.socket(socket.AF_INET6 if v6 else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if v6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        try:
+            sock.bind(("::" if v6 else "0.0.0.0", port))
+            sock.listen()
+        except OSError:
+            return False
+    return True

@@ -147,8 +147,8 @@ def test_interrupted_and_restarted_deploys_converge(gateway):
     namespace = f"{NAMESPACE}-restart"
     args = [sys.executable, "-m", "invoke", "deploy", "--pattern=baseline", "--accel=sim", f"--namespace={namespace}",
             "--timeout=300"]
-    # the scheduler frozen: the pods stay Pending, so the first deploy is still waiting when Ctrl-C comes (here
-    # a wait can end within the second it starts)
+    # the scheduler frozen: the pods stay Pending, so each deploy is still waiting when Ctrl-C, then the restart,
+    # comes (here a wait can end within the second it starts); the restart ends the freeze
     with cluster.frozen("kube-scheduler"):
         first = subprocess.Popen(args, cwd=ROOT, env={**cluster.env, "HF_TOKEN": PLANTED}, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)
@@ -160,19 +160,20 @@ def test_interrupted_and_restarted_deploys_converge(gateway):
                 break
         seen += first.stdout.readlines()
         assert first.wait(60) == 130, "".join(seen)
-    assert "interrupted" in "".join(seen) and PLANTED not in "".join(seen)
+        assert "interrupted" in "".join(seen) and PLANTED not in "".join(seen)
 
-    second = subprocess.Popen(args, cwd=ROOT, env={**cluster.env, "HF_TOKEN": PLANTED}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-    seen = []
-    for line in second.stdout:
-        seen.append(line)
-        if "wait until ready" in line or "nothing to change" in line:
-            break
-    cluster.restart()
+        second = subprocess.Popen(args, cwd=ROOT, env={**cluster.env, "HF_TOKEN": PLANTED}, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        seen = []
+        for line in second.stdout:
+            seen.append(line)
+            if "waiting Deployment" in line:
+                break
+        cluster.restart()
     seen += second.stdout.readlines()
     out = "".join(seen)
     assert second.wait(300) == 0, out
+    assert "nothing to change" in out and "watch interrupted" in out, out
     assert "endpoint:" in out, out
     status = json.loads(invoke(cluster, "status", f"--namespace={namespace}", "--output=json").stdout)
     assert status[0]["ready"] == status[0]["desired"]

@@ -56,3 +56,21 @@ def test_the_real_boundary_scrubs_api_errors_about_the_secret(tmp_path, monkeypa
         cluster.apply_secret(secret, Token(PLANTED))
     assert PLANTED not in str(err.value) and "<redacted>" in str(err.value)
     assert err.value.__cause__ is None and err.value.__suppress_context__
+
+
+def test_an_endpoint_that_cannot_be_read_after_the_wait_is_named_not_raised(tmp_path, monkeypatch):
+    """Deploy prints the endpoint of a deployment it found ready: a read that fails then (an API server
+    restarting for longer than reads retry) must not fail, and so roll back, the deploy."""
+    from lightrail.ops.cluster import KubeCluster
+    from lightrail.ops.flows import ready_endpoint
+    from lightrail.plan import Request, build_plan
+
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+                          "users: [{name: u, user: {}}]\ncontexts: [{name: ctx, context: {cluster: c, user: u}}]\n")
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    for stack in ("llmd", "kserve"):
+        plan = build_plan(Request(pattern="baseline", accel="sim", stack=stack, namespace="team-a"))
+        said = ready_endpoint(KubeCluster("ctx"), plan)
+        assert said.startswith("not read (cluster of context 'ctx' is not reachable: ") and \
+            said.endswith("; `invoke status --namespace=team-a` shows it"), said

@@ -59,6 +59,15 @@ def vllm_server(vllm_pair):
     return running(vllm_pair[0], QWEN)
 
 
+@pytest.fixture(scope="session")
+def kserve_made(cluster, tmp_path_factory):
+    """What the real KServe controller makes of the kserve plans test_pod_security and test_monitoring
+    check, from one run of it (a minute to start and reconcile): {namespace: (plan, rendered, workloads)}."""
+    from tests.e2e.test_pod_security import kserve_made_of
+
+    return kserve_made_of(cluster, tmp_path_factory.mktemp("kserve"))
+
+
 def invoke(cluster: LocalCluster, *args: str, ok: bool = True, timeout: float = 600,
            env: dict | None = None) -> subprocess.CompletedProcess:
     """A user's command against the local cluster; the planted HF token must never show."""

@@ -124,22 +124,23 @@ def test_without_lightrails_security_contexts_restricted_refuses_the_llmd_pods(c
 
 
 def _kserve_children(cluster, objects: list[dict], timeout: float = 180) -> list[dict]:
-    """The workloads KServe made for these LLMInferenceServices (owner references), once all exist."""
-    services = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objects
-                if o["kind"] == "LLMInferenceService"}
+    """The workloads KServe made for these LLMInferenceServices (owner references), once all exist: each
+    service's model server, and its endpoint picker's Deployment where it has a scheduler."""
+    wanted = {(o["metadata"]["namespace"], o["metadata"]["name"]): 1 + ("scheduler" in (o["spec"].get("router") or {}))
+              for o in objects if o["kind"] == "LLMInferenceService"}
     deadline = time.monotonic() + timeout
     while True:
-        found, owners = [], set()
+        found, owned = [], dict.fromkeys(wanted, 0)
         for resource in ("deployments", "leaderworkersets"):
             items = json.loads(cluster.kubectl("get", resource, "-A", "-o", "json").stdout)["items"]
             for o in items:
                 for r in o["metadata"].get("ownerReferences", []):
-                    if (o["metadata"]["namespace"], r["name"]) in services:
+                    if (o["metadata"]["namespace"], r["name"]) in wanted:
                         found.append(o)
-                        owners.add((o["metadata"]["namespace"], r["name"]))
-        if owners == services:
+                        owned[(o["metadata"]["namespace"], r["name"])] += 1
+        if all(owned[s] >= n for s, n in wanted.items()):
             return found
-        assert time.monotonic() < deadline, f"KServe made workloads for {sorted(owners)} of {sorted(services)}"
+        assert time.monotonic() < deadline, f"KServe made {owned} of the workloads {wanted}"
         time.sleep(2)
 
 
@@ -156,27 +157,40 @@ def upstream_crds(*keys: str) -> list[dict]:
     return controllers.documents(*(schemas_dir() / CATALOG.versions["crds"][k]["schema"] for k in keys))
 
 
-def test_kserve_pods_are_admitted_at_the_declared_level(cluster, tmp_path):
-    """KServe merges its presets into the pods: only the real controller shows what runs."""
+# what KServe makes is checked here and by test_monitoring (its PodMonitors select these pods): one
+# controller run for both (the conftest's `kserve_made`), the monitored plan among these
+KSERVE_REQUESTS = [Request(p, a, "kserve", namespace=namespace(p, a, "kserve")) for p, a, s in SIM + ACCELERATED
+                   if s == "kserve"] + [
+    Request("multimodel", "sim", "kserve", namespace="monitoring-kserve", monitoring="prometheus")]
+
+
+def kserve_made_of(cluster, workdir) -> dict[str, tuple]:
+    """Run the real KServe controller on every KSERVE_REQUESTS plan, each in a namespace labelled as deploy
+    labels it: {namespace: (plan, rendered objects, the workloads KServe made there)}."""
     need_controller("kserve")
     crds = upstream_crds("gateway-api", "inference-extension", "lws")
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=yaml.safe_dump_all(crds))
-    cases = [c for c in SIM + ACCELERATED if c[2] == "kserve"]
-    plans = [build_plan(Request(p, a, "kserve", namespace=namespace(p, a, "kserve"))) for p, a, _ in cases]
-    assert {p.pattern.name: p.pod_security for p in plans}["moe"] == "privileged"
+    plans = [build_plan(r) for r in KSERVE_REQUESTS]
     rendered = {p.namespace: render(p).objects for p in plans}
-    with controllers.running("kserve", cluster.kubeconfig, tmp_path):
-        for plan in plans:   # the namespace labelled as deploy labels it, then the objects
+    with controllers.running("kserve", cluster.kubeconfig, workdir):
+        for plan in plans:
             label_namespace(cluster, plan.namespace, plan.namespace_labels)
             objects = [o for o in rendered[plan.namespace] if o["metadata"].get("namespace") == plan.namespace
-                       and o["kind"] not in ISTIO_KINDS]
+                       and o["kind"] not in (*ISTIO_KINDS, "PodMonitor", "PrometheusRule")]
             cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
                             stdin=yaml.safe_dump_all([KSERVE_GATEWAY, *objects]))
         workloads = _kserve_children(cluster, [o for objs in rendered.values() for o in objs])
-    for plan in plans:
-        mine = [w for w in workloads if w["metadata"]["namespace"] == plan.namespace]
-        mine += [o for o in rendered[plan.namespace] if o["kind"] in WORKLOADS
-                 and o["metadata"].get("namespace") == plan.namespace]   # the body-based router
+    return {p.namespace: (p, rendered[p.namespace], [w for w in workloads if w["metadata"]["namespace"] == p.namespace])
+            for p in plans}
+
+
+def test_kserve_pods_are_admitted_at_the_declared_level(cluster, kserve_made):
+    """KServe merges its presets into the pods: only the real controller shows what runs."""
+    made = [kserve_made[namespace(p, a, "kserve")] for p, a, s in SIM + ACCELERATED if s == "kserve"]
+    assert {plan.pattern.name: plan.pod_security for plan, _, _ in made}["moe"] == "privileged"
+    for plan, rendered, workloads in made:
+        mine = workloads + [o for o in rendered if o["kind"] in WORKLOADS
+                            and o["metadata"].get("namespace") == plan.namespace]   # the body-based router
         check(cluster, plan, [pod(name, t) for w in mine for name, t in templates(w)])
 
 

@@ -140,6 +140,18 @@ def test_a_cluster_without_a_node_for_the_model_stops_the_deploy_before_any_chan
     assert cluster.kubectl("get", "namespace", namespace, check=False).returncode == 1
 
 
+def _started_until(cluster, args: list[str], marker: str) -> tuple[subprocess.Popen, list[str]]:
+    """A user's command started, its output read up to the first line with `marker` (or its end)."""
+    proc = subprocess.Popen(args, cwd=ROOT, env={**cluster.env, "HF_TOKEN": PLANTED}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            break
+    return proc, seen
+
+
 def test_interrupted_and_restarted_deploys_converge(gateway):
     """Ctrl-C during the wait: exit 130 with what was applied; an API server restart during the next
     wait: the watches report it and resume; the deploy then converges."""
@@ -150,25 +162,13 @@ def test_interrupted_and_restarted_deploys_converge(gateway):
     # the scheduler frozen: the pods stay Pending, so each deploy is still waiting when Ctrl-C, then the restart,
     # comes (here a wait can end within the second it starts); the restart ends the freeze
     with cluster.frozen("kube-scheduler"):
-        first = subprocess.Popen(args, cwd=ROOT, env={**cluster.env, "HF_TOKEN": PLANTED}, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True)
-        seen = []
-        for line in first.stdout:
-            seen.append(line)
-            if "wait until ready" in line:
-                first.send_signal(signal.SIGINT)
-                break
+        first, seen = _started_until(cluster, args, "wait until ready")
+        first.send_signal(signal.SIGINT)
         seen += first.stdout.readlines()
         assert first.wait(60) == 130, "".join(seen)
         assert "interrupted" in "".join(seen) and PLANTED not in "".join(seen)
 
-        second = subprocess.Popen(args, cwd=ROOT, env={**cluster.env, "HF_TOKEN": PLANTED}, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
-        seen = []
-        for line in second.stdout:
-            seen.append(line)
-            if "waiting Deployment" in line:
-                break
+        second, seen = _started_until(cluster, args, "waiting Deployment")
         cluster.restart()
     seen += second.stdout.readlines()
     out = "".join(seen)

@@ -53,7 +53,7 @@ class LocalCluster:
             tools.run("kwokctl", "stop", "cluster", "--name", self.name, env=env, timeout=120)
             # `kwokctl stop` signals the components and returns; an exiting API server holds its port a
             # moment after its command line is gone, and a new one exits with "address already in use" (then
-            # `kwokctl start` waits out its --wait for nothing: a 60-s restart, seen in CI)
+            # `kwokctl start` waits for it until the timeout below: restarts of 126 s, measured in the suite)
             deadline = time.monotonic() + 60
             while (busy := self.components() or not _bindable(port)) and time.monotonic() < deadline:
                 time.sleep(0.2)

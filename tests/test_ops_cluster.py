@@ -16,13 +16,18 @@ from lightrail.ops.secrets import Token
 PLANTED = "hf_" + "PLANTEDsecretVALUE42424242424242"   # fake, split so secret scanners stay quiet
 
 
-def test_a_context_whose_server_does_not_answer_is_named(tmp_path, monkeypatch):
-    from lightrail.ops import cluster as boundary
-
+def unanswered_kubeconfig(tmp_path):
+    """A kubeconfig with one context, `ctx`, whose server nothing answers (port 9, discard)."""
     kubeconfig = tmp_path / "config"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
                           "users: [{name: u, user: {}}]\ncontexts: [{name: ctx, context: {cluster: c, user: u}}]\n")
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    return kubeconfig
+
+
+def test_a_context_whose_server_does_not_answer_is_named(tmp_path, monkeypatch):
+    from lightrail.ops import cluster as boundary
+
+    monkeypatch.setenv("KUBECONFIG", str(unanswered_kubeconfig(tmp_path)))
     assert boundary.kubeconfig_contexts() == (["ctx"], None)
     cluster = boundary.KubeCluster("ctx")
     with pytest.raises(LightrailError, match="cluster of context 'ctx' is not reachable"):
@@ -65,10 +70,7 @@ def test_an_endpoint_that_cannot_be_read_after_the_wait_is_named_not_raised(tmp_
     from lightrail.ops.flows import ready_endpoint
     from lightrail.plan import Request, build_plan
 
-    kubeconfig = tmp_path / "config"
-    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
-                          "users: [{name: u, user: {}}]\ncontexts: [{name: ctx, context: {cluster: c, user: u}}]\n")
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("KUBECONFIG", str(unanswered_kubeconfig(tmp_path)))
     for stack in ("llmd", "kserve"):
         plan = build_plan(Request(pattern="baseline", accel="sim", stack=stack, namespace="team-a"))
         said = ready_endpoint(KubeCluster("ctx"), plan)

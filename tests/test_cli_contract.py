@@ -667,9 +667,9 @@ def test_smoke_fails_at_once_when_waiting_cannot_help(scheme, expected, web_page
     import time
 
     start = time.monotonic()
-    code, out, err = run(["smoke", "--pattern=baseline", f"--url={scheme}://127.0.0.1:{web_page}", "--timeout=60"],
+    code, out, err = run(["smoke", "--pattern=baseline", f"--url={scheme}://127.0.0.1:{web_page}", "--timeout=600"],
                          capsys)
-    assert code == 1 and time.monotonic() - start < 10
+    assert code == 1 and time.monotonic() - start < 60   # far from the 600-s timeout, even on a loaded machine
     assert err.count("\n") == 1 and expected in err and "<html" not in err.lower() and "<!doctype" not in err.lower()
 
 

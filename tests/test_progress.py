@@ -7,7 +7,6 @@ import pty
 import re
 import subprocess
 import sys
-import time
 
 from lightrail.settings import ROOT
 from tests.test_smoke import serving
@@ -88,10 +87,11 @@ def test_smoke_waiting_for_an_endpoint_that_is_starting_shows_progress_when_pipe
             self.end_headers()
 
     with serving(Starting) as url:
-        start = time.monotonic()
         proc = subprocess.run([sys.executable, "-m", "invoke", "smoke", "--pattern=baseline", f"--url={url}",
                                "--timeout=4"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and time.monotonic() - start < 30
+    assert proc.returncode == 1
+    # The lines give the wait's own clock: it ended at the 4-s timeout (a longer wait would show 10 s, 20 s, ...).
+    # No wall-clock bound on the whole process: a loaded CI machine took 35 s to start and stop it.
     shown = [line for line in proc.stderr.splitlines() if line.startswith(f"waiting for {url}: ")]
     assert shown and all(re.fullmatch(rf"waiting for {re.escape(url)}: [234] s \(.*HTTP 503.*\)", s) for s in shown), \
         proc.stderr

@@ -37,3 +37,14 @@ def test_every_invoke_in_the_workflows_is_a_task_with_those_flags():
         assert help_text, f"invoke {task} is not a task"
         for flag in flags:
             assert re.search(rf"{flag}\b", help_text), f"invoke {task} has no {flag}"
+
+
+def test_invoke_test_runs_the_e2e_modules_that_share_the_vllm_pair_in_one_process():
+    """`invoke test` runs E2E_VLLM_MODULES in one pytest process and the other e2e modules in another:
+    a module using the pair (directly or through `upstreams`) left out would start two more vLLMs."""
+    from lightrail.cli.dev import E2E_VLLM_MODULES
+
+    modules = {path.name: path.read_text() for path in (ROOT / "tests" / "e2e").glob("test_*.py")}
+    assert set(E2E_VLLM_MODULES) <= modules.keys()
+    assert {name for name, text in modules.items() if re.search(r"\b(vllm_pair|upstreams)\b", text)} == \
+        set(E2E_VLLM_MODULES)

@@ -51,12 +51,18 @@ def vllm_pair(tiny_model):
 
 
 @pytest.fixture(scope="session")
-def vllm_server(vllm_pair):
-    """The e2e tests' plain vLLM is the first of the pair: run on their own (`invoke test` runs them
-    beside the unit tests, in a pytest process of their own), they start two servers, not three."""
+def vllm_server(request, tiny_model):
+    """The e2e tests' plain vLLM is the first of the pair when this session's tests use the pair
+    (two servers, not three); else one of its own (`invoke test` runs the tests that use the pair
+    in one pytest process and the other e2e tests in another)."""
+    from lightrail.testing.vllm import VLLMServer
     from tests.conftest import QWEN, running
 
-    return running(vllm_pair[0], QWEN)
+    if any("vllm_pair" in item.fixturenames for item in request.session.items):
+        yield running(request.getfixturevalue("vllm_pair")[0], QWEN)
+        return
+    with VLLMServer(tiny_model, QWEN, startup_timeout=600) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,13 @@ Pure here: the node spec parser, the Node objects and the steps; `run` is the on
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import signal
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,6 +216,20 @@ def clusters(env: dict[str, str] | None = None) -> list[str]:
     return tools.run("kwokctl", "get", "clusters", timeout=60, env=kwokctl_env(env)).stdout.split()
 
 
+@contextlib.contextmanager
+def ports_lock():
+    """Held while kwokctl creates or (re)starts a cluster. kwokctl gives each component the first free port
+    counting down from 32767, each kwokctl process on its own, so two clusters created at once got the
+    same ports: one API server then stored into the other cluster's etcd (seen with two test runs at once).
+    One such kwokctl at a time on this machine; a cluster's components hold their ports once it is up."""
+    fd = os.open(Path(tempfile.gettempdir()) / "lightrail-kwokctl-ports.lock", os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def run(args: tuple[str, ...], timeout: float, env: dict[str, str] | None = None) -> str:
     """Run kwokctl; creating a cluster that exists is a no-op, deleting one that does not is too.
     env: e.g. KWOK_WORKDIR, where kwokctl keeps the clusters' files (default ~/.kwok)."""
@@ -223,7 +240,8 @@ def run(args: tuple[str, ...], timeout: float, env: dict[str, str] | None = None
         if name not in clusters(env):
             return f"no kwok cluster {name}"
         stop_controllers(name)
-    proc = tools.run("kwokctl", *args, timeout=timeout, env=kwokctl_env(env), check=False)
+    with ports_lock() if args[0] in ("create", "start") else contextlib.nullcontext():
+        proc = tools.run("kwokctl", *args, timeout=timeout, env=kwokctl_env(env), check=False)
     text = _messages(proc.stderr + proc.stdout)
     if proc.returncode != 0:
         raise LightrailError(f"kwokctl {' '.join(args[:2])} failed: {text.strip()[-800:]}")

@@ -49,28 +49,29 @@ class LocalCluster:
             os.kill(pid, signal.SIGKILL)
         self._frozen.clear()
         port = self._api_port()
-        for _ in range(2):
-            tools.run("kwokctl", "stop", "cluster", "--name", self.name, env=env, timeout=120)
-            # `kwokctl stop` signals the components and returns; an exiting API server holds its port a
-            # moment after its command line is gone, and a new one exits with "address already in use" (then
-            # `kwokctl start` waits for it until the timeout below: restarts of 126 s, measured in the suite)
-            deadline = time.monotonic() + 60
-            while (busy := self.components() or not _bindable(port)) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if busy:
-                raise AssertionError(f"cluster {self.name} did not stop within 60 s: {self.components()}, "
-                                     f"port {port} {'free' if _bindable(port) else 'in use'}")
-            try:
-                tools.run("kwokctl", "start", "cluster", "--name", self.name, "--wait=60s", env=env, timeout=120)
-            except LightrailError:     # it waits for an API server that exited: stop and start again
-                continue
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                if self.kubectl("get", "--raw", "/readyz", check=False).returncode == 0:
-                    return
-                time.sleep(1)
-        raise AssertionError(f"the API server of cluster {self.name} is not ready after two restarts: "
-                             f"{self.components()}")
+        with kwok.ports_lock():   # no other cluster takes the ports this one frees for a moment
+            for _ in range(2):
+                tools.run("kwokctl", "stop", "cluster", "--name", self.name, env=env, timeout=120)
+                # `kwokctl stop` signals the components and returns; an exiting API server holds its port a
+                # moment after its command line is gone, and a new one exits with "address already in use" (then
+                # `kwokctl start` waits for it until the timeout below: restarts of 126 s, measured in the suite)
+                deadline = time.monotonic() + 60
+                while (busy := self.components() or not _bindable(port)) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                if busy:
+                    raise AssertionError(f"cluster {self.name} did not stop within 60 s: {self.components()}, "
+                                         f"port {port} {'free' if _bindable(port) else 'in use'}")
+                try:
+                    tools.run("kwokctl", "start", "cluster", "--name", self.name, "--wait=60s", env=env, timeout=120)
+                except LightrailError:     # it waits for an API server that exited: stop and start again
+                    continue
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    if self.kubectl("get", "--raw", "/readyz", check=False).returncode == 0:
+                        return
+                    time.sleep(1)
+            raise AssertionError(f"the API server of cluster {self.name} is not ready after two restarts: "
+                                 f"{self.components()}")
 
     def _api_port(self) -> int:
         config = yaml.safe_load(self.kubeconfig.read_text())

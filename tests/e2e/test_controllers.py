@@ -16,7 +16,7 @@ import yaml
 from lightrail import tools
 from lightrail.catalog import load_catalog
 from lightrail.errors import LightrailError
-from lightrail.ops import controllers
+from lightrail.ops import controllers, kwok
 from lightrail.ops.objects import condition, conditions, group, is_true
 from lightrail.ops.readiness import State, assess
 from lightrail.plan import Request, build_plan
@@ -86,9 +86,10 @@ def cluster(tmp_path_factory):
     name = f"lr-ctl-{os.getpid()}"
     env = {"KWOK_WORKDIR": str(work), "KWOK_KUBE_VERSION": CATALOG.versions["control-plane"]["kubernetes"]["version"]}
     binaries = [f"--{b}-binary={TOOLS_BIN / b}" for b in CONTROL_PLANE[2:]]
-    tools.run("kwokctl", "create", "cluster", f"--name={name}", "--runtime=binary",
-              f"--kubeconfig={work / 'kubeconfig'}", *binaries, f"--kwok-controller-binary={TOOLS_BIN / 'kwok'}",
-              "--wait=120s", env=env, timeout=300)
+    with kwok.ports_lock():
+        tools.run("kwokctl", "create", "cluster", f"--name={name}", "--runtime=binary",
+                  f"--kubeconfig={work / 'kubeconfig'}", *binaries, f"--kwok-controller-binary={TOOLS_BIN / 'kwok'}",
+                  "--wait=120s", env=env, timeout=300)
     try:
         yield Cluster(work / "kubeconfig")
     finally:

@@ -219,8 +219,8 @@ def clusters(env: dict[str, str] | None = None) -> list[str]:
 @contextlib.contextmanager
 def ports_lock():
     """Held while kwokctl creates or (re)starts a cluster. kwokctl gives each component the first free port
-    counting down from 32767, each kwokctl process on its own, so two clusters created at once got the
-    same ports: one API server then stored into the other cluster's etcd (seen with two test runs at once).
+    counting down from 32767, each kwokctl process on its own, so two clusters created at once were given
+    the same ports (seen with two test runs at once: objects applied to one were then not found in it).
     One such kwokctl at a time on this machine; a cluster's components hold their ports once it is up."""
     fd = os.open(Path(tempfile.gettempdir()) / "lightrail-kwokctl-ports.lock", os.O_RDONLY | os.O_CREAT, 0o644)
     try:

@@ -19,6 +19,9 @@ from lightrail import tools
 from lightrail.errors import LightrailError
 from lightrail.ops import kwok
 
+# the processes of a cluster, by binary name
+PROCESSES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok-controller")
+
 
 class LocalCluster:
     def __init__(self, name: str, workdir: Path):
@@ -67,11 +70,26 @@ class LocalCluster:
                     continue
                 deadline = time.monotonic() + 60
                 while time.monotonic() < deadline:
-                    if self.kubectl("get", "--raw", "/readyz", check=False).returncode == 0:
+                    if self.kubectl("get", "--raw", "/healthz", check=False).returncode == 0:
+                        self._start_exited(env)
                         return
                     time.sleep(1)
             raise AssertionError(f"the API server of cluster {self.name} is not ready after two restarts: "
                                  f"{self.components()}")
+
+    def _start_exited(self, env: dict[str, str]) -> None:
+        """The controller-manager gives the API server 10 s to report healthy, then exits for good (seen after a
+        restart on a loaded machine: the RBAC bootstrap-roles hook took longer, and no Deployment got a
+        ReplicaSet after it). With /healthz ok, `kwokctl start` starts the components not running (it skips
+        the running ones)."""
+        for _ in range(3):
+            time.sleep(2)    # one still in its wait sees /healthz ok within a second
+            missing = set(PROCESSES) - {Path(cmd.split(" ", 1)[0]).name for cmd in self.components()}
+            if not missing:
+                return
+            tools.run("kwokctl", "start", "cluster", "--name", self.name, "--wait=60s", env=env, timeout=120)
+        raise AssertionError(f"cluster {self.name}: {', '.join(sorted(missing))} exited after a restart, "
+                             f"three times: {self.components()}")
 
     def _api_port(self) -> int:
         config = yaml.safe_load(self.kubeconfig.read_text())
@@ -80,8 +98,7 @@ class LocalCluster:
 
     def components(self) -> list[str]:
         """The cluster's own control-plane processes still running (etcd, API server, ..., kwok)."""
-        names = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok-controller")
-        return [cmd for cmd in self.processes() if Path(cmd.split(" ", 1)[0]).name in names]
+        return [cmd for cmd in self.processes() if Path(cmd.split(" ", 1)[0]).name in PROCESSES]
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         from lightrail.settings import TOOLS_BIN

@@ -294,9 +294,7 @@ def run_op(m: Migration, op: Op, ctx: Context, state: State | None = None) -> No
         executor.run(st.delete(ctx.target, list(op.objects), op.title, timeout=120))
     elif op.action == "deploy":
         ctx.out(f"- {op.title}")
-        plan = _side_plan(m, op)
-        flows.deploy(plan, ctx.target, ctx.cluster, dry_run=False, out=indent(ctx.out), token=ctx.token,
-                     timeout=m.options.timeout, charts=ctx.charts, progress=ctx.progress, checked=ctx.checked)
+        _deploy(m, op, ctx)
         if op.side == "target":
             probes.await_endpoints(m, op, ctx)
     elif op.action == "remove":
@@ -321,6 +319,14 @@ def run_op(m: Migration, op: Op, ctx: Context, state: State | None = None) -> No
         probes.hold(m, op, ctx, state)
     else:
         raise ValueError(op.action)
+
+
+def _deploy(m: Migration, op: Op, ctx: Context) -> None:
+    """One side deployed (or its dry run) as `invoke deploy` would, except doctor's checks when the
+    preflight of this run made them (a migration checks the cluster once)."""
+    flows.deploy(_side_plan(m, op), ctx.target, ctx.cluster, dry_run=ctx.dry_run, out=indent(ctx.out),
+                 token=ctx.token, timeout=m.options.timeout, charts=ctx.charts, dry=ctx.dry if ctx.dry_run else None,
+                 progress=ctx.progress, checked=ctx.checked)
 
 
 def _side_plan(m: Migration, op: Op) -> Plan:
@@ -420,8 +426,7 @@ def _dry(m: Migration, op: Op, ctx: Context) -> None:
     elif op.action == "deploy":
         dry.count += 1
         ctx.out(f"[{dry.count}] {op.title}: as `invoke deploy` would, now:")
-        flows.deploy(_side_plan(m, op), ctx.target, ctx.cluster, dry_run=True, out=indent(ctx.out), token=ctx.token,
-                     timeout=m.options.timeout, charts=ctx.charts, dry=dry)
+        _deploy(m, op, ctx)
         if op.side == "target":
             ctx.out(f"    then wait until every target replica is ready ({op.replicas or m.target.servers[0].replicas} "
                     f"per model, timeout {m.options.timeout:.0f} s)")

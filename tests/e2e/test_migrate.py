@@ -292,6 +292,34 @@ def test_a_gpu_baseline_behind_https_moves_onto_its_node_shape_probed_with_ca_fi
         [p["spec"].get("nodeName") for p in pods]
 
 
+def test_a_dry_run_checks_the_cluster_once_shows_every_phase_and_changes_nothing(deployed, monkeypatch, capsys):
+    """The real invoke program in this process (so doctor's runs can be counted, the real doctor each
+    time): the preflight checks the target's cluster needs, and the dry run of the target's deploy does
+    not check them again - nor does the real run, which deploys through the same call."""
+    import tasks
+    from invoke import Program
+    from lightrail.ops import flows
+
+    cluster, ns, gw = deployed
+    stacks, doctor = [], flows.doctor
+    monkeypatch.setattr(flows, "doctor", lambda target, cluster, stack, *rest, **kw:
+                        stacks.append(stack) or doctor(target, cluster, stack, *rest, **kw))
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    monkeypatch.setenv("HF_TOKEN", PLANTED)
+    kinds = "deployments,inferencepools,httproutes,configmaps,llminferenceservices"
+    before = objects(cluster, ns, kinds)
+    Program(namespace=tasks.ns, binary="invoke").run(
+        ["invoke", "migrate", "--pattern=caching", "--accel=sim", "--to=kserve", f"-n={ns}", f"--url={gw.url}", *FAST,
+         "--dry-run"], exit=False)
+    out = capsys.readouterr().out
+    assert stacks == ["kserve"], out
+    phases = re.findall(r"^== phase \d+/\d+ (\S+) ==$", out, re.MULTILINE)
+    assert phases[0] == "front" and {"verify-target", "shift-50", "drain", "remove-source"} <= set(phases), phases
+    assert "deploy the target (kserve)" in out and "a real deploy would stop here" not in out, out
+    assert out.rstrip().endswith("nothing was changed") and PLANTED not in out, out[-2000:]
+    assert objects(cluster, ns, kinds) == before
+
+
 def test_preflight_refuses_a_gateway_that_cannot_split_and_changes_nothing(deployed):
     cluster, ns, gw = deployed
     cluster.kubectl("apply", "-f", "-", stdin=json.dumps({

@@ -1,4 +1,5 @@
-"""Client requests per side from an Istio gateway proxy's counters (lightrail/migrate/gatewaymetrics.py)."""
+"""Client requests per side from a gateway proxy's counters, Istio's and agentgateway's
+(lightrail/migrate/gatewaymetrics.py)."""
 from __future__ import annotations
 
 import pytest
@@ -39,12 +40,42 @@ def test_requests_and_5xx_are_summed_per_side_over_its_pools_and_codes():
     assert str(got["target"]) == "12 (1 5xx)" and got["target"] - Counts(2, 1) == Counts(10, 0)
 
 
-def test_a_gateway_that_served_nothing_yet_counts_zero_but_no_istio_metric_is_refused():
+# As agentgateway's proxy serves it (prometheus-client for Rust, OpenMetrics text): the counter "requests" under
+# the prefix agentgateway, its samples with _total, labels in the order of its HTTPLabels.
+AGW_HEAD = "# HELP agentgateway_requests The total number of HTTP requests sent.\n# TYPE agentgateway_requests counter\n"
+
+
+def agw_line(backend: str, status: str, n: int) -> str:
+    return (f'agentgateway_requests_total{{backend="{backend}",protocol="unknown",method="POST",status="{status}",'
+            f'reason="Upstream",bind="80/shop/caching-gateway",gateway="shop/caching-gateway",listener="http",'
+            f'route="shop/caching-front",route_rule="unknown"}} {n}\n')
+
+
+def pool_backend(pool: str, namespace: str = "shop", domain: str = "cluster.local") -> str:
+    return f"{pool}.{namespace}.inference.{domain}:8000"
+
+
+def test_agentgateway_counts_a_pool_under_the_hostname_its_controller_gives_the_pool():
+    text = AGW_HEAD + "".join([
+        agw_line(pool_backend("src-a"), "200", 90), agw_line(pool_backend("src-a"), "503", 2),
+        agw_line(pool_backend("src-b", domain="corp.example"), "200", 10),     # another cluster domain
+        agw_line(pool_backend("tgt-a"), "200", 7), agw_line(pool_backend("tgt-a"), "500", 1),
+        agw_line(pool_backend("tgt-a", namespace="other"), "200", 50),         # another namespace's pool
+        agw_line("tgt-a.shop.svc.cluster.local:8000", "503", 4),               # a Service of that name, not the pool
+        agw_line("unknown", "503", 9)]) + "# EOF\n"                           # answered before a backend was chosen
+    got = per_side(text, "shop", {"source": ["src-a", "src-b"], "target": ["tgt-a"]})
+    assert got == {"source": Counts(102, 2), "target": Counts(8, 1)}
+    assert per_side(AGW_HEAD + "# EOF\n", "shop", {"source": ["a"], "target": ["b"]}) == \
+        {"source": Counts(), "target": Counts()}
+
+
+def test_a_gateway_that_served_nothing_yet_counts_zero_but_a_scrape_without_either_counter_is_refused():
     assert per_side(HEAD, "shop", {"source": ["a"], "target": ["b"]}) == {"source": Counts(), "target": Counts()}
     with pytest.raises(LightrailError) as err:
         per_side("# TYPE envoy_server_live gauge\nenvoy_server_live 1\n", "shop", {"source": ["a"], "target": ["b"]})
-    assert str(err.value).startswith("no istio_requests_total in the gateway metrics (give --metrics-url the Istio "
-                                     "gateway proxy's /stats/prometheus (port 15020)")
+    assert str(err.value).startswith("no istio_requests_total or agentgateway_requests_total in the gateway metrics "
+                                     "(give --metrics-url the gateway proxy's /stats/prometheus (port 15020, Istio's "
+                                     "or agentgateway's)")
     with pytest.raises(LightrailError, match="not in the Prometheus text format"):
         per_side("istio_requests_total{ 1\n", "shop", {"source": ["a"], "target": ["b"]})
 

@@ -27,9 +27,9 @@ HELP = {
     "surge": "run the target beside the source (default); --no-surge swaps one replica (moe: one LWS group) at a "
              "time in the source's room, the weights following (needs 2+ replicas)",
     "url": "the Gateway's address as this machine reaches it, for the probes (e.g. a port-forward)",
-    "metrics_url": "the Istio gateway proxy's Prometheus counters (e.g. a port-forward to its port 15020: "
-                   "http://127.0.0.1:15020/stats/prometheus): each hold shows client requests per side, and a 5xx "
-                   "answered from the target trips the guard",
+    "metrics_url": "the gateway proxy's Prometheus counters, Istio's or agentgateway's (e.g. a port-forward to "
+                   "its port 15020: http://127.0.0.1:15020/stats/prometheus): each hold shows client requests per "
+                   "side, and a 5xx answered from the target trips the guard",
     "ca_file": "PEM bundle of the CA that signed an https --url's certificate (a private CA); default: the "
                "system's CAs",
     "resume": "continue an interrupted or paused migration from the state in the cluster",

@@ -23,7 +23,7 @@ class Context:
     out: Out
     dry_run: bool
     url: str = ""                      # the Gateway, as this machine reaches it (probes)
-    metrics_url: str = ""              # the gateway proxy's Prometheus counters (Istio), or none
+    metrics_url: str = ""              # the gateway proxy's Prometheus counters (Istio, agentgateway), or none
     trust: ssl.SSLContext | bool = True  # how an https --url's certificate is checked (--ca-file)
     token: Token | None = None
     charts: Path | None = None

@@ -1,10 +1,17 @@
-"""Client requests per side, as the Gateway counts them: Istio's `istio_requests_total`.
+"""Client requests per side, as the Gateway counts them: Istio's `istio_requests_total` or
+agentgateway's `agentgateway_requests_total`.
 
 The migrator's probes show what its own requests see; the gateway's counters show what clients
-get from each pool while a weight is held. Istio sends a route's InferencePool backend to a
-shadow Service it makes for the pool (`<pool>-ip-<hash>`, pilot's InferencePoolServiceName in
-pilot/pkg/config/kube/gateway/inferencepool_collection.go), so that Service is the destination
-a pool's requests are counted under. Read from the gateway proxy's `/stats/prometheus` (port 15020).
+get from each pool while a weight is held. Both proxies serve them at `/stats/prometheus` on port
+15020; a scrape is read by the counter it carries. Each names a pool's requests its own way:
+
+- Istio sends a route's InferencePool backend to a shadow Service it makes for the pool
+  (`<pool>-ip-<hash>`, pilot's InferencePoolServiceName in
+  pilot/pkg/config/kube/gateway/inferencepool_collection.go), and counts under that Service.
+- agentgateway's controller makes the pool a backend named by its hostname,
+  `<pool>.<namespace>.inference.<cluster domain>`, and the proxy's `backend` label is that and the
+  port (DefaultRouteBackend in controller/pkg/agentgateway/plugins/reference_indexes.go, the
+  HTTP labels in crates/agentgateway/src/telemetry/metrics.rs; the same from v1.0.0 to v1.4.1).
 """
 from __future__ import annotations
 
@@ -16,8 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lightrail.errors import LightrailError
 
-METRIC = "istio_requests_total"
 _SEPARATOR, _HASH, _MAX_NAME = "-ip-", 8, 63
+Destination = tuple[str, str]     # (namespace, name) a counter names a request's backend by
 
 
 def shadow_service(pool: str) -> str:
@@ -25,6 +32,29 @@ def shadow_service(pool: str) -> str:
     its SHA-256, the name cut to fit 63 characters."""
     digest = hashlib.sha256(pool.encode()).hexdigest()[:_HASH]
     return f"{pool[:_MAX_NAME - len(_SEPARATOR) - _HASH]}{_SEPARATOR}{digest}"
+
+
+def _istio(labels: Mapping[str, str]) -> tuple[Destination, str]:
+    return ((labels.get("destination_service_namespace", ""), labels.get("destination_service_name", "")),
+            labels.get("response_code", ""))
+
+
+def _agentgateway(labels: Mapping[str, str]) -> tuple[Destination, str]:
+    host = labels.get("backend", "").rpartition(":")[0]      # "unknown" (no backend chosen): no host
+    pool, _, rest = host.partition(".")
+    namespace, _, domain = rest.partition(".")
+    return ((namespace, pool) if domain.startswith("inference.") else ("", "")), labels.get("status", "")
+
+
+@dataclass(frozen=True)
+class Counter:
+    metric: str
+    name: Callable[[str], str]                                    # what a pool is counted under
+    read: Callable[[Mapping[str, str]], tuple[Destination, str]]  # a sample's backend and response code
+
+
+COUNTERS = (Counter("istio_requests_total", shadow_service, _istio),
+            Counter("agentgateway_requests_total", lambda pool: pool, _agentgateway))
 
 
 @dataclass(frozen=True)
@@ -42,33 +72,35 @@ class Counts:
 def per_side(text: str, namespace: str, pools: Mapping[str, Sequence[str]]) -> dict[str, Counts]:
     """Requests and 5xx per side ("source", "target": the names of its pools) from a scrape.
 
-    A scrape with no `istio_requests_total` at all is not an Istio gateway's (or the URL is
-    wrong): refused, not read as zero traffic. A gateway that has served nothing yet has the
-    metric's HELP line."""
-    wanted = {shadow_service(pool): side for side, names in pools.items() for pool in names}
-    totals = {side: [0, 0] for side in pools}
-    seen = False
+    A scrape with neither counter is not an Istio or agentgateway proxy's (or the URL is wrong):
+    refused, not read as zero traffic. A gateway that has served nothing yet has the counter's
+    HELP line."""
+    # per counter present; agentgateway's text is OpenMetrics (its TYPE line names the counter without
+    # _total), which this parser reads as a family with the HELP line and another with the samples
+    samples: dict[str, list] = {}
     try:
-        families = list(text_string_to_metric_families(text))
+        for family in text_string_to_metric_families(text):
+            for c in COUNTERS:
+                if family.name in (c.metric, c.metric.removesuffix("_total")):
+                    samples.setdefault(c.metric, []).extend(family.samples)
     except ValueError as err:
         raise LightrailError(f"the gateway metrics are not in the Prometheus text format: {err}") from None
-    for family in families:
-        if family.name not in (METRIC, METRIC.removesuffix("_total")):
+    if not samples:
+        raise LightrailError(f"no {' or '.join(c.metric for c in COUNTERS)} in the gateway metrics",
+                             fix="give --metrics-url the gateway proxy's /stats/prometheus (port 15020, Istio's or "
+                                 "agentgateway's), e.g. on Istio `kubectl port-forward deploy/<gateway>-istio 15020` "
+                                 "and --metrics-url=http://127.0.0.1:15020/stats/prometheus")
+    counter = next(c for c in COUNTERS if c.metric in samples)
+    wanted = {(namespace, counter.name(pool)): side for side, names in pools.items() for pool in names}
+    totals = {side: [0, 0] for side in pools}
+    for sample in samples[counter.metric]:
+        destination, code = counter.read(sample.labels)
+        side = wanted.get(destination)
+        if sample.name != counter.metric or side is None:
             continue
-        seen = True
-        for sample in family.samples:
-            labels = sample.labels
-            side = wanted.get(labels.get("destination_service_name", ""))
-            if sample.name != METRIC or side is None or labels.get("destination_service_namespace") != namespace:
-                continue
-            totals[side][0] += int(sample.value)
-            if labels.get("response_code", "").startswith("5"):
-                totals[side][1] += int(sample.value)
-    if not seen:
-        raise LightrailError(f"no {METRIC} in the gateway metrics",
-                             fix="give --metrics-url the Istio gateway proxy's /stats/prometheus (port 15020), e.g. "
-                                 "`kubectl port-forward deploy/<gateway>-istio 15020` and "
-                                 "--metrics-url=http://127.0.0.1:15020/stats/prometheus")
+        totals[side][0] += int(sample.value)
+        if code.startswith("5"):
+            totals[side][1] += int(sample.value)
     return {side: Counts(*values) for side, values in totals.items()}
 
 

@@ -22,7 +22,7 @@ VERIFY_GRACE = 30.0      # seconds a new side may answer 503 (no endpoint the ga
 
 
 def reachable(m: Migration, ctx: Context) -> None:
-    """Any HTTP answer from --url (a 404 too), and Istio's counters at --metrics-url, before anything
+    """Any HTTP answer from --url (a 404 too), and the gateway's counters at --metrics-url, before anything
     changes: a wrong address or an untrusted certificate is refused now, not after the target was deployed."""
     try:
         httpx.get(f"{ctx.url}/", timeout=30, verify=ctx.trust)

@@ -14,10 +14,14 @@ What it makes observable, because real gateways behave so:
   truncated stream, or 503 before the headers, as Envoy answers), and a request the stale
   configuration still sends to a dead pod gets 503.
 
-Like an Istio gateway proxy it counts requests in `istio_requests_total` at `metrics_url` (port
-15020's /stats/prometheus): by destination Service - an InferencePool's shadow Service - and the
-response code sent to the client (a stream broken after its headers keeps its 200; a client gone
-before the answer counts as code 0).
+Like a gateway proxy it counts requests at `metrics_url` (port 15020's /stats/prometheus), by
+backend and the response code sent to the client (a stream broken after its headers keeps its
+200), with the counter of `counters`: Istio's `istio_requests_total` by destination Service (an
+InferencePool's shadow Service; a client gone before the answer counts as code 0), or
+agentgateway's `agentgateway_requests_total` in OpenMetrics text, by the backend's hostname and port
+(an InferencePool's `<pool>.<namespace>.inference.cluster.local`; no status: "unknown"), with the
+labels this model knows of the real ones (lightrail/migrate/gatewaymetrics.py says where they are
+defined).
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ from lightrail.router import MODEL_HEADER
 from lightrail.testing import kubewatch, routing
 from lightrail.testing.vllm import free_port
 
+COUNTERS = ("istio", "agentgateway")     # whose request counter the model's proxy keeps
 BACKEND_HEADER = "x-lightrail-backend"     # the pool ("namespace/name") a request went to
 ENDPOINT_HEADER = "x-lightrail-endpoint"   # ... and its pod ("namespace/name")
 POOL_GROUP = "inference.networking.k8s.io"
@@ -119,7 +124,10 @@ class GatewayModel:
 
     def __init__(self, kubeconfig: str | Path, context: str, gateway: tuple[str, str],
                  backends: Mapping[tuple[str, str], str], *, propagation_delay: float = 1.0,
-                 seed: int | None = None, body_router: tuple[str, str] | None = None):
+                 seed: int | None = None, body_router: tuple[str, str] | None = None, counters: str = "istio"):
+        if counters not in COUNTERS:
+            raise ValueError(f"counters: {counters!r}; valid: {', '.join(COUNTERS)}")
+        self.counters = counters
         self.api = kubewatch.ApiAccess(kubeconfig, context)
         self.gateway = gateway
         self.backends = dict(backends)
@@ -131,7 +139,7 @@ class GatewayModel:
         self.url = f"http://127.0.0.1:{self.port}"
         self.metrics_port = free_port()
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/stats/prometheus"
-        self._codes: dict[tuple[str, str, str], int] = defaultdict(int)   # (namespace, service, code) -> requests
+        self._codes: dict[tuple[str, str, str], int] = defaultdict(int)   # (*backend as counted, code) -> requests
         self.now = ClusterView()       # the cluster as it is (pods live or die at once)
         self.seen = ClusterView()      # the cluster as the data plane is configured (late)
         self._stats: dict[str, BackendStats] = defaultdict(BackendStats)
@@ -232,13 +240,33 @@ class GatewayModel:
 
     # --- data plane -----------------------------------------------------------------------
 
-    def _count(self, namespace: str, service: str, code: int) -> None:
-        self._codes[(namespace, service, str(code))] += 1
+    def _counted_as(self, ref: dict, namespace: str, name: str) -> tuple[str, str]:
+        """The backend as the proxy's counter names it: Istio by (namespace, Service it sends to);
+        agentgateway by (hostname, port)."""
+        pool = ref.get("kind") == "InferencePool"
+        if self.counters == "istio":
+            return namespace, shadow_service(name) if pool else name
+        if pool:
+            spec = (self.seen.objects["InferencePool"].get((namespace, name)) or {}).get("spec") or {}
+            port = (spec.get("targetPorts") or [{}])[0].get("number")
+            return f"{name}.{namespace}.inference.cluster.local", str(port)
+        return f"{name}.{namespace}.svc.cluster.local", str(ref.get("port"))
+
+    def _count(self, backend: tuple[str, str], code: int) -> None:
+        self._codes[(*backend, str(code))] += 1
 
     async def _metrics(self, request: web.BaseRequest) -> web.Response:
-        """`istio_requests_total` as an Istio gateway proxy reports it (reporter "source")."""
+        """The request counter as the proxy of `counters` reports it."""
         if request.path != "/stats/prometheus":
             return web.Response(status=404, text="not found\n")
+        if self.counters == "agentgateway":
+            lines = ["# HELP agentgateway_requests The total number of HTTP requests sent.",
+                     "# TYPE agentgateway_requests counter"]
+            for (host, port, code), n in sorted(self._codes.items()):
+                status = code if code != "0" else "unknown"
+                lines.append(f'agentgateway_requests_total{{backend="{host}:{port}",status="{status}",'
+                             f'gateway="{self.gateway[0]}/{self.gateway[1]}"}} {n}')
+            return web.Response(text="\n".join([*lines, "# EOF"]) + "\n", content_type="application/openmetrics-text")
         lines = ["# HELP istio_requests_total Total requests.", "# TYPE istio_requests_total counter"]
         for (namespace, service, code), n in sorted(self._codes.items()):
             lines.append(f'istio_requests_total{{reporter="source",destination_service="{service}.{namespace}.svc.'
@@ -262,8 +290,7 @@ class GatewayModel:
         label = f"{namespace}/{name}"
         stats = self._stats[label]
         stats.started += 1
-        service = shadow_service(name) if ref.get("kind") == "InferencePool" else name
-        count = partial(self._count, namespace, service)
+        count = partial(self._count, self._counted_as(ref, namespace, name))
         selector = self.seen.selector(ref, namespace) if namespace == route_ns else None
         upstream = self.backends.get((namespace, name))
         known = self.seen.endpoints(namespace, selector) if selector is not None else []

@@ -85,14 +85,15 @@ def migrate(cluster, *args, ok=True):
 
 
 @contextlib.contextmanager
-def serving(cluster, ns: str, upstreams: dict, pattern: str = "caching", *plan: str):
-    """The pattern on llmd, its Gateway served by the gateway model with one vLLM per stack's pool."""
+def serving(cluster, ns: str, upstreams: dict, pattern: str = "caching", *plan: str, counters: str = "istio"):
+    """The pattern on llmd, its Gateway served by the gateway model with one vLLM per stack's pool (its
+    proxy keeping the request counter of `counters`)."""
     invoke(cluster, "deploy", f"--pattern={pattern}", *(plan or ("--accel=sim",)), f"--namespace={ns}", "--timeout=300")
     name = f"{pattern}-qwen2-5-3b-instruct"
     backends = {(ns, name): upstreams["llmd"], (ns, f"{name}-inference-pool"): upstreams["kserve"]}
     try:
         with GatewayModel(cluster.kubeconfig, cluster.context, (ns, f"{pattern}-gateway"), backends,
-                          propagation_delay=1.0, seed=7) as gw:
+                          propagation_delay=1.0, seed=7, counters=counters) as gw:
             yield gw
     finally:
         invoke(cluster, "teardown", f"--pattern={pattern}", f"--namespace={ns}", ok=False)
@@ -101,9 +102,10 @@ def serving(cluster, ns: str, upstreams: dict, pattern: str = "caching", *plan: 
 
 @pytest.fixture
 def deployed(kserve, upstreams, request):   # noqa: F811
-    """caching on llmd (sim) behind the gateway model."""
+    """caching on llmd (sim) behind the gateway model (counting as Istio, or as the indirect parameter
+    names)."""
     ns = "mig-" + request.node.name.removeprefix("test_")[:20].replace("_", "-").rstrip("-")
-    with serving(kserve, ns, upstreams) as gw:
+    with serving(kserve, ns, upstreams, counters=getattr(request, "param", "istio")) as gw:
         yield kserve, ns, gw
 
 
@@ -195,10 +197,12 @@ def failing_clients(upstream: str):
         server.shutdown()
 
 
+@pytest.mark.parametrize("deployed", ["agentgateway"], indirect=True)
 def test_a_tripped_guard_restores_the_last_good_weights_and_rollback_restores_the_source(deployed, upstreams):
     """At 50 % the target starts failing its clients while its probes still pass: the gateway's counters
-    (--metrics-url) trip the guard, which puts the weights back at 10 % and stops; --rollback then
-    returns to the source exactly (objects compared field by field)."""
+    (--metrics-url; agentgateway's here, Istio's in the test above) trip the guard, which puts the
+    weights back at 10 % and stops; --rollback then returns to the source exactly (objects compared
+    field by field)."""
     cluster, ns, gw = deployed
     kinds = "deployments,inferencepools,httproutes,gateways.gateway.networking.k8s.io,services"
     before = objects(cluster, ns, kinds)

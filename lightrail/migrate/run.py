@@ -24,7 +24,7 @@ from lightrail.ops import checks as ck
 from lightrail.ops import flows
 from lightrail.ops import steps as st
 from lightrail.ops import teardown as td
-from lightrail.ops.deploy import conflicts
+from lightrail.ops.deploy import conflicts, pod_security_refusal
 from lightrail.ops.desired import desired_state
 from lightrail.ops.executor import DryRun, Live as LiveExecutor
 from lightrail.ops.objects import (FIELD_MANAGER, GATEWAY_NAME_LABEL, HELM_RELEASE, MIGRATION_LABEL, PATTERN_LABEL,
@@ -86,6 +86,8 @@ def preflight(m: Migration, ctx: Context) -> list[Problem]:
     desired = desired_state(m.target, ctx.charts)
     live = flows.observe_live(cluster, m.target, desired)
     problems += [Problem(c, "remove it, or migrate in another namespace") for c in conflicts(m.target, desired, live)]
+    if (refusal := pod_security_refusal(m.target, live.namespace_labels)) is not None:
+        problems.append(Problem(f"target ({m.target.stack}): {refusal.message}", refusal.fix))
     checks = flows.doctor(ctx.target, cluster, m.target.stack, m.target.gateway.provider, m.target, desired.objects,
                           ctx.token is not None)
     for c in ck.failed(c for c in checks if c.name != "capacity"):

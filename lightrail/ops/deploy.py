@@ -129,21 +129,37 @@ def _namespace_steps(plan: Plan, desired: Desired, live: Live, target: Target, o
     out.steps.append(st.apply(target, [ns], f"create namespace {plan.namespace}", changes=[st.Change(ref(ns))]))
 
 
+def pod_security_refusal(plan: Plan, labels: dict[str, str] | None) -> LightrailError | None:
+    """Why an existing namespace cannot take the plan's pods: it enforces a stricter Pod Security level
+    (an existing namespace keeps its labels: loosening them is the owner's call)."""
+    if labels is None:
+        return None
+    enforced = _enforced(labels)
+    if podsecurity.LEVELS.index(enforced) >= podsecurity.LEVELS.index(plan.pod_security):
+        return None
+    return LightrailError(f"namespace {plan.namespace} enforces Pod Security {enforced!r}; this deployment's pods "
+                          f"need {plan.pod_security!r}", fix=f"`{_label(plan)}`, or deploy into another namespace")
+
+
+def _enforced(labels: dict[str, str]) -> str:
+    enforced = labels.get(f"{podsecurity.LABEL}/enforce", "privileged")
+    return enforced if enforced in podsecurity.LEVELS else "restricted"  # admission reads an invalid level so
+
+
+def _label(plan: Plan) -> str:
+    return f"kubectl label namespace {plan.namespace} {podsecurity.LABEL}/enforce={plan.pod_security} --overwrite"
+
+
 def _existing_pod_security(plan: Plan, labels: dict[str, str] | None, out: DeployPlan) -> None:
-    """A namespace Lightrail did not create keeps its Pod Security labels (loosening them is the owner's
-    call): refuse when it enforces a level the pods cannot meet, say so when it enforces none."""
+    """An existing namespace keeps its Pod Security labels: refuse when it enforces a level the pods
+    cannot meet, say so when it enforces another."""
     if labels is None:
         return
-    enforced = labels.get(f"{podsecurity.LABEL}/enforce", "privileged")
-    if enforced not in podsecurity.LEVELS:
-        enforced = "restricted"   # PodSecurity admission evaluates an invalid level as restricted
-    label = f"kubectl label namespace {plan.namespace} {podsecurity.LABEL}/enforce={plan.pod_security} --overwrite"
-    if podsecurity.LEVELS.index(enforced) < podsecurity.LEVELS.index(plan.pod_security):
-        raise LightrailError(f"namespace {plan.namespace} enforces Pod Security {enforced!r}; this deployment's pods "
-                             f"need {plan.pod_security!r}", fix=f"`{label}`, or deploy into another namespace")
-    if enforced != plan.pod_security:
+    if (refusal := pod_security_refusal(plan, labels)) is not None:
+        raise refusal
+    if (enforced := _enforced(labels)) != plan.pod_security:
         out.notes.append(f"namespace {plan.namespace} enforces Pod Security {enforced!r} (kept); the pods meet "
-                         f"{plan.pod_security!r}: `{label}` to enforce it")
+                         f"{plan.pod_security!r}: `{_label(plan)}` to enforce it")
 
 
 def _secret_step(plan: Plan, live: Live, target: Target, token: Token | None, out: DeployPlan) -> None:

@@ -399,6 +399,65 @@ def test_no_surge_swaps_one_replica_at_a_time_on_a_full_cluster(kserve, upstream
         [(p["metadata"]["name"], p["spec"].get("nodeName")) for p in pods]
 
 
+def test_moe_moves_whole_leaderworkerset_groups_there_and_back_under_traffic(kserve, upstreams, tmp_path):  # noqa: F811
+    """moe on H100s (one LeaderWorkerSet group: a leader and a worker pod of 4 GPUs each), served as the
+    tiny model: llmd -> kserve -> llmd under traffic with 0 failed requests. The real LWS controller
+    makes the llmd chart's groups and the one KServe makes of the LLMInferenceService; each way the
+    source's LeaderWorkerSet is gone at the end and the target's pods run on the H100 nodes. KServe's
+    data-parallel pods need Pod Security 'privileged' and the llmd deployment's namespace enforces
+    'restricted': the preflight refuses, changing nothing, until the namespace is labelled so."""
+    import yaml
+
+    from lightrail.ops import controllers
+    from tests.e2e.test_pod_security import need_controller, upstream_crds
+
+    need_controller("lws")
+    cluster, ns = kserve, "mig-moe"
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=yaml.safe_dump_all(upstream_crds("lws")))
+    apply_nodes(cluster, "gpu:h100:4")
+    plan = ("--accel=gpu", "--gpu-type=h100", f"--model={QWEN}")
+    fast = (*(a for a in FAST if not a.startswith("--timeout")), "--timeout=600")
+    pool = "moe-qwen2-5-3b-instruct"
+
+    def groups() -> dict[str, list[str]]:
+        """LeaderWorkerSets by owner kind (the chart's have none), with their pods' nodes."""
+        sets = json.loads(cluster.kubectl("get", "leaderworkersets", "-n", ns, "-o", "json").stdout)["items"]
+        pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
+        return {(s["metadata"].get("ownerReferences") or [{"kind": "chart"}])[0]["kind"]:
+                sorted(p["spec"].get("nodeName", "") for p in pods
+                       if p["metadata"].get("labels", {}).get("leaderworkerset.sigs.k8s.io/name") == s["metadata"]["name"])
+                for s in sets}
+
+    with controllers.running("lws", cluster.kubeconfig, tmp_path / "lws"), \
+            serving(cluster, ns, upstreams, "moe", *plan) as gw:
+        before = groups()
+        args = ("migrate", "--pattern=moe", *plan, f"-n={ns}", f"--url={gw.url}", *fast)
+        kinds = "deployments,inferencepools,httproutes,configmaps,leaderworkersets"
+        unchanged = objects(cluster, ns, kinds)
+        refused = invoke(cluster, *args, "--to=kserve", ok=False)
+        assert refused.returncode == 1 and f"target (kserve): namespace {ns} enforces Pod Security 'restricted'; " \
+            "this deployment's pods need 'privileged'" in refused.stderr and "nothing was changed" in refused.stderr \
+            and f"kubectl label namespace {ns} pod-security.kubernetes.io/enforce=privileged --overwrite" \
+            in refused.stderr, refused.stderr
+        assert objects(cluster, ns, kinds) == unchanged
+        cluster.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=privileged", "--overwrite")
+        with TrafficDriver(gw.url, QWEN, rate=6, concurrency=6, max_tokens=4) as traffic:
+            there = invoke(cluster, *args, "--to=kserve", timeout=1200)
+            on_kserve = groups()
+            back = invoke(cluster, *args, "--to=llmd", timeout=1200)
+            time.sleep(2)
+        after = groups()
+    report = traffic.report()
+    assert report.failures == [], report.summary() + "\n" + (there.stdout + back.stdout)[-3000:]
+    assert "migrated: moe now runs on kserve" in there.stdout and "migrated: moe now runs on llmd" in back.stdout
+    assert {r.backend for r in report.records} == {f"{ns}/{pool}", f"{ns}/{pool}-inference-pool"}, report.summary()
+    for seen in (before, on_kserve, after):
+        assert len(seen) == 1 and all(len(nodes) == 2 and all(n.startswith("kwok-gpu-h100-") for n in nodes)
+                                      for nodes in seen.values()), (before, on_kserve, after)
+    assert before.keys() == after.keys() == {"chart"} and on_kserve.keys() == {"LLMInferenceService"}, \
+        (before, on_kserve, after)
+
+
 @pytest.fixture(scope="module")
 def phi(tiny_model):
     """A real vLLM answering as multimodel's second model: it stands in for both stacks' pools of it."""
